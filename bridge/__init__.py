@@ -1,0 +1,1 @@
+"""Slack <-> Asterisk text bridge."""

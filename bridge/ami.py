@@ -1,0 +1,277 @@
+"""The Asterisk Manager Interface link: the only module that imports panoramisk.
+
+`AmiLink` keeps one logged-in AMI connection alive for the bridge's whole life:
+- connects and logs in, and when Asterisk is down at start or goes away, retries with
+  backoff (1 s doubling to 30 s) and logs every state change once;
+- pings on its own schedule and checks the answer, so a half-open TCP link is noticed
+  (panoramisk's own ping never looks at the reply);
+- sends `MessageSend` with a timeout and turns every outcome into our own result or
+  exception (`bridge.errors`): panoramisk futures can otherwise hang across reconnects;
+- turns the dialplan's `UserEvent(SlackBridgeText, ...)` into `InboundText` values.
+
+panoramisk's automatic reconnect is switched off (its queued actions are re-sent blindly
+after a reconnect, which could send a text twice); reconnecting is ours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import panoramisk
+
+from bridge.config import AmiSettings
+from bridge.errors import (
+    AmiActionFailed,
+    AmiError,
+    AmiLoginRefused,
+    AmiTimeout,
+    AmiUnavailable,
+)
+from bridge.texts import TEXT_EVENT, InboundText, MalformedEvent, decode_text_event
+
+log = logging.getLogger(__name__)
+
+TEXT_EVENT_PATTERN = "UserEvent"
+_PING_INTERVAL = 5.0
+_BACKOFF_FIRST = 1.0
+_BACKOFF_MAX = 30.0
+
+TextHandler = Callable[[InboundText | MalformedEvent], None]
+
+
+class _Manager(panoramisk.Manager):  # type: ignore[misc]
+    """panoramisk's Manager with its self-reconnect replaced by callbacks into AmiLink."""
+
+    def __init__(self, *, on_lost: Callable[[object], None], **config: Any) -> None:
+        super().__init__(**config)
+        self._on_lost = on_lost
+
+    def connection_made(self, f: asyncio.Future[Any]) -> None:
+        if f.cancelled() or f.exception() is not None:
+            return  # AmiLink awaits the same task and reports the error itself
+        super().connection_made(f)
+
+    def connection_lost(self, exc: object) -> None:
+        self._connected = False
+        if self.pinger:
+            self.pinger.cancel()
+            self.pinger = None
+        self._on_lost(exc)
+
+
+class AmiLink:
+    """One supervised, logged-in AMI connection."""
+
+    def __init__(self, settings: AmiSettings, *, on_text: TextHandler) -> None:
+        self._settings = settings
+        self._on_text = on_text
+        self._manager: _Manager | None = None
+        self._ready = asyncio.Event()
+        self._lost = asyncio.Event()
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.last_error = "not connected yet"
+        self.reconnects = 0
+        self.connected_since: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Connected and logged in right now."""
+        return self._ready.is_set()
+
+    @property
+    def address(self) -> str:
+        return f"{self._settings.host}:{self._settings.port}"
+
+    async def start(self) -> None:
+        """Start connecting in the background; returns at once (Asterisk may still be down)."""
+        self._task = asyncio.create_task(self._supervise(), name="ami-link")
+
+    async def wait_ready(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._ready.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._lost.set()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._teardown("bridge stopping")
+
+    async def message_send(self, *, destination: str, body: str, from_: str | None) -> None:
+        """Send one text (at most one segment) with MessageSend; raise AmiError if not queued.
+
+        The body travels as `Base64Body`, so no byte of it can end an AMI line. `destination`
+        and `from_` come from validated config and never contain CR/LF.
+        """
+        action = {
+            "Action": "MessageSend",
+            "Destination": destination,
+            "Base64Body": base64.b64encode(body.encode("utf-8")).decode("ascii"),
+        }
+        if from_:
+            action["From"] = from_
+        await self._action(action)
+
+    async def ping(self) -> None:
+        await self._action({"Action": "Ping"})
+
+    async def _action(self, action: dict[str, str]) -> Mapping[str, str]:
+        name = action["Action"]
+        manager = self._manager
+        if not self.ready or manager is None:
+            raise AmiUnavailable(f"not connected to Asterisk at {self.address} "
+                                 f"({self.last_error})")
+        future: asyncio.Future[Any] = manager.send_action(dict(action))
+        self._pending.add(future)
+        try:
+            response = await asyncio.wait_for(future, self._settings.action_timeout)
+        except TimeoutError:
+            raise AmiTimeout(f"Asterisk did not answer {name} within "
+                             f"{self._settings.action_timeout:g} s") from None
+        finally:
+            self._pending.discard(future)
+        if isinstance(response, list):  # as_list actions; not used for MessageSend
+            response = response[0] if response else {}
+        if not getattr(response, "success", False):
+            raise AmiActionFailed(name, str(response.get("Message", "")))
+        return response  # type: ignore[no-any-return]
+
+    # -- connection supervision -------------------------------------------------------
+
+    async def _supervise(self) -> None:
+        backoff = _BACKOFF_FIRST
+        first = True
+        while not self._stopping:
+            try:
+                await self._connect()
+                if not first:
+                    self.reconnects += 1
+                first = False
+                backoff = _BACKOFF_FIRST
+                log.info("AMI: connected to %s as %s", self.address, self._settings.username)
+                await self._watch()
+            except AmiError as exc:
+                changed = str(exc) != self.last_error
+                self.last_error = str(exc)
+                (log.warning if changed else log.debug)(
+                    "AMI: %s; retrying in %.0f s", exc, backoff)
+            finally:
+                self._teardown(self.last_error)
+            if self._stopping:
+                break
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX)
+
+    async def _connect(self) -> None:
+        settings = self._settings
+        self._lost = asyncio.Event()
+        manager = _Manager(
+            on_lost=self._connection_lost,
+            loop=asyncio.get_running_loop(),
+            host=settings.host,
+            port=settings.port,
+            username=settings.username,
+            secret=settings.secret.reveal(),
+            ping_delay=10**6,  # we ping ourselves and check the answer
+            reconnect_timeout=10**6,
+            forgetable_actions=("ping", "login", "messagesend"),
+        )
+        manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
+        manager.register_event("FullyBooted", self._fully_booted)
+        self._manager = manager
+        try:
+            await asyncio.wait_for(manager.connect(), settings.connect_timeout)
+        except TimeoutError:
+            raise AmiUnavailable(f"no answer from {self.address} within "
+                                 f"{settings.connect_timeout:g} s") from None
+        except OSError as exc:
+            raise AmiUnavailable(f"cannot connect to {self.address}: "
+                                 f"{exc.strerror or exc}") from exc
+        login = manager.authenticated_future
+        if login is None:
+            raise AmiUnavailable(f"{self.address} closed the connection before login")
+        try:
+            response = await asyncio.wait_for(login, settings.connect_timeout)
+        except TimeoutError:
+            raise AmiUnavailable(f"{self.address} did not answer the login within "
+                                 f"{settings.connect_timeout:g} s (is it really AMI?)") from None
+        if not getattr(response, "success", False):
+            raise AmiLoginRefused(
+                f"Asterisk refused the AMI login for user '{settings.username}' "
+                f"({response.get('Message', 'no reason given')}): check [ami] username, "
+                f"AMI_SECRET and the user's permit= lines in manager.conf")
+        if self._lost.is_set():
+            raise AmiUnavailable(f"connection to {self.address} dropped right after login")
+        self.last_error = ""
+        self.connected_since = time.monotonic()
+        self._ready.set()
+
+    async def _watch(self) -> None:
+        """Return when the connection is lost or stops answering pings."""
+        while not self._stopping:
+            try:
+                await asyncio.wait_for(self._lost.wait(), _PING_INTERVAL)
+            except TimeoutError:
+                pass
+            else:
+                raise AmiUnavailable(f"connection to {self.address} lost")
+            try:
+                await self.ping()
+            except AmiError as exc:
+                raise AmiUnavailable(f"Asterisk at {self.address} stopped answering "
+                                     f"({exc})") from exc
+
+    def _connection_lost(self, exc: object) -> None:
+        self._ready.clear()
+        self._lost.set()
+        self._fail_pending()
+
+    def _fail_pending(self) -> None:
+        for future in list(self._pending):
+            if not future.done():
+                future.set_exception(AmiUnavailable(
+                    f"the connection to {self.address} dropped before Asterisk answered"))
+        self._pending.clear()
+
+    def _teardown(self, reason: str) -> None:
+        was_ready = self._ready.is_set()
+        self._ready.clear()
+        self._fail_pending()
+        manager, self._manager = self._manager, None
+        if manager is not None:
+            manager.callbacks.clear()
+            manager.patterns.clear()
+            manager.close()
+        if was_ready:
+            log.warning("AMI: disconnected from %s: %s", self.address, reason)
+        self.connected_since = None
+
+    # -- events -------------------------------------------------------------------------
+
+    def _dispatch(self, _manager: object, event: Mapping[str, str]) -> None:
+        if str(event.get("UserEvent", "")) != TEXT_EVENT:
+            return
+        try:
+            decoded = decode_text_event(event)
+        except Exception:  # never let one bad event stop the event stream
+            log.exception("AMI: could not decode a %s event", TEXT_EVENT)
+            return
+        self._on_text(decoded)
+
+    def _fully_booted(self, _manager: object, _event: Mapping[str, str]) -> None:
+        log.debug("AMI: Asterisk at %s is fully booted", self.address)
+

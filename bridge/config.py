@@ -1,0 +1,385 @@
+"""Reads the config file and the environment once, validates everything, returns `Settings`.
+
+Every problem is collected and reported together (file, key, what is wrong, how to fix it),
+so an admin fixes the whole file in one go; `load_settings` raises one `ConfigError`.
+Secrets come from the environment (or, for the AMI secret, optionally the file) and are
+wrapped in `Secret`, whose repr and str never show the value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bridge.directory import Directory, Endpoint
+from bridge.errors import ConfigError, ConfigProblem
+
+ENV = "environment"
+
+# Words `/sip` treats as subcommands; an endpoint cannot be called one of these.
+RESERVED_NAMES = frozenset({"help", "list", "status"})
+
+# Slack IDs: public channels C..., private G..., DMs D...; upper-case letters and digits.
+_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}$")
+_COMMAND = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,31}$")
+# MessageSend technologies Asterisk 22 knows: PJSIP and XMPP (chan_sip is gone since 21).
+_DESTINATION = re.compile(r"^(pjsip|xmpp):\S.*$")
+# Longest value we put on one AMI line; Asterisk's line limit is about 1,022 characters.
+MAX_HEADER_VALUE = 512
+
+
+class Secret:
+    """A secret string that never shows itself in logs, reprs or tracebacks."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+@dataclass(frozen=True)
+class AmiSettings:
+    host: str
+    port: int
+    username: str
+    secret: Secret = field(repr=False)
+    from_: str | None  # optional From for MessageSend
+    action_timeout: float  # seconds to wait for any AMI response
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class SlackSettings:
+    command: str
+    default_channel: str
+    bot_token: Secret = field(repr=False)
+    signing_secret: Secret | None = field(repr=False)
+    app_token: Secret | None = field(repr=False)  # set => Socket Mode
+    api_url: str | None
+    port: int
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.app_token is not None
+
+
+@dataclass(frozen=True)
+class Settings:
+    path: Path
+    ami: AmiSettings
+    slack: SlackSettings
+    directory: Directory
+
+    def secrets(self) -> list[str]:
+        """Every secret value in force, for log redaction."""
+        found = [self.ami.secret, self.slack.bot_token, self.slack.signing_secret,
+                 self.slack.app_token]
+        return [s.reveal() for s in found if s is not None and s.reveal()]
+
+
+_KNOWN_KEYS: dict[str, set[str]] = {
+    "": {"ami", "slack", "endpoints"},
+    "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout"},
+    "slack": {"command", "default_channel"},
+    "endpoints": {"name", "destination", "channel", "aliases", "from"},
+}
+
+
+class _Checker:
+    """Collects problems while reading values of the right type out of the TOML tables."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[ConfigProblem] = []
+
+    def add(self, key: str, problem: str, fix: str, *, source: str | None = None) -> None:
+        self.problems.append(ConfigProblem(source or self.source, key, problem, fix))
+
+    def unknown_keys(self, table: Mapping[str, Any], section: str, prefix: str) -> None:
+        known = _KNOWN_KEYS[section]
+        for key in table:
+            if key not in known:
+                close = difflib.get_close_matches(key, sorted(known), n=1)
+                hint = f"did you mean '{close[0]}'?" if close else \
+                    f"known keys here: {', '.join(sorted(known))}"
+                self.add(f"{prefix}{key}", "unknown key", f"remove it or rename it; {hint}")
+
+    def string(self, table: Mapping[str, Any], key: str, prefix: str, *,
+               default: str | None = None, required: bool = False,
+               example: str = "") -> str | None:
+        full = f"{prefix}{key}"
+        if key not in table:
+            if required:
+                self.add(full, "missing", f"add `{key} = {example or '...'}`")
+            return default
+        value = table[key]
+        if not isinstance(value, str):
+            self.add(full, f"must be a string, got {type(value).__name__}",
+                     f"write it in quotes, e.g. `{key} = {example or chr(34) + str(value) + chr(34)}`")
+            return default
+        return self._clean(value, full)
+
+    def _clean(self, value: str, full: str) -> str | None:
+        # Every config string may end up on an AMI line or in a Slack API call:
+        # no control characters (CR/LF would inject AMI headers), no surrounding space.
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+            self.add(full, "contains a control character (newline, tab, NUL, ...)",
+                     "remove it; values must be a single line of text")
+            return None
+        if value != value.strip():
+            self.add(full, f"has leading or trailing spaces: {value!r}", "remove the spaces")
+            return None
+        if len(value) > MAX_HEADER_VALUE:
+            self.add(full, f"is {len(value)} characters long", f"keep it under {MAX_HEADER_VALUE}")
+            return None
+        return value
+
+    def integer(self, table: Mapping[str, Any], key: str, prefix: str, *, default: int,
+                low: int, high: int) -> int:
+        full = f"{prefix}{key}"
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.add(full, f"must be a whole number, got {value!r}", f"e.g. `{key} = {default}`")
+            return default
+        if not low <= value <= high:
+            self.add(full, f"{value} is out of range", f"use a number from {low} to {high}")
+            return default
+        return value
+
+    def number(self, table: Mapping[str, Any], key: str, prefix: str, *, default: float,
+               low: float, high: float) -> float:
+        full = f"{prefix}{key}"
+        value = table.get(key, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            self.add(full, f"must be a number of seconds, got {value!r}",
+                     f"e.g. `{key} = {default}`")
+            return default
+        if not low <= value <= high:
+            self.add(full, f"{value} is out of range", f"use a number from {low} to {high}")
+            return default
+        return float(value)
+
+    def string_list(self, table: Mapping[str, Any], key: str, prefix: str) -> list[str]:
+        full = f"{prefix}{key}"
+        value = table.get(key, [])
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            self.add(full, "must be a list of strings", f'e.g. `{key} = ["one", "two"]`')
+            return []
+        cleaned = [self._clean(v, f"{full}[{i}]") for i, v in enumerate(value)]
+        return [v for v in cleaned if v is not None]
+
+
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
+    """Read `path` and the environment; return Settings or raise ConfigError listing all problems."""
+    env = os.environ if environ is None else environ
+    path = Path(path)
+    source = str(path)
+    check = _Checker(source)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([ConfigProblem(source, "(file)", "the config file does not exist",
+                                         "copy config/bridge.example.toml there and edit it, "
+                                         "or pass --config / set BRIDGE_CONFIG")]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([ConfigProblem(source, "(file)", f"cannot be read: {exc}",
+                                         "check the path and its permissions")]) from exc
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([ConfigProblem(source, "(syntax)", f"is not valid TOML: {exc}",
+                                         "fix the line named above")]) from exc
+
+    check.unknown_keys(data, "", "")
+    ami = _load_ami(check, _table(check, data, "ami"), env)
+    slack = _load_slack(check, _table(check, data, "slack"), env)
+    endpoints = _load_endpoints(check, data.get("endpoints", []))
+
+    if check.problems:
+        raise ConfigError(check.problems)
+    assert ami is not None and slack is not None
+    return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)))
+
+
+def _table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    if value is None:
+        check.add(f"[{name}]", "section is missing",
+                  f"add a [{name}] section (see config/bridge.example.toml)")
+        return {}
+    if not isinstance(value, dict):
+        check.add(name, "must be a table", f"write it as a [{name}] section")
+        return {}
+    check.unknown_keys(value, name, f"{name}.")
+    return value
+
+
+def _load_ami(check: _Checker, table: dict[str, Any], env: Mapping[str, str]) -> AmiSettings | None:
+    host = check.string(table, "host", "ami.", default="127.0.0.1")
+    port = check.integer(table, "port", "ami.", default=5038, low=1, high=65535)
+    username = check.string(table, "username", "ami.", required=True, example='"slackbridge"')
+    from_ = check.string(table, "from", "ami.")
+    if from_ is not None and not re.match(r"^(\"[^\"]*\"\s*)?<?sips?:", from_):
+        check.add("ami.from", f"{from_!r} is not a SIP URI",
+                  'write it like "sip:slack@pbx.example.com" or "\\"Slack\\" <sip:slack@pbx>"')
+    action_timeout = check.number(table, "action_timeout", "ami.", default=10.0, low=0.5,
+                                  high=300)
+    connect_timeout = check.number(table, "connect_timeout", "ami.", default=5.0, low=0.5,
+                                   high=120)
+    secret = env.get("AMI_SECRET") or None
+    if secret is None:
+        secret = check.string(table, "secret", "ami.")
+    if not secret:
+        check.add("AMI_SECRET", "no AMI secret is set",
+                  "export AMI_SECRET=<the secret of the AMI user in manager.conf> "
+                  "(or set ami.secret in the file)", source=ENV)
+    elif any(c in secret for c in "\r\n\0"):
+        check.add("AMI_SECRET", "contains a line break or NUL",
+                  "set it to the secret exactly as in manager.conf", source=ENV)
+    if None in (host, username) or not secret:
+        return None
+    assert host is not None and username is not None
+    return AmiSettings(host=host, port=port, username=username, secret=Secret(secret),
+                       from_=from_, action_timeout=action_timeout,
+                       connect_timeout=connect_timeout)
+
+
+def _load_slack(check: _Checker, table: dict[str, Any],
+                env: Mapping[str, str]) -> SlackSettings | None:
+    command = check.string(table, "command", "slack.", default="/sip")
+    if command is not None and not _COMMAND.match(command):
+        check.add("slack.command", f"{command!r} is not a slash command name",
+                  'use a leading slash and lower-case letters, e.g. "/sip"')
+    default_channel = check.string(table, "default_channel", "slack.", required=True,
+                                   example='"C0123456789"')
+    if default_channel is not None:
+        _check_channel(check, "slack.default_channel", default_channel)
+
+    bot_token = env.get("SLACK_BOT_TOKEN", "")
+    if not bot_token:
+        check.add("SLACK_BOT_TOKEN", "is not set",
+                  "export SLACK_BOT_TOKEN=xoxb-... (Slack app > OAuth & Permissions > "
+                  "Bot User OAuth Token)", source=ENV)
+    elif not bot_token.startswith("xoxb-"):
+        check.add("SLACK_BOT_TOKEN", "does not start with xoxb-",
+                  "use the Bot User OAuth Token, not a user (xoxp-) or app (xapp-) token",
+                  source=ENV)
+    app_token = env.get("SLACK_APP_TOKEN") or None
+    if app_token is not None and not app_token.startswith("xapp-"):
+        check.add("SLACK_APP_TOKEN", "does not start with xapp-",
+                  "use an App-Level Token with connections:write (Basic Information > "
+                  "App-Level Tokens), or unset it to use HTTP mode", source=ENV)
+    signing_secret = env.get("SLACK_SIGNING_SECRET") or None
+    if signing_secret is None and app_token is None:
+        check.add("SLACK_SIGNING_SECRET", "is not set (needed in HTTP mode)",
+                  "export SLACK_SIGNING_SECRET=... (Basic Information > Signing Secret), "
+                  "or set SLACK_APP_TOKEN to use Socket Mode", source=ENV)
+    api_url = env.get("SLACK_API_URL") or None
+    if api_url is not None:
+        if not re.match(r"^https?://[^\s/]+", api_url):
+            check.add("SLACK_API_URL", f"{api_url!r} is not an http(s) URL",
+                      "set it like https://slack.com/api/ or unset it", source=ENV)
+        elif not api_url.endswith("/"):
+            api_url += "/"
+    port_text = env.get("PORT", "3000")
+    port = 3000
+    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+        check.add("PORT", f"{port_text!r} is not a TCP port", "set PORT to a number from 1 to "
+                  "65535 (default 3000)", source=ENV)
+    else:
+        port = int(port_text)
+
+    if command is None or default_channel is None or not bot_token:
+        return None
+    return SlackSettings(
+        command=command,
+        default_channel=default_channel,
+        bot_token=Secret(bot_token),
+        signing_secret=Secret(signing_secret) if signing_secret else None,
+        app_token=Secret(app_token) if app_token else None,
+        api_url=api_url,
+        port=port,
+    )
+
+
+def _check_channel(check: _Checker, key: str, channel: str) -> None:
+    if not _CHANNEL_ID.match(channel):
+        check.add(key, f"{channel!r} is not a Slack channel ID",
+                  "use the channel's ID (like C0123456789: channel name > View channel "
+                  "details > bottom of the About tab), not its #name")
+
+
+def _load_endpoints(check: _Checker, raw: Any) -> list[Endpoint]:
+    if not isinstance(raw, list):
+        check.add("endpoints", "must be a list of [[endpoints]] tables",
+                  "write each endpoint as an [[endpoints]] section")
+        return []
+    if not raw:
+        check.add("endpoints", "no endpoints are configured",
+                  "add at least one [[endpoints]] section with name, destination and channel")
+    endpoints: list[Endpoint] = []
+    owner: dict[str, str] = {}  # casefolded name/alias -> key where it was first defined
+    for index, table in enumerate(raw):
+        prefix = f"endpoints[{index}]."
+        if not isinstance(table, dict):
+            check.add(f"endpoints[{index}]", "must be a table", "write it as [[endpoints]]")
+            continue
+        check.unknown_keys(table, "endpoints", prefix)
+        name = check.string(table, "name", prefix, required=True, example='"alice"')
+        destination = check.string(table, "destination", prefix, required=True,
+                                   example='"pjsip:alice"')
+        channel = check.string(table, "channel", prefix, required=True, example='"C0123456789"')
+        aliases = check.string_list(table, "aliases", prefix)
+        from_uris = check.string_list(table, "from", prefix)
+        if destination is not None and not _DESTINATION.match(destination):
+            check.add(f"{prefix}destination", f"{destination!r} is not a MessageSend destination",
+                      'start it with the technology, e.g. "pjsip:alice", '
+                      '"pjsip:PJSIP/+15551234@trunk" or "xmpp:..."')
+        if channel is not None:
+            _check_channel(check, f"{prefix}channel", channel)
+        for uri_index, uri in enumerate(from_uris):
+            if not re.match(r"^sips?:", uri, re.IGNORECASE):
+                check.add(f"{prefix}from[{uri_index}]", f"{uri!r} is not a SIP URI",
+                          'write it like "sip:alice@10.0.0.5"')
+        for key, word in [(f"{prefix}name", name)] + [
+                (f"{prefix}aliases[{i}]", a) for i, a in enumerate(aliases)]:
+            if word is None:
+                continue
+            if not _NAME.match(word):
+                check.add(key, f"{word!r} cannot be typed as a /sip recipient",
+                          "use letters, digits and . _ + @ - only, no spaces, at most 64")
+            elif word.casefold() in RESERVED_NAMES:
+                check.add(key, f"{word!r} is a /sip subcommand",
+                          f"pick another name; {', '.join(sorted(RESERVED_NAMES))} are reserved")
+            elif word.casefold() in owner:
+                check.add(key, f"{word!r} is already used by {owner[word.casefold()]}",
+                          "every name and alias must be unique (case does not count)")
+            else:
+                owner[word.casefold()] = key
+        if name and destination and channel:
+            endpoints.append(Endpoint(name=name, destination=destination, channel=channel,
+                                      aliases=tuple(aliases), from_uris=tuple(from_uris)))
+    return endpoints

@@ -1,0 +1,104 @@
+"""The endpoint directory: who can be texted, under which names, and where their texts go.
+
+Pure: built from validated config, no I/O. Answers three questions:
+- `lookup("front-desk")`: which endpoint a Slack user means,
+- `suggest("alce")`: which names they probably meant,
+- `sender("sip:alice@10.0.0.5:5060")`: which endpoint a SIP From URI belongs to.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A phone (or any MessageSend destination) that Slack users can text."""
+
+    name: str
+    destination: str  # the AMI MessageSend Destination, e.g. "pjsip:alice"
+    channel: str  # Slack channel ID where this endpoint's texts are posted
+    aliases: tuple[str, ...] = ()
+    from_uris: tuple[str, ...] = ()  # SIP From URIs that identify this endpoint's texts
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases)
+
+
+def sip_user(uri: str) -> str:
+    """The user part of a SIP URI: `sip:alice@10.0.0.5:5060;transport=udp` -> `alice`."""
+    rest = _strip_scheme(uri)
+    if "@" not in rest:
+        return ""
+    user = rest.split("@", 1)[0]
+    return user.split(";", 1)[0]
+
+
+def normalize_uri(uri: str) -> str:
+    """Compare-ready form of a SIP URI: no scheme, params or headers; host lower-cased."""
+    rest = _strip_scheme(uri.strip().strip("<>"))
+    rest = rest.split("?", 1)[0]
+    if "@" in rest:
+        user, host = rest.rsplit("@", 1)
+        user = user.split(";", 1)[0]
+        host = host.split(";", 1)[0].lower()
+        return f"{user}@{host}"
+    return rest.split(";", 1)[0].lower()
+
+
+def _strip_scheme(uri: str) -> str:
+    lowered = uri.lower()
+    for scheme in ("sips:", "sip:", "tel:"):
+        if lowered.startswith(scheme):
+            return uri[len(scheme):]
+    return uri
+
+
+def _without_port(hostpart: str) -> str:
+    # "alice@10.0.0.5:5060" -> "alice@10.0.0.5"; leaves IPv6 "[::1]" alone
+    if hostpart.endswith("]") or ":" not in hostpart.rsplit("@", 1)[-1]:
+        return hostpart
+    return hostpart.rsplit(":", 1)[0]
+
+
+class Directory:
+    """All endpoints, indexed by every name they answer to (case-insensitive)."""
+
+    def __init__(self, endpoints: tuple[Endpoint, ...]) -> None:
+        self.endpoints = endpoints
+        self._by_name: dict[str, Endpoint] = {}
+        for endpoint in endpoints:
+            for name in endpoint.names:
+                # config validation guarantees names are unique; first one wins if not
+                self._by_name.setdefault(name.casefold(), endpoint)
+
+    def lookup(self, recipient: str) -> Endpoint | None:
+        """The endpoint called `recipient` (a name or alias), if any."""
+        return self._by_name.get(recipient.casefold())
+
+    def suggest(self, recipient: str, limit: int = 3) -> list[str]:
+        """Names close to a mistyped `recipient`, best first."""
+        return difflib.get_close_matches(recipient.casefold(), list(self._by_name), n=limit,
+                                         cutoff=0.5)
+
+    def sender(self, from_uri: str) -> Endpoint | None:
+        """The endpoint a SIP From URI belongs to, or None for an unknown sender.
+
+        An endpoint with `from_uris` configured matches only those (port ignored when the
+        configured URI has none); otherwise a From whose user part equals its name matches.
+        """
+        wanted = normalize_uri(from_uri)
+        for endpoint in self.endpoints:
+            for configured in endpoint.from_uris:
+                mine = normalize_uri(configured)
+                if wanted == mine or _without_port(wanted) == mine:
+                    return endpoint
+        user = sip_user(from_uri).casefold()
+        if not user:
+            return None
+        for endpoint in self.endpoints:
+            if not endpoint.from_uris and endpoint.name.casefold() == user:
+                return endpoint
+        return None

@@ -1,0 +1,63 @@
+"""Logging set-up: LOG_LEVEL, and a filter that blanks every configured secret.
+
+Secrets are kept out of log calls by construction (`Secret` never prints itself); the
+filter is the second line of defence for text we don't control (library messages,
+exception reprs).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+_MASK = "[redacted]"
+
+
+class RedactSecrets(logging.Filter):
+    def __init__(self, secrets: list[str]) -> None:
+        super().__init__()
+        # Longest first, so a secret that contains another is masked whole.
+        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._secrets:
+            return True
+        message = record.getMessage()
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        redacted = self._redact(message)
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        if record.exc_text:
+            record.exc_text = self._redact(record.exc_text)
+        return True
+
+    def _redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, _MASK)
+        return text
+
+
+def setup_logging(secrets: list[str] | None = None) -> None:
+    level_name = os.environ.get("LOG_LEVEL", "INFO").upper()
+    level = logging.getLevelName(level_name)
+    if not isinstance(level, int):
+        level = logging.INFO
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactSecrets(secrets or []))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # panoramisk logs every AMI message at DEBUG and reconnect noise at INFO/ERROR; our
+    # ami.py reports the states that matter.
+    logging.getLogger("panoramisk").setLevel(max(level, logging.CRITICAL))
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def add_secrets(secrets: list[str]) -> None:
+    """Install redaction of `secrets` on every root handler (after config is loaded)."""
+    for handler in logging.getLogger().handlers:
+        handler.filters = [f for f in handler.filters if not isinstance(f, RedactSecrets)]
+        handler.addFilter(RedactSecrets(secrets))

@@ -1,0 +1,138 @@
+"""The Slack side: the bolt app, the `/sip` command, and its two transports.
+
+The only module that imports slack_bolt. HTTP mode serves `POST /slack/events` on $PORT
+(bolt checks every request's signature and age and answers 401 otherwise); Socket Mode
+connects out with the app-level token and needs no public URL.
+
+Every command is acknowledged well inside Slack's 3-second limit: help, list and anything
+that can be refused without Asterisk are answered in the ack itself; a real send is acked
+with "Sending…", and the result follows through `respond()` (the response_url).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bridge.commands import Help, ListDirectory, Send, parse_command
+from bridge.config import Settings
+from bridge.errors import AmiError, AmiUnavailable, TextRejected
+from bridge.outbound import OutboundText, Outbox, check_text
+from bridge.replies import help_text, list_text, not_sent_text, sending_text, sent_text
+
+log = logging.getLogger(__name__)
+
+
+class AmiState:
+    """What the command handler needs to know about AMI (implemented by AmiLink)."""
+
+    ready: bool
+    last_error: str
+
+
+class SlackFrontend:
+    """Receives slash commands over HTTP or Socket Mode and answers them."""
+
+    def __init__(self, *, settings: Settings, client: AsyncWebClient, outbox: Outbox,
+                 ami: AmiState) -> None:
+        self._settings = settings
+        self._outbox = outbox
+        self._ami = ami
+        slack = settings.slack
+        self.app = AsyncApp(
+            client=client,
+            signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "unused",
+            # Socket Mode traffic is authenticated by the app token, not signatures; HTTP
+            # requests are always verified (there is deliberately no switch to turn it off).
+            request_verification_enabled=not slack.socket_mode,
+            process_before_response=False,
+            raise_error_for_unhandled_request=False,
+        )
+        self.app.command(slack.command)(self._on_command)
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        slack = self._settings.slack
+        if slack.socket_mode:
+            assert slack.app_token is not None
+            self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal())
+            await self._socket.connect_async()
+            log.info("Slack: connected in Socket Mode; listening for %s", slack.command)
+        else:
+            web_app = web.Application()
+            web_app.router.add_post("/slack/events", self._http_events)
+            self._runner = web.AppRunner(web_app, access_log=None)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, host="0.0.0.0", port=slack.port)
+            await site.start()
+            log.info("Slack: HTTP mode; listening for %s on port %d at POST /slack/events",
+                     slack.command, slack.port)
+
+    async def stop(self) -> None:
+        if self._socket is not None:
+            await self._socket.close_async()
+            self._socket = None
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _http_events(self, request: web.Request) -> web.Response:
+        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
+        return await to_aiohttp_response(bolt_response)
+
+    # -- the command ----------------------------------------------------------------------
+
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any],
+                          respond: AsyncRespond) -> None:
+        name = self._settings.slack.command
+        directory = self._settings.directory
+        parsed = parse_command(str(command.get("text", "")))
+        user = str(command.get("user_id", ""))
+        if isinstance(parsed, Help):
+            await ack(help_text(name, directory))
+            return
+        if isinstance(parsed, ListDirectory):
+            await ack(list_text(name, directory))
+            return
+        assert isinstance(parsed, Send)
+        try:
+            endpoint = self._outbox.resolve(parsed.recipient)
+            check_text(parsed.text)
+            if not self._ami.ready:
+                raise AmiUnavailable(self._ami.last_error)
+        except (TextRejected, AmiError) as exc:
+            log.info("text out: slack_user=%s recipient=%r result=refused reason=%s", user,
+                     parsed.recipient, exc)
+            await ack(not_sent_text(exc, name))
+            return
+        await ack(sending_text(endpoint))
+        request = OutboundText(recipient=parsed.recipient, text=parsed.text, slack_user=user,
+                               slack_channel=str(command.get("channel_id", "")))
+        try:
+            report = await self._outbox.send(request)
+        except (TextRejected, AmiError) as exc:
+            await _respond_safely(respond, not_sent_text(exc, name))
+            return
+        except Exception as exc:
+            log.exception("text out: slack_user=%s endpoint=%s result=error", user,
+                          endpoint.name)
+            await _respond_safely(respond, not_sent_text(exc, name))
+            return
+        await _respond_safely(respond, sent_text(report))
+
+
+async def _respond_safely(respond: AsyncRespond, text: str) -> None:
+    try:
+        await asyncio.wait_for(respond(text=text, response_type="ephemeral"), 10)
+    except Exception as exc:  # the text's fate is logged already; the reply is best effort
+        log.warning("Slack: could not deliver the reply through response_url: %s", exc)

@@ -1,0 +1,113 @@
+"""The bridge's own values for texts, and the translation of the dialplan's AMI event into them.
+
+The dialplan in `config/asterisk/extensions.conf` emits, for each SIP MESSAGE a phone sends:
+
+    Event: UserEvent
+    UserEvent: SlackBridgeText
+    Uniqueid: <unique per message>
+    Version: 1
+    From: base64(MESSAGE(from))      e.g. "Smith, John" <sip:bob@10.0.0.5>
+    To: base64(MESSAGE(to))
+    Exten: base64(EXTEN)
+    BodyLength: Content-Length of the SIP request
+    Body: base64(MESSAGE(body))
+
+Everything SIP-derived is base64 in the event (display names and bodies may contain commas,
+CR/LF, anything), and decoding is strict: a value that is not valid base64 or UTF-8 becomes
+a `MalformedEvent` that the bridge reports, never a crash or a silently mangled text.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+TEXT_EVENT = "SlackBridgeText"
+
+# PJSIP hands the dialplan an empty body when the SIP body is this long or longer.
+ASTERISK_MAX_INBOUND_BYTES = 1024
+
+_NAME_ADDR = re.compile(r"^\s*(?P<display>.*?)\s*<(?P<uri>[^<>]*)>\s*$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class InboundText:
+    """A text a phone sent, as Asterisk reported it."""
+
+    event_id: str  # Asterisk's Uniqueid for the message; dedupes repeated events
+    sender_uri: str  # sip:bob@10.0.0.5
+    display_name: str  # as the sender chose it; may be empty
+    body: str
+    declared_bytes: int | None  # the SIP Content-Length, when the dialplan reported it
+    to_uri: str
+    exten: str
+
+    @property
+    def dropped_by_asterisk(self) -> bool:
+        """Asterisk emptied the body because it was too long to relay."""
+        return (not self.body and self.declared_bytes is not None
+                and self.declared_bytes >= ASTERISK_MAX_INBOUND_BYTES)
+
+
+@dataclass(frozen=True)
+class MalformedEvent:
+    """A text event the bridge could not decode; reported rather than dropped."""
+
+    event_id: str
+    problem: str
+    sender_hint: str  # whatever of the sender could be decoded, for the notice
+
+
+def split_name_addr(value: str) -> tuple[str, str]:
+    """`"Smith, John" <sip:bob@h>` -> ("Smith, John", "sip:bob@h"); bare URIs -> ("", uri)."""
+    match = _NAME_ADDR.match(value)
+    if not match:
+        return "", value.strip()
+    display = match.group("display").strip()
+    if len(display) >= 2 and display[0] == display[-1] == '"':
+        display = display[1:-1].replace('\\"', '"').replace("\\\\", "\\")
+    return display, match.group("uri").strip()
+
+
+def _b64(event: Mapping[str, str], key: str) -> str:
+    raw = event.get(key)
+    if raw is None:
+        raise ValueError(f"the event has no {key} header (is the dialplan snippet current?)")
+    raw = str(raw).strip()
+    try:
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"{key} is not valid base64") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"{key} is not valid UTF-8") from None
+
+
+def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
+    """Translate one `UserEvent: SlackBridgeText` AMI event into an InboundText."""
+    event_id = str(event.get("Uniqueid") or event.get("ActionID") or "")
+    hint = ""
+    try:
+        from_value = _b64(event, "From")
+        display, uri = split_name_addr(from_value)
+        hint = display or uri
+        body = _b64(event, "Body")
+        to_value = _b64(event, "To") if "To" in event else ""
+        exten = _b64(event, "Exten") if "Exten" in event else ""
+    except ValueError as exc:
+        return MalformedEvent(event_id=event_id, problem=str(exc), sender_hint=hint)
+    length_text = str(event.get("BodyLength", "")).strip()
+    declared = int(length_text) if length_text.isdigit() else None
+    return InboundText(
+        event_id=event_id,
+        sender_uri=uri,
+        display_name=display,
+        body=body,
+        declared_bytes=declared,
+        to_uri=split_name_addr(to_value)[1],
+        exten=exten,
+    )

@@ -1,0 +1,855 @@
+"""A fake Slack service for end-to-end tests: Web API, response_url and Socket Mode.
+
+This module owns everything the bridge's Slack side talks to when it is not talking to Slack:
+
+* the Web API under ``/api/<method>`` (what ``AsyncWebClient(base_url=fake.api_url)`` calls),
+  answering in Slack's wire format and refusing what Slack refuses (bad token, missing channel,
+  oversize blocks, rate limits), so a bridge bug cannot pass here and fail in production;
+* ``response_url`` endpoints under ``/response/<id>`` for slash command replies;
+* a Socket Mode WebSocket under ``/socket-mode/<id>`` that greets with ``hello``, delivers
+  envelopes and collects the app's acks, compatible with ``slack_sdk.socket_mode.aiohttp``
+  (which bolt's ``AsyncSocketModeHandler`` uses);
+* helpers that build what Slack sends to an app (slash command payloads, signed HTTP bodies,
+  message events), so tests do not each re-invent Slack's payload shapes.
+
+It runs inside the test's event loop on 127.0.0.1 with a random free port. Tests assert on what
+arrived (``posts``, ``responses``, ``calls``), never on how the bridge produced it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+import urllib.parse
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Self
+
+from aiohttp import WSMsgType, web
+from slack_sdk.signature import SignatureVerifier
+
+# Identities the fake answers with; tests can compare against these.
+TEAM_ID = "T0TEAM1"
+TEAM_DOMAIN = "fake"
+BOT_USER_ID = "U0BOT"
+BOT_ID = "B0BOT"
+APP_ID = "A0APP"
+# The legacy verification token Slack still puts in every payload; bolt ignores it.
+VERIFICATION_TOKEN = "fake-verification-token"
+BOT_SCOPES = "commands,chat:write,chat:write.public,channels:history,groups:history,users:read"
+
+# Limits Slack enforces on messages (see /work/shared/FACTS.md, Slack section).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_SECTION_FIELDS = 10
+MAX_FIELD_TEXT = 2000
+MAX_HEADER_TEXT = 150
+MAX_BLOCKS_TOTAL_TEXT = 12000
+MAX_MESSAGE_TEXT = 40000
+# Slack allows a response_url to be used 5 times (within 30 minutes).
+MAX_RESPONSE_URL_USES = 5
+
+# Methods that take the app-level (xapp-) token; every other method takes the bot token.
+_APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
+# Body parameters Slack accepts as JSON-encoded strings in form bodies.
+_JSON_STRING_PARAMS = ("blocks", "attachments", "metadata")
+
+Params = dict[str, Any]
+
+
+@dataclass
+class _Fault:
+    """One queued fault for a Web API method (see ``FakeSlack.fail_next``)."""
+
+    status: int
+    remaining: int
+    retry_after: int | None
+    error: str | None
+    delay: float
+
+
+@dataclass
+class _TokenBucket:
+    """Slack-like per-channel rate limit: ``rate`` tokens a second, at most ``burst`` saved."""
+
+    rate: float
+    burst: int
+    tokens: dict[str, float] = field(default_factory=dict)
+    updated: dict[str, float] = field(default_factory=dict)
+
+    def take(self, key: str, now: float) -> int | None:
+        """Take one token for ``key``; None if allowed, else the Retry-After seconds (>= 1)."""
+        tokens = self.tokens.get(key, float(self.burst))
+        last = self.updated.get(key, now)
+        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+        self.updated[key] = now
+        if tokens >= 1.0:
+            self.tokens[key] = tokens - 1.0
+            return None
+        self.tokens[key] = tokens
+        # Slack sends whole seconds and never 0, so a client that honours it always backs off.
+        return max(1, math.ceil((1.0 - tokens) / self.rate))
+
+
+class SlackRefusal(Exception):
+    """A Web API call Slack answers with ``{"ok": false, "error": ...}`` (HTTP 200)."""
+
+    def __init__(self, error: str) -> None:
+        super().__init__(error)
+        self.error = error
+
+
+def _text_of(obj: Any) -> str:
+    """The string of a text object (``{"type": "mrkdwn", "text": ...}``), or "" if malformed."""
+    if isinstance(obj, dict) and isinstance(obj.get("text"), str):
+        return str(obj["text"])
+    return ""
+
+
+def _all_text_length(value: Any) -> int:
+    """Characters in every ``text`` string anywhere in a block tree (what Slack totals)."""
+    if isinstance(value, list):
+        return sum(_all_text_length(v) for v in value)
+    if isinstance(value, dict):
+        total = 0
+        for key, item in value.items():
+            if key == "text" and isinstance(item, str):
+                total += len(item)
+            else:
+                total += _all_text_length(item)
+        return total
+    return 0
+
+
+def check_blocks(blocks: Any) -> None:
+    """Raise SlackRefusal for blocks Slack would refuse; the limits Slack documents."""
+    if not isinstance(blocks, list):
+        raise SlackRefusal("invalid_blocks_format")
+    if len(blocks) > MAX_BLOCKS:
+        raise SlackRefusal("invalid_blocks")
+    for block in blocks:
+        if not isinstance(block, dict) or not isinstance(block.get("type"), str):
+            raise SlackRefusal("invalid_blocks")
+        kind = block["type"]
+        if kind == "section":
+            text = block.get("text")
+            fields = block.get("fields")
+            if text is None and not fields:
+                raise SlackRefusal("invalid_blocks")
+            if text is not None:
+                body = _text_of(text)
+                if not body or len(body) > MAX_SECTION_TEXT:
+                    raise SlackRefusal("invalid_blocks")
+            if fields is not None:
+                if not isinstance(fields, list) or len(fields) > MAX_SECTION_FIELDS:
+                    raise SlackRefusal("invalid_blocks")
+                for item in fields:
+                    body = _text_of(item)
+                    if not body or len(body) > MAX_FIELD_TEXT:
+                        raise SlackRefusal("invalid_blocks")
+        elif kind == "header":
+            text = block.get("text")
+            body = _text_of(text)
+            # A header takes plain_text only.
+            if (
+                not isinstance(text, dict)
+                or text.get("type") != "plain_text"
+                or not body
+                or len(body) > MAX_HEADER_TEXT
+            ):
+                raise SlackRefusal("invalid_blocks")
+    if _all_text_length(blocks) > MAX_BLOCKS_TOTAL_TEXT:
+        raise SlackRefusal("msg_blocks_too_long")
+
+
+def slack_escape(text: str) -> str:
+    """Escape text the way Slack does in what it sends to apps (``&``, ``<``, ``>`` only)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+class FakeSlack:
+    """A local Slack: start it, point the bridge at ``api_url``, assert on what arrived."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test",
+        app_token: str = "xapp-test",
+        signing_secret: str = "test-signing-secret",
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.signing_secret = signing_secret
+
+        self.posts: list[dict[str, Any]] = []
+        self.responses: list[dict[str, Any]] = []
+        # POSTs to a response_url that Slack would refuse (unknown id, used too often, bad body):
+        # kept apart so `responses` only holds what a user would actually see.
+        self.refused_responses: list[dict[str, Any]] = []
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        # Every message received from Socket Mode clients that carried an envelope_id.
+        self.socket_acks: list[dict[str, Any]] = []
+
+        self._port: int | None = None
+        self._runner: web.AppRunner | None = None
+        self._stopping = asyncio.Event()
+        self._changed = asyncio.Condition()
+        self._faults: dict[str, list[_Fault]] = {}
+        self._limits: dict[str, _TokenBucket] = {}
+        self._response_urls: dict[str, int] = {}  # id -> times used
+        self._socket_ids: set[str] = set()
+        self._sockets: list[web.WebSocketResponse] = []
+        self._socket_connected = asyncio.Event()
+        self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._ts_counter = 0
+        self._ids = 0
+
+        handlers: dict[str, Callable[[Params], Awaitable[Params]]] = {
+            "auth.test": self._auth_test,
+            "chat.postMessage": self._chat_post_message,
+            "chat.postEphemeral": self._chat_post_ephemeral,
+            "chat.update": self._chat_update,
+            "users.info": self._users_info,
+            "conversations.info": self._conversations_info,
+            "conversations.members": self._conversations_members,
+            "reactions.add": self._reactions_add,
+            "apps.connections.open": self._apps_connections_open,
+        }
+        self._handlers = handlers
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Serve on 127.0.0.1 at a free port chosen by the OS."""
+        app = web.Application()
+        app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_post("/response/{id}", self._handle_response_url)
+        app.router.add_get("/socket-mode/{id}", self._handle_socket)
+        # A short shutdown timeout: a handler sleeping in an injected delay must not hold stop().
+        self._runner = web.AppRunner(app, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self._port = int(self._runner.addresses[0][1])
+
+    async def stop(self) -> None:
+        """Close Socket Mode connections and the server; wakes any injected delays."""
+        self._stopping.set()
+        for ws in list(self._sockets):
+            await ws.close(code=1001, message=b"server shutting down")
+        for future in self._pending_acks.values():
+            future.cancel()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    @property
+    def base_url(self) -> str:
+        if self._port is None:
+            raise RuntimeError("FakeSlack is not started")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL for ``AsyncWebClient(base_url=...)`` (with trailing slash)."""
+        return f"{self.base_url}/api/"
+
+    def _new_id(self) -> str:
+        self._ids += 1
+        return f"{self._ids:04d}{uuid.uuid4().hex[:12]}"
+
+    def new_response_url(self) -> str:
+        """A fresh response_url, usable MAX_RESPONSE_URL_USES times like Slack's."""
+        rid = self._new_id()
+        self._response_urls[rid] = 0
+        return f"{self.base_url}/response/{rid}"
+
+    def _next_ts(self) -> str:
+        # Unique and increasing, in Slack's "seconds.microseconds" shape.
+        self._ts_counter += 1
+        micros = 1_700_000_000_000_000 + self._ts_counter * 100
+        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+
+    # ------------------------------------------------------------------ waiting
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def _wait_until(
+        self, done: Callable[[], bool], timeout: float, describe: Callable[[], str]
+    ) -> None:
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(done), timeout)
+        except TimeoutError:
+            raise AssertionError(describe()) from None
+
+    def _describe_calls(self) -> str:
+        recent = [
+            f"{name}({ {k: v for k, v in params.items() if k in ('channel', 'text')} })"
+            for name, params in self.calls[-10:]
+        ]
+        return f"last Web API calls: {recent}"
+
+    async def wait_for_posts(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least ``n`` messages were posted; AssertionError says what arrived."""
+        await self._wait_until(
+            lambda: len(self.posts) >= n,
+            timeout,
+            lambda: (
+                f"expected {n} chat.postMessage posts within {timeout}s, got {len(self.posts)}: "
+                f"{[(p.get('channel'), p.get('text')) for p in self.posts]}; "
+                + self._describe_calls()
+            ),
+        )
+        return list(self.posts)
+
+    async def wait_for_responses(self, n: int, timeout: float = 10.0) -> list[dict[str, Any]]:
+        """Wait until at least ``n`` response_url POSTs were accepted."""
+        await self._wait_until(
+            lambda: len(self.responses) >= n,
+            timeout,
+            lambda: (
+                f"expected {n} response_url POSTs within {timeout}s, got {len(self.responses)}: "
+                f"{[r.get('text') for r in self.responses]}; refused: {self.refused_responses}"
+            ),
+        )
+        return list(self.responses)
+
+    def calls_of(self, method: str) -> list[dict[str, Any]]:
+        """The params of every call of one Web API method, refused ones included."""
+        return [params for name, params in self.calls if name == method]
+
+    # ------------------------------------------------------------------ fault injection
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        status: int = 500,
+        times: int = 1,
+        retry_after: int | None = None,
+        error: str | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Make the next ``times`` calls of ``method`` fail.
+
+        The answer is HTTP ``status`` with body ``{"ok": false, "error": ...}`` (``error``, or
+        ``ratelimited`` for 429, ``fatal_error`` otherwise); a 429 carries ``Retry-After`` when
+        ``retry_after`` is given. With ``status=200`` and an ``error`` the answer is Slack's usual
+        HTTP 200 refusal. With ``status=200`` and no ``error`` the call is answered normally, only
+        late. ``delay`` seconds pass before answering, to simulate a hang past a client timeout.
+        """
+        fault = _Fault(status, times, retry_after, error, delay)
+        self._faults.setdefault(method, []).append(fault)
+
+    def rate_limit(
+        self,
+        method: str = "chat.postMessage",
+        *,
+        per_channel_per_second: float = 1.0,
+        burst: int = 1,
+    ) -> None:
+        """Limit ``method`` per channel with a token bucket; over it answer 429 + Retry-After."""
+        self._limits[method] = _TokenBucket(rate=per_channel_per_second, burst=burst)
+
+    def _take_fault(self, method: str) -> _Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        fault.remaining -= 1
+        if fault.remaining <= 0:
+            queue.pop(0)
+        return fault
+
+    async def _sleep_unless_stopping(self, delay: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), delay)
+        except TimeoutError:
+            pass
+
+    # ------------------------------------------------------------------ Web API
+
+    @staticmethod
+    async def _read_params(request: web.Request) -> Params:
+        """Query string plus JSON or form body, as Slack reads them; raises SlackRefusal."""
+        params: Params = dict(request.query)
+        if request.method != "POST" or not request.can_read_body:
+            pass
+        elif request.content_type == "application/json":
+            try:
+                body = await request.json()
+            except ValueError:
+                raise SlackRefusal("invalid_json") from None
+            if not isinstance(body, dict):
+                raise SlackRefusal("invalid_json")
+            params.update(body)
+        else:
+            form = await request.post()
+            for key, value in form.items():
+                params[key] = value if isinstance(value, str) else str(value)
+        # Form bodies (and some JSON callers) carry structured params as JSON strings.
+        for key in _JSON_STRING_PARAMS:
+            if isinstance(params.get(key), str):
+                try:
+                    params[key] = json.loads(params[key])
+                except ValueError:
+                    raise SlackRefusal(f"invalid_{key}_format") from None
+        return params
+
+    def _check_token(self, request: web.Request, method: str) -> None:
+        header = request.headers.get("Authorization", "")
+        if not header:
+            # Slack's answer when no token is given at all.
+            raise SlackRefusal("not_authed")
+        wanted = self.app_token if method in _APP_TOKEN_METHODS else self.bot_token
+        other = self.bot_token if method in _APP_TOKEN_METHODS else self.app_token
+        if header == f"Bearer {wanted}":
+            return
+        if header == f"Bearer {other}":
+            raise SlackRefusal("not_allowed_token_type")
+        raise SlackRefusal("invalid_auth")
+
+    def _check_rate_limit(self, method: str, params: Params) -> int | None:
+        bucket = self._limits.get(method)
+        if bucket is None:
+            return None
+        return bucket.take(str(params.get("channel", "")), time.monotonic())
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        headers = {"x-oauth-scopes": BOT_SCOPES} if method not in _APP_TOKEN_METHODS else {}
+        try:
+            params = await self._read_params(request)
+        except SlackRefusal as refusal:
+            self.calls.append((method, {}))
+            await self._notify()
+            return web.json_response({"ok": False, "error": refusal.error}, headers=headers)
+        self.calls.append((method, params))
+        await self._notify()
+
+        fault = self._take_fault(method)
+        if fault is not None:
+            if fault.delay > 0:
+                await self._sleep_unless_stopping(fault.delay)
+            if not (fault.status == 200 and fault.error is None):
+                error = fault.error or ("ratelimited" if fault.status == 429 else "fatal_error")
+                fault_headers = dict(headers)
+                if fault.status == 429 and fault.retry_after is not None:
+                    fault_headers["Retry-After"] = str(fault.retry_after)
+                return web.json_response(
+                    {"ok": False, "error": error}, status=fault.status, headers=fault_headers
+                )
+
+        try:
+            self._check_token(request, method)
+            retry_after = self._check_rate_limit(method, params)
+            if retry_after is not None:
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"},
+                    status=429,
+                    headers={**headers, "Retry-After": str(retry_after)},
+                )
+            handler = self._handlers.get(method)
+            if handler is None:
+                raise SlackRefusal("unknown_method")
+            body = await handler(params)
+        except SlackRefusal as refusal:
+            body = {"ok": False, "error": refusal.error}
+        return web.json_response(body, headers=headers)
+
+    async def _auth_test(self, params: Params) -> Params:
+        return {
+            "ok": True,
+            "url": "https://fake.slack.com/",
+            "team": "Fake",
+            "user": "bridge",
+            "team_id": TEAM_ID,
+            "user_id": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "is_enterprise_install": False,
+        }
+
+    @staticmethod
+    def _require_message_content(params: Params) -> None:
+        if not params.get("channel"):
+            raise SlackRefusal("channel_not_found")
+        blocks = params.get("blocks")
+        if blocks is not None:
+            check_blocks(blocks)
+        if not params.get("text") and not blocks and not params.get("attachments"):
+            raise SlackRefusal("no_text")
+
+    def _bot_message(self, params: Params, ts: str) -> Params:
+        message: Params = {
+            "type": "message",
+            "user": BOT_USER_ID,
+            "bot_id": BOT_ID,
+            "app_id": APP_ID,
+            "team": TEAM_ID,
+            "text": params.get("text", ""),
+            "ts": ts,
+        }
+        for key in ("blocks", "attachments", "thread_ts"):
+            if key in params:
+                message[key] = params[key]
+        return message
+
+    async def _chat_post_message(self, params: Params) -> Params:
+        self._require_message_content(params)
+        post = dict(params)
+        text = post.get("text")
+        if isinstance(text, str) and len(text) > MAX_MESSAGE_TEXT:
+            # Slack keeps the message but cuts its text.
+            post["text"] = text[:MAX_MESSAGE_TEXT]
+        ts = self._next_ts()
+        post["ts"] = ts
+        self.posts.append(post)
+        await self._notify()
+        return {
+            "ok": True,
+            "channel": post["channel"],
+            "ts": ts,
+            "message": self._bot_message(post, ts),
+        }
+
+    async def _chat_post_ephemeral(self, params: Params) -> Params:
+        self._require_message_content(params)
+        if not params.get("user"):
+            raise SlackRefusal("user_not_found")
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    async def _chat_update(self, params: Params) -> Params:
+        channel, ts = params.get("channel"), params.get("ts")
+        if not channel:
+            raise SlackRefusal("channel_not_found")
+        if not any(p["channel"] == channel and p["ts"] == ts for p in self.posts):
+            raise SlackRefusal("message_not_found")
+        blocks = params.get("blocks")
+        if blocks is not None:
+            check_blocks(blocks)
+        if not params.get("text") and not blocks and not params.get("attachments"):
+            raise SlackRefusal("no_text")
+        return {
+            "ok": True,
+            "channel": channel,
+            "ts": ts,
+            "text": params.get("text", ""),
+            "message": self._bot_message(params, str(ts)),
+        }
+
+    async def _users_info(self, params: Params) -> Params:
+        user_id = params.get("user")
+        if not user_id:
+            raise SlackRefusal("user_not_found")
+        name = f"{user_id}-name"
+        return {
+            "ok": True,
+            "user": {
+                "id": user_id,
+                "team_id": TEAM_ID,
+                "name": name,
+                "deleted": False,
+                "real_name": name,
+                "is_bot": False,
+                "is_app_user": False,
+                "tz": "Europe/London",
+                "profile": {
+                    "display_name": name,
+                    "display_name_normalized": name,
+                    "real_name": name,
+                    "real_name_normalized": name,
+                    "team": TEAM_ID,
+                },
+            },
+        }
+
+    async def _conversations_info(self, params: Params) -> Params:
+        channel = params.get("channel")
+        if not channel:
+            raise SlackRefusal("channel_not_found")
+        name = str(channel).lower()
+        return {
+            "ok": True,
+            "channel": {
+                "id": channel,
+                "name": name,
+                "name_normalized": name,
+                "is_channel": True,
+                "is_group": False,
+                "is_im": False,
+                "is_private": False,
+                "is_archived": False,
+                "is_member": True,
+                "created": 1_600_000_000,
+                "creator": "U0USER1",
+                "context_team_id": TEAM_ID,
+            },
+        }
+
+    async def _conversations_members(self, params: Params) -> Params:
+        if not params.get("channel"):
+            raise SlackRefusal("channel_not_found")
+        return {"ok": True, "members": [BOT_USER_ID], "response_metadata": {"next_cursor": ""}}
+
+    async def _reactions_add(self, params: Params) -> Params:
+        if not params.get("channel"):
+            raise SlackRefusal("channel_not_found")
+        if not params.get("timestamp"):
+            raise SlackRefusal("message_not_found")
+        if not params.get("name"):
+            raise SlackRefusal("invalid_name")
+        return {"ok": True}
+
+    async def _apps_connections_open(self, params: Params) -> Params:
+        sid = self._new_id()
+        self._socket_ids.add(sid)
+        return {"ok": True, "url": f"ws://127.0.0.1:{self._port}/socket-mode/{sid}"}
+
+    # ------------------------------------------------------------------ response_url
+
+    async def _handle_response_url(self, request: web.Request) -> web.Response:
+        rid = request.match_info["id"]
+        url = f"{self.base_url}/response/{rid}"
+        raw = await request.text()
+
+        def refuse(status: int, error: str) -> web.Response:
+            self.refused_responses.append({"response_url": url, "body": raw, "error": error})
+            return web.Response(status=status, text=error)
+
+        if rid not in self._response_urls:
+            return refuse(404, "expired_url")
+        if self._response_urls[rid] >= MAX_RESPONSE_URL_USES:
+            return refuse(404, "used_url")
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            return refuse(400, "invalid_payload")
+        if not isinstance(body, dict):
+            return refuse(400, "invalid_payload")
+        blocks = body.get("blocks")
+        try:
+            if blocks is not None:
+                check_blocks(blocks)
+        except SlackRefusal as refusal:
+            return refuse(400, refusal.error)
+        if not body.get("text") and not blocks and not body.get("delete_original"):
+            return refuse(400, "no_text")
+        self._response_urls[rid] += 1
+        self.responses.append({**body, "response_url": url})
+        await self._notify()
+        return web.Response(text="ok")
+
+    # ------------------------------------------------------------------ Socket Mode
+
+    async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
+        if request.match_info["id"] not in self._socket_ids:
+            # Slack refuses the handshake for a URL it never issued.
+            return web.Response(status=401, text="invalid ticket")
+        # autoping answers the client's sdk-ping-pong pings, which it uses to detect stale links.
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": len(self._sockets),
+                "debug_info": {"host": "fake", "approximate_connection_time": 18060},
+                "connection_info": {"app_id": APP_ID},
+            }
+        )
+        self._socket_connected.set()
+        try:
+            async for msg in ws:
+                if msg.type != WSMsgType.TEXT:
+                    continue
+                try:
+                    data = json.loads(msg.data)
+                except ValueError:
+                    continue
+                if not isinstance(data, dict) or "envelope_id" not in data:
+                    continue
+                self.socket_acks.append(data)
+                future = self._pending_acks.pop(str(data["envelope_id"]), None)
+                if future is not None and not future.done():
+                    future.set_result(data)
+        finally:
+            self._sockets.remove(ws)
+            if not self._sockets:
+                self._socket_connected.clear()
+        return ws
+
+    @property
+    def socket_connected(self) -> bool:
+        """True while at least one Socket Mode client is connected."""
+        return bool(self._sockets)
+
+    async def wait_socket_connected(self, timeout: float = 10.0) -> None:
+        """Wait until a Socket Mode client has connected and been sent ``hello``."""
+        try:
+            await asyncio.wait_for(self._socket_connected.wait(), timeout)
+        except TimeoutError:
+            opens = len(self.calls_of("apps.connections.open"))
+            raise AssertionError(
+                f"no Socket Mode client connected within {timeout}s "
+                f"(apps.connections.open called {opens} times)"
+            ) from None
+
+    def _live_socket(self) -> web.WebSocketResponse:
+        live = [ws for ws in self._sockets if not ws.closed]
+        if not live:
+            raise AssertionError("no Socket Mode client is connected")
+        # Slack spreads envelopes over connections; the newest one is as good as any.
+        return live[-1]
+
+    async def send_socket_envelope(
+        self, type: str, payload: dict[str, Any], *, timeout: float = 5.0
+    ) -> dict[str, Any]:
+        """Deliver an envelope to the connected client and return its ack (parsed JSON)."""
+        envelope_id = str(uuid.uuid4())
+        envelope: dict[str, Any] = {
+            "envelope_id": envelope_id,
+            "type": type,
+            "payload": payload,
+            "accepts_response_payload": type in ("slash_commands", "interactive"),
+        }
+        if type == "events_api":
+            envelope["retry_attempt"] = 0
+            envelope["retry_reason"] = ""
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._pending_acks[envelope_id] = future
+        try:
+            await self._live_socket().send_json(envelope)
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise AssertionError(
+                f"no ack for {type} envelope {envelope_id} within {timeout}s "
+                "(Slack would retry or show the user an error)"
+            ) from None
+        finally:
+            self._pending_acks.pop(envelope_id, None)
+
+    async def send_socket_disconnect(self, reason: str = "refresh_requested") -> None:
+        """Ask the clients to reconnect, as Slack does every few hours."""
+        for ws in list(self._sockets):
+            await ws.send_json(
+                {"type": "disconnect", "reason": reason, "debug_info": {"host": "fake"}}
+            )
+
+    # ------------------------------------------------------------------ payload builders
+
+    def slash_command_payload(
+        self,
+        *,
+        command: str = "/sip",
+        text: str,
+        user_id: str = "U0USER1",
+        user_name: str = "alice.smith",
+        channel_id: str = "C0CHAN1",
+        team_id: str = TEAM_ID,
+        escaped: bool = False,
+    ) -> dict[str, str]:
+        """Every field Slack sends for a slash command.
+
+        ``text`` is what the user typed; Slack escapes ``&``, ``<``, ``>`` before sending, so this
+        does too unless ``escaped=True`` (text already in wire form, e.g. ``<@U123|bob>``).
+        """
+        self._ids += 1
+        return {
+            "token": VERIFICATION_TOKEN,
+            "team_id": team_id,
+            "team_domain": TEAM_DOMAIN,
+            "channel_id": channel_id,
+            "channel_name": channel_id.lower(),
+            "user_id": user_id,
+            "user_name": user_name,
+            "command": command,
+            "text": text if escaped else slack_escape(text),
+            "api_app_id": APP_ID,
+            "is_enterprise_install": "false",
+            "response_url": self.new_response_url(),
+            "trigger_id": f"{self._ids}.1700000000.{uuid.uuid4().hex}",
+        }
+
+    def message_event_payload(
+        self,
+        *,
+        text: str,
+        user_id: str = "U0USER1",
+        channel_id: str = "C0CHAN1",
+        ts: str | None = None,
+        thread_ts: str | None = None,
+        escaped: bool = False,
+    ) -> dict[str, Any]:
+        """An ``event_callback`` payload for a user's channel message (``message.channels``).
+
+        Give ``thread_ts`` for a reply in a thread. ``text`` is escaped like Slack does unless
+        ``escaped=True``. Send it with ``send_socket_envelope("events_api", payload)``.
+        """
+        ts = ts or self._next_ts()
+        event: dict[str, Any] = {
+            "type": "message",
+            "client_msg_id": str(uuid.uuid4()),
+            "user": user_id,
+            "text": text if escaped else slack_escape(text),
+            "ts": ts,
+            "team": TEAM_ID,
+            "channel": channel_id,
+            "event_ts": ts,
+            "channel_type": "channel",
+        }
+        if thread_ts is not None:
+            event["thread_ts"] = thread_ts
+            event["parent_user_id"] = BOT_USER_ID
+        return {
+            "token": VERIFICATION_TOKEN,
+            "team_id": TEAM_ID,
+            "context_team_id": TEAM_ID,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(float(ts)),
+            "authorizations": [
+                {
+                    "enterprise_id": None,
+                    "team_id": TEAM_ID,
+                    "user_id": BOT_USER_ID,
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+            "is_ext_shared_channel": False,
+        }
+
+    def signed_slash_command(
+        self,
+        payload: dict[str, Any],
+        *,
+        timestamp: int | None = None,
+        secret: str | None = None,
+    ) -> tuple[bytes, dict[str, str]]:
+        """The urlencoded body and headers Slack would send to an HTTP Request URL."""
+        body = urllib.parse.urlencode(payload)
+        ts = int(time.time()) if timestamp is None else timestamp
+        verifier = SignatureVerifier(secret if secret is not None else self.signing_secret)
+        signature = verifier.generate_signature(timestamp=str(ts), body=body)
+        assert signature is not None  # None only when the timestamp or body is missing
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": signature,
+        }
+        return body.encode("utf-8"), headers

@@ -52,7 +52,7 @@ async def run(settings: Settings) -> int:
     await ami.start()
     try:
         await frontend.start()
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
         await ami.stop()
         await tasks.cancel_all()

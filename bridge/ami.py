@@ -2,7 +2,7 @@
 
 `AmiLink` keeps one logged-in AMI connection alive for the bridge's whole life:
 - connects and logs in, and when Asterisk is down at start or goes away, retries with
-  backoff (1 s doubling to 30 s) and logs every state change once;
+  backoff (1 s doubling to 10 s) and logs every state change once;
 - pings on its own schedule and checks the answer, so a half-open TCP link is noticed
   (panoramisk's own ping never looks at the reply);
 - sends `MessageSend` with a timeout and turns every outcome into our own result or
@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 TEXT_EVENT_PATTERN = "UserEvent"
 _PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 1.0
-_BACKOFF_MAX = 30.0
+_BACKOFF_MAX = 10.0
 
 TextHandler = Callable[[InboundText | MalformedEvent], None]
 
@@ -58,8 +58,9 @@ class _Manager(panoramisk.Manager):  # type: ignore[misc]
 
     def connection_lost(self, exc: object) -> None:
         self._connected = False
-        if self.pinger:
-            self.pinger.cancel()
+        pinger = getattr(self, "pinger", None)
+        if pinger is not None:
+            pinger.cancel()
             self.pinger = None
         self._on_lost(exc)
 
@@ -248,7 +249,7 @@ class AmiLink:
         self._pending.clear()
 
     def _teardown(self, reason: str) -> None:
-        was_ready = self._ready.is_set()
+        was_connected = self.connected_since is not None
         self._ready.clear()
         self._fail_pending()
         manager, self._manager = self._manager, None
@@ -256,7 +257,7 @@ class AmiLink:
             manager.callbacks.clear()
             manager.patterns.clear()
             manager.close()
-        if was_ready:
+        if was_connected:
             log.warning("AMI: disconnected from %s: %s", self.address, reason)
         self.connected_since = None
 

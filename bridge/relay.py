@@ -104,9 +104,10 @@ class InboundRelay:
                                         blocks=pending.blocks)
             except PostFailed as exc:
                 if exc.permanent:
-                    pending = self._redirect(pending, exc)
-                    if pending is None:
+                    redirected = self._redirect(pending, exc)
+                    if redirected is None:
                         return
+                    pending = redirected
                     continue
                 log.warning("text in: %s channel=%s result=retrying attempt=%d reason=%s "
                             "next_try_s=%.0f", pending.summary, pending.channel, attempt,

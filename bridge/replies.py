@@ -40,8 +40,8 @@ def help_text(command: str, directory: Directory) -> str:
 def list_text(command: str, directory: Directory) -> str:
     if not directory.endpoints:
         return "No phones are configured yet: ask your PBX admin to add [[endpoints]]."
-    lines = [f"*You can text {len(directory.endpoints)} "
-             f"phone{'s' if len(directory.endpoints) != 1 else ''}:*"]
+    count = len(directory.endpoints)
+    lines = [f"*You can text {count} phone{'s' if count != 1 else ''}:*"]
     for endpoint in directory.endpoints:
         aliases = f" (also: {', '.join(escape(a) for a in endpoint.aliases)})" \
             if endpoint.aliases else ""

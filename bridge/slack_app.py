@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -30,10 +30,12 @@ from bridge.replies import help_text, list_text, not_sent_text, sending_text, se
 log = logging.getLogger(__name__)
 
 
-class AmiState:
+class AmiState(Protocol):
     """What the command handler needs to know about AMI (implemented by AmiLink)."""
 
-    ready: bool
+    @property
+    def ready(self) -> bool: ...
+
     last_error: str
 
 
@@ -66,7 +68,7 @@ class SlackFrontend:
         if slack.socket_mode:
             assert slack.app_token is not None
             self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal())
-            await self._socket.connect_async()
+            await self._socket.connect_async()  # type: ignore[no-untyped-call]
             log.info("Slack: connected in Socket Mode; listening for %s", slack.command)
         else:
             web_app = web.Application()
@@ -80,7 +82,7 @@ class SlackFrontend:
 
     async def stop(self) -> None:
         if self._socket is not None:
-            await self._socket.close_async()
+            await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
         if self._runner is not None:
             await self._runner.cleanup()
@@ -134,5 +136,5 @@ class SlackFrontend:
 async def _respond_safely(respond: AsyncRespond, text: str) -> None:
     try:
         await asyncio.wait_for(respond(text=text, response_type="ephemeral"), 10)
-    except Exception as exc:  # the text's fate is logged already; the reply is best effort
+    except Exception as exc:  # noqa: BLE001 - best effort: the text's fate is logged already
         log.warning("Slack: could not deliver the reply through response_url: %s", exc)

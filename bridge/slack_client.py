@@ -8,7 +8,6 @@ says whether trying again can help.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
@@ -74,6 +73,6 @@ class SlackPoster:
             error = str(exc.response.get("error", "") or f"HTTP {exc.response.status_code}")
             permanent = error in _PERMANENT
             raise PostFailed(channel, error, permanent=permanent) from exc
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise PostFailed(channel, f"{type(exc).__name__}: {exc}", permanent=False) from exc
         return str(response.get("ts", ""))

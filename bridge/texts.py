@@ -4,11 +4,12 @@ The dialplan in `config/asterisk/extensions.conf` emits, for each SIP MESSAGE a 
 
     Event: UserEvent
     UserEvent: SlackBridgeText
-    Uniqueid: <unique per message>
+    Uniqueid: the message channel's; the SAME for every text, so useless as a text ID
+    MessageId: base64(Call-ID CSeq)  identifies one SIP MESSAGE transaction
     Version: 1
     From: base64(MESSAGE(from))      e.g. "Smith, John" <sip:bob@10.0.0.5>
     To: base64(MESSAGE(to))
-    Exten: base64(EXTEN)
+    ToExten: base64(EXTEN)           the Request-URI user part
     BodyLength: Content-Length of the SIP request
     Body: base64(MESSAGE(body))
 
@@ -37,7 +38,7 @@ _NAME_ADDR = re.compile(r"^\s*(?P<display>.*?)\s*<(?P<uri>[^<>]*)>\s*$", re.DOTA
 class InboundText:
     """A text a phone sent, as Asterisk reported it."""
 
-    event_id: str  # Asterisk's Uniqueid for the message; dedupes repeated events
+    event_id: str  # base64 of the SIP Call-ID and CSeq; one SIP MESSAGE, one ID
     sender_uri: str  # sip:bob@10.0.0.5
     display_name: str  # as the sender chose it; may be empty
     body: str
@@ -89,15 +90,19 @@ def _b64(event: Mapping[str, str], key: str) -> str:
 
 def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
     """Translate one `UserEvent: SlackBridgeText` AMI event into an InboundText."""
-    event_id = str(event.get("Uniqueid") or event.get("ActionID") or "")
+    # Not the channel's Uniqueid: every text is run on the same Message/ast_msg_queue
+    # channel, whose Uniqueid repeats for every message (measured on Asterisk 22.10).
+    event_id = str(event.get("MessageId", "")).strip()
     hint = ""
     try:
         from_value = _b64(event, "From")
         display, uri = split_name_addr(from_value)
         hint = display or uri
-        body = _b64(event, "Body")
+        # An empty header value ("Body: ") is dropped by the AMI parser: no Body is empty.
+        body = _b64(event, "Body") if "Body" in event else ""
         to_value = _b64(event, "To") if "To" in event else ""
-        exten = _b64(event, "Exten") if "Exten" in event else ""
+        # Not "Exten": that header is the channel's own, written unescaped by Asterisk.
+        exten = _b64(event, "ToExten") if "ToExten" in event else ""
     except ValueError as exc:
         return MalformedEvent(event_id=event_id, problem=str(exc), sender_hint=hint)
     length_text = str(event.get("BodyLength", "")).strip()

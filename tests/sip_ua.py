@@ -18,6 +18,7 @@ import logging
 import secrets
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ class SipPhone(asyncio.DatagramProtocol):
             self._transport.close()
             self._transport = None
 
-    async def __aenter__(self) -> SipPhone:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -171,7 +172,7 @@ class SipPhone(asyncio.DatagramProtocol):
             ) from None
         return list(self.received)
 
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if not data.strip():
             return  # keep-alive CRLFs
         try:

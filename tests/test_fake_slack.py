@@ -115,7 +115,7 @@ async def test_oversize_blocks_are_refused_like_slack(fake: FakeSlack) -> None:
 
     assert await error_for([section("x")] * 51) == "invalid_blocks"
     assert await error_for([section("x" * 3001)]) == "invalid_blocks"
-    header = {"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}
+    header: dict[str, Any] = {"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}
     assert await error_for([header]) == "invalid_blocks"
     assert await error_for([section("x" * 2900)] * 5) == "msg_blocks_too_long"
     assert fake.posts == []

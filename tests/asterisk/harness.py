@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -220,6 +221,7 @@ class AsteriskSandbox:
         self._log_lines: list[str] = []
         self._run_dir: Path | None = None  # path on the host: <chroot>/run/bridge-test-XXXX
         self._failed = False  # keep the run folder for debugging
+        self._killed = False  # kill() was called: an exit we asked for, not a failure
         self.start_seconds: float | None = None  # how long the last start() took
 
         names = [peer.name for peer in self.peers]
@@ -247,6 +249,11 @@ class AsteriskSandbox:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.returncode is None
+
+    @property
+    def pid(self) -> int | None:
+        """Asterisk's process id while it runs (e.g. to SIGKILL it in a crash test)."""
+        return self._process.pid if self.running and self._process else None
 
     @property
     def run_dir(self) -> Path | None:
@@ -280,6 +287,7 @@ class AsteriskSandbox:
         if self._sip_port is None:
             self._sip_port = free_port("udp")
         self._failed = False
+        self._killed = False
         self._ready = asyncio.Event()
         self._log_lines = []
         (self.sandbox_dir / "run").mkdir(exist_ok=True)
@@ -305,15 +313,9 @@ class AsteriskSandbox:
         try:
             await self._wait_ready(timeout)
             await self._check_listening()
-        except BaseException as exc:
-            self._failed = True
+        except BaseException:
+            self._failed = True  # keep the folder; stop() names it
             await self.stop()
-            if isinstance(exc, RuntimeError):
-                raise
-            if isinstance(exc, TimeoutError):
-                raise RuntimeError(
-                    f"Asterisk was not ready after {timeout} s\n{self._tail()}"
-                ) from exc
             raise
         self.start_seconds = time.monotonic() - began
         log.info(
@@ -333,7 +335,8 @@ class AsteriskSandbox:
         process, self._process = self._process, None
         if process is not None:
             if process.returncode is not None:
-                self._failed = True  # it died before we asked it to
+                # It died before we asked it to (unless a test kill()ed it).
+                self._failed = self._failed or not self._killed
             else:
                 with contextlib.suppress(ProcessLookupError):
                     process.send_signal(signal.SIGTERM)
@@ -348,7 +351,7 @@ class AsteriskSandbox:
             _RUNNING.discard(self)
         if self._reader is not None:
             # The pipe reaches EOF once Asterisk is gone; the reader then ends by itself.
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(self._reader, 5.0)
             self._reader = None
         if self._run_dir is not None:
@@ -358,12 +361,26 @@ class AsteriskSandbox:
                 shutil.rmtree(self._run_dir, ignore_errors=True)
             self._run_dir = None
 
+    async def kill(self) -> None:
+        """SIGKILL Asterisk, like a crash: AMI and SIP sockets just close, nothing is said.
+
+        The sandbox stays "started" (ports, folder) until stop() or restart(), which brings
+        it back on the same ports.
+        """
+        process = self._process
+        if process is None or process.returncode is not None:
+            return
+        self._killed = True
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+
     async def restart(self, timeout: float = 30.0) -> None:
         """Stop, then start again on the same AMI and SIP ports with a fresh configuration."""
         await self.stop()
         await self.start(timeout)
 
-    async def __aenter__(self) -> AsteriskSandbox:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -445,7 +462,7 @@ class AsteriskSandbox:
                 f"Asterisk exited with code {self._process.returncode} before it was ready\n"
                 f"{self._tail()}"
             )
-        raise TimeoutError
+        raise RuntimeError(f"Asterisk was not ready after {timeout} s\n{self._tail()}")
 
     async def _check_listening(self) -> None:
         """Fail start() early when a port was taken, instead of tests timing out later."""

@@ -1,0 +1,114 @@
+"""Shared fixtures: one real Asterisk with three phones, one fake Slack, one running bridge.
+
+Session-scoped (one event loop for the whole run, see pyproject): the Asterisk sandbox
+takes a few seconds to start, so most end-to-end tests share it. Tests that stop Asterisk
+or the bridge make their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from bridge_runner import BridgeConfig, BridgeProcess, EndpointSpec, write_config
+from fake_slack import FakeSlack
+from sip_ua import SipPhone
+
+ALICE_CHANNEL = "C0ALICE00"
+BOB_CHANNEL = "C0BOB0000"
+DEFAULT_CHANNEL = "C0DEFAULT0"
+AMI_SECRET = "test-ami-secret-4f9b"
+SIGNING_SECRET = "test-signing-secret-77c1"
+BOT_TOKEN = "xoxb-test-token-1234"
+APP_TOKEN = "xapp-test-token-5678"
+
+PHONE_NAMES = ("alice", "bob", "carol")  # carol exists in Asterisk but not in the directory
+
+
+def directory_endpoints() -> list[EndpointSpec]:
+    return [
+        EndpointSpec("alice", "pjsip:alice", ALICE_CHANNEL),
+        EndpointSpec("bob", "pjsip:bob", BOB_CHANNEL, aliases=("front-desk",)),
+        # in the directory, but Asterisk has no such endpoint: MessageSend is refused
+        EndpointSpec("ghost", "pjsip:ghost", BOB_CHANNEL),
+    ]
+
+
+@pytest.fixture(scope="session")
+def sip_port() -> int:
+    return free_port("udp")
+
+
+@pytest.fixture(scope="session")
+async def phones(sip_port: int) -> AsyncIterator[dict[str, SipPhone]]:
+    started = {name: SipPhone(name, asterisk_port=sip_port) for name in PHONE_NAMES}
+    for phone in started.values():
+        await phone.start()
+    yield started
+    for phone in started.values():
+        await phone.stop()
+
+
+@pytest.fixture(scope="session")
+async def asterisk(phones: dict[str, SipPhone], sip_port: int) -> AsyncIterator[AsteriskSandbox]:
+    require_sandbox()
+    sandbox = AsteriskSandbox(peers=[SipPeer(p.name, p.port) for p in phones.values()],
+                              sip_port=sip_port, ami_secret=AMI_SECRET)
+    await sandbox.start()
+    yield sandbox
+    await sandbox.stop()
+
+
+@pytest.fixture(scope="session")
+async def slack() -> AsyncIterator[FakeSlack]:
+    fake = FakeSlack(bot_token=BOT_TOKEN, app_token=APP_TOKEN, signing_secret=SIGNING_SECRET)
+    await fake.start()
+    yield fake
+    await fake.stop()
+
+
+def bridge_env(slack: FakeSlack, *, socket_mode: bool = False) -> dict[str, str]:
+    env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_API_URL": slack.api_url,
+           "AMI_SECRET": AMI_SECRET}
+    if socket_mode:
+        env["SLACK_APP_TOKEN"] = APP_TOKEN
+    else:
+        env["SLACK_SIGNING_SECRET"] = SIGNING_SECRET
+    return env
+
+
+async def start_bridge(tmp: Path, slack: FakeSlack, ami_port: int, *,
+                       socket_mode: bool = False) -> BridgeProcess:
+    config = write_config(tmp, BridgeConfig(ami_port=ami_port, endpoints=directory_endpoints(),
+                                            default_channel=DEFAULT_CHANNEL))
+    process = BridgeProcess(config, bridge_env(slack, socket_mode=socket_mode),
+                            port=free_port())
+    await process.start()
+    await process.wait_for_log("AMI: connected")
+    return process
+
+
+@pytest.fixture(scope="session")
+async def bridge(tmp_path_factory: pytest.TempPathFactory, slack: FakeSlack,
+                 asterisk: AsteriskSandbox) -> AsyncIterator[BridgeProcess]:
+    process = await start_bridge(tmp_path_factory.mktemp("bridge"), slack, asterisk.ami_port)
+    yield process
+    code = await process.stop()
+    assert code == 0, f"bridge exited {code} on SIGTERM:\n{process.log}"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_records(request: pytest.FixtureRequest) -> None:
+    """Each test starts with empty inboxes on the phones and the fake Slack."""
+    for name in ("phones", "slack"):
+        if name in request.fixturenames:
+            value = request.getfixturevalue(name)
+            if isinstance(value, FakeSlack):
+                value.posts.clear()
+                value.responses.clear()
+                value.calls.clear()
+            else:
+                for phone in value.values():
+                    phone.received.clear()

@@ -1,0 +1,47 @@
+"""Socket Mode end to end: the bridge connects out to the (fake) Slack WebSocket, receives a
+`slash_commands` envelope, acks it with the answer, and the text reaches the phone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from asterisk.harness import AsteriskSandbox
+from bridge_runner import BridgeProcess
+from conftest import start_bridge
+from fake_slack import FakeSlack
+from sip_ua import SipPhone
+
+pytestmark = pytest.mark.asterisk
+
+
+@pytest.fixture
+async def socket_bridge(tmp_path: pytest.TempPathFactory, slack: FakeSlack,
+                        asterisk: AsteriskSandbox) -> AsyncIterator[BridgeProcess]:
+    process = await start_bridge(tmp_path, slack, asterisk.ami_port,  # type: ignore[arg-type]
+                                 socket_mode=True)
+    await slack.wait_socket_connected()
+    yield process
+    assert await process.stop() == 0, process.log
+
+
+async def test_slash_command_over_socket_mode_reaches_the_phone(
+        socket_bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    assert "Socket Mode" in socket_bridge.log
+    payload = slack.slash_command_payload(text="alice hello over a socket 🧦")
+    ack = await slack.send_socket_envelope("slash_commands", payload)
+    assert "Sending to *alice*" in ack["payload"]["text"]
+    [message] = await phones["alice"].wait_for_messages(1)
+    assert message.body == "hello over a socket 🧦"
+    [reply] = await slack.wait_for_responses(1)
+    assert "Sent to *alice*" in reply["text"]
+
+
+async def test_refusals_are_answered_in_the_socket_ack(
+        socket_bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    ack = await slack.send_socket_envelope(
+        "slash_commands", slack.slash_command_payload(text="nobody hi"))
+    assert "no phone called `nobody`" in ack["payload"]["text"]
+    ack = await slack.send_socket_envelope("slash_commands", slack.slash_command_payload(text=""))
+    assert "/sip <recipient> <text>" in ack["payload"]["text"]
+    assert all(not p.received for p in phones.values())

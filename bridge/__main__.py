@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     run_parser = sub.add_parser("run", help="run the bridge")
     run_parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG"),
                             help="path of the TOML config (default: $BRIDGE_CONFIG)")
+    run_parser.add_argument("--mode", choices=("auto", "http", "socket"), default="auto",
+                            help="Slack transport: Socket Mode or HTTP (default: Socket Mode "
+                                 "when SLACK_APP_TOKEN is set, else HTTP on $PORT)")
     args = parser.parse_args(argv)
 
     setup_logging()
@@ -89,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               "(start from config/bridge.example.toml)", file=sys.stderr)
         return EXIT_CONFIG
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(args.config, mode=args.mode)
     except ConfigError as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG

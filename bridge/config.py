@@ -192,9 +192,21 @@ class _Checker:
         return [v for v in cleaned if v is not None]
 
 
-def load_settings(path: str | Path, environ: Mapping[str, str] | None = None) -> Settings:
-    """Read `path` and the environment; return Settings or raise ConfigError listing all problems."""
-    env = os.environ if environ is None else environ
+def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
+                  mode: str = "auto") -> Settings:
+    """Read `path` and the environment; return Settings or raise ConfigError listing all problems.
+
+    `mode` picks the Slack transport: "socket" (needs SLACK_APP_TOKEN), "http" (ignores
+    it), or "auto" (Socket Mode exactly when SLACK_APP_TOKEN is set).
+    """
+    env = dict(os.environ if environ is None else environ)
+    if mode == "http":
+        env.pop("SLACK_APP_TOKEN", None)
+    elif mode == "socket" and not env.get("SLACK_APP_TOKEN"):
+        raise ConfigError([ConfigProblem(ENV, "SLACK_APP_TOKEN", "is not set, but Socket Mode "
+                                         "was asked for (--mode socket)",
+                                         "export SLACK_APP_TOKEN=xapp-... (Basic Information > "
+                                         "App-Level Tokens, scope connections:write)")])
     path = Path(path)
     source = str(path)
     check = _Checker(source)

@@ -144,10 +144,10 @@ class BridgeProcess:
 
     async def post_signed(self, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
         """POST a (signed) request to /slack/events; return status and body text."""
-        async with aiohttp.ClientSession() as session:
-            async with session.post(self.events_url, data=body, headers=headers,
-                                    timeout=aiohttp.ClientTimeout(total=10)) as response:
-                return response.status, await response.text()
+        async with aiohttp.ClientSession() as session, session.post(
+                self.events_url, data=body, headers=headers,
+                timeout=aiohttp.ClientTimeout(total=10)) as response:
+            return response.status, await response.text()
 
 
 def write_config(directory: Path, config: BridgeConfig) -> Path:

@@ -140,3 +140,12 @@ def test_example_config_is_valid() -> None:
     example = Path(__file__).parent.parent / "config" / "bridge.example.toml"
     settings = load_settings(example, ENV)
     assert [e.name for e in settings.directory.endpoints] == ["alice", "warehouse"]
+
+
+def test_mode_flag_forces_the_transport(tmp_path: Path) -> None:
+    path = write(tmp_path, GOOD)
+    both = dict(ENV, SLACK_APP_TOKEN="xapp-1")
+    assert load_settings(path, both).slack.socket_mode
+    assert not load_settings(path, both, mode="http").slack.socket_mode
+    with pytest.raises(ConfigError, match="SLACK_APP_TOKEN: is not set, but Socket Mode"):
+        load_settings(path, ENV, mode="socket")

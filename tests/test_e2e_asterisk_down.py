@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
 from bridge_runner import BridgeProcess, ack_text
-from conftest import AMI_SECRET, ALICE_CHANNEL, start_bridge
+from conftest import ALICE_CHANNEL, AMI_SECRET, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 
@@ -70,7 +70,7 @@ async def test_bridge_started_before_asterisk_connects_when_it_appears(
     ami_port = free_port()
     bridge = await start_bridge_without_asterisk(tmp_path, slack, ami_port)
     try:
-        await bridge.wait_for_log(r"AMI: cannot connect to 127\.0\.0\.1:%d" % ami_port)
+        await bridge.wait_for_log(rf"AMI: cannot connect to 127\.0\.0\.1:{ami_port}")
         answer = await slash(bridge, slack, "alice hi")
         assert "Asterisk is unreachable" in answer
         sip_port = free_port("udp")

@@ -86,7 +86,7 @@ async def test_empty_text_is_refused(
 
 async def test_refused_by_asterisk_is_reported(
         bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
-    status, body = await slash(bridge, slack, "ghost hello")  # no such PJSIP endpoint
+    status, _ = await slash(bridge, slack, "ghost hello")  # no such PJSIP endpoint
     assert status == 200
     [reply] = await slack.wait_for_responses(1)
     assert "Not sent" in reply["text"] and "Asterisk refused it" in reply["text"]

@@ -207,6 +207,19 @@ async def test_from_without_display_name(pbx: Pbx, bridge_ami: AmiSession) -> No
 
 
 @pytest.mark.asterisk
+async def test_message_id_differs_per_text_while_uniqueid_repeats(
+    pbx: Pbx, bridge_ami: AmiSession
+) -> None:
+    assert await pbx.bob.send_message("one") == 202
+    assert await pbx.bob.send_message("two") == 202
+    first, second = await bridge_ami.wait_for_texts(2)
+    assert first["Uniqueid"] == second["Uniqueid"]  # why the bridge cannot dedupe on it
+    ids = [b64(first, "MessageId"), b64(second, "MessageId")]
+    assert ids[0] != ids[1]
+    assert all(i.endswith(" MESSAGE") and "@" in i for i in ids), ids
+
+
+@pytest.mark.asterisk
 @pytest.mark.parametrize(
     ("to_user", "to_exten"),
     [
@@ -216,7 +229,7 @@ async def test_from_without_display_name(pbx: Pbx, bridge_ami: AmiSession) -> No
         ("*98#", "*98#"),
         ("Ab-c.d_e", "Ab-c.d_e"),
         ("x%20y", "x y"),  # EXTEN is the %-decoded user part
-        ("s", "0"),  # the shipped `exten => s` jumps to extension 0
+        ("s", "s"),
     ],
 )
 async def test_extension_pattern_takes_any_user_part(

@@ -3,13 +3,22 @@ reconnects by itself when Asterisk comes back. Also: Asterisk down when the brid
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
-from bridge_runner import BridgeProcess, ack_text
-from conftest import ALICE_CHANNEL, AMI_SECRET, start_bridge
+from bridge_runner import BridgeConfig, BridgeProcess, ack_text, write_config
+from conftest import (
+    ALICE_CHANNEL,
+    AMI_SECRET,
+    DEFAULT_CHANNEL,
+    bridge_env,
+    directory_endpoints,
+    start_bridge,
+)
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 
@@ -86,13 +95,38 @@ async def test_bridge_started_before_asterisk_connects_when_it_appears(
         assert await bridge.stop() == 0, bridge.log
 
 
-async def start_bridge_without_asterisk(tmp: Path, slack: FakeSlack,
-                                        ami_port: int) -> BridgeProcess:
-    from bridge_runner import BridgeConfig, write_config
-    from conftest import DEFAULT_CHANNEL, bridge_env, directory_endpoints
-
+async def start_bridge_without_asterisk(tmp: Path, slack: FakeSlack, ami_port: int,
+                                        **ami: object) -> BridgeProcess:
     config = write_config(tmp, BridgeConfig(ami_port=ami_port, endpoints=directory_endpoints(),
-                                            default_channel=DEFAULT_CHANNEL))
+                                            default_channel=DEFAULT_CHANNEL, extra_ami=ami))
     process = BridgeProcess(config, bridge_env(slack), port=free_port())
     await process.start()
     return process
+
+
+async def test_frozen_asterisk_times_out_clearly_and_is_reconnected(
+        tmp_path: Path, slack: FakeSlack,
+        own_asterisk: tuple[AsteriskSandbox, SipPhone]) -> None:
+    """A hung Asterisk (half-open: TCP up, nothing answers): the user hears the outcome is
+    unknown, the bridge notices by its own pings, and recovers when Asterisk does."""
+    asterisk, phone = own_asterisk
+    bridge = await start_bridge_without_asterisk(tmp_path, slack, asterisk.ami_port,
+                                                 action_timeout=2)
+    await bridge.wait_for_log("AMI: connected")
+    assert asterisk.pid is not None
+    os.kill(asterisk.pid, signal.SIGSTOP)
+    try:
+        assert "Sending" in await slash(bridge, slack, "alice anyone?")
+        [reply] = await slack.wait_for_responses(1, timeout=10)
+        assert "did not answer in time" in reply["text"]
+        await bridge.wait_for_log("AMI: disconnected", timeout=20)
+    finally:
+        os.kill(asterisk.pid, signal.SIGCONT)
+    try:
+        mark = len(bridge.lines)
+        await bridge.wait_for_log("AMI: connected", after=mark, timeout=30)
+        assert "Sending" in await slash(bridge, slack, "alice recovered")
+        messages = await phone.wait_for_messages(1)
+        assert messages[-1].body == "recovered"
+    finally:
+        assert await bridge.stop() == 0, bridge.log

@@ -12,7 +12,9 @@ import logging
 import os
 import signal
 import sys
+import time
 
+from bridge.admin_cli import add_admin_commands, run_admin_command
 from bridge.ami import AmiLink
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
@@ -21,34 +23,45 @@ from bridge.outbound import Outbox
 from bridge.relay import InboundRelay
 from bridge.slack_app import SlackFrontend
 from bridge.slack_client import SlackPoster, make_web_client
+from bridge.store import Store, StoreError
 from bridge.tasks import TaskSet
 
 log = logging.getLogger("bridge")
 
 EXIT_CONFIG = 2
-# How long a stopping bridge waits for queued texts to reach Slack.
-_DRAIN_SECONDS = 10.0
+EXIT_STORE = 3
+_BACKLOG_REPORT_SECONDS = 30.0
 
 
 async def run(settings: Settings) -> int:
+    try:
+        store = await Store.open(settings.store_path)
+    except StoreError as exc:
+        log.error("store: %s", exc)
+        return EXIT_STORE
     tasks = TaskSet()
     client = make_web_client(settings.slack)
-    relay = InboundRelay(directory=settings.directory,
+    relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
-                         poster=SlackPoster(client))
+                         poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks)
     ami = AmiLink(settings.ami, on_text=relay.submit)
-    outbox = Outbox(directory=settings.directory, sender=ami, from_=settings.ami.from_)
-    frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami)
+    outbox = Outbox(store=store, directory=settings.directory, sender=ami,
+                    from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
+    frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
+                             store=store)
+    outbox.set_teller(frontend.tell)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    log.info("starting: %d endpoints, AMI %s:%d as %s, Slack %s", len(
+    log.info("starting: %d endpoints, AMI %s:%d as %s, Slack %s, store %s", len(
         settings.directory.endpoints), settings.ami.host, settings.ami.port,
-        settings.ami.username, "Socket Mode" if settings.slack.socket_mode else "HTTP")
-    tasks.spawn(relay.run(), name="inbound-relay")
+        settings.ami.username, "Socket Mode" if settings.slack.socket_mode else "HTTP",
+        settings.store_path)
+    await relay.start()
+    tasks.spawn(outbox.run(), name="outbox")
     await ami.start()
     try:
         await frontend.start()
@@ -56,7 +69,9 @@ async def run(settings: Settings) -> int:
         log.error("could not start the Slack side: %s", exc)
         await ami.stop()
         await tasks.cancel_all()
+        await store.close()
         return 1
+    tasks.spawn(_report_backlog(store), name="backlog-report")
     log.info("bridge running")
 
     stopper = asyncio.create_task(stop.wait())
@@ -64,14 +79,39 @@ async def run(settings: Settings) -> int:
     await asyncio.wait({stopper, crashed}, return_when=asyncio.FIRST_COMPLETED)
     stopper.cancel()
     crashed.cancel()
-    log.info("stopping")
+    drain = settings.delivery.drain_timeout
+    log.info("stopping: no new commands; finishing what is in flight (up to %.0f s)", drain)
     await frontend.stop()
-    await ami.stop()
-    if relay.backlog and not await relay.drain(_DRAIN_SECONDS):
-        log.error("stopped with %d texts from phones not yet posted to Slack", relay.backlog)
+    await outbox.stop(drain)  # needs AMI for the text it is sending
+    await ami.stop()  # no more texts from phones
+    await relay.stop(drain)
     await tasks.cancel_all()
-    log.info("stopped")
+    backlog = await store.backlog()
+    await store.close()
+    log.info("stopped; left in the store for the next start: %d texts from phones, %d to "
+             "phones", backlog.inbound_waiting, backlog.outbound_waiting)
     return 1 if tasks.failed.is_set() else 0
+
+
+async def _report_backlog(store: Store) -> None:
+    """Log queue depths and the oldest waiting text whenever something is waiting."""
+    last: tuple[int, int] = (0, 0)
+    while True:
+        await asyncio.sleep(_BACKLOG_REPORT_SECONDS)
+        backlog = await store.backlog()
+        now = time.time()
+        current = (backlog.inbound_waiting, backlog.outbound_waiting)
+        if current == (0, 0) and last == (0, 0):
+            continue
+        last = current
+        log.info("backlog: %d texts from phones waiting for Slack%s; %d texts to phones "
+                 "waiting for Asterisk%s", backlog.inbound_waiting,
+                 _age(backlog.inbound_oldest, now), backlog.outbound_waiting,
+                 _age(backlog.outbound_oldest, now))
+
+
+def _age(oldest: float | None, now: float) -> str:
+    return f" (oldest {now - oldest:.0f} s)" if oldest is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -84,7 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--mode", choices=("auto", "http", "socket"), default="auto",
                             help="Slack transport: Socket Mode or HTTP (default: Socket Mode "
                                  "when SLACK_APP_TOKEN is set, else HTTP on $PORT)")
+    add_admin_commands(sub)
     args = parser.parse_args(argv)
+    if args.command != "run":
+        setup_logging()
+        return run_admin_command(args)
 
     setup_logging()
     if not args.config:

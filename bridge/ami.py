@@ -20,6 +20,7 @@ import base64
 import logging
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import panoramisk
@@ -141,6 +142,10 @@ class AmiLink:
         try:
             response = await asyncio.wait_for(future, self._settings.action_timeout)
         except TimeoutError:
+            # A link that leaves an action unanswered is not trusted with the next one:
+            # drop it, so the supervisor reconnects and nothing more piles up unanswered.
+            if manager is self._manager:
+                self._connection_lost(None)
             raise AmiTimeout(f"Asterisk did not answer {name} within "
                              f"{self._settings.action_timeout:g} s") from None
         finally:
@@ -276,3 +281,122 @@ class AmiLink:
     def _fully_booted(self, _manager: object, _event: Mapping[str, str]) -> None:
         log.debug("AMI: Asterisk at %s is fully booted", self.address)
 
+
+
+# -- one-off probe for `bridge check` ---------------------------------------------------
+# Kept apart from AmiLink: a short session that logs in, asks what this user may do, maybe
+# sends one test text, and logs off. It never reconnects and never touches AmiLink's state.
+
+
+@dataclass(frozen=True)
+class AmiProbe:
+    """What one short AMI session learned about the bridge's AMI user."""
+
+    version: str  # the AMI protocol version from the banner, e.g. "9.0.0"
+    actions: frozenset[str]  # the actions this user may run (ListCommands), lower-cased
+    reads_system: bool  # Asterisk sent FullyBooted right after login: read includes system
+    test_sent: bool | None = None  # None: no test text asked for
+    test_error: AmiError | None = None  # why the test text was not queued
+
+    @property
+    def may_send(self) -> bool:
+        """The user has write=message: MessageSend is among its actions."""
+        return "messagesend" in self.actions
+
+
+# Headers of the ListCommands response that are not action names.
+_RESPONSE_HEADERS = frozenset({"response", "actionid", "message", "content", "eventlist"})
+
+
+async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: str | None = None,
+                    test_body: str = "", test_from: str | None = None) -> AmiProbe:
+    """Log in as the configured user, find out what it may do, optionally send a test text.
+
+    Asterisk tells an AMI client its *write* classes only through ListCommands (every action
+    it may run) and its *read* classes only through the events it gets: after a login it
+    sends `FullyBooted` exactly when the user has read=system (eventfilters do not apply to
+    it). Nothing reveals read=user short of a UserEvent arriving. The whole session is
+    bounded by `timeout` seconds; raises AmiUnavailable, AmiLoginRefused or AmiTimeout.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    address = f"{settings.host}:{settings.port}"
+    booted = asyncio.Event()
+    lost = asyncio.Event()
+
+    def left(step_limit: float) -> float:
+        return max(0.1, min(step_limit, deadline - loop.time()))
+
+    manager = _Manager(
+        on_lost=lambda _exc: lost.set(),
+        loop=loop,
+        host=settings.host,
+        port=settings.port,
+        username=settings.username,
+        secret=settings.secret.reveal(),
+        ping_delay=10**6,
+        reconnect_timeout=10**6,
+        forgetable_actions=("ping", "login", "messagesend", "listcommands", "logoff"),
+    )
+    manager.register_event("FullyBooted", lambda _m, _e: booted.set())
+
+    async def action(fields: dict[str, str]) -> Mapping[str, str]:
+        future = manager.send_action(dict(fields))
+        try:
+            response = await asyncio.wait_for(future, left(settings.action_timeout))
+        except TimeoutError:
+            if lost.is_set():
+                raise AmiUnavailable(f"{address} closed the connection") from None
+            raise AmiTimeout(f"Asterisk did not answer {fields['Action']} within "
+                             f"{settings.action_timeout:g} s") from None
+        return response  # type: ignore[no-any-return]
+
+    try:
+        limit = left(settings.connect_timeout)
+        try:
+            await asyncio.wait_for(manager.connect(), limit)
+        except TimeoutError:
+            raise AmiUnavailable(f"no answer from {address} within {limit:g} s") from None
+        except OSError as exc:
+            raise AmiUnavailable(f"cannot connect to {address}: {exc.strerror or exc}") from exc
+        login = manager.authenticated_future
+        if login is None:
+            raise AmiUnavailable(f"{address} closed the connection before login")
+        try:
+            response = await asyncio.wait_for(login, left(settings.connect_timeout))
+        except TimeoutError:
+            raise AmiUnavailable(f"{address} did not answer the login in time "
+                                 f"(is it really AMI?)") from None
+        if not getattr(response, "success", False):
+            raise AmiLoginRefused(f"Asterisk refused the login as '{settings.username}': "
+                                  f"{response.get('Message', 'no reason given')}")
+        # Asterisk writes FullyBooted before answering anything sent after the login, and
+        # panoramisk dispatches events in order, so by the time ListCommands is answered
+        # the event has been seen if it was sent.
+        commands = await action({"Action": "ListCommands"})
+        actions = frozenset(key.lower() for key in commands
+                            if key.lower() not in _RESPONSE_HEADERS)
+        protocol = getattr(manager, "protocol", None)
+        probe = AmiProbe(version=str(getattr(protocol, "version", "") or ""), actions=actions,
+                         reads_system=booted.is_set())
+        if test_destination is None:
+            return probe
+        message = {"Action": "MessageSend", "Destination": test_destination,
+                   "Base64Body": base64.b64encode(test_body.encode("utf-8")).decode("ascii")}
+        if test_from:
+            message["From"] = test_from
+        try:
+            sent = await action(message)
+        except AmiError as exc:
+            return AmiProbe(version=probe.version, actions=actions,
+                            reads_system=probe.reads_system, test_sent=False, test_error=exc)
+        if not getattr(sent, "success", False):
+            error = AmiActionFailed("MessageSend", str(sent.get("Message", "")))
+            return AmiProbe(version=probe.version, actions=actions,
+                            reads_system=probe.reads_system, test_sent=False, test_error=error)
+        return AmiProbe(version=probe.version, actions=actions, reads_system=probe.reads_system,
+                        test_sent=True)
+    finally:
+        manager.callbacks.clear()
+        manager.patterns.clear()
+        manager.close()

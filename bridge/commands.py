@@ -3,6 +3,7 @@
     /sip                    -> Help
     /sip help               -> Help
     /sip list               -> ListDirectory
+    /sip status             -> Status (AMI state, queue depths)
     /sip alice Hello there  -> Send(recipient="alice", text="Hello there")
 
 The text is Slack's wire form (HTML-escaped, references as <@U1|name>); it is converted to
@@ -27,12 +28,17 @@ class ListDirectory:
 
 
 @dataclass(frozen=True)
+class Status:
+    pass
+
+
+@dataclass(frozen=True)
 class Send:
     recipient: str
     text: str  # plain text as the user saw it; may be empty (the sender is told)
 
 
-Command = Help | ListDirectory | Send
+Command = Help | ListDirectory | Status | Send
 
 
 def parse_command(text: str) -> Command:
@@ -47,5 +53,7 @@ def parse_command(text: str) -> Command:
         return Help()
     if word.casefold() == "list" and not rest:
         return ListDirectory()
+    if word.casefold() == "status" and not rest:
+        return Status()
     # The recipient may arrive as a Slack reference if the user picked it from autocomplete.
     return Send(recipient=slack_to_plain(word).lstrip("@"), text=slack_to_plain(rest))

@@ -85,11 +85,25 @@ class SlackSettings:
 
 
 @dataclass(frozen=True)
+class DeliverySettings:
+    channel_rate: float  # posts per second per channel; 0 = no pacing
+    channel_burst: int
+    max_texts_per_post: int  # texts combined into one post when a channel has a backlog
+    max_chars_per_post: int
+    late_after: float  # seconds; older texts are posted with a "late" note
+    outbound_max_wait: float  # seconds a /sip text may wait for Asterisk before it fails
+    notify: str  # where users hear about queued texts once response_url expired: dm|channel|none
+    drain_timeout: float  # seconds SIGTERM waits for in-flight deliveries
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     ami: AmiSettings
     slack: SlackSettings
     directory: Directory
+    store_path: Path
+    delivery: DeliverySettings
 
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
@@ -99,7 +113,10 @@ class Settings:
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
-    "": {"ami", "slack", "endpoints"},
+    "": {"ami", "slack", "endpoints", "store", "delivery"},
+    "store": {"path"},
+    "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
+                 "late_after", "outbound_max_wait", "notify", "drain_timeout"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout"},
     "slack": {"command", "default_channel"},
     "endpoints": {"name", "destination", "channel", "aliases", "from"},
@@ -229,11 +246,52 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
     endpoints = _load_endpoints(check, data.get("endpoints", []))
+    store_path = _load_store(check, _optional_table(check, data, "store"))
+    delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
 
     if check.problems:
         raise ConfigError(check.problems)
     assert ami is not None and slack is not None
-    return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)))
+    return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)),
+                    store_path=store_path, delivery=delivery)
+
+
+def _optional_table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any]:
+    if name not in data:
+        return {}
+    return _table(check, data, name)
+
+
+def _load_store(check: _Checker, table: dict[str, Any]) -> Path:
+    raw = check.string(table, "path", "store.", default="bridge-store.sqlite3")
+    # Relative paths are relative to the working directory, like every other path a
+    # process is given; the README says so.
+    return Path(raw or "bridge-store.sqlite3")
+
+
+def _load_delivery(check: _Checker, table: dict[str, Any]) -> DeliverySettings:
+    prefix = "delivery."
+    notify = check.string(table, "notify", prefix, default="dm") or "dm"
+    if notify not in ("dm", "channel", "none"):
+        check.add("delivery.notify", f"{notify!r} is not a choice",
+                  'use "dm" (a direct message from the bot), "channel" (a message only they '
+                  'see, in the channel they typed in) or "none"')
+    return DeliverySettings(
+        channel_rate=check.number(table, "channel_rate", prefix, default=1.0, low=0,
+                                  high=100),
+        channel_burst=check.integer(table, "channel_burst", prefix, default=3, low=1, high=100),
+        max_texts_per_post=check.integer(table, "max_texts_per_post", prefix, default=20, low=1,
+                                         high=24),
+        max_chars_per_post=check.integer(table, "max_chars_per_post", prefix, default=9000,
+                                         low=1500, high=11000),
+        late_after=check.number(table, "late_after", prefix, default=600, low=1,
+                                high=30 * 86400),
+        outbound_max_wait=check.number(table, "outbound_max_wait", prefix, default=3600,
+                                       low=1, high=30 * 86400),
+        notify=notify,
+        drain_timeout=check.number(table, "drain_timeout", prefix, default=10, low=0,
+                                   high=300),
+    )
 
 
 def _table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any]:

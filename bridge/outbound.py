@@ -1,25 +1,41 @@
-"""Sending a Slack user's text to a phone: validate, segment, MessageSend each part in order.
+"""Texts from Slack to phones: validate, store, then send in order whenever Asterisk is there.
 
-No Slack and no panoramisk here: the caller turns the outcome into a reply, `AmiLink`
-does the wire work. Every way a text can fail to go out ends as a `TextRejected` or an
-`AmiError`, with how many segments had already gone out.
+`Outbox.accept` checks a request (known recipient, sendable text) and stores it; nothing is
+sent from the request handler. `Outbox.run` sends stored texts one after another, segment by
+segment, recording each segment Asterisk accepted, so a restart resumes after the last one.
+While AMI is down texts wait; a text that waited longer than `outbound_max_wait` fails. Each
+outcome is told to the sender through `tell` (the Slack side decides where).
+
+At-least-once window: a crash or a lost AMI connection between Asterisk accepting a segment
+and the store recording it sends that segment again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.directory import Directory, Endpoint
-from bridge.errors import AmiError, TextRejected
+from bridge.errors import AmiActionFailed, AmiError, TextRejected
 from bridge.segments import segment_body
+from bridge.store import OutboundRow, Store
 
 log = logging.getLogger(__name__)
 
+_EXPIRY_CHECK = 1.0
+_RETELL_INTERVAL = 30.0
+
 
 class MessageSender(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+    async def wait_ready(self, timeout: float) -> bool: ...
+
     async def message_send(self, *, destination: str, body: str, from_: str | None) -> None: ...
 
 
@@ -29,15 +45,23 @@ class OutboundText:
 
     recipient: str  # as typed
     text: str
-    slack_user: str  # user ID, for logs
+    slack_user: str  # user ID
     slack_channel: str
+    response_url: str | None = None
 
 
 @dataclass(frozen=True)
-class SendReport:
-    endpoint: Endpoint
-    segments: int
-    chars: int
+class Outcome:
+    """What became of a stored text, for telling its sender."""
+
+    row: OutboundRow
+    endpoint: str
+    sent: bool
+    segments_sent: int
+    reason: Exception | None  # why it failed
+
+
+Teller = Callable[[Outcome], Awaitable[bool]]
 
 
 class UnknownRecipient(TextRejected):
@@ -47,15 +71,18 @@ class UnknownRecipient(TextRejected):
         super().__init__(f"no endpoint called '{recipient}'")
 
 
+class GaveUp(AmiError):
+    """Asterisk stayed unreachable longer than the text may wait."""
+
+
 class PartlySent(AmiError):
     """Some segments went out, then one failed; the rest were not sent."""
 
-    def __init__(self, endpoint: Endpoint, sent: int, total: int, cause: AmiError) -> None:
-        self.endpoint = endpoint
+    def __init__(self, sent: int, total: int, cause: Exception) -> None:
         self.sent = sent
         self.total = total
         self.cause = cause
-        super().__init__(f"sent {sent} of {total} parts to {endpoint.name}, then: {cause}")
+        super().__init__(f"sent {sent} of {total} parts, then: {cause}")
 
 
 def check_text(text: str) -> None:
@@ -72,13 +99,24 @@ def check_text(text: str) -> None:
 
 
 class Outbox:
-    """Resolves recipients and sends texts through AMI, one segment after another."""
+    """The durable queue of texts to phones, and the one worker that sends them."""
 
-    def __init__(self, *, directory: Directory, sender: MessageSender,
-                 from_: str | None) -> None:
+    def __init__(self, *, store: Store, directory: Directory, sender: MessageSender,
+                 from_: str | None, max_wait: float) -> None:
+        self._store = store
         self._directory = directory
         self._sender = sender
         self._from = from_
+        self._max_wait = max_wait
+        self._wakeup = asyncio.Event()
+        self._teller: Teller | None = None
+        self._stopping = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.waiting = 0
+
+    def set_teller(self, teller: Teller) -> None:
+        self._teller = teller
 
     def resolve(self, recipient: str) -> Endpoint:
         endpoint = self._directory.lookup(recipient)
@@ -86,24 +124,109 @@ class Outbox:
             raise UnknownRecipient(recipient, self._directory.suggest(recipient))
         return endpoint
 
-    async def send(self, request: OutboundText) -> SendReport:
+    async def accept(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
+        """Validate and store a text; raise TextRejected if it cannot be sent as typed."""
         endpoint = self.resolve(request.recipient)
         check_text(request.text)
-        segments = segment_body(request.text)
+        row = await self._store.add_outbound(
+            slack_user=request.slack_user, slack_channel=request.slack_channel,
+            endpoint=endpoint.name, destination=endpoint.destination, body=request.text,
+            response_url=request.response_url,
+            segments_total=len(segment_body(request.text)))
+        self.waiting += 1
+        self._wakeup.set()
+        return endpoint, row
+
+    async def run(self) -> None:
+        """Send stored texts in order, forever (resumes what the store holds)."""
+        while not self._stopping:
+            self._wakeup.clear()
+            rows = await self._store.unfinished_outbound()
+            queued = [row for row in rows if row.state == "queued"]
+            self.waiting = len(queued)
+            for row in rows:
+                if self._stopping:
+                    return
+                if row.state == "queued":
+                    self._idle.clear()
+                    try:
+                        await self._deliver(row)
+                    finally:
+                        self._idle.set()
+                else:  # finished earlier, but its sender has not heard yet
+                    await self._tell(row, sent=row.state == "sent",
+                                     segments_sent=row.segments_sent,
+                                     reason=TextRejected(row.last_error or "not sent"))
+            if not queued:
+                # Only untold outcomes (Slack unreachable?) or nothing: wait for news.
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), _RETELL_INTERVAL if rows
+                                           else None)
+                except TimeoutError:
+                    pass
+
+    async def stop(self, timeout: float) -> None:
+        """Finish the text being sent (bounded); everything else stays stored."""
+        self._stopping = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            log.warning("text out: stopped in the middle of a text; it resumes at the next "
+                        "start after its last accepted segment")
+
+    async def _deliver(self, row: OutboundRow) -> None:
+        segments = segment_body(row.body)
+        sent = row.segments_sent
         started = time.monotonic()
-        for index, segment in enumerate(segments):
+        while sent < len(segments):
+            if time.time() - row.created_at > self._max_wait:
+                await self._fail(row, sent, GaveUp(
+                    f"Asterisk was unreachable for {self._max_wait / 60:.0f} min, so the bridge "
+                    f"gave up"))
+                return
+            if not self._sender.ready:
+                await self._sender.wait_ready(_EXPIRY_CHECK)
+                if self._stopping:
+                    return
+                continue
             try:
-                await self._sender.message_send(destination=endpoint.destination, body=segment,
-                                                from_=self._from)
+                await self._sender.message_send(destination=row.destination,
+                                                body=segments[sent], from_=self._from)
+            except AmiActionFailed as exc:
+                await self._fail(row, sent, exc)
+                return
             except AmiError as exc:
-                log.warning("text out: slack_user=%s endpoint=%s result=failed sent=%d/%d "
-                            "reason=%s", request.slack_user, endpoint.name, index,
-                            len(segments), exc)
-                if index:
-                    raise PartlySent(endpoint, index, len(segments), exc) from exc
-                raise
-        log.info("text out: slack_user=%s endpoint=%s destination=%s result=sent segments=%d "
-                 "chars=%d latency_ms=%.0f", request.slack_user, endpoint.name,
-                 endpoint.destination, len(segments), len(request.text),
-                 (time.monotonic() - started) * 1000)
-        return SendReport(endpoint=endpoint, segments=len(segments), chars=len(request.text))
+                # Lost connection or no answer: the segment may or may not have gone out.
+                # Wait for AMI and send it again (the documented at-least-once window).
+                log.warning("text out: id=%d endpoint=%s segment %d/%d unconfirmed (%s); "
+                            "will resend when Asterisk answers", row.id, row.endpoint,
+                            sent + 1, len(segments), exc)
+                await asyncio.sleep(0.5)
+                continue
+            sent += 1
+            await self._store.outbound_progress(row.id, sent)
+        await self._store.finish_outbound(row.id, "sent")
+        log.info("text out: id=%d slack_user=%s endpoint=%s destination=%s result=sent "
+                 "segments=%d chars=%d waited_s=%.1f send_ms=%.0f", row.id, row.slack_user,
+                 row.endpoint, row.destination, len(segments), len(row.body),
+                 time.time() - row.created_at, (time.monotonic() - started) * 1000)
+        await self._tell(row, sent=True, segments_sent=len(segments))
+
+    async def _fail(self, row: OutboundRow, sent: int, reason: Exception) -> None:
+        if sent:
+            reason = PartlySent(sent, row.segments_total, reason)
+        await self._store.finish_outbound(row.id, "failed", str(reason))
+        log.warning("text out: id=%d slack_user=%s endpoint=%s result=failed sent=%d/%d "
+                    "reason=%s", row.id, row.slack_user, row.endpoint, sent,
+                    row.segments_total, reason)
+        await self._tell(row, sent=False, segments_sent=sent, reason=reason)
+
+    async def _tell(self, row: OutboundRow, *, sent: bool, segments_sent: int = 0,
+                    reason: Exception | None = None) -> None:
+        if self._teller is None:
+            return
+        outcome = Outcome(row=row, endpoint=row.endpoint, sent=sent,
+                          segments_sent=segments_sent, reason=reason)
+        if await self._teller(outcome):
+            await self._store.outbound_notified(row.id)

@@ -1,9 +1,20 @@
-"""Texts from phones to Slack: decide the channel, post in arrival order, retry, dedupe.
+"""Texts from phones to Slack: store first, then post per channel, in order, paced, retried.
 
-`InboundRelay.submit` is called synchronously for every decoded AMI text event; one
-worker posts them in order. A transient Slack failure (429, 5xx, timeouts) is retried with
-backoff until it succeeds; a permanent one (bot not in the channel, channel gone) moves the
-text to the default channel with a note, so a text is never silently dropped.
+The path of one text:
+1. `submit()` (called for every AMI text event) queues it for the intake task, which writes
+   whatever has arrived into the store in one transaction (duplicates of one SIP MESSAGE are
+   dropped there) and hands the stored rows to their channel's queue.
+2. One worker per channel with waiting texts posts them in arrival order, paced by a token
+   bucket per channel (Slack allows about one post per second per channel, short bursts).
+   When texts pile up, consecutive ones are combined into one post (bounded in count and
+   size), so a burst of 100 texts reaches Slack in a handful of posts.
+3. A post is marked `posting` in the store before it is sent and `posted` after. A 429
+   pauses the channel for Retry-After; 5xx, timeouts and connection errors are retried with
+   backoff, forever. After a timeout (the post may have arrived) and after a crash, the
+   channel history is checked for the post's marker before posting again.
+4. A channel Slack refuses for good (bot not in it, archived) sends its texts to the default
+   channel with a note; if even that is refused, they wait in the store and are retried
+   every few minutes, with an error in the log each time. Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -11,127 +22,310 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import deque
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.config import DeliverySettings
 from bridge.directory import Directory
-from bridge.replies import inbound_post, malformed_post, sender_label
+from bridge.replies import PostItem, inbound_post, item_size, late_note
 from bridge.slack_client import PostFailed
-from bridge.slack_text import escape
+from bridge.store import InboundRow, NewInbound, Store
+from bridge.tasks import TaskSet
 from bridge.texts import InboundText, MalformedEvent
 
 log = logging.getLogger(__name__)
 
-_SEEN_LIMIT = 10_000
 _BACKOFF_FIRST = 1.0
-_BACKOFF_MAX = 30.0
+_BACKOFF_MAX = 60.0
+_DEAD_CHANNEL_RETRY = 300.0
+_INTAKE_BATCH = 500
 
 
 class Poster(Protocol):
-    async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]]) -> str: ...
+    async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]],
+                   marker: str = "") -> str: ...
+
+    async def find_posted(self, *, channel: str, first: int,
+                          since: float) -> tuple[str, int] | None: ...
 
 
-@dataclass(frozen=True)
-class _Pending:
-    channel: str
-    text: str
-    blocks: list[dict[str, Any]]
-    summary: str  # for logs: who, which endpoint
-    received: float
+class ChannelPacer:
+    """A token bucket per channel: `rate` posts per second, bursts of `burst`; 0 = no pacing."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = max(1, burst)
+        self._tokens: dict[str, float] = {}
+        self._stamp: dict[str, float] = {}
+        self._paused_until: dict[str, float] = {}
+
+    async def wait(self, channel: str) -> None:
+        while True:
+            now = time.monotonic()
+            paused = self._paused_until.get(channel, 0.0)
+            if paused > now:
+                await asyncio.sleep(paused - now)
+                continue
+            if self._rate <= 0:
+                return
+            tokens = min(self._burst, self._tokens.get(channel, self._burst)
+                         + (now - self._stamp.get(channel, now)) * self._rate)
+            self._stamp[channel] = now
+            if tokens >= 1:
+                self._tokens[channel] = tokens - 1
+                return
+            self._tokens[channel] = tokens
+            await asyncio.sleep((1 - tokens) / self._rate)
+
+    def pause(self, channel: str, seconds: float) -> None:
+        until = time.monotonic() + seconds
+        self._paused_until[channel] = max(self._paused_until.get(channel, 0.0), until)
+        self._tokens[channel] = 0.0
+
+
+@dataclass
+class _ChannelState:
+    queue: deque[InboundRow]
+    worker: asyncio.Task[None] | None = None
+    in_flight: int = 0
 
 
 class InboundRelay:
-    def __init__(self, *, directory: Directory, default_channel: str, poster: Poster) -> None:
+    def __init__(self, *, store: Store, directory: Directory, default_channel: str,
+                 poster: Poster, delivery: DeliverySettings, tasks: TaskSet) -> None:
+        self._store = store
         self._directory = directory
         self._default_channel = default_channel
         self._poster = poster
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._delivery = delivery
+        self._tasks = tasks
+        self._pacer = ChannelPacer(delivery.channel_rate, delivery.channel_burst)
+        self._intake: asyncio.Queue[InboundText | MalformedEvent] = asyncio.Queue()
+        self._intake_task: asyncio.Task[None] | None = None
+        self._channels: dict[str, _ChannelState] = {}
+        self._accepting = True
         self.delivered = 0
+        self.posts = 0
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Resume everything the store holds, then start taking new texts."""
+        waiting = await self._store.waiting_inbound()
+        for row in waiting:
+            self._enqueue(row)
+        if waiting:
+            log.info("text in: resuming %d texts from the store", len(waiting))
+        self._intake_task = self._tasks.spawn(self._run_intake(), name="inbound-intake")
+
+    async def stop(self, timeout: float) -> None:
+        """Stop intake, store what was received, let in-flight posts finish (bounded)."""
+        self._accepting = False
+        deadline = time.monotonic() + timeout
+        while not self._intake.empty() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self._intake_task is not None:
+            self._intake_task.cancel()
+        while any(state.in_flight for state in self._channels.values()) and \
+                time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for state in self._channels.values():
+            if state.worker is not None:
+                state.worker.cancel()
+        left = sum(len(s.queue) for s in self._channels.values()) + self._intake.qsize()
+        if left:
+            log.info("text in: %d texts stay in the store for the next start", left)
 
     @property
     def backlog(self) -> int:
-        return self._queue.qsize()
+        return self._intake.qsize() + sum(len(s.queue) for s in self._channels.values())
+
+    # -- intake ----------------------------------------------------------------------------
 
     def submit(self, item: InboundText | MalformedEvent) -> None:
-        """Queue one text event for posting (duplicates of an Asterisk Uniqueid are dropped)."""
-        if item.event_id:
-            if item.event_id in self._seen:
-                log.info("text in: duplicate event %s ignored", item.event_id)
-                return
-            self._seen[item.event_id] = None
-            if len(self._seen) > _SEEN_LIMIT:
-                self._seen.popitem(last=False)
-        if isinstance(item, MalformedEvent):
-            text, blocks = malformed_post(item)
-            log.warning("text in: malformed event %s: %s", item.event_id, item.problem)
-            pending = _Pending(self._default_channel, text, blocks,
-                               f"malformed event {item.event_id}", time.monotonic())
-        else:
-            endpoint = self._directory.sender(item.sender_uri)
-            channel = endpoint.channel if endpoint else self._default_channel
-            text, blocks = inbound_post(item, endpoint)
-            summary = (f"endpoint={endpoint.name if endpoint else '-'} "
-                       f"from={sender_label(item, endpoint)!r} chars={len(item.body)}")
-            pending = _Pending(channel, text, blocks, summary, time.monotonic())
-        self._queue.put_nowait(pending)
+        """Take one text event (called from the AMI event callback)."""
+        if not self._accepting:
+            log.warning("text in: arrived while stopping; Asterisk has it, the bridge does not")
+            return
+        self._intake.put_nowait(item)
 
-    async def run(self) -> None:
-        """Post queued texts forever, in order."""
+    async def _run_intake(self) -> None:
         while True:
-            pending = await self._queue.get()
-            try:
-                await self._deliver(pending)
-            finally:
-                self._queue.task_done()
-
-    async def drain(self, timeout: float) -> bool:
-        """Wait until everything queued is posted; False if time ran out."""
-        try:
-            await asyncio.wait_for(self._queue.join(), timeout)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _deliver(self, pending: _Pending) -> None:
-        backoff = _BACKOFF_FIRST
-        attempt = 0
-        while True:
-            attempt += 1
-            try:
-                await self._poster.post(channel=pending.channel, text=pending.text,
-                                        blocks=pending.blocks)
-            except PostFailed as exc:
-                if exc.permanent:
-                    redirected = self._redirect(pending, exc)
-                    if redirected is None:
-                        return
-                    pending = redirected
+            batch = [await self._intake.get()]
+            while len(batch) < _INTAKE_BATCH and not self._intake.empty():
+                batch.append(self._intake.get_nowait())
+            now = time.time()
+            new = [self._placed(item, now) for item in batch]
+            rows = await self._store.add_inbound(new)
+            for item, row in zip(new, rows, strict=True):
+                if row is None:
+                    log.info("text in: duplicate of an earlier text ignored (endpoint=%s)",
+                             item.endpoint or "-")
                     continue
-                log.warning("text in: %s channel=%s result=retrying attempt=%d reason=%s "
-                            "next_try_s=%.0f", pending.summary, pending.channel, attempt,
-                            exc.error, backoff)
+                self._enqueue(row)
+
+    def _placed(self, item: InboundText | MalformedEvent, now: float) -> NewInbound:
+        if isinstance(item, MalformedEvent):
+            log.warning("text in: unreadable event: %s", item.problem)
+            return NewInbound(channel=self._default_channel, endpoint=None,
+                              text=item.as_notice(), received_at=now)
+        endpoint = self._directory.sender(item.sender_uri)
+        return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
+                          endpoint=endpoint.name if endpoint else None, text=item,
+                          received_at=now)
+
+    def _enqueue(self, row: InboundRow) -> None:
+        state = self._channels.get(row.channel)
+        if state is None:
+            state = self._channels[row.channel] = _ChannelState(queue=deque())
+        state.queue.append(row)
+        if state.worker is None or state.worker.done():
+            state.worker = self._tasks.spawn(self._run_channel(row.channel),
+                                             name=f"post-{row.channel}")
+
+    # -- posting ---------------------------------------------------------------------------
+
+    async def _run_channel(self, channel: str) -> None:
+        state = self._channels[channel]
+        backoff = _BACKOFF_FIRST
+        while state.queue:
+            await self._pacer.wait(channel)
+            state.in_flight = 1
+            try:
+                outcome = await self._step(channel, state.queue)
+            finally:
+                state.in_flight = 0
+            if outcome == "backoff":
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-                continue
-            self.delivered += 1
-            log.info("text in: %s channel=%s result=posted latency_ms=%.0f", pending.summary,
-                     pending.channel, (time.monotonic() - pending.received) * 1000)
-            return
+            else:
+                backoff = _BACKOFF_FIRST
 
-    def _redirect(self, pending: _Pending, exc: PostFailed) -> _Pending | None:
-        if pending.channel == self._default_channel:
-            log.error("text in: %s channel=%s result=LOST reason=%s: fix the default channel "
-                      "(invite the bot there). Text was: %s", pending.summary, pending.channel,
-                      exc.error, pending.text)
-            return None
-        log.error("text in: %s channel=%s result=redirected reason=%s: invite the bot to "
-                  "that channel or fix its ID in the config", pending.summary,
-                  pending.channel, exc.error)
-        note = (f":warning: This text belongs in <#{pending.channel}> but Slack refused the "
-                f"post there ({escape(exc.error)}). Invite the bridge's bot to that channel.")
-        blocks = [*pending.blocks, {"type": "context",
-                                    "elements": [{"type": "mrkdwn", "text": note}]}]
-        return _Pending(self._default_channel, pending.text, blocks, pending.summary,
-                        pending.received)
+    async def _step(self, channel: str, queue: deque[InboundRow]) -> str:
+        """Move the head of a channel's queue one step; "ok", "paced" or "backoff"."""
+        head = queue[0]
+        if head.state == "posting":
+            # Sent before a crash or a timeout: Slack may have it already.
+            try:
+                found = await self._poster.find_posted(channel=channel, first=head.id,
+                                                       since=head.received_at)
+            except PostFailed as exc:
+                log.warning("text in: channel=%s cannot check for an earlier post (%s)",
+                            channel, exc.error)
+                return "backoff"
+            if found is not None:
+                ts, last = found
+                done = [row for row in queue if row.id <= last]
+                await self._delivered(channel, done, ts, recovered=True)
+                for _ in done:
+                    queue.popleft()
+                return "ok"
+        batch = self._take_batch(queue)
+        ids = [row.id for row in batch]
+        text, blocks = inbound_post(self._items(batch, channel))
+        await self._store.mark_inbound(ids, "posting")
+        for index, row in enumerate(batch):
+            queue[index] = _with_state(row, "posting")
+        started = time.monotonic()
+        try:
+            ts = await self._poster.post(channel=channel, text=text, blocks=blocks,
+                                         marker=f"{ids[0]}-{ids[-1]}")
+        except PostFailed as exc:
+            return await self._failed(channel, queue, batch, exc)
+        await self._delivered(channel, batch, ts, latency=time.monotonic() - started)
+        for _ in batch:
+            queue.popleft()
+        return "ok"
+
+    def _take_batch(self, queue: deque[InboundRow]) -> list[InboundRow]:
+        batch: list[InboundRow] = []
+        size = 0
+        for row in queue:
+            chars = item_size(row.text)
+            if batch and (len(batch) >= self._delivery.max_texts_per_post
+                          or size + chars > self._delivery.max_chars_per_post):
+                break
+            batch.append(row)
+            size += chars
+        return batch
+
+    def _items(self, batch: list[InboundRow], channel: str) -> list[PostItem]:
+        now = time.time()
+        items = []
+        for row in batch:
+            notes = []
+            endpoint = self._directory.lookup(row.endpoint) if row.endpoint else None
+            if endpoint is not None and endpoint.channel != channel:
+                notes.append(f":warning: belongs in <#{endpoint.channel}>, where Slack refused "
+                             f"the post: invite the bridge's bot there")
+            if now - row.received_at > self._delivery.late_after:
+                notes.append(late_note(row.received_at, now))
+            items.append(PostItem(text=row.text, endpoint=endpoint,
+                                  received_at=row.received_at, note=" · ".join(notes)))
+        return items
+
+    async def _delivered(self, channel: str, batch: list[InboundRow], ts: str, *,
+                         latency: float = 0.0, recovered: bool = False) -> None:
+        await self._store.mark_inbound([row.id for row in batch], "posted", slack_ts=ts)
+        self.delivered += len(batch)
+        self.posts += 1
+        now = time.time()
+        for row in batch:
+            log.info("text in: endpoint=%s channel=%s result=%s texts_in_post=%d "
+                     "latency_ms=%.0f post_ms=%.0f", row.endpoint or "-", channel,
+                     "found-already-posted" if recovered else "posted", len(batch),
+                     (now - row.received_at) * 1000, latency * 1000)
+
+    async def _failed(self, channel: str, queue: deque[InboundRow], batch: list[InboundRow],
+                      exc: PostFailed) -> str:
+        if exc.permanent:
+            return await self._redirect(channel, queue, batch, exc)
+        if not exc.ambiguous:
+            # Slack answered, so the post certainly did not arrive.
+            await self._store.mark_inbound([row.id for row in batch], "pending",
+                                           error=exc.error)
+            for index, row in enumerate(batch):
+                queue[index] = _with_state(row, "pending")
+        log.warning("text in: channel=%s texts=%d result=retrying reason=%s%s", channel,
+                    len(batch), exc.error,
+                    f" retry_after_s={exc.retry_after:g}" if exc.retry_after else "")
+        if exc.retry_after is not None:
+            self._pacer.pause(channel, exc.retry_after)
+            return "paced"
+        return "backoff"
+
+    async def _redirect(self, channel: str, queue: deque[InboundRow], batch: list[InboundRow],
+                        exc: PostFailed) -> str:
+        ids = [row.id for row in batch]
+        if channel == self._default_channel:
+            log.error("text in: the default channel %s refuses posts (%s): %d texts wait in "
+                      "the store; invite the bot there or fix [slack] default_channel. "
+                      "Retrying in %.0f s", channel, exc.error, len(batch),
+                      _DEAD_CHANNEL_RETRY)
+            await self._store.mark_inbound(ids, "pending", error=exc.error)
+            for index, row in enumerate(batch):
+                queue[index] = _with_state(row, "pending")
+            self._pacer.pause(channel, _DEAD_CHANNEL_RETRY)
+            return "paced"
+        log.error("text in: channel=%s refuses posts (%s): moving %d texts to the default "
+                  "channel %s; invite the bot to %s or fix its ID in the config", channel,
+                  exc.error, len(batch), self._default_channel, channel)
+        await self._store.move_inbound(ids, self._default_channel)
+        await self._store.mark_inbound(ids, "pending", error=exc.error)
+        for row in batch:
+            queue.popleft()
+            self._enqueue(_moved(row, self._default_channel))
+        return "ok"
+
+
+def _with_state(row: InboundRow, state: str) -> InboundRow:
+    return InboundRow(id=row.id, channel=row.channel, endpoint=row.endpoint, text=row.text,
+                      received_at=row.received_at, state=state, attempts=row.attempts)
+
+
+def _moved(row: InboundRow, channel: str) -> InboundRow:
+    # Reset to pending: the refused post certainly did not arrive.
+    return InboundRow(id=row.id, channel=channel, endpoint=row.endpoint, text=row.text,
+                      received_at=row.received_at, state="pending", attempts=row.attempts)
+

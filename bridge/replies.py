@@ -7,6 +7,8 @@ phone's text. Anything that came from a phone or a user is escaped or put in a
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from bridge.directory import Directory, Endpoint
@@ -18,12 +20,15 @@ from bridge.errors import (
     AmiUnavailable,
     TextRejected,
 )
-from bridge.outbound import PartlySent, SendReport, UnknownRecipient
+from bridge.outbound import PartlySent, UnknownRecipient
 from bridge.slack_text import escape
-from bridge.texts import ASTERISK_MAX_INBOUND_BYTES, InboundText, MalformedEvent
+from bridge.store import Backlog
+from bridge.texts import ASTERISK_MAX_INBOUND_BYTES, InboundText
 
 # Slack refuses a plain_text / section text longer than this.
 _SECTION_MAX = 3000
+# Notifications show only the start of the fallback text anyway.
+_FALLBACK_MAX = 3000
 
 
 def help_text(command: str, directory: Directory) -> str:
@@ -54,30 +59,55 @@ def sending_text(endpoint: Endpoint) -> str:
     return f"Sending to *{escape(endpoint.name)}*…"
 
 
-def sent_text(report: SendReport) -> str:
-    parts = f" in {report.segments} parts (it was too long for one)" \
-        if report.segments > 1 else ""
-    return (f":white_check_mark: Sent to *{escape(report.endpoint.name)}*{parts}. "
+def queued_text(endpoint: Endpoint) -> str:
+    return (f":hourglass_flowing_sand: Queued for *{escape(endpoint.name)}*: Asterisk is "
+            f"unreachable, the bridge will send it when it is back and tell you.")
+
+
+def sent_text(endpoint: str, segments: int, waited: float) -> str:
+    parts = f" in {segments} parts (it was too long for one)" if segments > 1 else ""
+    late = f" after waiting {waited / 60:.0f} min for Asterisk" if waited >= 60 else ""
+    return (f":white_check_mark: Sent to *{escape(endpoint)}*{parts}{late}. "
             f"Asterisk accepted it for delivery.")
 
 
-def not_sent_text(error: Exception, command: str) -> str:
+def not_sent_text(error: Exception, command: str, endpoint: str | None = None) -> str:
     """Why a text did not go out, and what to do about it."""
+    to = f" to *{escape(endpoint)}*" if endpoint else ""
     if isinstance(error, UnknownRecipient):
         hint = (" Did you mean " + " or ".join(f"`{escape(s)}`" for s in error.suggestions) + "?"
                 if error.suggestions else "")
         return (f":x: Not sent: there is no phone called `{escape(error.recipient)}`.{hint} "
                 f"`{command} list` shows everyone you can text.")
-    if isinstance(error, TextRejected):
+    if isinstance(error, PartlySent):
+        return (f":warning: Only part of the text reached{to or ' the phone'}: "
+                f"{error.sent} of {error.total} parts went out, then "
+                f"{escape(_reason(error.cause))}. The rest was not sent.")
+    if isinstance(error, TextRejected) and endpoint is None:
         return (f":x: Not sent: {escape(str(error))}. "
                 f"Write it as `{command} <recipient> <text>`.")
-    if isinstance(error, PartlySent):
-        return (f":warning: Only part of the text reached *{escape(error.endpoint.name)}*: "
-                f"{error.sent} of {error.total} parts went out, then "
-                f"{escape(_ami_reason(error.cause))}. The rest was not sent.")
+    return f":x: Not sent{to}: {escape(_reason(error))}."
+
+
+def status_text(*, ami_ready: bool, ami_error: str, backlog: Backlog, now: float) -> str:
+    ami = ":large_green_circle: connected" if ami_ready else \
+        f":red_circle: not connected ({escape(ami_error)})"
+    lines = [f"*Asterisk (AMI):* {ami}",
+             f"*Texts from phones waiting for Slack:* {backlog.inbound_waiting}"
+             + _oldest(backlog.inbound_oldest, now),
+             f"*Texts to phones waiting for Asterisk:* {backlog.outbound_waiting}"
+             + _oldest(backlog.outbound_oldest, now)]
+    return "\n".join(lines)
+
+
+def _oldest(oldest: float | None, now: float) -> str:
+    return f" (oldest {_duration(now - oldest)})" if oldest is not None else ""
+
+
+def _reason(error: Exception) -> str:
     if isinstance(error, AmiError):
-        return f":x: Not sent: {escape(_ami_reason(error))}."
-    return ":x: Not sent: the bridge hit an unexpected error (it is in the bridge's log)."
+        return _ami_reason(error)
+    return str(error)
 
 
 def _ami_reason(error: AmiError) -> str:
@@ -102,38 +132,89 @@ def sender_label(text: InboundText, endpoint: Endpoint | None) -> str:
     return text.display_name or text.sender_uri or "unknown sender"
 
 
-def inbound_post(text: InboundText, endpoint: Endpoint | None) -> tuple[str, list[dict[str, Any]]]:
-    """The fallback `text` and Block Kit `blocks` of a post carrying a phone's text."""
-    label = sender_label(text, endpoint)
-    who = f"*{escape(label)}*"
+@dataclass(frozen=True)
+class PostItem:
+    """One phone's text as it is shown in a post."""
+
+    text: InboundText
+    endpoint: Endpoint | None
+    received_at: float  # unix time
+    note: str = ""  # e.g. why it is late or in this channel; already Slack-escaped
+
+
+def item_size(text: InboundText) -> int:
+    """Characters a text adds to a post's blocks (for bounding combined posts)."""
+    return len(text.body) + len(text.display_name) + len(text.sender_uri) + 300
+
+
+def inbound_post(items: list[PostItem]) -> tuple[str, list[dict[str, Any]]]:
+    """The fallback `text` and Block Kit `blocks` of a post carrying one or more phones' texts.
+
+    Each text gets a context block (who, when, any note) and its body as `plain_text`, which
+    Slack shows literally: no mentions, links or formatting can come from a phone.
+    """
+    blocks: list[dict[str, Any]] = []
+    fallback: list[str] = []
+    for item in items:
+        label = sender_label(item.text, item.endpoint)
+        body = _shown_body(item.text)
+        blocks.append({"type": "context", "elements": [
+            {"type": "mrkdwn", "text": _who(item, label)}]})
+        if item.text.problem:
+            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body}})
+        else:
+            for start in range(0, len(body), _SECTION_MAX):
+                blocks.append({"type": "section", "text": {
+                    "type": "plain_text", "text": body[start:start + _SECTION_MAX],
+                    "emoji": False}})
+        fallback.append(f"{escape(label)}: {body if item.text.problem else escape(body)}")
+    text = "\n".join(fallback)
+    if len(items) > 1:
+        text = f"{len(items)} texts\n{text}"
+    return text[:_FALLBACK_MAX], blocks
+
+
+def _who(item: PostItem, label: str) -> str:
+    text = item.text
+    who = f":iphone: *{escape(label)}*"
     if text.display_name and text.display_name != label:
         who += f" ({escape(text.display_name)})"
     if text.sender_uri:
         who += f" · {escape(text.sender_uri)}"
-    if not endpoint:
+    if not item.endpoint and not text.problem:
         who += " · not in the directory"
+    stamp = int(item.received_at)
+    clock = time.strftime("%H:%M:%S UTC", time.gmtime(stamp))
+    who += f" · <!date^{stamp}^{{time_secs}}|{clock}>"
+    if item.note:
+        who += f" · {item.note}"
+    return who
+
+
+def _shown_body(text: InboundText) -> str:
+    if text.problem:
+        return (f":warning: A text reached Asterisk but could not be read: "
+                f"{escape(text.problem)}. Check that the dialplan snippet in "
+                f"config/asterisk/extensions.conf is the current one.")
     if text.body:
-        body = text.body
-    elif text.dropped_by_asterisk:
-        body = (f"[This text was {text.declared_bytes:,} bytes long. Asterisk delivers texts "
+        return text.body
+    if text.dropped_by_asterisk:
+        return (f"[This text was {text.declared_bytes:,} bytes long. Asterisk delivers texts "
                 f"of at most {ASTERISK_MAX_INBOUND_BYTES - 1:,} bytes and passed on nothing, "
                 f"so its content is lost. Ask the sender to split it.]")
-    else:
-        body = "[empty text]"
-    blocks: list[dict[str, Any]] = [
-        {"type": "context", "elements": [{"type": "mrkdwn", "text": f":iphone: {who}"}]},
-    ]
-    for start in range(0, len(body), _SECTION_MAX):
-        blocks.append({"type": "section",
-                       "text": {"type": "plain_text", "text": body[start:start + _SECTION_MAX],
-                                "emoji": False}})
-    fallback = f"{escape(label)}: {escape(body)}"
-    return fallback, blocks
+    return "[empty text]"
 
 
-def malformed_post(event: MalformedEvent) -> tuple[str, list[dict[str, Any]]]:
-    sender = f" from {escape(event.sender_hint)}" if event.sender_hint else ""
-    message = (f":warning: A text{sender} reached Asterisk but could not be read: "
-               f"{escape(event.problem)}. Check that the dialplan snippet in "
-               f"config/asterisk/extensions.conf is the current one.")
-    return message, [{"type": "section", "text": {"type": "mrkdwn", "text": message}}]
+def late_note(received_at: float, now: float) -> str:
+    return f":hourglass: late: received {_duration(now - received_at)} ago"
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86400} days"

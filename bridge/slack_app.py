@@ -4,28 +4,39 @@ The only module that imports slack_bolt. HTTP mode serves `POST /slack/events` o
 (bolt checks every request's signature and age and answers 401 otherwise); Socket Mode
 connects out with the app-level token and needs no public URL.
 
-Every command is acknowledged well inside Slack's 3-second limit: help, list and anything
-that can be refused without Asterisk are answered in the ack itself; a real send is acked
-with "Sending…", and the result follows through `respond()` (the response_url).
+Every command is acknowledged well inside Slack's 3-second limit: help, list, status and
+refusals are answered in the ack itself; a text is stored by the Outbox and acked with
+"Sending…" (or "Queued…" while Asterisk is unreachable), and its outcome follows later
+through `tell()` (response_url while valid, else the configured fallback).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from typing import Any, Protocol
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge.commands import Help, ListDirectory, Send, parse_command
+from bridge.commands import Help, ListDirectory, Status, parse_command
 from bridge.config import Settings
-from bridge.errors import AmiError, AmiUnavailable, TextRejected
-from bridge.outbound import OutboundText, Outbox, check_text
-from bridge.replies import help_text, list_text, not_sent_text, sending_text, sent_text
+from bridge.errors import TextRejected
+from bridge.outbound import OutboundText, Outbox, Outcome
+from bridge.replies import (
+    help_text,
+    list_text,
+    not_sent_text,
+    queued_text,
+    sending_text,
+    sent_text,
+    status_text,
+)
+from bridge.slack_client import Notifier
+from bridge.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +54,12 @@ class SlackFrontend:
     """Receives slash commands over HTTP or Socket Mode and answers them."""
 
     def __init__(self, *, settings: Settings, client: AsyncWebClient, outbox: Outbox,
-                 ami: AmiState) -> None:
+                 ami: AmiState, store: Store) -> None:
         self._settings = settings
         self._outbox = outbox
         self._ami = ami
+        self._store = store
+        self._notifier = Notifier(client, fallback=settings.delivery.notify)
         slack = settings.slack
         self.app = AsyncApp(
             client=client,
@@ -94,8 +107,7 @@ class SlackFrontend:
 
     # -- the command ----------------------------------------------------------------------
 
-    async def _on_command(self, ack: AsyncAck, command: dict[str, Any],
-                          respond: AsyncRespond) -> None:
+    async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         name = self._settings.slack.command
         directory = self._settings.directory
         parsed = parse_command(str(command.get("text", "")))
@@ -106,35 +118,32 @@ class SlackFrontend:
         if isinstance(parsed, ListDirectory):
             await ack(list_text(name, directory))
             return
-        assert isinstance(parsed, Send)
+        if isinstance(parsed, Status):
+            backlog = await self._store.backlog()
+            await ack(status_text(ami_ready=self._ami.ready, ami_error=self._ami.last_error,
+                                  backlog=backlog, now=time.time()))
+            return
+        request = OutboundText(recipient=parsed.recipient, text=parsed.text, slack_user=user,
+                               slack_channel=str(command.get("channel_id", "")),
+                               response_url=command.get("response_url") or None)
         try:
-            endpoint = self._outbox.resolve(parsed.recipient)
-            check_text(parsed.text)
-            if not self._ami.ready:
-                raise AmiUnavailable(self._ami.last_error)
-        except (TextRejected, AmiError) as exc:
+            endpoint, _row = await self._outbox.accept(request)
+        except TextRejected as exc:
             log.info("text out: slack_user=%s recipient=%r result=refused reason=%s", user,
                      parsed.recipient, exc)
             await ack(not_sent_text(exc, name))
             return
-        await ack(sending_text(endpoint))
-        request = OutboundText(recipient=parsed.recipient, text=parsed.text, slack_user=user,
-                               slack_channel=str(command.get("channel_id", "")))
-        try:
-            report = await self._outbox.send(request)
-        except (TextRejected, AmiError) as exc:
-            await _respond_safely(respond, not_sent_text(exc, name))
-            return
-        except Exception as exc:
-            log.exception("text out: slack_user=%s endpoint=%s result=error", user,
-                          endpoint.name)
-            await _respond_safely(respond, not_sent_text(exc, name))
-            return
-        await _respond_safely(respond, sent_text(report))
+        await ack(sending_text(endpoint) if self._ami.ready else queued_text(endpoint))
 
-
-async def _respond_safely(respond: AsyncRespond, text: str) -> None:
-    try:
-        await asyncio.wait_for(respond(text=text, response_type="ephemeral"), 10)
-    except Exception as exc:  # noqa: BLE001 - best effort: the text's fate is logged already
-        log.warning("Slack: could not deliver the reply through response_url: %s", exc)
+    async def tell(self, outcome: Outcome) -> bool:
+        """Tell a text's sender what became of it (the Outbox calls this)."""
+        row = outcome.row
+        if outcome.sent:
+            text = sent_text(outcome.endpoint, outcome.segments_sent,
+                             time.time() - row.created_at)
+        else:
+            text = not_sent_text(outcome.reason or Exception("not sent"),
+                                 self._settings.slack.command, outcome.endpoint)
+        return await self._notifier.tell(user=row.slack_user, channel=row.slack_channel,
+                                         response_url=row.response_url,
+                                         created_at=row.created_at, text=text)

@@ -1,24 +1,22 @@
 """The Slack Web API client and posting: one of the two modules that import slack_sdk.
 
 `make_web_client` builds the AsyncWebClient every part of the bridge shares (base URL from
-SLACK_API_URL for GovSlack-style hosts and tests; retries for connection errors, 429 with
-Retry-After and 5xx). `SlackPoster.post` turns slack_sdk's errors into `PostFailed`, which
-says whether trying again can help.
+SLACK_API_URL for GovSlack-style hosts and tests). `SlackPoster.post` turns slack_sdk's errors
+into `PostFailed`, which says whether trying again can help and whether the post may have
+arrived anyway; `find_posted` answers that from the channel history. `Notifier` tells a user
+what became of their text (response_url while valid, else a DM or an ephemeral message).
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-    AsyncServerErrorRetryHandler,
-)
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bridge.config import SlackSettings
 from bridge.errors import BridgeError
@@ -34,45 +32,152 @@ _PERMANENT = frozenset({
 })
 
 _DEFAULT_API_URL = "https://slack.com/api/"
+_RESPONSE_URL_LIFETIME = 29 * 60
 
 
 class PostFailed(BridgeError):
-    def __init__(self, channel: str, error: str, *, permanent: bool) -> None:
+    """A post did not (knowingly) reach Slack.
+
+    `permanent`: the same request will keep failing (wrong channel, bot not in it).
+    `ambiguous`: the request may have been processed (timeout, connection dropped mid-way).
+    `retry_after`: Slack's Retry-After, for 429.
+    """
+
+    def __init__(self, channel: str, error: str, *, permanent: bool = False,
+                 ambiguous: bool = False, retry_after: float | None = None) -> None:
         self.channel = channel
         self.error = error
         self.permanent = permanent
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after
         super().__init__(f"Slack refused the post to {channel}: {error}")
 
 
 def make_web_client(settings: SlackSettings, *, timeout: float = 10.0) -> AsyncWebClient:
+    """The shared client. No SDK-level retries: the relay retries, paces and reconciles itself,
+    and an SDK retry after a timeout could post a text twice behind its back."""
     return AsyncWebClient(
         token=settings.bot_token.reveal(),
         base_url=settings.api_url or _DEFAULT_API_URL,
         timeout=int(max(1, timeout)),
-        retry_handlers=[
-            AsyncConnectionErrorRetryHandler(max_retry_count=2),
-            AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-            AsyncServerErrorRetryHandler(max_retry_count=2),
-        ],
+        retry_handlers=[],
     )
 
 
+# Message metadata event type carrying the store IDs of the texts in a post, so the bridge can
+# tell after a timeout or a crash whether Slack already has the post.
+METADATA_EVENT = "sip_text_relayed"
+
+
 class SlackPoster:
-    """Posts messages into channels."""
+    """Posts messages into channels, and finds its own earlier posts."""
 
     def __init__(self, client: AsyncWebClient) -> None:
         self._client = client
+        self.history_available = True
 
-    async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]]) -> str:
+    async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]],
+                   marker: str = "") -> str:
         """Post and return the message ts; raise PostFailed."""
+        extra: dict[str, Any] = {}
+        if marker:
+            extra["metadata"] = {"event_type": METADATA_EVENT,
+                                 "event_payload": {"marker": marker}}
         try:
             response = await self._client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, unfurl_links=False,
-                unfurl_media=False)
+                unfurl_media=False, **extra)
         except SlackApiError as exc:
             error = str(exc.response.get("error", "") or f"HTTP {exc.response.status_code}")
-            permanent = error in _PERMANENT
-            raise PostFailed(channel, error, permanent=permanent) from exc
+            retry_after = None
+            if exc.response.status_code == 429:
+                header = exc.response.headers.get("Retry-After") or \
+                    exc.response.headers.get("retry-after")
+                retry_after = float(header) if header and str(header).isdigit() else 1.0
+            raise PostFailed(channel, error, permanent=error in _PERMANENT,
+                             retry_after=retry_after) from exc
+        except aiohttp.ClientConnectorError as exc:  # never reached Slack
+            raise PostFailed(channel, f"cannot connect: {exc}") from exc
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PostFailed(channel, f"{type(exc).__name__}: {exc}", permanent=False) from exc
+            raise PostFailed(channel, f"{type(exc).__name__}: {exc}".rstrip(": "),
+                             ambiguous=True) from exc
         return str(response.get("ts", ""))
+
+    async def find_posted(self, *, channel: str, first: int,
+                          since: float) -> tuple[str, int] | None:
+        """Our post in `channel` (after unix time `since`) whose texts start at store ID
+        `first`: its ts and the last store ID it carried; None if there is none.
+
+        Raises PostFailed when Slack cannot be asked right now. Without the history scope
+        (channels:history / groups:history) the answer is always None: then a timed-out post
+        is sent again, and may show twice.
+        """
+        if not self.history_available:
+            return None
+        prefix = f"{first}-"
+        cursor: str | None = None
+        try:
+            for _ in range(10):  # at most 1,000 messages back
+                response = await self._client.conversations_history(
+                    channel=channel, oldest=f"{since - 5:.6f}", limit=100,
+                    include_all_metadata=True, cursor=cursor)
+                messages: list[dict[str, Any]] = response.get("messages", [])
+                for message in messages:
+                    metadata = message.get("metadata") or {}
+                    payload = metadata.get("event_payload") or {}
+                    marker = str(payload.get("marker", ""))
+                    if metadata.get("event_type") == METADATA_EVENT and \
+                            marker.startswith(prefix) and marker[len(prefix):].isdigit():
+                        return str(message.get("ts", "")), int(marker[len(prefix):])
+                cursor = (response.get("response_metadata") or {}).get("next_cursor")
+                if not cursor:
+                    return None
+        except SlackApiError as exc:
+            error = str(exc.response.get("error", ""))
+            if error in ("missing_scope", "not_allowed_token_type"):
+                log.warning("Slack: cannot read channel history (%s): after a timeout the "
+                            "bridge cannot tell whether a post arrived, so it posts again; "
+                            "add the channels:history and groups:history scopes", error)
+                self.history_available = False
+                return None
+            raise PostFailed(channel, error or "history unavailable") from exc
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise PostFailed(channel, f"{type(exc).__name__}: {exc}") from exc
+        return None
+
+
+class Notifier:
+    """Tells a Slack user what became of their text, wherever they can still see it."""
+
+    def __init__(self, client: AsyncWebClient, *, fallback: str) -> None:
+        self._client = client
+        self._fallback = fallback  # "dm" | "channel" | "none"
+
+    async def tell(self, *, user: str, channel: str, response_url: str | None,
+                   created_at: float, text: str) -> bool:
+        """Deliver `text`; True once it reached the user (or there is nowhere to tell)."""
+        # Slack accepts a response_url for 30 minutes (and 5 uses; we use it once per text).
+        if response_url and time.time() - created_at < _RESPONSE_URL_LIFETIME:
+            try:
+                webhook = AsyncWebhookClient(response_url, timeout=10)
+                answer = await webhook.send(text=text, response_type="ephemeral")
+                if answer.status_code == 200:
+                    return True
+                log.info("Slack: response_url answered %s; using the %s fallback",
+                         answer.status_code, self._fallback)
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.info("Slack: response_url failed (%s); using the %s fallback", exc,
+                         self._fallback)
+        try:
+            if self._fallback == "dm":
+                await self._client.chat_postMessage(channel=user, text=text)
+            elif self._fallback == "channel":
+                await self._client.chat_postEphemeral(channel=channel, user=user, text=text)
+            return True
+        except SlackApiError as exc:
+            log.warning("Slack: could not tell %s about their text (%s)", user,
+                        exc.response.get("error"))
+            return exc.response.get("error") in _PERMANENT
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("Slack: could not tell %s about their text (%s)", user, exc)
+            return False

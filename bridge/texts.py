@@ -45,6 +45,7 @@ class InboundText:
     declared_bytes: int | None  # the SIP Content-Length, when the dialplan reported it
     to_uri: str
     exten: str
+    problem: str = ""  # set when the event could not be read; then body is empty
 
     @property
     def dropped_by_asterisk(self) -> bool:
@@ -60,6 +61,12 @@ class MalformedEvent:
     event_id: str
     problem: str
     sender_hint: str  # whatever of the sender could be decoded, for the notice
+
+    def as_notice(self) -> InboundText:
+        """The event as a text-shaped notice, so it is stored and posted like any text."""
+        return InboundText(event_id=self.event_id, sender_uri="", display_name=self.sender_hint,
+                           body="", declared_bytes=None, to_uri="", exten="",
+                           problem=self.problem)
 
 
 def split_name_addr(value: str) -> tuple[str, str]:

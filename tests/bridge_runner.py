@@ -38,6 +38,8 @@ class BridgeConfig:
     command: str = "/sip"
     ami_username: str = "slackbridge"
     extra_ami: dict[str, Any] = field(default_factory=dict)
+    store_path: str = ""  # default: bridge-store.sqlite3 beside the config file
+    delivery: dict[str, Any] = field(default_factory=dict)
 
     def toml(self) -> str:
         lines = [
@@ -45,13 +47,15 @@ class BridgeConfig:
             'host = "127.0.0.1"',
             f"port = {self.ami_port}",
             f'username = "{self.ami_username}"',
-            *(f"{k} = {v!r}" if not isinstance(v, str) else f'{k} = "{v}"'
-              for k, v in self.extra_ami.items()),
+            *(f"{k} = {_toml(v)}" for k, v in self.extra_ami.items()),
             "",
             "[slack]",
             f'command = "{self.command}"',
             f'default_channel = "{self.default_channel}"',
         ]
+        lines += ["", "[store]", f'path = "{self.store_path}"']
+        if self.delivery:
+            lines += ["", "[delivery]", *(f"{k} = {_toml(v)}" for k, v in self.delivery.items())]
         for endpoint in self.endpoints:
             aliases = ", ".join(f'"{a}"' for a in endpoint.aliases)
             lines += ["", "[[endpoints]]", f'name = "{endpoint.name}"',
@@ -150,7 +154,13 @@ class BridgeProcess:
             return response.status, await response.text()
 
 
+def _toml(value: Any) -> str:
+    return json.dumps(value)  # JSON strings, numbers and booleans are valid TOML values
+
+
 def write_config(directory: Path, config: BridgeConfig) -> Path:
+    if not config.store_path:
+        config.store_path = str(directory / "bridge-store.sqlite3")
     path = directory / "bridge.toml"
     path.write_text(config.toml())
     return path

@@ -39,7 +39,10 @@ BOT_ID = "B0BOT"
 APP_ID = "A0APP"
 # The legacy verification token Slack still puts in every payload; bolt ignores it.
 VERIFICATION_TOKEN = "fake-verification-token"
-BOT_SCOPES = "commands,chat:write,chat:write.public,channels:history,groups:history,users:read"
+BOT_SCOPES = (
+    "commands,chat:write,chat:write.public,channels:history,groups:history,users:read,"
+    "channels:read,groups:read"
+)
 
 # Limits Slack enforces on messages (see /work/shared/FACTS.md, Slack section).
 MAX_BLOCKS = 50
@@ -183,6 +186,12 @@ class FakeSlack:
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret
+        # What the bot token was granted (the x-oauth-scopes header); tests may change it.
+        self.scopes: list[str] = BOT_SCOPES.split(",")
+        # Channels the bot is not a member of (a private one is then invisible to it) and
+        # private channels; every other channel is public with the bot in it.
+        self.channels_without_bot: set[str] = set()
+        self.private_channels: set[str] = set()
 
         self.posts: list[dict[str, Any]] = []
         self.responses: list[dict[str, Any]] = []
@@ -215,6 +224,7 @@ class FakeSlack:
             "users.info": self._users_info,
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
+            "conversations.history": self._conversations_history,
             "reactions.add": self._reactions_add,
             "apps.connections.open": self._apps_connections_open,
         }
@@ -275,9 +285,10 @@ class FakeSlack:
         return f"{self.base_url}/response/{rid}"
 
     def _next_ts(self) -> str:
-        # Unique and increasing, in Slack's "seconds.microseconds" shape.
-        self._ts_counter += 1
-        micros = 1_700_000_000_000_000 + self._ts_counter * 100
+        # Unique and increasing, in Slack's "seconds.microseconds" shape, and like Slack's
+        # the time of posting (the bridge compares ts with the time it received a text).
+        micros = max(time.time_ns() // 1000, self._ts_counter + 1)
+        self._ts_counter = micros
         return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
 
     # ------------------------------------------------------------------ waiting
@@ -430,7 +441,8 @@ class FakeSlack:
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
         method = request.match_info["method"]
-        headers = {"x-oauth-scopes": BOT_SCOPES} if method not in _APP_TOKEN_METHODS else {}
+        scopes = ",".join(self.scopes)
+        headers = {"x-oauth-scopes": scopes} if method not in _APP_TOKEN_METHODS else {}
         try:
             params = await self._read_params(request)
         except SlackRefusal as refusal:
@@ -578,8 +590,14 @@ class FakeSlack:
 
     async def _conversations_info(self, params: Params) -> Params:
         channel = params.get("channel")
+        if not {"channels:read", "groups:read"} & set(self.scopes):
+            raise SlackRefusal("missing_scope")
         if not channel:
             raise SlackRefusal("channel_not_found")
+        private = channel in self.private_channels
+        member = channel not in self.channels_without_bot
+        if private and not member:
+            raise SlackRefusal("channel_not_found")  # Slack hides private channels from outsiders
         name = str(channel).lower()
         return {
             "ok": True,
@@ -588,11 +606,11 @@ class FakeSlack:
                 "name": name,
                 "name_normalized": name,
                 "is_channel": True,
-                "is_group": False,
+                "is_group": private,
                 "is_im": False,
-                "is_private": False,
+                "is_private": private,
                 "is_archived": False,
-                "is_member": True,
+                "is_member": member,
                 "created": 1_600_000_000,
                 "creator": "U0USER1",
                 "context_team_id": TEAM_ID,
@@ -603,6 +621,31 @@ class FakeSlack:
         if not params.get("channel"):
             raise SlackRefusal("channel_not_found")
         return {"ok": True, "members": [BOT_USER_ID], "response_metadata": {"next_cursor": ""}}
+
+    async def _conversations_history(self, params: Params) -> Params:
+        """The channel's messages (posted through this fake), newest first, like Slack.
+
+        Message metadata is included only with `include_all_metadata`, as Slack does.
+        """
+        channel = params.get("channel")
+        if not channel:
+            raise SlackRefusal("channel_not_found")
+        oldest = float(params.get("oldest") or 0)
+        limit = int(params.get("limit") or 100)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [p for p in self.posts if p["channel"] == channel and float(p["ts"]) > oldest]
+        found.reverse()
+        start = int(params.get("cursor") or 0)
+        page = found[start:start + limit]
+        messages = []
+        for post in page:
+            message = self._bot_message(post, post["ts"])
+            if with_metadata and "metadata" in post:
+                message["metadata"] = post["metadata"]
+            messages.append(message)
+        more = start + limit < len(found)
+        return {"ok": True, "messages": messages, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
 
     async def _reactions_add(self, params: Params) -> Params:
         if not params.get("channel"):

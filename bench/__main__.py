@@ -1,0 +1,210 @@
+"""Benchmark the bridge against a real Asterisk, sipp phones and the fake Slack.
+
+Usage (as root, like the Asterisk tests; the sandbox must be built, see README "Run the tests"):
+
+    .venv/bin/python -m bench            # full run, about 6 minutes on 2 cores
+    .venv/bin/python -m bench --quick    # shorter loads, about 3 minutes
+    .venv/bin/python -m bench --smoke    # tiny loads, seconds: keeps the bench from rotting (CI)
+    .venv/bin/python -m bench --only inbound,latency   # some sections only
+
+Sections: inbound (ceiling: sipp at rising rates, bare AMI client vs the bridge), latency
+(fixed 200 texts/s), outbound (signed /sip slash commands at rising rates to a sipp UAS),
+burst (100 texts to one channel, fake Slack at 1 post/s per channel), curl (the
+dialplan-only CURL() alternative under the same load). Memory (peak RSS, VmHWM) and CPU
+seconds per 1,000 texts of the bridge come with every bridge run.
+
+It prints a table with each target's verdict and writes the same as JSON to
+bench/results/latest.json (or --json PATH). The bridge runs with LOG_LEVEL=WARNING: at INFO it
+logs one line per text. Exit status: 0 when every section ran (targets may be missed);
+1 when a section failed, or, with --smoke, when any text was lost.
+
+Everything started (Asterisk, sipp, bridges) is stopped at the end; nothing but 127.0.0.1 is
+used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import RESULTS_DIR
+from bench import measure
+from bench.report import evaluate, render
+
+SECTIONS = ("inbound", "latency", "outbound", "burst", "curl")
+
+
+@dataclass(frozen=True)
+class Plan:
+    inbound_rates: tuple[float, ...]
+    inbound_count: int
+    latency_rate: float
+    latency_seconds: float
+    outbound_rates: tuple[float, ...]
+    outbound_seconds: float
+    burst_texts: int
+    burst_timeout_s: float
+    curl_rates: tuple[float, ...]
+    curl_count: int
+    curl_wait_s: float
+
+
+PLANS = {
+    "full": Plan(inbound_rates=(250, 500, 1000, 2000), inbound_count=5000,
+                 latency_rate=200, latency_seconds=30,
+                 outbound_rates=(50, 100, 250, 500, 1000), outbound_seconds=5,
+                 burst_texts=100, burst_timeout_s=30,
+                 curl_rates=(250, 1000), curl_count=5000, curl_wait_s=20),
+    "quick": Plan(inbound_rates=(250, 500, 1000, 2000), inbound_count=2000,
+                  latency_rate=200, latency_seconds=10,
+                  outbound_rates=(100, 250, 500, 1000), outbound_seconds=2,
+                  burst_texts=100, burst_timeout_s=15,
+                  curl_rates=(250,), curl_count=2000, curl_wait_s=10),
+    "smoke": Plan(inbound_rates=(100,), inbound_count=50,
+                  latency_rate=100, latency_seconds=1,
+                  outbound_rates=(20,), outbound_seconds=1,
+                  burst_texts=10, burst_timeout_s=5,
+                  curl_rates=(50,), curl_count=20, curl_wait_s=3),
+}
+
+
+async def run(plan: Plan, sections: set[str], results: dict[str, Any]) -> list[str]:
+    """Run the chosen sections; return the names of those that failed."""
+    failed: list[str] = []
+    lab = await measure.Lab.start()
+    try:
+        async def section(name: str, coro: Any) -> None:
+            if name not in sections:
+                coro.close()
+                return
+            began = time.monotonic()
+            logging.getLogger("bench").info("== %s", name)
+            try:
+                await coro
+            except Exception:  # noqa: BLE001 - report and go on with the next section
+                failed.append(name)
+                results.setdefault("errors", {})[name] = traceback.format_exc()
+                logging.getLogger("bench").exception("section %s failed", name)
+            results.setdefault("section_seconds", {})[name] = round(time.monotonic() - began, 1)
+
+        async def inbound() -> None:
+            ladder = await measure.baseline_runs(lab, plan.inbound_rates, plan.inbound_count,
+                                                 label="ceiling")
+            results["inbound"] = ladder
+            ladder += await measure.bridge_runs(lab, plan.inbound_rates, plan.inbound_count,
+                                                label="ceiling")
+
+        async def latency() -> None:
+            count = int(plan.latency_rate * plan.latency_seconds)
+            rates = (plan.latency_rate,)
+            runs = await measure.baseline_runs(lab, rates, count, label="latency")
+            results["latency"] = runs
+            runs += await measure.bridge_runs(lab, rates, count, label="latency")
+
+        async def outbound() -> None:
+            results["outbound"] = await measure.outbound_runs(lab, plan.outbound_rates,
+                                                              plan.outbound_seconds)
+
+        async def burst() -> None:
+            results["burst"] = await measure.burst(lab, texts=plan.burst_texts,
+                                                   timeout_s=plan.burst_timeout_s)
+
+        await section("inbound", inbound())
+        await section("latency", latency())
+        await section("outbound", outbound())
+        await section("burst", burst())
+    finally:
+        await lab.stop()
+
+    async def curl() -> None:
+        bridge_runs = [r for r in results.get("inbound", []) if r["system"] == "bridge"]
+        results["dialplan"] = await measure.dialplan_curl(
+            plan.curl_rates, plan.curl_count, wait_s=plan.curl_wait_s,
+            bridge_results=bridge_runs)
+
+    if "curl" in sections:
+        began = time.monotonic()
+        try:
+            await curl()
+        except Exception:  # noqa: BLE001
+            failed.append("curl")
+            results.setdefault("errors", {})["curl"] = traceback.format_exc()
+            logging.getLogger("bench").exception("section curl failed")
+        results.setdefault("section_seconds", {})["curl"] = round(time.monotonic() - began, 1)
+    return failed
+
+
+def _smoke_losses(results: dict[str, Any]) -> list[str]:
+    problems = []
+    for section in ("inbound", "latency", "outbound", "dialplan"):
+        for r in results.get(section, []):
+            if r.get("lost"):
+                problems.append(f"{section} {r.get('system', '')} {r['rate_offered']}/s: "
+                                f"lost {r['lost']}")
+    burst = results.get("burst")
+    if burst and not burst.get("all_visible"):
+        problems.append(f"burst: {burst['visible']}/{burst['texts']} visible")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="shorter loads (~3 min)")
+    mode.add_argument("--smoke", action="store_true", help="tiny loads (seconds), for CI")
+    parser.add_argument("--only", default=",".join(SECTIONS),
+                        help=f"comma-separated sections (default all): {', '.join(SECTIONS)}")
+    parser.add_argument("--json", type=Path, default=RESULTS_DIR / "latest.json",
+                        help="where to write the results (default bench/results/latest.json)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
+    args = parser.parse_args(argv)
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = sections - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; known: {', '.join(SECTIONS)}")
+    if os.geteuid() != 0:
+        parser.error("run as root: the Asterisk sandbox is started through chroot")
+
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
+    plan = PLANS[name]
+    results: dict[str, Any] = {"meta": {
+        "mode": name, "sections": sorted(sections), "cpus": os.cpu_count(),
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "plan": plan.__dict__, "bridge_log_level": "WARNING",
+        "latency_source": "sipp [timestamp] (wall clock, microseconds) written into each "
+                          "text's body; arrival stamped in the bench process"}}
+    began = time.monotonic()
+    failed = asyncio.run(run(plan, sections, results))
+    results["meta"]["seconds"] = round(time.monotonic() - began, 1)
+    targets = evaluate(results)
+    results["targets"] = targets
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    print(render(results, targets))
+    print(f"\nresults: {args.json}")
+    if failed:
+        print(f"sections that failed: {', '.join(failed)} (tracebacks in the JSON)",
+              file=sys.stderr)
+        return 1
+    if args.smoke:
+        problems = _smoke_losses(results)
+        if problems:
+            print("smoke: texts lost: " + "; ".join(problems), file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Starting the real bridge (`python -m bridge run`) for one measurement, warmed up and ready.
+
+The bridge runs with LOG_LEVEL=WARNING (at INFO it logs one line per text, which is part of
+what an operator would pay but not what these figures compare), so "ready" cannot be read
+from its INFO lines: a phone texts it until the fake Slack gets the post, which also proves
+the AMI link is up and warms the code paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from asterisk.harness import free_port
+from bridge_runner import BridgeConfig, BridgeProcess, EndpointSpec, write_config
+from sip_ua import SipPhone
+
+from bench.watch import ProcStats
+
+AMI_SECRET = "bench-ami-secret-1c3e"
+SIGNING_SECRET = "bench-signing-secret-9d2a"
+BOT_TOKEN = "xoxb-bench-token-5522"
+
+# Endpoint names: they are PJSIP endpoints in Asterisk and [[endpoints]] in the bridge.
+INBOUND = "bench"  # sipp texts from here; its channel is INBOUND_CHANNEL
+BURST = "burst"  # the burst scenario's phone, alone in BURST_CHANNEL
+RECEIVER = "benchuas"  # the sipp UAS that receives /sip texts
+CURL_PHONE = "curlbench"  # texts through the dialplan-only CURL context
+INBOUND_CHANNEL = "C0BENCH0001"
+BURST_CHANNEL = "C0BURST0001"
+RECEIVER_CHANNEL = "C0BENCHUAS1"
+DEFAULT_CHANNEL = "C0DEFAULT01"
+
+
+def bridge_endpoints() -> list[EndpointSpec]:
+    return [EndpointSpec(INBOUND, f"pjsip:{INBOUND}", INBOUND_CHANNEL),
+            EndpointSpec(BURST, f"pjsip:{BURST}", BURST_CHANNEL),
+            EndpointSpec(RECEIVER, f"pjsip:{RECEIVER}", RECEIVER_CHANNEL)]
+
+
+@dataclass
+class RunningBridge:
+    process: BridgeProcess
+    stats: ProcStats
+    workdir: Path
+    started_s: float  # from spawn to the first post
+
+    @property
+    def pid(self) -> int:
+        return self.stats.pid
+
+    async def stop(self) -> int:
+        try:
+            code = await self.process.stop(timeout=25)
+        finally:
+            with contextlib.suppress(OSError):
+                (self.workdir / "bridge.toml").unlink()
+                self.workdir.rmdir()
+        return code
+
+
+async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
+                       posted: Callable[[], int], timeout: float = 30.0) -> RunningBridge:
+    """Start the bridge in HTTP mode; return once it has relayed warm-up texts.
+
+    `posted` says how many posts the fake Slack has accepted so far.
+    """
+    workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
+    config = write_config(workdir, BridgeConfig(ami_port=ami_port, endpoints=bridge_endpoints(),
+                                                default_channel=DEFAULT_CHANNEL))
+    env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
+           "SLACK_API_URL": api_url, "AMI_SECRET": AMI_SECRET, "LOG_LEVEL": "WARNING"}
+    process = BridgeProcess(config, env, port=free_port())
+    began = time.monotonic()
+    await process.start(wait_for=None)
+    assert process._process is not None  # noqa: SLF001 - the pid is only kept there
+    running = RunningBridge(process, ProcStats(process._process.pid), workdir, 0.0)  # noqa: SLF001
+    try:
+        await _warm_up(process, sip_port=sip_port, posted=posted, timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            await running.stop()
+        raise
+    running.started_s = time.monotonic() - began
+    return running
+
+
+async def _warm_up(process: BridgeProcess, *, sip_port: int, posted: Callable[[], int],
+                   timeout: float) -> None:
+    count = posted
+    deadline = time.monotonic() + timeout
+    # 1. the HTTP side listens
+    while True:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", process.port)
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            break
+        except OSError:
+            if process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bridge never listened on HTTP:\n{process.log}")
+            await asyncio.sleep(0.1)
+    # 2. a text reaches Slack (AMI link up, relay running); a few more to warm up
+    async with SipPhone(INBOUND, asterisk_port=sip_port) as phone:
+        before = count()
+        while count() == before:
+            if process.returncode is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the bridge relayed no warm-up text:\n{process.log}")
+            await phone.send_message("warm-up", to_user="bridge")
+            for _ in range(10):
+                await asyncio.sleep(0.05)
+                if count() != before:
+                    break
+        for i in range(20):
+            await phone.send_message(f"warm-up {i}", to_user="bridge")
+        target = before + 21
+        while count() < target and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+
+def pid_alive(pid: int) -> bool:
+    return os.path.exists(f"/proc/{pid}")

@@ -1,0 +1,222 @@
+"""Targets and the printed table: pure functions of the results dict `bench.__main__` builds.
+
+A target is met (pass), missed (MISS), or could not be judged from what ran (n/a). The
+same verdicts go into the JSON file next to the raw figures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+# The figures the project aims for (issue 7).
+INBOUND_RATIO_MIN = 0.9
+ADDED_LATENCY_P99_MAX_MS = 10.0
+ACK_P99_MAX_MS = 50.0
+ACK_AT_RATE = 100
+OUTBOUND_MIN_PER_S = 500
+BURST_MAX_S = 10.0
+PEAK_RSS_MAX_MB = 80.0
+# A run "keeps up" when what arrived per second is at least this share of what was offered.
+KEEPS_UP = 0.95
+
+
+def _verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("pass" if ok else "MISS")
+
+
+def _clean(run: dict[str, Any]) -> bool:
+    """Nothing lost and every SIP MESSAGE answered 202."""
+    return run.get("lost") == 0 and run.get("sip_failed", 0) == 0
+
+
+def keeps_up(run: dict[str, Any]) -> bool:
+    rate = run.get("send_rate_actual") or run.get("rate_offered") or 0
+    return bool(run.get("throughput_per_s")) and run["throughput_per_s"] >= KEEPS_UP * min(
+        rate, run.get("rate_offered") or rate)
+
+
+def inbound_ratio(ladder: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """bridge/baseline throughput at the highest rate both delivered with nothing lost."""
+    base = {r["rate_offered"]: r for r in ladder if r["system"] == "baseline"}
+    bridge = {r["rate_offered"]: r for r in ladder if r["system"] == "bridge"}
+    both = sorted(rate for rate in base if rate in bridge
+                  and _clean(base[rate]) and _clean(bridge[rate]))
+    per_rate = {}
+    for rate in sorted(set(base) & set(bridge)):
+        b, r = base[rate].get("throughput_per_s"), bridge[rate].get("throughput_per_s")
+        per_rate[rate] = round(r / b, 3) if b and r else None
+    if not both:
+        return {"rate": None, "ratio": None, "per_rate": per_rate}
+    rate = both[-1]
+    return {"rate": rate, "ratio": per_rate[rate], "per_rate": per_rate}
+
+
+def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
+    targets: list[dict[str, Any]] = []
+
+    def add(name: str, value: Any, goal: str, ok: bool | None, note: str = "") -> None:
+        targets.append({"target": name, "value": value, "goal": goal,
+                        "verdict": _verdict(ok), "note": note})
+
+    ladder = results.get("inbound", [])
+    if ladder:
+        ratio = inbound_ratio(ladder)
+        results["inbound_ratio"] = ratio
+        value = ratio["ratio"]
+        add("inbound ratio bridge/baseline", value, f">= {INBOUND_RATIO_MIN}, zero loss",
+            None if value is None and not ladder else (value is not None
+                                                        and value >= INBOUND_RATIO_MIN),
+            f"at {ratio['rate']}/s, the highest rate both delivered all" if ratio["rate"]
+            else "no rate where both delivered all")
+
+    latency = results.get("latency", [])
+    base = next((r for r in latency if r["system"] == "baseline"), None)
+    bridge = next((r for r in latency if r["system"] == "bridge"), None)
+    if base and bridge and base.get("latency") and bridge.get("latency"):
+        added = round(bridge["latency"]["p99_ms"] - base["latency"]["p99_ms"], 2)
+        results["added_latency_p99_ms"] = added
+        add("added inbound latency p99", f"{added} ms",
+            f"<= {ADDED_LATENCY_P99_MAX_MS:g} ms at {bridge['rate_offered']:g}/s",
+            added <= ADDED_LATENCY_P99_MAX_MS and _clean(bridge),
+            f"bridge p99 {bridge['latency']['p99_ms']} ms - baseline p99 "
+            f"{base['latency']['p99_ms']} ms")
+
+    outbound = results.get("outbound", [])
+    if outbound:
+        at_rate = next((r for r in outbound if r["rate_offered"] == ACK_AT_RATE), None)
+        if at_rate is not None:
+            p99 = at_rate["ack"]["p99_ms"]
+            add("slash command ack p99", f"{p99} ms",
+                f"<= {ACK_P99_MAX_MS:g} ms at {ACK_AT_RATE}/s",
+                p99 is not None and p99 <= ACK_P99_MAX_MS
+                and at_rate["acks_200"] == at_rate["commands"])
+        else:
+            add("slash command ack p99", None, f"<= {ACK_P99_MAX_MS:g} ms at {ACK_AT_RATE}/s",
+                None, f"no run at {ACK_AT_RATE}/s")
+        sustained = [r for r in outbound if r["lost"] == 0 and keeps_up(r)]
+        best = max(sustained, key=lambda r: r["rate_offered"]) if sustained else None
+        top = max((r.get("throughput_per_s") or 0 for r in outbound if r["lost"] == 0),
+                  default=0)
+        add("outbound texts/s, zero loss",
+            f"{best['rate_offered']:g}/s kept up" if best else "none kept up",
+            f">= {OUTBOUND_MIN_PER_S}/s",
+            best is not None and best["rate_offered"] >= OUTBOUND_MIN_PER_S,
+            f"highest offered rate delivered whole at >= {KEEPS_UP:.0%} of it; best zero-loss "
+            f"throughput {top}/s")
+
+    burst = results.get("burst")
+    if burst:
+        seconds = burst.get("seconds_to_all_visible")
+        add(f"burst of {burst['texts']} to one channel visible",
+            f"{seconds} s" if seconds is not None
+            else f"{burst['visible']}/{burst['texts']} after {burst['timeout_s']:g} s",
+            f"<= {BURST_MAX_S:g} s", seconds is not None and seconds <= BURST_MAX_S,
+            f"{burst['posts_used']} posts, {burst['rate_limited_429']} calls answered 429")
+
+    rss = [r["bridge_peak_rss_mb"] for section in ("inbound", "latency", "outbound")
+           for r in results.get(section, []) if r.get("bridge_peak_rss_mb") is not None]
+    if burst and burst.get("bridge_peak_rss_mb") is not None:
+        rss.append(burst["bridge_peak_rss_mb"])
+    if rss:
+        add("bridge peak RSS (VmHWM)", f"{max(rss)} MB", f"<= {PEAK_RSS_MAX_MB:g} MB",
+            max(rss) <= PEAK_RSS_MAX_MB, "highest over all bridge runs")
+    return targets
+
+
+# ------------------------------------------------------------------ rendering
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_fmt(c) for c in row] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h)
+              for i, h in enumerate(headers)]
+    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))
+    out = [line, "  ".join("-" * w for w in widths)]
+    out += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join(out)
+
+
+def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
+    meta = results["meta"]
+    parts = [f"bench ({meta['mode']}): {meta['started']}, {meta['cpus']} CPUs, "
+             f"bridge LOG_LEVEL=WARNING, {meta['seconds']:.0f} s"]
+    ladder = results.get("inbound", [])
+    if ladder:
+        parts.append("\n1. Inbound ceiling: sipp MESSAGE -> Asterisk -> (baseline: bare AMI "
+                     "client | bridge -> fake Slack, no rate limit)")
+        rows = []
+        for r in ladder:
+            lat = r.get("latency") or {}
+            rows.append([r["system"], r["rate_offered"], r.get("send_rate_actual"), r["sent"],
+                         r["sip_202"], r["delivered"], r["lost"], r.get("throughput_per_s"),
+                         lat.get("p50_ms"), lat.get("p99_ms"),
+                         r.get("bridge_cpu_s_per_1000"), r.get("asterisk_cpu_s_per_1000"),
+                         r.get("bridge_peak_rss_mb")])
+        parts.append(_table(["system", "rate", "sent/s", "sent", "202", "delivered", "lost",
+                             "thru/s", "p50ms", "p99ms", "br cpu/1k", "ast cpu/1k",
+                             "br RSS MB"], rows))
+        ratio = results.get("inbound_ratio") or {}
+        parts.append("ratio bridge/baseline throughput per rate: "
+                     + ", ".join(f"{k:g}/s: {_fmt(v)}" for k, v in
+                                 (ratio.get("per_rate") or {}).items()))
+    latency = results.get("latency", [])
+    if latency:
+        parts.append("\n2. Inbound latency (send time written by sipp into each text, "
+                     "[timestamp]; arrival stamped at the fake Slack / the AMI client)")
+        rows = [[r["system"], r["rate_offered"], r.get("duration_s"), r["delivered"], r["lost"],
+                 *(r.get("latency") or {}).values(), r.get("bridge_cpu_s_per_1000"),
+                 r.get("bridge_peak_rss_mb")] for r in latency]
+        parts.append(_table(["system", "rate", "secs", "delivered", "lost", "p50ms", "p95ms",
+                             "p99ms", "maxms", "br cpu/1k", "br RSS MB"], rows))
+    outbound = results.get("outbound", [])
+    if outbound:
+        parts.append("\n3. Outbound: signed /sip slash commands over HTTP -> bridge -> AMI "
+                     "MessageSend -> sipp UAS")
+        rows = [[r["rate_offered"], r.get("send_rate_actual"), r["commands"], r["acks_200"],
+                 r["ack"]["p50_ms"], r["ack"]["p99_ms"], r["received_at_phone"], r["lost"],
+                 r.get("throughput_per_s"), "yes" if keeps_up(r) else "no",
+                 r["replies_sent"], r.get("bridge_cpu_s_per_1000"), r["bridge_peak_rss_mb"]]
+                for r in outbound]
+        parts.append(_table(["rate", "sent/s", "commands", "acks 200", "ack p50ms",
+                             "ack p99ms", "at phone", "lost", "texts/s", "kept up",
+                             "'Sent' replies", "br cpu/1k", "br RSS MB"], rows))
+    burst = results.get("burst")
+    if burst:
+        parts.append("\n4. Burst to one channel (fake Slack: 1 post/s per channel, burst 1, "
+                     "429 + Retry-After over it)")
+        parts.append(_table(["texts", "visible", "secs to all", "secs to last seen",
+                             "timeout s", "posts", "429s"],
+                            [[burst["texts"], burst["visible"],
+                              burst.get("seconds_to_all_visible"),
+                              burst.get("seconds_to_last_visible"), burst["timeout_s"],
+                              burst["posts_used"], burst["rate_limited_429"]]]))
+    curl = results.get("dialplan", [])
+    if curl:
+        parts.append("\n5. Dialplan-only alternative: CURL() to a webhook answering after "
+                     "100 ms, same sipp load (bridge's run at the same rate alongside)")
+        rows = []
+        for r in curl:
+            same = r.get("bridge_same_load") or {}
+            probe = r.get("probe") or {}
+            rows.append([r["rate_offered"], r["sent"], r["sip_202"], r["sip_timeouts"],
+                         r["delivered"], r.get("throughput_per_s"), r.get("duration_s"),
+                         r["wait_cap_s"], r["webhook_max_concurrent"],
+                         probe.get("sip_answer_ms"), probe.get("ami_event_s"),
+                         same.get("delivered"), same.get("throughput_per_s")])
+        parts.append(_table(["rate", "sent", "202", "SIP timeouts", "at webhook", "thru/s",
+                             "secs", "wait cap s", "max conc.", "probe 202 ms",
+                             "probe event s", "bridge delivered", "bridge thru/s"], rows))
+    parts.append("\n6./targets")
+    parts.append(_table(["target", "measured", "goal", "verdict", "how"],
+                        [[t["target"], t["value"], t["goal"], t["verdict"], t["note"]]
+                         for t in targets]))
+    return "\n".join(parts)

@@ -1,0 +1,82 @@
+"""The admin subcommands next to `run`: `bridge check` and `bridge asterisk-config`.
+
+`__main__` adds them to its parser (`add_admin_commands`) and hands them over
+(`run_admin_command`). Both read the config like `run` (--config or $BRIDGE_CONFIG, every
+problem reported, exit 2). `asterisk-config` needs no secrets: it reads only the file, so an
+admin can run it on the PBX without the Slack tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping
+
+from bridge.asterisk_config import FILES, render_text
+from bridge.check import check
+from bridge.config import Settings, load_settings
+from bridge.errors import ConfigError
+from bridge.logs import add_secrets
+
+EXIT_CONFIG = 2
+COMMANDS = ("check", "asterisk-config")
+
+# Stand-ins for the environment `asterisk-config` does not need, so that only problems in
+# the file itself are reported. They never leave this process.
+_NO_SECRETS = {"SLACK_BOT_TOKEN": "xoxb-unused", "SLACK_SIGNING_SECRET": "unused",
+               "AMI_SECRET": "unused"}
+
+
+def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `check` and `asterisk-config` to the `bridge` command line."""
+    config_help = "path of the TOML config (default: $BRIDGE_CONFIG)"
+    check_parser = sub.add_parser(
+        "check", help="check the config, Asterisk and Slack; print a checklist",
+        description="Check the config, log in to AMI and ask Slack about the tokens and "
+                    "channels; print a checklist with a fix for each problem. Exit 0 when "
+                    "ready, 1 when something must be fixed, 2 when the config is invalid.")
+    check_parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG"),
+                              help=config_help)
+    check_parser.add_argument("--mode", choices=("auto", "http", "socket"), default="auto",
+                              help="check for this Slack transport (as for `run`)")
+    check_parser.add_argument("--send-test", metavar="ENDPOINT",
+                              help="also send a test text to this directory endpoint")
+    snippets_parser = sub.add_parser(
+        "asterisk-config", help="print the Asterisk config snippets for this config",
+        description="Print the extensions.conf, manager.conf and pjsip.conf snippets that "
+                    "match the config's AMI user and endpoints.")
+    snippets_parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG"),
+                                 help=config_help)
+    snippets_parser.add_argument("--only", choices=FILES, help="print just this snippet")
+
+
+def run_admin_command(args: argparse.Namespace) -> int:
+    """Run `check` or `asterisk-config`; return the exit status."""
+    if args.command == "asterisk-config":
+        environ: Mapping[str, str] = {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMI_"))},
+            **_NO_SECRETS}
+        settings = _load(args.config, environ, mode="http")
+        if settings is None:
+            return EXIT_CONFIG
+        sys.stdout.write(render_text(settings, args.only))
+        return 0
+    settings = _load(args.config, None, mode=args.mode)
+    if settings is None:
+        return EXIT_CONFIG
+    add_secrets(settings.secrets())
+    return asyncio.run(check(settings, send_test=args.send_test))
+
+
+def _load(path: str | None, environ: Mapping[str, str] | None, *, mode: str) -> Settings | None:
+    if not path:
+        print("bridge: no config file given: pass --config PATH or set BRIDGE_CONFIG "
+              "(start from config/bridge.example.toml)", file=sys.stderr)
+        return None
+    try:
+        return load_settings(path, environ, mode=mode)
+    except ConfigError as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return None

@@ -1,0 +1,354 @@
+"""The embedded store: every text the bridge is responsible for, in SQLite, until it is delivered.
+
+One file (`[store] path`), WAL mode, written from one dedicated thread so the event loop never
+waits on disk. `synchronous=NORMAL` in WAL mode makes every commit survive a crash of the
+bridge process (SIGKILL); only a power loss can take the last commits.
+
+The schema is versioned (`schema_version`) and upgraded in place by `_MIGRATIONS`; a file
+written by a newer bridge is refused with a clear error rather than touched.
+
+Inbound texts (phone -> Slack) move pending -> posting -> posted. `posting` is written before
+the Slack request, so after a crash the bridge knows which posts may already be in Slack.
+Outbound texts (Slack -> phone) move queued -> sent | failed, and record how many segments
+Asterisk has accepted so a restart resumes after the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from bridge.errors import BridgeError
+from bridge.texts import InboundText
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+
+# Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
+# add a new one, and bump SCHEMA_VERSION.
+_MIGRATIONS: list[str] = [
+    # 0 -> 1
+    """
+    CREATE TABLE inbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id TEXT UNIQUE,            -- SIP Call-ID + CSeq; NULL when unknown
+        channel TEXT NOT NULL,
+        endpoint TEXT,                     -- directory name, NULL for unknown senders
+        text_json TEXT NOT NULL,           -- the InboundText, as JSON
+        received_at REAL NOT NULL,         -- unix time
+        state TEXT NOT NULL DEFAULT 'pending',   -- pending | posting | posted
+        attempts INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        posted_at REAL,
+        slack_ts TEXT
+    );
+    CREATE INDEX inbound_waiting ON inbound (state, channel, id);
+    CREATE TABLE outbound (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        slack_user TEXT NOT NULL,
+        slack_channel TEXT NOT NULL,
+        endpoint TEXT NOT NULL,
+        destination TEXT NOT NULL,
+        body TEXT NOT NULL,
+        response_url TEXT,
+        created_at REAL NOT NULL,
+        state TEXT NOT NULL DEFAULT 'queued',    -- queued | sent | failed
+        segments_sent INTEGER NOT NULL DEFAULT 0,
+        segments_total INTEGER NOT NULL,
+        last_error TEXT,
+        finished_at REAL,
+        notified INTEGER NOT NULL DEFAULT 0       -- the sender was told the outcome
+    );
+    CREATE INDEX outbound_waiting ON outbound (state, id);
+    """,
+]
+
+
+class StoreError(BridgeError):
+    """The store file cannot be used (newer schema, not a database, unwritable)."""
+
+
+@dataclass(frozen=True)
+class InboundRow:
+    id: int
+    channel: str
+    endpoint: str | None
+    text: InboundText
+    received_at: float
+    state: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class OutboundRow:
+    id: int
+    slack_user: str
+    slack_channel: str
+    endpoint: str
+    destination: str
+    body: str
+    response_url: str | None
+    created_at: float
+    state: str
+    segments_sent: int
+    segments_total: int
+    last_error: str | None
+    notified: bool
+
+
+@dataclass(frozen=True)
+class NewInbound:
+    channel: str
+    endpoint: str | None
+    text: InboundText
+    received_at: float
+
+
+@dataclass(frozen=True)
+class Backlog:
+    inbound_waiting: int
+    inbound_oldest: float | None  # unix time of the oldest waiting inbound text
+    outbound_waiting: int
+    outbound_oldest: float | None
+    outbound_unnotified: int
+
+
+class Store:
+    """Async facade over one SQLite connection owned by one worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._db: sqlite3.Connection | None = None
+
+    @classmethod
+    async def open(cls, path: str | Path) -> Store:
+        store = cls(Path(path))
+        await store._run(store._open)
+        return store
+
+    async def close(self) -> None:
+        await self._run(self._close)
+        self._executor.shutdown(wait=True)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn, *args)
+
+    # -- runs on the store thread --------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            version = self._schema_version(db)
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} cannot be used as the bridge's store: {exc}. Point "
+                             f"[store] path at a new file, or restore this one") from exc
+        except OSError as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        if version > SCHEMA_VERSION:
+            db.close()
+            raise StoreError(
+                f"{self.path} was written by a newer version of the bridge (store schema "
+                f"{version}; this bridge knows up to {SCHEMA_VERSION}). Upgrade the bridge, or "
+                f"point [store] path at another file; the store was left untouched")
+        for target in range(version, SCHEMA_VERSION):
+            log.info("store: upgrading %s from schema %d to %d", self.path, target, target + 1)
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _split_sql(_MIGRATIONS[target]):
+                    db.execute(statement)
+                db.execute("DELETE FROM schema_version")
+                db.execute("INSERT INTO schema_version (version) VALUES (?)", (target + 1,))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        self._db = db
+
+    @staticmethod
+    def _schema_version(db: sqlite3.Connection) -> int:
+        db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+        row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def _close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise StoreError("the store is closed")
+        return self._db
+
+    def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+        return result
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    async def add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
+        """Store texts in one transaction; None in place of a duplicate (same message_id)."""
+        return await self._run(self._add_inbound, items)
+
+    def _add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
+        def insert(db: sqlite3.Connection) -> list[InboundRow | None]:
+            rows: list[InboundRow | None] = []
+            for item in items:
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO inbound (message_id, channel, endpoint, text_json,"
+                    " received_at) VALUES (?, ?, ?, ?, ?)",
+                    (item.text.event_id or None, item.channel, item.endpoint,
+                     json.dumps(asdict(item.text)), item.received_at))
+                if cursor.rowcount == 0:
+                    rows.append(None)
+                    continue
+                assert cursor.lastrowid is not None
+                rows.append(InboundRow(id=cursor.lastrowid, channel=item.channel,
+                                       endpoint=item.endpoint, text=item.text,
+                                       received_at=item.received_at, state="pending",
+                                       attempts=0))
+            return rows
+        return self._transaction(insert)
+
+    async def waiting_inbound(self) -> list[InboundRow]:
+        """Every inbound text not yet known to be posted, oldest first."""
+        return await self._run(self._waiting_inbound)
+
+    def _waiting_inbound(self) -> list[InboundRow]:
+        cursor = self._conn().execute(
+            "SELECT id, channel, endpoint, text_json, received_at, state, attempts FROM inbound"
+            " WHERE state != 'posted' ORDER BY id")
+        return [InboundRow(id=r[0], channel=r[1], endpoint=r[2],
+                           text=InboundText(**json.loads(r[3])), received_at=r[4], state=r[5],
+                           attempts=r[6]) for r in cursor]
+
+    async def mark_inbound(self, ids: Iterable[int], state: str, *, error: str | None = None,
+                           slack_ts: str | None = None) -> None:
+        await self._run(self._mark_inbound, list(ids), state, error, slack_ts)
+
+    def _mark_inbound(self, ids: list[int], state: str, error: str | None,
+                      slack_ts: str | None) -> None:
+        now = time.time()
+
+        def update(db: sqlite3.Connection) -> None:
+            for row_id in ids:
+                if state == "posted":
+                    db.execute("UPDATE inbound SET state='posted', posted_at=?, slack_ts=?,"
+                               " last_error=NULL WHERE id=?", (now, slack_ts, row_id))
+                elif state == "posting":
+                    db.execute("UPDATE inbound SET state='posting', attempts=attempts+1"
+                               " WHERE id=?", (row_id,))
+                else:
+                    db.execute("UPDATE inbound SET state=?, last_error=? WHERE id=?",
+                               (state, error, row_id))
+        self._transaction(update)
+
+    async def move_inbound(self, ids: Iterable[int], channel: str) -> None:
+        await self._run(self._move_inbound, list(ids), channel)
+
+    def _move_inbound(self, ids: list[int], channel: str) -> None:
+        self._transaction(lambda db: db.executemany(
+            "UPDATE inbound SET channel=? WHERE id=?", [(channel, i) for i in ids]))
+
+    # -- outbound --------------------------------------------------------------------------
+
+    async def add_outbound(self, *, slack_user: str, slack_channel: str, endpoint: str,
+                           destination: str, body: str, response_url: str | None,
+                           segments_total: int) -> OutboundRow:
+        return await self._run(self._add_outbound, slack_user, slack_channel, endpoint,
+                               destination, body, response_url, segments_total)
+
+    def _add_outbound(self, slack_user: str, slack_channel: str, endpoint: str,
+                      destination: str, body: str, response_url: str | None,
+                      segments_total: int) -> OutboundRow:
+        now = time.time()
+
+        def insert(db: sqlite3.Connection) -> int:
+            cursor = db.execute(
+                "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
+                " response_url, created_at, segments_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (slack_user, slack_channel, endpoint, destination, body, response_url, now,
+                 segments_total))
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+        row_id = self._transaction(insert)
+        return OutboundRow(id=row_id, slack_user=slack_user, slack_channel=slack_channel,
+                           endpoint=endpoint, destination=destination, body=body,
+                           response_url=response_url, created_at=now, state="queued",
+                           segments_sent=0, segments_total=segments_total, last_error=None,
+                           notified=False)
+
+    async def unfinished_outbound(self) -> list[OutboundRow]:
+        """Texts still to send, and finished ones whose sender has not been told yet."""
+        return await self._run(self._unfinished_outbound)
+
+    def _unfinished_outbound(self) -> list[OutboundRow]:
+        cursor = self._conn().execute(
+            "SELECT id, slack_user, slack_channel, endpoint, destination, body, response_url,"
+            " created_at, state, segments_sent, segments_total, last_error, notified"
+            " FROM outbound WHERE state = 'queued' OR notified = 0 ORDER BY id")
+        return [OutboundRow(id=r[0], slack_user=r[1], slack_channel=r[2], endpoint=r[3],
+                            destination=r[4], body=r[5], response_url=r[6], created_at=r[7],
+                            state=r[8], segments_sent=r[9], segments_total=r[10],
+                            last_error=r[11], notified=bool(r[12])) for r in cursor]
+
+    async def outbound_progress(self, row_id: int, segments_sent: int) -> None:
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE outbound SET segments_sent=? WHERE id=?", (segments_sent, row_id)))
+
+    async def finish_outbound(self, row_id: int, state: str, error: str | None = None) -> None:
+        now = time.time()
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE outbound SET state=?, last_error=?, finished_at=? WHERE id=?",
+            (state, error, now, row_id)))
+
+    async def outbound_notified(self, row_id: int) -> None:
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE outbound SET notified=1 WHERE id=?", (row_id,)))
+
+    # -- reporting -------------------------------------------------------------------------
+
+    async def backlog(self) -> Backlog:
+        return await self._run(self._backlog)
+
+    def _backlog(self) -> Backlog:
+        db = self._conn()
+        inbound = db.execute("SELECT COUNT(*), MIN(received_at) FROM inbound"
+                             " WHERE state != 'posted'").fetchone()
+        outbound = db.execute("SELECT COUNT(*), MIN(created_at) FROM outbound"
+                              " WHERE state = 'queued'").fetchone()
+        unnotified = db.execute("SELECT COUNT(*) FROM outbound WHERE state != 'queued'"
+                                " AND notified = 0").fetchone()
+        return Backlog(inbound_waiting=inbound[0], inbound_oldest=inbound[1],
+                       outbound_waiting=outbound[0], outbound_oldest=outbound[1],
+                       outbound_unnotified=unnotified[0])
+
+
+def _split_sql(script: str) -> list[str]:
+    """Statements of a migration script (ours: no semicolons inside literals)."""
+    without_comments = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
+    return [s.strip() for s in without_comments.split(";") if s.strip()]

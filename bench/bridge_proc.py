@@ -11,9 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +38,9 @@ BURST_CHANNEL = "C0BURST0001"
 RECEIVER_CHANNEL = "C0BENCHUAS1"
 DEFAULT_CHANNEL = "C0DEFAULT01"
 
+_WARM_UP_TEXTS = 20
+_warmups = 0
+
 
 def bridge_endpoints() -> list[EndpointSpec]:
     return [EndpointSpec(INBOUND, f"pjsip:{INBOUND}", INBOUND_CHANNEL),
@@ -59,30 +63,34 @@ class RunningBridge:
         try:
             code = await self.process.stop(timeout=25)
         finally:
-            with contextlib.suppress(OSError):
-                (self.workdir / "bridge.toml").unlink()
-                self.workdir.rmdir()
+            shutil.rmtree(self.workdir, ignore_errors=True)  # config and SQLite store
         return code
 
 
 async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
-                       posted: Callable[[], int], timeout: float = 30.0) -> RunningBridge:
+                       arrivals: Callable[[str], Mapping[int, object]],
+                       delivery: Mapping[str, object] | None = None,
+                       timeout: float = 30.0) -> RunningBridge:
     """Start the bridge in HTTP mode; return once it has relayed warm-up texts.
 
-    `posted` says how many posts the fake Slack has accepted so far.
+    `arrivals(run)` is what the fake Slack has seen of a run's texts. `delivery` becomes the
+    config's [delivery] table (the bridge's own pacing of posts); None keeps its defaults.
     """
     workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
-    config = write_config(workdir, BridgeConfig(ami_port=ami_port, endpoints=bridge_endpoints(),
-                                                default_channel=DEFAULT_CHANNEL))
+    config = BridgeConfig(ami_port=ami_port, endpoints=bridge_endpoints(),
+                          default_channel=DEFAULT_CHANNEL)
+    if delivery:
+        config.delivery = dict(delivery)
+    config_path = write_config(workdir, config)
     env = {"SLACK_BOT_TOKEN": BOT_TOKEN, "SLACK_SIGNING_SECRET": SIGNING_SECRET,
            "SLACK_API_URL": api_url, "AMI_SECRET": AMI_SECRET, "LOG_LEVEL": "WARNING"}
-    process = BridgeProcess(config, env, port=free_port())
+    process = BridgeProcess(config_path, env, port=free_port())
     began = time.monotonic()
     await process.start(wait_for=None)
     assert process._process is not None  # noqa: SLF001 - the pid is only kept there
     running = RunningBridge(process, ProcStats(process._process.pid), workdir, 0.0)  # noqa: SLF001
     try:
-        await _warm_up(process, sip_port=sip_port, posted=posted, timeout=timeout)
+        await _warm_up(process, sip_port=sip_port, arrivals=arrivals, timeout=timeout)
     except BaseException:
         with contextlib.suppress(Exception):
             await running.stop()
@@ -91,10 +99,16 @@ async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
     return running
 
 
-async def _warm_up(process: BridgeProcess, *, sip_port: int, posted: Callable[[], int],
-                   timeout: float) -> None:
-    count = posted
+async def _warm_up(process: BridgeProcess, *, sip_port: int,
+                   arrivals: Callable[[str], Mapping[int, object]], timeout: float) -> None:
+    global _warmups
+    _warmups += 1
+    run = f"warm{_warmups}"
     deadline = time.monotonic() + timeout
+
+    def text(seq: int) -> str:  # the bench marker format, with the send time
+        return f"bench {run} #{seq} warm-up\tup\t{time.time():.6f}"
+
     # 1. the HTTP side listens
     while True:
         try:
@@ -107,21 +121,25 @@ async def _warm_up(process: BridgeProcess, *, sip_port: int, posted: Callable[[]
             if process.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bridge never listened on HTTP:\n{process.log}")
             await asyncio.sleep(0.1)
-    # 2. a text reaches Slack (AMI link up, relay running); a few more to warm up
+    # 2. a text reaches Slack (AMI link up, relay running); then a few more to warm up
     async with SipPhone(INBOUND, asterisk_port=sip_port) as phone:
-        before = count()
-        while count() == before:
+        seq = 0
+        while not arrivals(run):
             if process.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bridge relayed no warm-up text:\n{process.log}")
-            await phone.send_message("warm-up", to_user="bridge")
+            seq += 1
+            await phone.send_message(text(seq), to_user="bridge")
             for _ in range(10):
                 await asyncio.sleep(0.05)
-                if count() != before:
+                if arrivals(run):
                     break
-        for i in range(20):
-            await phone.send_message(f"warm-up {i}", to_user="bridge")
-        target = before + 21
-        while count() < target and time.monotonic() < deadline:
+        for _ in range(_WARM_UP_TEXTS):
+            seq += 1
+            await phone.send_message(text(seq), to_user="bridge")
+        while len(arrivals(run)) < seq:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the bridge relayed {len(arrivals(run))} of {seq} warm-up "
+                                   f"texts within {timeout} s:\n{process.log}")
             await asyncio.sleep(0.05)
 
 

@@ -101,9 +101,17 @@ def new_fake_slack() -> TimedFakeSlack:
     return TimedFakeSlack(bot_token=BOT_TOKEN, signing_secret=SIGNING_SECRET)
 
 
-async def _bridge_for(lab: Lab, slack: TimedFakeSlack) -> RunningBridge:
+# The bridge paces its posts per channel (Slack allows ~1 post/s per channel) and combines
+# waiting texts into one post. With the fake Slack unlimited, measurements of the bridge's own
+# cost switch the pacing off (channel_rate = 0); the burst keeps the shipped defaults.
+UNPACED = {"channel_rate": 0}
+
+
+async def _bridge_for(lab: Lab, slack: TimedFakeSlack, *,
+                      delivery: dict[str, Any] | None = UNPACED) -> RunningBridge:
     return await start_bridge(api_url=slack.api_url, ami_port=lab.asterisk.ami_port,
-                              sip_port=lab.asterisk.sip_port, posted=lambda: slack.accepted)
+                              sip_port=lab.asterisk.sip_port, arrivals=slack.arrivals,
+                              delivery=delivery)
 
 
 # ------------------------------------------------------------------ inbound
@@ -372,7 +380,7 @@ async def burst(lab: Lab, *, texts: int, timeout_s: float) -> dict[str, Any]:
     await slack.start()
     bridge = None
     try:
-        bridge = await _bridge_for(lab, slack)
+        bridge = await _bridge_for(lab, slack, delivery=None)
         slack.rate_limit("chat.postMessage", per_channel_per_second=1.0, burst=1)
         calls_before = slack.post_calls()
         run = new_run("u")

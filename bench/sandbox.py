@@ -31,7 +31,7 @@ def curl_dialplan(webhook_url: str) -> str:
 [{CURL_CONTEXT}]
 exten => _[0-9A-Za-z+*#]!,1,Set(CURLOPT(httpheader)=Content-Type: application/json)
  same => n,Set(CURLOPT(httptimeout)=10)
- same => n,Set(BENCH_HOOK=${{CURL({webhook_url},{{\\"text\\":\\"${{MESSAGE(from)}}: ${{MESSAGE(body)}}\\"}})}})
+ same => n,Set(BENCH_HOOK=${{CURL({webhook_url},{{"text":"${{MESSAGE(from)}}: ${{MESSAGE(body)}}"}})}})
  same => n,Hangup()
 """
 

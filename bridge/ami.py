@@ -33,11 +33,18 @@ from bridge.errors import (
     AmiTimeout,
     AmiUnavailable,
 )
-from bridge.texts import TEXT_EVENT, InboundText, MalformedEvent, decode_text_event
+from bridge.texts import (
+    TEXT_EVENT,
+    InboundText,
+    MalformedEvent,
+    decode_spool_entry,
+    decode_text_event,
+)
 
 log = logging.getLogger(__name__)
 
 TEXT_EVENT_PATTERN = "UserEvent"
+SPOOL_FAMILY = "slack-bridge-spool"  # the AstDB family extensions.conf writes
 _PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 10.0
@@ -81,6 +88,8 @@ class AmiLink:
         self.last_error = "not connected yet"
         self.reconnects = 0
         self.connected_since: float | None = None
+        self._held: list[InboundText | MalformedEvent] | None = None
+        self._spool_warned = False
 
     @property
     def ready(self) -> bool:
@@ -131,13 +140,19 @@ class AmiLink:
     async def ping(self) -> None:
         await self._action({"Action": "Ping"})
 
-    async def _action(self, action: dict[str, str]) -> Mapping[str, str]:
+    async def _list_action(self, action: dict[str, str]) -> list[Mapping[str, str]]:
+        """An action answered by an event list; returns the events (without the response)."""
+        answer = await self._action(action, as_list=True)
+        return [event for event in answer if "Event" in event]
+
+    async def _action(self, action: dict[str, str], *, as_list: bool = False) -> Any:
         name = action["Action"]
         manager = self._manager
         if not self.ready or manager is None:
             raise AmiUnavailable(f"not connected to Asterisk at {self.address} "
                                  f"({self.last_error})")
-        future: asyncio.Future[Any] = manager.send_action(dict(action))
+        future: asyncio.Future[Any] = manager.send_action(dict(action),
+                                                          as_list=True if as_list else None)
         self._pending.add(future)
         try:
             response = await asyncio.wait_for(future, self._settings.action_timeout)
@@ -150,11 +165,10 @@ class AmiLink:
                              f"{self._settings.action_timeout:g} s") from None
         finally:
             self._pending.discard(future)
-        if isinstance(response, list):  # as_list actions; not used for MessageSend
-            response = response[0] if response else {}
-        if not getattr(response, "success", False):
-            raise AmiActionFailed(name, str(response.get("Message", "")))
-        return response  # type: ignore[no-any-return]
+        first = (response[0] if response else {}) if isinstance(response, list) else response
+        if not getattr(first, "success", False):
+            raise AmiActionFailed(name, str(first.get("Message", "")))
+        return response
 
     # -- connection supervision -------------------------------------------------------
 
@@ -169,6 +183,7 @@ class AmiLink:
                 first = False
                 backoff = _BACKOFF_FIRST
                 log.info("AMI: connected to %s as %s", self.address, self._settings.username)
+                await self._catch_up()
                 await self._watch()
             except AmiError as exc:
                 changed = str(exc) != self.last_error
@@ -273,10 +288,48 @@ class AmiLink:
             return
         try:
             decoded = decode_text_event(event)
-        except Exception:  # never let one bad event stop the event stream
+        except Exception:  # one bad event must not stop the event stream
             log.exception("AMI: could not decode a %s event", TEXT_EVENT)
             return
-        self._on_text(decoded)
+        if self._held is not None:
+            self._held.append(decoded)  # after the spool, to keep arrival order
+        else:
+            self._on_text(decoded)
+
+    async def _catch_up(self) -> None:
+        """Hand over texts spooled in AstDB while the bridge was away, oldest first.
+
+        The dialplan keeps a copy of every text in AstDB for about 22 hours. Texts the
+        bridge already has are recognised by their MessageId and dropped by the store.
+        Live texts arriving meanwhile are held and handed over after the spool.
+        """
+        self._held = []
+        try:
+            try:
+                entries = await self._list_action({"Action": "DBGetTree",
+                                                   "Family": SPOOL_FAMILY})
+            except AmiActionFailed as exc:
+                if not self._spool_warned:
+                    self._spool_warned = True
+                    log.warning(
+                        "AMI: cannot read the spool of texts that arrived while the bridge was "
+                        "away (%s): add `reporting` to the AMI user's write= line in "
+                        "manager.conf, or such texts are lost", exc.asterisk_message)
+                return
+            except AmiError as exc:
+                log.warning("AMI: reading the spool failed (%s); will retry on reconnect", exc)
+                return
+            texts = [decode_spool_entry(str(entry.get("Val", ""))) for entry in entries
+                     if entry.get("Event") == "DBGetTreeResponse"]
+            texts.sort(key=lambda t: getattr(t, "asterisk_time", None) or 0.0)
+            log.info("AMI: %d texts in Asterisk's spool (recent texts; already relayed ones "
+                     "are skipped)", len(texts))
+            for text in texts:
+                self._on_text(text)
+        finally:
+            held, self._held = self._held, None
+            for text in held or []:
+                self._on_text(text)
 
     def _fully_booted(self, _manager: object, _event: Mapping[str, str]) -> None:
         log.debug("AMI: Asterisk at %s is fully booted", self.address)
@@ -363,8 +416,12 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         if login is None:
             raise AmiUnavailable(f"{address} closed the connection before login")
         try:
-            response = await asyncio.wait_for(login, left(settings.connect_timeout))
+            # shielded: cancelling the login future would make panoramisk's own done
+            # callback (Manager.login) raise CancelledError into the loop's error log
+            response = await asyncio.wait_for(asyncio.shield(login),
+                                              left(settings.connect_timeout))
         except TimeoutError:
+            login.remove_done_callback(manager.login)
             raise AmiUnavailable(f"{address} did not answer the login in time "
                                  f"(is it really AMI?)") from None
         if not getattr(response, "success", False):

@@ -124,6 +124,15 @@ def _ami_items(settings: Settings, result: AmiProbe | AmiError) -> list[CheckIte
         items.append(CheckItem(Mark.FAIL, f"AMI: '{user}' may not send texts",
                                "MessageSend is not among the actions Asterisk lets it run",
                                f"in manager.conf [{user}] set `write = message`; {reload_}"))
+    if "dbgettree" in result.actions:
+        items.append(CheckItem(Mark.OK, f"AMI: '{user}' may read the spool of texts that "
+                                        "arrived while the bridge was away (DBGetTree)"))
+    else:
+        items.append(CheckItem(Mark.WARN, f"AMI: '{user}' may not run DBGetTree",
+                               "texts that phones send while the bridge is not connected "
+                               "will not reach Slack",
+                               f"in manager.conf [{user}] set `write = message,reporting`; "
+                               f"{reload_}"))
     if result.reads_system:
         items.append(CheckItem(Mark.OK, f"AMI: '{user}' gets system events (read=system: "
                                         "FullyBooted)"))

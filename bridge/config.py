@@ -78,6 +78,7 @@ class SlackSettings:
     app_token: Secret | None = field(repr=False)  # set => Socket Mode
     api_url: str | None
     port: int
+    timeout: float = 10.0  # seconds for any Slack Web API call
 
     @property
     def socket_mode(self) -> bool:
@@ -118,7 +119,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
                  "late_after", "outbound_max_wait", "notify", "drain_timeout"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout"},
-    "slack": {"command", "default_channel"},
+    "slack": {"command", "default_channel", "timeout"},
     "endpoints": {"name", "destination", "channel", "aliases", "from"},
 }
 
@@ -382,6 +383,7 @@ def _load_slack(check: _Checker, table: dict[str, Any],
     else:
         port = int(port_text)
 
+    timeout = check.number(table, "timeout", "slack.", default=10.0, low=1, high=120)
     if command is None or default_channel is None or not bot_token:
         return None
     return SlackSettings(
@@ -392,6 +394,7 @@ def _load_slack(check: _Checker, table: dict[str, Any],
         app_token=Secret(app_token) if app_token else None,
         api_url=api_url,
         port=port,
+        timeout=timeout,
     )
 
 

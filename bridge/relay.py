@@ -158,12 +158,17 @@ class InboundRelay:
             now = time.time()
             new = [self._placed(item, now) for item in batch]
             rows = await self._store.add_inbound(new)
+            duplicates = 0
             for item, row in zip(new, rows, strict=True):
                 if row is None:
-                    log.info("text in: duplicate of an earlier text ignored (endpoint=%s)",
-                             item.endpoint or "-")
+                    # Normal after a reconnect: the spool repeats texts already relayed.
+                    duplicates += 1
                     continue
+                log.debug("text in: stored id=%d endpoint=%s channel=%s", row.id,
+                          item.endpoint or "-", item.channel)
                 self._enqueue(row)
+            if duplicates:
+                log.debug("text in: %d already-relayed texts skipped", duplicates)
 
     def _placed(self, item: InboundText | MalformedEvent, now: float) -> NewInbound:
         if isinstance(item, MalformedEvent):
@@ -173,7 +178,7 @@ class InboundRelay:
         endpoint = self._directory.sender(item.sender_uri)
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
                           endpoint=endpoint.name if endpoint else None, text=item,
-                          received_at=now)
+                          received_at=min(item.asterisk_time or now, now))
 
     def _enqueue(self, row: InboundRow) -> None:
         state = self._channels.get(row.channel)

@@ -53,13 +53,13 @@ class PostFailed(BridgeError):
         super().__init__(f"Slack refused the post to {channel}: {error}")
 
 
-def make_web_client(settings: SlackSettings, *, timeout: float = 10.0) -> AsyncWebClient:
+def make_web_client(settings: SlackSettings, *, timeout: float | None = None) -> AsyncWebClient:
     """The shared client. No SDK-level retries: the relay retries, paces and reconciles itself,
     and an SDK retry after a timeout could post a text twice behind its back."""
     return AsyncWebClient(
         token=settings.bot_token.reveal(),
         base_url=settings.api_url or _DEFAULT_API_URL,
-        timeout=int(max(1, timeout)),
+        timeout=int(max(1, timeout if timeout is not None else settings.timeout)),
         retry_handlers=[],
     )
 

@@ -6,6 +6,7 @@ The dialplan in `config/asterisk/extensions.conf` emits, for each SIP MESSAGE a 
     UserEvent: SlackBridgeText
     Uniqueid: the message channel's; the SAME for every text, so useless as a text ID
     MessageId: base64(Call-ID CSeq)  identifies one SIP MESSAGE transaction
+    Time: unix time with microseconds when Asterisk handled it
     Version: 1
     From: base64(MESSAGE(from))      e.g. "Smith, John" <sip:bob@10.0.0.5>
     To: base64(MESSAGE(to))
@@ -46,6 +47,7 @@ class InboundText:
     to_uri: str
     exten: str
     problem: str = ""  # set when the event could not be read; then body is empty
+    asterisk_time: float | None = None  # unix time Asterisk handled it (the dialplan's Time)
 
     @property
     def dropped_by_asterisk(self) -> bool:
@@ -114,6 +116,10 @@ def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
         return MalformedEvent(event_id=event_id, problem=str(exc), sender_hint=hint)
     length_text = str(event.get("BodyLength", "")).strip()
     declared = int(length_text) if length_text.isdigit() else None
+    try:
+        asterisk_time: float | None = float(str(event.get("Time", "")).strip())
+    except ValueError:
+        asterisk_time = None
     return InboundText(
         event_id=event_id,
         sender_uri=uri,
@@ -122,4 +128,21 @@ def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
         declared_bytes=declared,
         to_uri=split_name_addr(to_value)[1],
         exten=exten,
+        asterisk_time=asterisk_time,
     )
+
+
+# The spool value the dialplan writes to AstDB: version 1, then these fields, "|"-separated.
+_SPOOL_FIELDS = ("Time", "From", "To", "ToExten", "MessageId", "BodyLength", "Body")
+
+
+def decode_spool_entry(value: str) -> InboundText | MalformedEvent:
+    """Translate one AstDB spool value (see extensions.conf) like a live text event."""
+    version, _, rest = value.partition("|")
+    fields = rest.split("|")
+    if version != "1" or len(fields) != len(_SPOOL_FIELDS):
+        return MalformedEvent(event_id="", problem=f"a spooled text has an unknown layout "
+                              f"(version {version[:10]!r}, {len(fields)} fields)",
+                              sender_hint="")
+    event = {key: field for key, field in zip(_SPOOL_FIELDS, fields, strict=True) if field}
+    return decode_text_event(event)

@@ -40,6 +40,7 @@ class BridgeConfig:
     extra_ami: dict[str, Any] = field(default_factory=dict)
     store_path: str = ""  # default: bridge-store.sqlite3 beside the config file
     delivery: dict[str, Any] = field(default_factory=dict)
+    slack_extra: dict[str, Any] = field(default_factory=dict)
 
     def toml(self) -> str:
         lines = [
@@ -52,6 +53,7 @@ class BridgeConfig:
             "[slack]",
             f'command = "{self.command}"',
             f'default_channel = "{self.default_channel}"',
+            *(f"{k} = {_toml(v)}" for k, v in self.slack_extra.items()),
         ]
         lines += ["", "[store]", f'path = "{self.store_path}"']
         if self.delivery:

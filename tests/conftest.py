@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
@@ -80,13 +81,15 @@ def bridge_env(slack: FakeSlack, *, socket_mode: bool = False) -> dict[str, str]
 
 
 async def start_bridge(tmp: Path, slack: FakeSlack, ami_port: int, *,
-                       socket_mode: bool = False) -> BridgeProcess:
-    config = write_config(tmp, BridgeConfig(ami_port=ami_port, endpoints=directory_endpoints(),
-                                            default_channel=DEFAULT_CHANNEL))
-    process = BridgeProcess(config, bridge_env(slack, socket_mode=socket_mode),
-                            port=free_port())
+                       socket_mode: bool = False, wait_for_ami: bool = True,
+                       **config: Any) -> BridgeProcess:
+    """Write a config into `tmp` (reusing its store across restarts) and start the bridge."""
+    path = write_config(tmp, BridgeConfig(ami_port=ami_port, endpoints=directory_endpoints(),
+                                          default_channel=DEFAULT_CHANNEL, **config))
+    process = BridgeProcess(path, bridge_env(slack, socket_mode=socket_mode), port=free_port())
     await process.start()
-    await process.wait_for_log("AMI: connected")
+    if wait_for_ami:
+        await process.wait_for_log("AMI: connected")
     return process
 
 

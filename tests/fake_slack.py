@@ -365,6 +365,10 @@ class FakeSlack:
         fault = _Fault(status, times, retry_after, error, delay)
         self._faults.setdefault(method, []).append(fault)
 
+    def clear_faults(self) -> None:
+        """Forget every fault still pending from fail_next()."""
+        self._faults.clear()
+
     def rate_limit(
         self,
         method: str = "chat.postMessage",

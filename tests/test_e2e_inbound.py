@@ -3,6 +3,7 @@ running bridge, to the fake Slack. Checks the channel and the exact text a reade
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from bridge_runner import BridgeProcess
 from conftest import ALICE_CHANNEL, BOB_CHANNEL, DEFAULT_CHANNEL
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
+from slack_view import shown_senders, shown_texts
 
 from bridge.slack_text import unescape
 
@@ -17,13 +19,13 @@ pytestmark = pytest.mark.asterisk
 
 
 def shown_body(post: dict[str, Any]) -> str:
-    """The text as a Slack reader sees it: the plain_text sections of the post."""
-    return "".join(block["text"]["text"] for block in post["blocks"]
-                   if block["type"] == "section" and block["text"]["type"] == "plain_text")
+    [text] = shown_texts([post])
+    return text
 
 
 def shown_sender(post: dict[str, Any]) -> str:
-    return unescape(post["blocks"][0]["elements"][0]["text"])
+    [sender] = shown_senders([post])
+    return sender
 
 
 async def test_text_from_a_phone_lands_in_its_channel_exactly(
@@ -73,5 +75,7 @@ async def test_texts_are_posted_in_the_order_sent(
         bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
     for i in range(10):
         await phones["alice"].send_message(f"message {i}")
-    posts = await slack.wait_for_posts(10)
-    assert [shown_body(p) for p in posts] == [f"message {i}" for i in range(10)]
+    deadline = asyncio.get_running_loop().time() + 10
+    while len(shown_texts(slack.posts)) < 10 and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.05)
+    assert shown_texts(slack.posts) == [f"message {i}" for i in range(10)]

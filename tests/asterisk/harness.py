@@ -81,6 +81,11 @@ MODULES: tuple[str, ...] = (
     "func_logic.so",
     "func_cut.so",
     "func_callerid.so",
+    # The spool: a copy of each text in AstDB (DB(), DBdeltree, SHA1, MATH, STRFTIME).
+    "func_db.so",
+    "app_db.so",
+    "func_sha1.so",
+    "func_math.so",
 )
 
 # How long stop() lets Asterisk shut down on SIGTERM before it sends SIGKILL.

@@ -1,0 +1,163 @@
+"""Nothing lost, nothing doubled, end to end: the real bridge killed mid-stream, Asterisk
+restarted under it, and a Slack that rate-limits, fails and hangs. Counted exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from bridge_runner import BridgeProcess, ack_text
+from conftest import ALICE_CHANNEL, AMI_SECRET, BOB_CHANNEL, start_bridge
+from fake_slack import FakeSlack
+from sip_ua import SipPhone
+from slack_view import shown_texts
+
+pytestmark = pytest.mark.asterisk
+
+
+@pytest.fixture
+async def pbx() -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
+    """An Asterisk of this test's own (the tests stop it or flood it) with alice and bob."""
+    require_sandbox()
+    sip_port = free_port("udp")
+    phones = {name: SipPhone(name, asterisk_port=sip_port) for name in ("alice", "bob")}
+    for phone in phones.values():
+        await phone.start()
+    sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port) for n, p in phones.items()],
+                              sip_port=sip_port, ami_secret=AMI_SECRET)
+    await sandbox.start()
+    yield sandbox, phones
+    await sandbox.stop()
+    for phone in phones.values():
+        await phone.stop()
+
+
+async def wait_shown(slack: FakeSlack, n: int, timeout: float) -> list[str]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while len(shown_texts(slack.posts)) < n:
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{len(shown_texts(slack.posts))} of {n} texts in Slack")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)  # anything extra (a double) would show up now
+    return shown_texts(slack.posts)
+
+
+def in_channel(slack: FakeSlack, channel: str) -> list[str]:
+    return shown_texts([p for p in slack.posts if p["channel"] == channel])
+
+
+async def slash(bridge: BridgeProcess, slack: FakeSlack, text: str) -> str:
+    status, body = await bridge.post_signed(*slack.signed_slash_command(
+        slack.slash_command_payload(text=text)))
+    assert status == 200
+    return ack_text(body)
+
+
+async def test_sigkill_mid_stream_then_restart_delivers_every_text_once(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    sent: dict[str, list[str]] = {"alice": [], "bob": []}
+
+    async def stream(count: int, start: int) -> None:
+        for i in range(start, start + count):
+            name = "alice" if i % 3 else "bob"
+            body = f"{name} #{i:03d}"
+            assert await phones[name].send_message(body) == 202
+            sent[name].append(body)
+            await asyncio.sleep(0.01)
+
+    await stream(40, 0)
+    bridge._process.send_signal(signal.SIGKILL)  # type: ignore[union-attr]
+    await bridge.stop()
+    await stream(40, 40)  # the bridge is dead: Asterisk spools these
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    await stream(40, 80)
+    try:
+        shown = await wait_shown(slack, 120, timeout=30)
+        duplicates = len(shown) - len(set(shown))
+        print(f"SIGKILL mid-stream: sent 120, shown {len(shown)}, duplicates {duplicates}")
+        assert in_channel(slack, ALICE_CHANNEL) == sent["alice"]
+        assert in_channel(slack, BOB_CHANNEL) == sent["bob"]
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_asterisk_restart_while_texts_flow_both_ways(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        await phones["alice"].send_message("in before")
+        assert "Sending" in await slash(bridge, slack, "alice out before")
+        await asyncio.sleep(0.5)
+        await asterisk.stop()
+        assert "Queued" in await slash(bridge, slack, "alice out during")
+        mark = len(bridge.lines)
+        await asterisk.restart()
+        await bridge.wait_for_log("AMI: connected", after=mark, timeout=40)
+        await phones["alice"].send_message("in after")
+        assert "Sending" in await slash(bridge, slack, "alice out after")
+
+        assert await wait_shown(slack, 2, timeout=20) == ["in before", "in after"]
+        received = await phones["alice"].wait_for_messages(3)
+        await asyncio.sleep(0.5)
+        assert [m.body for m in phones["alice"].received] == [
+            "out before", "out during", "out after"]
+        assert [m.body for m in received] == ["out before", "out during", "out after"]
+        replies = await slack.wait_for_responses(3)
+        assert all("Sent to *alice*" in r["text"] for r in replies)
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_slack_429_then_500_then_hangs_and_every_text_arrives_once_in_order(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    slack.fail_next("chat.postMessage", status=429, retry_after=2, times=3)
+    slack.fail_next("chat.postMessage", status=500, times=3)
+    slack.fail_next("chat.postMessage", status=200, delay=4)  # accepted, answered too late
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port,
+                                  slack_extra={"timeout": 2})
+    try:
+        sent = []
+        for i in range(25):
+            body = f"through the storm {i:02d}"
+            await phones["alice"].send_message(body)
+            sent.append(body)
+            await asyncio.sleep(0.2)
+        shown = await wait_shown(slack, 25, timeout=60)
+        assert shown == sent
+        assert "ratelimited" in bridge.log and "fatal_error" in bridge.log
+        # The hung post was found in the channel history rather than posted again.
+        assert any(method == "conversations.history" for method, _ in slack.calls)
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_sigterm_with_a_backlog_exits_0_and_the_next_start_delivers_it(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    slack.fail_next("chat.postMessage", status=503, times=1000)  # Slack is down
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    for i in range(5):
+        await phones["alice"].send_message(f"kept {i}")
+    await bridge.wait_for_log("result=retrying")
+    started = asyncio.get_running_loop().time()
+    assert await bridge.stop() == 0, bridge.log
+    assert asyncio.get_running_loop().time() - started < 15
+    assert "left in the store for the next start: 5 texts from phones" in bridge.log
+    slack.clear_faults()  # Slack is back
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        assert await wait_shown(slack, 5, timeout=20) == [f"kept {i}" for i in range(5)]
+    finally:
+        assert await bridge.stop() == 0, bridge.log

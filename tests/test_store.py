@@ -1,0 +1,85 @@
+"""The store file: created and upgraded in place, never recreated; a newer file is refused
+untouched; an unusable file gets a clear error."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.store import SCHEMA_VERSION, NewInbound, Store, StoreError
+from bridge.texts import InboundText
+
+
+def text(body: str) -> InboundText:
+    return InboundText(event_id=f"id-{body}", sender_uri="sip:alice@h", display_name="A",
+                       body=body, declared_bytes=len(body), to_uri="", exten="")
+
+
+def version(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+
+
+async def test_new_store_is_created_in_wal_mode_at_the_current_schema(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "store.sqlite3"
+    store = await Store.open(path)
+    rows = await store.add_inbound([NewInbound("C1", "alice", text("hi"), time.time())])
+    assert rows[0] is not None
+    await store.close()
+    assert version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+async def test_texts_survive_reopening_and_duplicates_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = await Store.open(path)
+    await store.add_inbound([NewInbound("C1", "alice", text("one"), 1.0),
+                             NewInbound("C1", "alice", text("two"), 2.0)])
+    await store.close()
+    store = await Store.open(path)
+    again = await store.add_inbound([NewInbound("C1", "alice", text("one"), 3.0)])
+    assert again == [None]
+    waiting = await store.waiting_inbound()
+    assert [row.text.body for row in waiting] == ["one", "two"]
+    assert waiting[0].text == text("one")
+    await store.close()
+
+
+async def test_an_older_store_is_upgraded_in_place_keeping_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    # A file from before the store had tables (schema 0), holding someone else's table too:
+    # upgrading must keep what is there, not recreate the file.
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        db.execute("CREATE TABLE keep_me (x TEXT)")
+        db.execute("INSERT INTO keep_me VALUES ('still here')")
+    store = await Store.open(path)
+    await store.close()
+    assert version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT x FROM keep_me").fetchone()[0] == "still here"
+
+
+async def test_a_newer_store_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    store = await Store.open(path)
+    await store.add_inbound([NewInbound("C1", "alice", text("from the future"), 1.0)])
+    await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
+    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    with pytest.raises(StoreError, match="newer version of the bridge"):
+        await Store.open(path)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+
+
+async def test_a_file_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    path.write_text("this is a text file, not a database" * 100)
+    with pytest.raises(StoreError, match="cannot be used as the bridge's store"):
+        await Store.open(path)

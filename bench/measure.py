@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ from bench.slack_side import Arrival, TimedFakeSlack, WebhookReceiver
 from bench.watch import AmiCounter, ProcStats
 
 log = logging.getLogger("bench")
+
+SPOOL_FAMILY = "slack-bridge-spool"  # config/asterisk/extensions.conf keeps recent texts here
 
 ArrivalsOf = Callable[[str], dict[int, Arrival]]
 
@@ -92,6 +95,11 @@ class Lab:
     async def stop(self) -> None:
         await self.asterisk.stop()
 
+    async def clear_spool(self) -> None:
+        """Empty the dialplan's AstDB spool, so a new bridge (with a new store) does not
+        replay the texts of earlier runs when it connects."""
+        await self.asterisk.cli(f"database deltree {SPOOL_FAMILY}")
+
     def asterisk_stats(self) -> ProcStats:
         assert self.asterisk.pid is not None
         return ProcStats(self.asterisk.pid)
@@ -109,6 +117,7 @@ UNPACED = {"channel_rate": 0}
 
 async def _bridge_for(lab: Lab, slack: TimedFakeSlack, *,
                       delivery: dict[str, Any] | None = UNPACED) -> RunningBridge:
+    await lab.clear_spool()
     return await start_bridge(api_url=slack.api_url, ami_port=lab.asterisk.ami_port,
                               sip_port=lab.asterisk.sip_port, arrivals=slack.arrivals,
                               delivery=delivery)
@@ -466,7 +475,12 @@ async def dialplan_curl(rates: Sequence[float], count: int, *, wait_s: float,
         finally:
             if counter is not None:
                 await counter.stop()
+            run_dir = asterisk.run_dir
             await asterisk.stop()
+            # A stalled Asterisk ignores SIGTERM and gets killed; the harness then keeps its
+            # folder for debugging, which here is expected, not worth keeping.
+            if run_dir is not None:
+                shutil.rmtree(run_dir, ignore_errors=True)
             await hook.stop()
     return results
 

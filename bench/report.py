@@ -37,10 +37,15 @@ def keeps_up(run: dict[str, Any]) -> bool:
 
 
 def inbound_ratio(ladder: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """bridge/baseline throughput at the highest rate both delivered with nothing lost."""
+    """bridge/baseline throughput at Asterisk's sustainable ceiling.
+
+    That is the highest rate at which the baseline lost nothing and kept up (so Asterisk
+    sustains it) and the bridge lost nothing either; the ratio then says how much of that
+    ceiling the bridge delivers per second.
+    """
     base = {r["rate_offered"]: r for r in ladder if r["system"] == "baseline"}
     bridge = {r["rate_offered"]: r for r in ladder if r["system"] == "bridge"}
-    both = sorted(rate for rate in base if rate in bridge
+    both = sorted(rate for rate in base if rate in bridge and keeps_up(base[rate])
                   and _clean(base[rate]) and _clean(bridge[rate]))
     per_rate = {}
     for rate in sorted(set(base) & set(bridge)):
@@ -65,10 +70,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         results["inbound_ratio"] = ratio
         value = ratio["ratio"]
         add("inbound ratio bridge/baseline", value, f">= {INBOUND_RATIO_MIN}, zero loss",
-            None if value is None and not ladder else (value is not None
-                                                        and value >= INBOUND_RATIO_MIN),
-            f"at {ratio['rate']}/s, the highest rate both delivered all" if ratio["rate"]
-            else "no rate where both delivered all")
+            value is not None and value >= INBOUND_RATIO_MIN,
+            f"at {ratio['rate']:g}/s: highest rate the baseline kept up with, both lossless"
+            if ratio["rate"] else "no rate where the baseline kept up and both lost nothing")
 
     latency = results.get("latency", [])
     base = next((r for r in latency if r["system"] == "baseline"), None)

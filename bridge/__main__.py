@@ -31,6 +31,7 @@ log = logging.getLogger("bridge")
 EXIT_CONFIG = 2
 EXIT_STORE = 3
 _BACKLOG_REPORT_SECONDS = 30.0
+_KEEP_DELIVERED_SECONDS = 3 * 86400  # well beyond Asterisk's ~22 h spool
 
 
 async def run(settings: Settings) -> int:
@@ -94,9 +95,17 @@ async def run(settings: Settings) -> int:
 
 
 async def _report_backlog(store: Store) -> None:
-    """Log queue depths and the oldest waiting text whenever something is waiting."""
+    """Log queue depths and the oldest waiting text whenever something is waiting; forget
+    delivered texts after a few days."""
     last: tuple[int, int] = (0, 0)
+    next_prune = 0.0
     while True:
+        if time.monotonic() >= next_prune:
+            pruned = await store.prune(time.time() - _KEEP_DELIVERED_SECONDS)
+            if pruned:
+                log.info("store: forgot %d delivered texts older than %d days", pruned,
+                         _KEEP_DELIVERED_SECONDS // 86400)
+            next_prune = time.monotonic() + 3600
         await asyncio.sleep(_BACKLOG_REPORT_SECONDS)
         backlog = await store.backlog()
         now = time.time()

@@ -226,7 +226,8 @@ class AmiLink:
         if login is None:
             raise AmiUnavailable(f"{self.address} closed the connection before login")
         try:
-            response = await asyncio.wait_for(login, settings.connect_timeout)
+            # shield: cancelling panoramisk's login future makes it log a traceback
+            response = await asyncio.wait_for(asyncio.shield(login), settings.connect_timeout)
         except TimeoutError:
             raise AmiUnavailable(f"{self.address} did not answer the login within "
                                  f"{settings.connect_timeout:g} s (is it really AMI?)") from None

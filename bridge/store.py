@@ -330,6 +330,23 @@ class Store:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET notified=1 WHERE id=?", (row_id,)))
 
+    async def prune(self, older_than: float) -> int:
+        """Forget delivered texts finished before unix time `older_than`; returns how many.
+
+        Keep them longer than Asterisk's spool (about 22 h): their message IDs are what
+        recognises a spooled text as already relayed.
+        """
+        return await self._run(self._prune, older_than)
+
+    def _prune(self, older_than: float) -> int:
+        def delete(db: sqlite3.Connection) -> int:
+            inbound = db.execute("DELETE FROM inbound WHERE state='posted' AND posted_at < ?",
+                                 (older_than,)).rowcount
+            outbound = db.execute("DELETE FROM outbound WHERE state!='queued' AND notified=1"
+                                  " AND finished_at < ?", (older_than,)).rowcount
+            return int(inbound) + int(outbound)
+        return self._transaction(delete)
+
     # -- reporting -------------------------------------------------------------------------
 
     async def backlog(self) -> Backlog:

@@ -161,3 +161,46 @@ async def test_sigterm_with_a_backlog_exits_0_and_the_next_start_delivers_it(
         assert await wait_shown(slack, 5, timeout=20) == [f"kept {i}" for i in range(5)]
     finally:
         assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_text_that_waits_too_long_for_asterisk_fails_and_its_sender_is_told(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port,
+                                delivery={"outbound_max_wait": 2})
+    try:
+        await asterisk.stop()
+        await bridge.wait_for_log("AMI: disconnected")
+        assert "Queued" in await slash(bridge, slack, "alice too late")
+        [reply] = await slack.wait_for_responses(1, timeout=10)
+        assert "Not sent to *alice*" in reply["text"] and "gave up" in reply["text"]
+        mark = len(bridge.lines)
+        await asterisk.restart()
+        await bridge.wait_for_log("AMI: connected", after=mark, timeout=40)
+        await asyncio.sleep(1)
+        assert phones["alice"].received == []
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_burst_of_100_from_a_phone_reaches_a_rate_limited_slack_in_seconds(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    slack.rate_limit("chat.postMessage", per_channel_per_second=1.0, burst=2)
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        sent = [f"burst {i:03d}" for i in range(100)]
+        started = asyncio.get_running_loop().time()
+        for body in sent:
+            await phones["alice"].send_message(body)
+        shown = await wait_shown(slack, 100, timeout=30)
+        elapsed = asyncio.get_running_loop().time() - started
+        refused = sum(1 for m, _ in slack.calls if m == "chat.postMessage") - len(slack.posts)
+        print(f"burst of 100 texts through SIP to one channel: all visible after "
+              f"{elapsed:.1f} s in {len(slack.posts)} posts ({refused} answered 429)")
+        assert shown == sent
+        assert elapsed < 10
+    finally:
+        assert await bridge.stop() == 0, bridge.log

@@ -25,9 +25,10 @@ DIRECTORY = Directory((Endpoint("alice", "pjsip:alice", "C0ALICE00"),
 
 
 def delivery(**overrides: Any) -> DeliverySettings:
-    values: dict[str, Any] = dict(channel_rate=0, channel_burst=3, max_texts_per_post=20,
-                                  max_chars_per_post=9000, late_after=600,
-                                  outbound_max_wait=3600, notify="dm", drain_timeout=5)
+    values: dict[str, Any] = {
+        "channel_rate": 0, "channel_burst": 3, "max_texts_per_post": 20,
+        "max_chars_per_post": 9000, "late_after": 600, "outbound_max_wait": 3600,
+        "notify": "dm", "drain_timeout": 5}
     values.update(overrides)
     return DeliverySettings(**values)
 

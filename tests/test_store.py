@@ -83,3 +83,15 @@ async def test_a_file_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) 
     path.write_text("this is a text file, not a database" * 100)
     with pytest.raises(StoreError, match="cannot be used as the bridge's store"):
         await Store.open(path)
+
+
+async def test_prune_forgets_only_old_delivered_texts(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "store.sqlite3")
+    rows = await store.add_inbound([NewInbound("C1", "alice", text(b), 1.0)
+                                    for b in ("posted", "waiting")])
+    assert rows[0] is not None
+    await store.mark_inbound([rows[0].id], "posted", slack_ts="1.2")
+    assert await store.prune(time.time() - 60) == 0  # posted just now: kept
+    assert await store.prune(time.time() + 60) == 1
+    assert [r.text.body for r in await store.waiting_inbound()] == ["waiting"]
+    await store.close()

@@ -6,6 +6,7 @@ Usage (as root, like the Asterisk tests; the sandbox must be built, see README "
     .venv/bin/python -m bench --quick    # shorter loads, about 3 minutes
     .venv/bin/python -m bench --smoke    # tiny loads, seconds: keeps the bench from rotting (CI)
     .venv/bin/python -m bench --only inbound,latency   # some sections only
+    .venv/bin/python -m bench --quick --profile /tmp/prof   # py-spy each bridge run
 
 Sections: inbound (ceiling: sipp at rising rates, bare AMI client vs the bridge), latency
 (fixed 200 texts/s), outbound (signed /sip slash commands at rising rates to a sipp UAS),
@@ -37,8 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR
-from bench import measure
+from bench import RESULTS_DIR, bridge_proc, measure
 from bench.report import evaluate, render
 
 SECTIONS = ("inbound", "latency", "outbound", "burst", "curl")
@@ -91,7 +91,7 @@ async def run(plan: Plan, sections: set[str], results: dict[str, Any]) -> list[s
             logging.getLogger("bench").info("== %s", name)
             try:
                 await coro
-            except Exception:  # noqa: BLE001 - report and go on with the next section
+            except Exception:
                 failed.append(name)
                 results.setdefault("errors", {})[name] = traceback.format_exc()
                 logging.getLogger("bench").exception("section %s failed", name)
@@ -136,7 +136,7 @@ async def run(plan: Plan, sections: set[str], results: dict[str, Any]) -> list[s
         began = time.monotonic()
         try:
             await curl()
-        except Exception:  # noqa: BLE001
+        except Exception:
             failed.append("curl")
             results.setdefault("errors", {})["curl"] = traceback.format_exc()
             logging.getLogger("bench").exception("section curl failed")
@@ -166,6 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated sections (default all): {', '.join(SECTIONS)}")
     parser.add_argument("--json", type=Path, default=RESULTS_DIR / "latest.json",
                         help="where to write the results (default bench/results/latest.json)")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="sample every bridge run with py-spy (pip install py-spy into the "
+                             "venv) into DIR/*.txt, collapsed stacks")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress")
     args = parser.parse_args(argv)
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
@@ -177,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.profile:
+        bridge_proc.PROFILE_DIR = args.profile
     name = "smoke" if args.smoke else "quick" if args.quick else "full"
     plan = PLANS[name]
     results: dict[str, Any] = {"meta": {

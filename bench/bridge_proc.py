@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -48,18 +50,46 @@ def bridge_endpoints() -> list[EndpointSpec]:
             EndpointSpec(RECEIVER, f"pjsip:{RECEIVER}", RECEIVER_CHANNEL)]
 
 
+# Set by `python -m bench --profile DIR`: every bridge run is sampled by py-spy (if installed)
+# from the end of its warm-up until it stops, into DIR/<n>.txt (collapsed stacks).
+PROFILE_DIR: Path | None = None
+_profiles = 0
+
+
 @dataclass
 class RunningBridge:
     process: BridgeProcess
     stats: ProcStats
     workdir: Path
     started_s: float  # from spawn to the first post
+    profiler: asyncio.subprocess.Process | None = None
+    profile_path: Path | None = None
 
     @property
     def pid(self) -> int:
         return self.stats.pid
 
+    async def start_profile(self, label: str) -> None:
+        global _profiles
+        py_spy = Path(sys.executable).parent / "py-spy"
+        if PROFILE_DIR is None or not py_spy.exists():
+            return
+        _profiles += 1
+        PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+        self.profile_path = PROFILE_DIR / f"{_profiles:02d}-{label}.txt"
+        self.profiler = await asyncio.create_subprocess_exec(
+            str(py_spy), "record", "-p", str(self.pid), "-r", "250", "-f", "raw", "-o",
+            str(self.profile_path), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+
     async def stop(self) -> int:
+        if self.profiler is not None and self.profiler.returncode is None:
+            self.profiler.send_signal(signal.SIGINT)  # py-spy writes its file and exits
+            try:
+                await asyncio.wait_for(self.profiler.wait(), 10)
+            except TimeoutError:
+                self.profiler.kill()
+                await self.profiler.wait()
         try:
             code = await self.process.stop(timeout=25)
         finally:
@@ -87,8 +117,8 @@ async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
     process = BridgeProcess(config_path, env, port=free_port())
     began = time.monotonic()
     await process.start(wait_for=None)
-    assert process._process is not None  # noqa: SLF001 - the pid is only kept there
-    running = RunningBridge(process, ProcStats(process._process.pid), workdir, 0.0)  # noqa: SLF001
+    assert process._process is not None
+    running = RunningBridge(process, ProcStats(process._process.pid), workdir, 0.0)
     try:
         await _warm_up(process, sip_port=sip_port, arrivals=arrivals, timeout=timeout)
     except BaseException:

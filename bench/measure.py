@@ -202,6 +202,7 @@ async def baseline_runs(lab: Lab, rates: Sequence[float], count: int, *,
     results = []
     try:
         for rate in rates:
+            await lab.clear_spool()  # the same starting point as each bridge run
             run = new_run("b")
             result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
                                       arrivals=counter.arrivals, run=run, count=count,
@@ -224,6 +225,7 @@ async def bridge_runs(lab: Lab, rates: Sequence[float], count: int, *,
         try:
             bridge = await _bridge_for(lab, slack)
             run = new_run("r")
+            await bridge.start_profile(f"inbound-{label}-{rate:g}")
             result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
                                       arrivals=slack.arrivals, run=run, count=count, rate=rate,
                                       watch={"bridge": bridge.stats,
@@ -312,6 +314,7 @@ async def outbound_runs(lab: Lab, rates: Sequence[float], duration_s: float) -> 
         try:
             bridge = await _bridge_for(lab, slack)
             run = new_run("o")
+            await bridge.start_profile(f"outbound-{rate:g}")
             url = bridge.process.events_url
             # Warm the HTTP path (bolt, signature check) without sending texts.
             for _ in range(10):

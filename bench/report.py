@@ -151,8 +151,9 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
     meta = results["meta"]
-    parts = [f"bench ({meta['mode']}): {meta['started']}, {meta['cpus']} CPUs, "
-             f"bridge LOG_LEVEL=WARNING, {meta['seconds']:.0f} s"]
+    header = (f"bench ({meta['mode']}): {meta['started']}, {meta['cpus']} CPUs, "
+              f"bridge LOG_LEVEL=WARNING, {meta['seconds']:.0f} s")
+    parts = [header]
     ladder = results.get("inbound", [])
     if ladder:
         parts.append("\n1. Inbound ceiling: sipp MESSAGE -> Asterisk -> (baseline: bare AMI "
@@ -219,7 +220,8 @@ def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
         parts.append(_table(["rate", "sent", "202", "SIP timeouts", "at webhook", "thru/s",
                              "secs", "wait cap s", "max conc.", "probe 202 ms",
                              "probe event s", "bridge delivered", "bridge thru/s"], rows))
-    parts.append("\n6./targets")
+    parts.append("\nTargets (6. memory and CPU: RSS and cpu/1k columns above; cpu/1k = CPU "
+                 "seconds per 1,000 texts)")
     parts.append(_table(["target", "measured", "goal", "verdict", "how"],
                         [[t["target"], t["value"], t["goal"], t["verdict"], t["note"]]
                          for t in targets]))

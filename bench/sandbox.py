@@ -58,8 +58,9 @@ class BenchAsterisk(AsteriskSandbox):
                 conf.write(curl_dialplan(self.webhook_url))
 
     def _pjsip_conf(self) -> str:
-        parts = [f"[transport-udp]\ntype = transport\nprotocol = udp\n"
-                 f"bind = 127.0.0.1:{self.sip_port}\n"]
+        transport = (f"[transport-udp]\ntype = transport\nprotocol = udp\n"
+                     f"bind = 127.0.0.1:{self.sip_port}\n")
+        parts = [transport]
         for peer in self.peers:
             context = self.contexts.get(peer.name, BRIDGE_CONTEXT)
             parts.append(f"""\

@@ -44,13 +44,15 @@ async def run(settings: Settings) -> int:
     client = make_web_client(settings.slack)
     relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
-                         poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks)
+                         poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
+                         thread_idle=settings.slack.thread_idle)
     ami = AmiLink(settings.ami, on_text=relay.submit)
     outbox = Outbox(store=store, directory=settings.directory, sender=ami,
                     from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
     frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
-                             store=store)
+                             store=store, relay=relay)
     outbox.set_teller(frontend.tell)
+    relay.set_echo_listener(frontend.on_echo_posted)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

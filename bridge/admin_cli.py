@@ -1,9 +1,10 @@
-"""The admin subcommands next to `run`: `bridge check` and `bridge asterisk-config`.
+"""The admin subcommands next to `run`: `bridge check`, `bridge asterisk-config`, `bridge demo`.
 
 `__main__` adds them to its parser (`add_admin_commands`) and hands them over
 (`run_admin_command`). Both read the config like `run` (--config or $BRIDGE_CONFIG, every
 problem reported, exit 2). `asterisk-config` needs no secrets: it reads only the file, so an
-admin can run it on the PBX without the Slack tokens.
+admin can run it on the PBX without the Slack tokens. `demo` needs no config at all; it
+lives in `bridge/demo/`.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from collections.abc import Mapping
 from bridge.asterisk_config import FILES, render_text
 from bridge.check import check
 from bridge.config import Settings, load_settings
+from bridge.demo.cli import add_demo_command, run_demo_command
 from bridge.errors import ConfigError
 from bridge.logs import add_secrets
 
 EXIT_CONFIG = 2
-COMMANDS = ("check", "asterisk-config")
+COMMANDS = ("check", "asterisk-config", "demo")
 
 # Stand-ins for the environment `asterisk-config` does not need, so that only problems in
 # the file itself are reported. They never leave this process.
@@ -50,10 +52,13 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     snippets_parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG"),
                                  help=config_help)
     snippets_parser.add_argument("--only", choices=FILES, help="print just this snippet")
+    add_demo_command(sub)
 
 
 def run_admin_command(args: argparse.Namespace) -> int:
-    """Run `check` or `asterisk-config`; return the exit status."""
+    """Run `check`, `asterisk-config` or `demo`; return the exit status."""
+    if args.command == "demo":
+        return run_demo_command(args)
     if args.command == "asterisk-config":
         environ: Mapping[str, str] = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMI_"))},

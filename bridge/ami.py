@@ -7,7 +7,9 @@
   (panoramisk's own ping never looks at the reply);
 - sends `MessageSend` with a timeout and turns every outcome into our own result or
   exception (`bridge.errors`): panoramisk futures can otherwise hang across reconnects;
-- turns the dialplan's `UserEvent(SlackBridgeText, ...)` into `InboundText` values.
+- turns the dialplan's `UserEvent(SlackBridgeText, ...)` into `InboundText` values;
+- speaks TLS when `[ami] tls = true` (Asterisk's manager.conf `tlsenable`), verifying the
+  certificate against `ca_file` (or the system's CAs) and the host name by default.
 
 panoramisk's automatic reconnect is switched off (its queued actions are re-sent blindly
 after a reconnect, which could send a text twice); reconnecting is ours.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import ssl
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -55,9 +58,20 @@ TextHandler = Callable[[InboundText | MalformedEvent], None]
 class _Manager(panoramisk.Manager):  # type: ignore[misc]
     """panoramisk's Manager with its self-reconnect replaced by callbacks into AmiLink."""
 
-    def __init__(self, *, on_lost: Callable[[object], None], **config: Any) -> None:
+    def __init__(self, *, on_lost: Callable[[object], None], server_hostname: str | None = None,
+                 **config: Any) -> None:
         super().__init__(**config)
         self._on_lost = on_lost
+        self._server_hostname = server_hostname
+
+    def connect(self) -> asyncio.Task[Any]:
+        # panoramisk's connect() cannot pass server_hostname (ami.tls_server_name).
+        context = self.config["ssl"] or None
+        task: asyncio.Task[Any] = asyncio.ensure_future(self.loop.create_connection(
+            self.config["protocol_factory"], self.config["host"], self.config["port"],
+            ssl=context, server_hostname=self._server_hostname if context else None))
+        task.add_done_callback(self.connection_made)
+        return task
 
     def connection_made(self, f: asyncio.Future[Any]) -> None:
         if f.cancelled() or f.exception() is not None:
@@ -71,6 +85,38 @@ class _Manager(panoramisk.Manager):  # type: ignore[misc]
             pinger.cancel()
             self.pinger = None
         self._on_lost(exc)
+
+
+def tls_context(settings: AmiSettings) -> ssl.SSLContext | None:
+    """The client TLS context for `[ami] tls = true`, or None for plain TCP.
+
+    With `ca_file` only the CAs in that file are trusted (not the system's as well).
+    """
+    if not settings.tls:
+        return None
+    context = ssl.create_default_context(
+        cafile=str(settings.ca_file) if settings.ca_file is not None else None)
+    if not settings.tls_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def _connect_failed(settings: AmiSettings, exc: OSError) -> AmiUnavailable:
+    """Why a TCP/TLS connection to AMI failed, phrased for the admin who fixes it."""
+    address = f"{settings.host}:{settings.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        name = settings.tls_server_name or settings.host
+        return AmiUnavailable(
+            f"TLS: Asterisk's certificate at {address} was not accepted "
+            f"({exc.verify_message or exc}): check [ami] ca_file (the CA that signed "
+            f"manager.conf's tlscertfile) and that the certificate is issued for '{name}' "
+            f"(or set [ami] tls_server_name)")
+    if isinstance(exc, ssl.SSLError):
+        return AmiUnavailable(
+            f"TLS handshake with {address} failed ({exc.reason or exc}): is this AMI's TLS "
+            f"port (manager.conf tlsenable = yes, tlsbindaddr; usually 5039)?")
+    return AmiUnavailable(f"cannot connect to {address}: {exc.strerror or exc}")
 
 
 class AmiLink:
@@ -142,17 +188,21 @@ class AmiLink:
 
     async def _list_action(self, action: dict[str, str]) -> list[Mapping[str, str]]:
         """An action answered by an event list; returns the events (without the response)."""
-        answer = await self._action(action, as_list=True)
+        answer = await self._action(action)
+        if not isinstance(answer, list):  # a plain Success without an event list
+            return []
         return [event for event in answer if "Event" in event]
 
-    async def _action(self, action: dict[str, str], *, as_list: bool = False) -> Any:
+    async def _action(self, action: dict[str, str]) -> Any:
         name = action["Action"]
         manager = self._manager
         if not self.ready or manager is None:
             raise AmiUnavailable(f"not connected to Asterisk at {self.address} "
                                  f"({self.last_error})")
-        future: asyncio.Future[Any] = manager.send_action(dict(action),
-                                                          as_list=True if as_list else None)
+        # as_list=None, not True, for list actions too: panoramisk recognises a list by its
+        # `EventList: start`, and with as_list=True it never resolves an action answered by a
+        # plain `Response: Error` (e.g. DBGetTree without write=reporting: Permission denied).
+        future: asyncio.Future[Any] = manager.send_action(dict(action), as_list=None)
         self._pending.add(future)
         try:
             response = await asyncio.wait_for(future, self._settings.action_timeout)
@@ -182,7 +232,8 @@ class AmiLink:
                     self.reconnects += 1
                 first = False
                 backoff = _BACKOFF_FIRST
-                log.info("AMI: connected to %s as %s", self.address, self._settings.username)
+                log.info("AMI: connected to %s%s as %s", self.address,
+                         " over TLS" if self._settings.tls else "", self._settings.username)
                 await self._catch_up()
                 await self._watch()
             except AmiError as exc:
@@ -207,6 +258,8 @@ class AmiLink:
             port=settings.port,
             username=settings.username,
             secret=settings.secret.reveal(),
+            ssl=tls_context(settings),
+            server_hostname=settings.tls_server_name,
             ping_delay=10**6,  # we ping ourselves and check the answer
             reconnect_timeout=10**6,
             forgetable_actions=("ping", "login", "messagesend"),
@@ -219,9 +272,8 @@ class AmiLink:
         except TimeoutError:
             raise AmiUnavailable(f"no answer from {self.address} within "
                                  f"{settings.connect_timeout:g} s") from None
-        except OSError as exc:
-            raise AmiUnavailable(f"cannot connect to {self.address}: "
-                                 f"{exc.strerror or exc}") from exc
+        except OSError as exc:  # ssl.SSLError included
+            raise _connect_failed(settings, exc) from exc
         login = manager.authenticated_future
         if login is None:
             raise AmiUnavailable(f"{self.address} closed the connection before login")
@@ -388,6 +440,8 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         port=settings.port,
         username=settings.username,
         secret=settings.secret.reveal(),
+        ssl=tls_context(settings),
+        server_hostname=settings.tls_server_name,
         ping_delay=10**6,
         reconnect_timeout=10**6,
         forgetable_actions=("ping", "login", "messagesend", "listcommands", "logoff"),
@@ -411,8 +465,8 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
             await asyncio.wait_for(manager.connect(), limit)
         except TimeoutError:
             raise AmiUnavailable(f"no answer from {address} within {limit:g} s") from None
-        except OSError as exc:
-            raise AmiUnavailable(f"cannot connect to {address}: {exc.strerror or exc}") from exc
+        except OSError as exc:  # ssl.SSLError included
+            raise _connect_failed(settings, exc) from exc
         login = manager.authenticated_future
         if login is None:
             raise AmiUnavailable(f"{address} closed the connection before login")

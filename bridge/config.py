@@ -8,9 +8,12 @@ wrapped in `Secret`, whose repr and str never show the value.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import logging
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +22,8 @@ from typing import Any
 
 from bridge.directory import Directory, Endpoint
 from bridge.errors import ConfigError, ConfigProblem
+
+log = logging.getLogger(__name__)
 
 ENV = "environment"
 
@@ -67,6 +72,10 @@ class AmiSettings:
     from_: str | None  # optional From for MessageSend
     action_timeout: float  # seconds to wait for any AMI response
     connect_timeout: float
+    tls: bool = False  # AMI over TLS (Asterisk's manager.conf tlsenable)
+    ca_file: Path | None = None  # PEM CA(s) trusted for Asterisk's certificate; None: system CAs
+    tls_verify: bool = True  # check the certificate chain and its name
+    tls_server_name: str | None = None  # the name the certificate must carry; None: host
 
 
 @dataclass(frozen=True)
@@ -79,6 +88,10 @@ class SlackSettings:
     api_url: str | None
     port: int
     timeout: float = 10.0  # seconds for any Slack Web API call
+    reply_mode: str = "thread"  # thread | channel | off: which Slack messages text a phone
+    reply_modes: Mapping[str, str] = field(default_factory=dict)  # per endpoint name
+    thread_idle: float = 86400.0  # seconds of quiet after which a conversation gets a new thread
+    allowed_bots: frozenset[str] = frozenset()  # bot IDs whose messages may text phones
 
     @property
     def socket_mode(self) -> bool:
@@ -118,9 +131,11 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "store": {"path"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
                  "late_after", "outbound_max_wait", "notify", "drain_timeout"},
-    "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout"},
-    "slack": {"command", "default_channel", "timeout"},
-    "endpoints": {"name", "destination", "channel", "aliases", "from"},
+    "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout",
+            "tls", "ca_file", "tls_verify", "tls_server_name"},
+    "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
+              "allowed_bots"},
+    "endpoints": {"name", "destination", "channel", "aliases", "from", "reply_mode"},
 }
 
 
@@ -243,16 +258,18 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
         raise ConfigError([ConfigProblem(source, "(syntax)", f"is not valid TOML: {exc}",
                                          "fix the line named above")]) from exc
 
+    _warn_if_secret_exposed(path, data)
     check.unknown_keys(data, "", "")
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
-    endpoints = _load_endpoints(check, data.get("endpoints", []))
+    endpoints, reply_modes = _load_endpoints(check, data.get("endpoints", []))
     store_path = _load_store(check, _optional_table(check, data, "store"))
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
 
     if check.problems:
         raise ConfigError(check.problems)
     assert ami is not None and slack is not None
+    slack = dataclasses.replace(slack, reply_modes=reply_modes)
     return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)),
                     store_path=store_path, delivery=delivery)
 
@@ -310,7 +327,19 @@ def _table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any
 
 def _load_ami(check: _Checker, table: dict[str, Any], env: Mapping[str, str]) -> AmiSettings | None:
     host = check.string(table, "host", "ami.", default="127.0.0.1")
-    port = check.integer(table, "port", "ami.", default=5038, low=1, high=65535)
+    tls = _boolean(check, table, "tls", "ami.", default=False)
+    # Asterisk's conventional ports: 5038 plain, 5039 TLS (manager.conf tlsbindaddr).
+    port = check.integer(table, "port", "ami.", default=5039 if tls else 5038, low=1,
+                         high=65535)
+    tls_verify = _boolean(check, table, "tls_verify", "ami.", default=True)
+    tls_server_name = check.string(table, "tls_server_name", "ami.")
+    ca_file = _load_ca_file(check, table)
+    if table.get("tls", False) is False:  # off, not merely invalid (reported above)
+        for key in ("ca_file", "tls_verify", "tls_server_name"):
+            if key in table:
+                check.add(f"ami.{key}", "has no effect: AMI over TLS is off",
+                          "add `tls = true` to [ami] (and enable TLS in Asterisk's "
+                          "manager.conf), or remove the key")
     username = check.string(table, "username", "ami.", required=True, example='"slackbridge"')
     from_ = check.string(table, "from", "ami.")
     if from_ is not None and not re.match(r"^(\"[^\"]*\"\s*)?<?sips?:", from_):
@@ -322,7 +351,7 @@ def _load_ami(check: _Checker, table: dict[str, Any], env: Mapping[str, str]) ->
                                    high=120)
     secret = env.get("AMI_SECRET") or None
     if secret is None:
-        secret = check.string(table, "secret", "ami.")
+        secret = _file_secret(check, table)
     if not secret:
         check.add("AMI_SECRET", "no AMI secret is set",
                   "export AMI_SECRET=<the secret of the AMI user in manager.conf> "
@@ -335,7 +364,82 @@ def _load_ami(check: _Checker, table: dict[str, Any], env: Mapping[str, str]) ->
     assert host is not None and username is not None
     return AmiSettings(host=host, port=port, username=username, secret=Secret(secret),
                        from_=from_, action_timeout=action_timeout,
-                       connect_timeout=connect_timeout)
+                       connect_timeout=connect_timeout, tls=tls, ca_file=ca_file,
+                       tls_verify=tls_verify, tls_server_name=tls_server_name)
+
+
+def _boolean(check: _Checker, table: Mapping[str, Any], key: str, prefix: str, *,
+             default: bool) -> bool:
+    value = table.get(key, default)
+    if not isinstance(value, bool):
+        check.add(f"{prefix}{key}", f"must be true or false, got {value!r}",
+                  f"write `{key} = {'true' if default else 'false'}` (no quotes)")
+        return default
+    return value
+
+
+def _file_secret(check: _Checker, table: Mapping[str, Any]) -> str | None:
+    """ami.secret from the file; problems are reported without ever echoing the value."""
+    value = table.get("secret")
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        check.add("ami.secret", f"must be a string, got {type(value).__name__}",
+                  'write it in quotes: `secret = "..."` (or unset it and use AMI_SECRET)')
+        return None
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        check.add("ami.secret", "contains a control character (newline, tab, NUL, ...)",
+                  "set it to the secret exactly as in manager.conf")
+        return None
+    if value != value.strip():
+        check.add("ami.secret", "has leading or trailing spaces",
+                  "remove them; set it to the secret exactly as in manager.conf")
+        return None
+    if len(value) > MAX_HEADER_VALUE:
+        check.add("ami.secret", f"is {len(value)} characters long",
+                  f"keep it under {MAX_HEADER_VALUE}")
+        return None
+    return value
+
+
+def _load_ca_file(check: _Checker, table: Mapping[str, Any]) -> Path | None:
+    """ami.ca_file: must be a readable PEM file holding at least one CA certificate."""
+    raw = check.string(table, "ca_file", "ami.")
+    if raw is None:
+        return None
+    path = Path(raw)
+    fix = ("point it at the PEM file of the CA that signed Asterisk's manager.conf "
+           "tlscertfile, or remove it to trust the system's CAs")
+    if not path.is_file():
+        check.add("ami.ca_file", f"{raw} does not exist or is not a file", fix)
+        return None
+    try:
+        path.read_bytes()
+        ssl.create_default_context(cafile=str(path))
+    except PermissionError:
+        check.add("ami.ca_file", f"{raw} cannot be read by this user",
+                  f"make it readable to the bridge's user (e.g. `chmod 644 {raw}`)")
+        return None
+    except (ssl.SSLError, OSError) as exc:
+        check.add("ami.ca_file", f"{raw} holds no usable PEM certificate ({exc})", fix)
+        return None
+    return path
+
+
+def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
+    """Log one warning when the file holds the AMI secret and others may read it."""
+    ami = data.get("ami")
+    if not isinstance(ami, dict) or not ami.get("secret"):
+        return
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return
+    if mode & 0o044:
+        log.warning("config: %s holds the AMI secret (ami.secret) and is readable by "
+                    "%s (mode %03o): run `chmod 600 %s`, or move the secret to AMI_SECRET",
+                    path, "group and others" if mode & 0o004 else "its group",
+                    mode & 0o777, path)
 
 
 def _load_slack(check: _Checker, table: dict[str, Any],
@@ -384,6 +488,11 @@ def _load_slack(check: _Checker, table: dict[str, Any],
         port = int(port_text)
 
     timeout = check.number(table, "timeout", "slack.", default=10.0, low=1, high=120)
+    reply_mode = check.string(table, "reply_mode", "slack.", default="thread") or "thread"
+    _check_reply_mode(check, "slack.reply_mode", reply_mode)
+    thread_idle = check.number(table, "thread_idle", "slack.", default=86400.0, low=60,
+                               high=365 * 86400)
+    allowed_bots = frozenset(check.string_list(table, "allowed_bots", "slack."))
     if command is None or default_channel is None or not bot_token:
         return None
     return SlackSettings(
@@ -395,7 +504,17 @@ def _load_slack(check: _Checker, table: dict[str, Any],
         api_url=api_url,
         port=port,
         timeout=timeout,
+        reply_mode=reply_mode,
+        thread_idle=thread_idle,
+        allowed_bots=allowed_bots,
     )
+
+
+def _check_reply_mode(check: _Checker, key: str, mode: str) -> None:
+    if mode not in ("thread", "channel", "off"):
+        check.add(key, f"{mode!r} is not a reply mode",
+                  'use "thread" (replies in a phone\'s thread text it), "channel" (also '
+                  'top-level messages, for a channel with one phone) or "off" (read-only)')
 
 
 def _check_channel(check: _Checker, key: str, channel: str) -> None:
@@ -405,15 +524,17 @@ def _check_channel(check: _Checker, key: str, channel: str) -> None:
                   "details > bottom of the About tab), not its #name")
 
 
-def _load_endpoints(check: _Checker, raw: Any) -> list[Endpoint]:
+def _load_endpoints(check: _Checker, raw: Any) -> tuple[list[Endpoint], dict[str, str]]:
+    """The endpoints, and the reply_mode of those that set one."""
     if not isinstance(raw, list):
         check.add("endpoints", "must be a list of [[endpoints]] tables",
                   "write each endpoint as an [[endpoints]] section")
-        return []
+        return [], {}
     if not raw:
         check.add("endpoints", "no endpoints are configured",
                   "add at least one [[endpoints]] section with name, destination and channel")
     endpoints: list[Endpoint] = []
+    modes: dict[str, tuple[str, int]] = {}  # endpoint name -> (reply_mode, index)
     owner: dict[str, str] = {}  # casefolded name/alias -> key where it was first defined
     for index, table in enumerate(raw):
         prefix = f"endpoints[{index}]."
@@ -427,6 +548,11 @@ def _load_endpoints(check: _Checker, raw: Any) -> list[Endpoint]:
         channel = check.string(table, "channel", prefix, required=True, example='"C0123456789"')
         aliases = check.string_list(table, "aliases", prefix)
         from_uris = check.string_list(table, "from", prefix)
+        mode = check.string(table, "reply_mode", prefix)
+        if mode is not None:
+            _check_reply_mode(check, f"{prefix}reply_mode", mode)
+            if name:
+                modes[name] = (mode, index)
         if destination is not None and not _DESTINATION.match(destination):
             check.add(f"{prefix}destination", f"{destination!r} is not a MessageSend destination",
                       'start it with the technology, e.g. "pjsip:alice", '
@@ -455,4 +581,20 @@ def _load_endpoints(check: _Checker, raw: Any) -> list[Endpoint]:
         if name and destination and channel:
             endpoints.append(Endpoint(name=name, destination=destination, channel=channel,
                                       aliases=tuple(aliases), from_uris=tuple(from_uris)))
-    return endpoints
+    by_name = {e.name: e for e in endpoints}
+    for name, (mode, index) in modes.items():
+        mine = by_name.get(name)
+        if mine is None:
+            continue
+        sharing = [e.name for e in endpoints if e.channel == mine.channel and e is not mine]
+        if mode == "channel" and sharing:
+            check.add(f"endpoints[{index}].reply_mode",
+                      f"\"channel\" needs a channel of its own, but {mine.channel} is also "
+                      f"mapped to {', '.join(sharing)}",
+                      "give this phone its own channel, or use \"thread\"")
+        elif sharing and any(modes.get(other, (None,))[0] not in (None, mode)
+                             for other in sharing):
+            check.add(f"endpoints[{index}].reply_mode",
+                      f"phones sharing channel {mine.channel} have different reply modes",
+                      "give them the same reply_mode")
+    return endpoints, {name: mode for name, (mode, _) in modes.items()}

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import urllib.parse
 
 _MASK = "[redacted]"
 
@@ -17,8 +18,12 @@ _MASK = "[redacted]"
 class RedactSecrets(logging.Filter):
     def __init__(self, secrets: list[str]) -> None:
         super().__init__()
-        # Longest first, so a secret that contains another is masked whole.
-        self._secrets = sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True)
+        # Also the forms a secret takes inside a repr() or a URL, so a library that logs a
+        # dict or a request line does not slip past. Longest first, so a secret that contains
+        # another is masked whole.
+        forms = {form for s in secrets if len(s) >= 4
+                 for form in (s, repr(s)[1:-1], urllib.parse.quote(s, safe=""))}
+        self._secrets = sorted(forms, key=len, reverse=True)
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not self._secrets:
@@ -31,6 +36,8 @@ class RedactSecrets(logging.Filter):
             record.msg, record.args = redacted, None
         if record.exc_text:
             record.exc_text = self._redact(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self._redact(record.stack_info)
         return True
 
     def _redact(self, text: str) -> str:

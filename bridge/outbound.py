@@ -48,6 +48,9 @@ class OutboundText:
     slack_user: str  # user ID
     slack_channel: str
     response_url: str | None = None
+    source: str = "slash"  # slash: /sip command; reply: a message in a conversation
+    feedback_ts: str | None = None  # the Slack message that shows the state (replies)
+    thread_ts: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +135,8 @@ class Outbox:
             slack_user=request.slack_user, slack_channel=request.slack_channel,
             endpoint=endpoint.name, destination=endpoint.destination, body=request.text,
             response_url=request.response_url,
-            segments_total=len(segment_body(request.text)))
+            segments_total=len(segment_body(request.text)), source=request.source,
+            feedback_ts=request.feedback_ts, thread_ts=request.thread_ts)
         self.waiting += 1
         self._wakeup.set()
         return endpoint, row

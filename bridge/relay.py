@@ -24,15 +24,16 @@ import logging
 import time
 from collections import deque
 from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from bridge.config import DeliverySettings
-from bridge.directory import Directory
+from bridge.directory import Directory, normalize_uri
 from bridge.replies import PostItem, inbound_post, item_size, late_note
 from bridge.slack_client import PostFailed
 from bridge.store import InboundRow, NewInbound, Store
 from bridge.tasks import TaskSet
-from bridge.texts import InboundText, MalformedEvent
+from bridge.texts import EchoText, InboundText, MalformedEvent
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ _INTAKE_BATCH = 500
 
 class Poster(Protocol):
     async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]],
-                   marker: str = "") -> str: ...
+                   marker: str = "", thread_ts: str | None = None) -> str: ...
 
     async def find_posted(self, *, channel: str, first: int,
                           since: float) -> tuple[str, int] | None: ...
@@ -84,6 +85,14 @@ class ChannelPacer:
         self._tokens[channel] = 0.0
 
 
+EchoPosted = Callable[[int, str, str], Awaitable[None]]  # outbound id, channel, ts
+
+
+def conversation_key(endpoint: str | None, sender_uri: str) -> str:
+    """Which conversation (Slack thread) a text belongs to: its phone."""
+    return endpoint if endpoint else f"uri:{normalize_uri(sender_uri)}"
+
+
 @dataclass
 class _ChannelState:
     queue: deque[InboundRow]
@@ -93,8 +102,11 @@ class _ChannelState:
 
 class InboundRelay:
     def __init__(self, *, store: Store, directory: Directory, default_channel: str,
-                 poster: Poster, delivery: DeliverySettings, tasks: TaskSet) -> None:
+                 poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
+                 thread_idle: float = 86400.0) -> None:
         self._store = store
+        self._thread_idle = thread_idle
+        self._on_echo_posted: EchoPosted | None = None
         self._directory = directory
         self._default_channel = default_channel
         self._poster = poster
@@ -174,11 +186,25 @@ class InboundRelay:
         if isinstance(item, MalformedEvent):
             log.warning("text in: unreadable event: %s", item.problem)
             return NewInbound(channel=self._default_channel, endpoint=None,
-                              text=item.as_notice(), received_at=now)
+                              text=item.as_notice(), received_at=now,
+                              conversation="unreadable")
         endpoint = self._directory.sender(item.sender_uri)
+        name = endpoint.name if endpoint else None
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
-                          endpoint=endpoint.name if endpoint else None, text=item,
-                          received_at=min(item.asterisk_time or now, now))
+                          endpoint=name, text=item,
+                          received_at=min(item.asterisk_time or now, now),
+                          conversation=conversation_key(name, item.sender_uri))
+
+    def set_echo_listener(self, listener: EchoPosted) -> None:
+        self._on_echo_posted = listener
+
+    async def post_echo(self, echo: EchoText, channel: str) -> None:
+        """Show a text sent from Slack with /sip in its phone's conversation."""
+        [row] = await self._store.add_inbound([NewInbound(
+            channel=channel, endpoint=echo.endpoint, text=echo, received_at=time.time(),
+            conversation=conversation_key(echo.endpoint, ""))])
+        assert row is not None
+        self._enqueue(row)
 
     def _enqueue(self, row: InboundRow) -> None:
         state = self._channels.get(row.channel)
@@ -222,6 +248,8 @@ class InboundRelay:
             if found is not None:
                 ts, last = found
                 done = [row for row in queue if row.id <= last]
+                thread = await self._current_thread(head.conversation, channel)
+                await self._threaded(head, channel, thread or ts, started=thread is None)
                 await self._delivered(channel, done, ts, recovered=True)
                 for _ in done:
                     queue.popleft()
@@ -232,16 +260,39 @@ class InboundRelay:
         await self._store.mark_inbound(ids, "posting")
         for index, row in enumerate(batch):
             queue[index] = _with_state(row, "posting")
+        thread_ts = await self._current_thread(batch[0].conversation, channel)
         started = time.monotonic()
         try:
             ts = await self._poster.post(channel=channel, text=text, blocks=blocks,
-                                         marker=f"{ids[0]}-{ids[-1]}")
+                                         marker=f"{ids[0]}-{ids[-1]}", thread_ts=thread_ts)
         except PostFailed as exc:
             return await self._failed(channel, queue, batch, exc)
+        await self._threaded(batch[0], channel, thread_ts or ts, started=thread_ts is None)
         await self._delivered(channel, batch, ts, latency=time.monotonic() - started)
         for _ in batch:
             queue.popleft()
         return "ok"
+
+    async def _current_thread(self, conversation: str, channel: str) -> str | None:
+        """The thread a conversation's next post goes into; None starts a new one."""
+        if not conversation:
+            return None
+        current = await self._store.conversation(conversation)
+        if current is None or current.channel != channel or \
+                time.time() - current.last_activity > self._thread_idle:
+            return None
+        return current.thread_ts
+
+    async def _threaded(self, row: InboundRow, channel: str, thread_ts: str, *,
+                        started: bool) -> None:
+        if not row.conversation:
+            return
+        if started:
+            await self._store.start_conversation(key=row.conversation, channel=channel,
+                                                 thread_ts=thread_ts, endpoint=row.endpoint,
+                                                 now=time.time())
+        else:
+            await self._store.touch_conversation(row.conversation, time.time())
 
     def _take_batch(self, queue: deque[InboundRow]) -> list[InboundRow]:
         batch: list[InboundRow] = []
@@ -249,7 +300,8 @@ class InboundRelay:
         for row in queue:
             chars = item_size(row.text)
             if batch and (len(batch) >= self._delivery.max_texts_per_post
-                          or size + chars > self._delivery.max_chars_per_post):
+                          or size + chars > self._delivery.max_chars_per_post
+                          or row.conversation != batch[0].conversation):
                 break
             batch.append(row)
             size += chars
@@ -273,6 +325,9 @@ class InboundRelay:
     async def _delivered(self, channel: str, batch: list[InboundRow], ts: str, *,
                          latency: float = 0.0, recovered: bool = False) -> None:
         await self._store.mark_inbound([row.id for row in batch], "posted", slack_ts=ts)
+        for row in batch:
+            if isinstance(row.text, EchoText) and self._on_echo_posted is not None:
+                await self._on_echo_posted(row.text.outbound_id, channel, ts)
         self.delivered += len(batch)
         self.posts += 1
         now = time.time()

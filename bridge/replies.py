@@ -23,7 +23,7 @@ from bridge.errors import (
 from bridge.outbound import PartlySent, UnknownRecipient
 from bridge.slack_text import escape
 from bridge.store import Backlog
-from bridge.texts import ASTERISK_MAX_INBOUND_BYTES, InboundText
+from bridge.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
 
 # Slack refuses a plain_text / section text longer than this.
 _SECTION_MAX = 3000
@@ -134,16 +134,18 @@ def sender_label(text: InboundText, endpoint: Endpoint | None) -> str:
 
 @dataclass(frozen=True)
 class PostItem:
-    """One phone's text as it is shown in a post."""
+    """One text as it is shown in a post: from a phone, or sent from Slack (an echo)."""
 
-    text: InboundText
+    text: InboundText | EchoText
     endpoint: Endpoint | None
     received_at: float  # unix time
     note: str = ""  # e.g. why it is late or in this channel; already Slack-escaped
 
 
-def item_size(text: InboundText) -> int:
+def item_size(text: InboundText | EchoText) -> int:
     """Characters a text adds to a post's blocks (for bounding combined posts)."""
+    if isinstance(text, EchoText):
+        return len(text.body) + len(text.slack_user_name) + 300
     return len(text.body) + len(text.display_name) + len(text.sender_uri) + 300
 
 
@@ -156,17 +158,22 @@ def inbound_post(items: list[PostItem]) -> tuple[str, list[dict[str, Any]]]:
     blocks: list[dict[str, Any]] = []
     fallback: list[str] = []
     for item in items:
+        if isinstance(item.text, EchoText):
+            echo = item.text
+            blocks.append({"type": "context", "elements": [
+                {"type": "mrkdwn", "text": _echo_line(item, echo)}]})
+            blocks.extend(_plain_sections(echo.body))
+            fallback.append(f"{escape(echo.slack_user_name)} to {escape(echo.endpoint)}: "
+                            f"{escape(echo.body)}")
+            continue
         label = sender_label(item.text, item.endpoint)
         body = _shown_body(item.text)
         blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": _who(item, label)}]})
+            {"type": "mrkdwn", "text": _who(item, item.text, label)}]})
         if item.text.problem:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body}})
         else:
-            for start in range(0, len(body), _SECTION_MAX):
-                blocks.append({"type": "section", "text": {
-                    "type": "plain_text", "text": body[start:start + _SECTION_MAX],
-                    "emoji": False}})
+            blocks.extend(_plain_sections(body))
         fallback.append(f"{escape(label)}: {body if item.text.problem else escape(body)}")
     text = "\n".join(fallback)
     if len(items) > 1:
@@ -174,8 +181,26 @@ def inbound_post(items: list[PostItem]) -> tuple[str, list[dict[str, Any]]]:
     return text[:_FALLBACK_MAX], blocks
 
 
-def _who(item: PostItem, label: str) -> str:
-    text = item.text
+def _plain_sections(body: str) -> list[dict[str, Any]]:
+    """The body as plain_text sections, which Slack shows literally (no mentions, links)."""
+    return [{"type": "section", "text": {"type": "plain_text",
+                                         "text": body[start:start + _SECTION_MAX],
+                                         "emoji": False}}
+            for start in range(0, max(len(body), 1), _SECTION_MAX)]
+
+
+def _echo_line(item: PostItem, echo: EchoText) -> str:
+    return (f":outbox_tray: *{escape(echo.slack_user_name)}* to *{escape(echo.endpoint)}* "
+            f"with `/sip` · {_clock(item.received_at)}")
+
+
+def _clock(stamp_float: float) -> str:
+    stamp = int(stamp_float)
+    clock = time.strftime("%H:%M:%S UTC", time.gmtime(stamp))
+    return f"<!date^{stamp}^{{time_secs}}|{clock}>"
+
+
+def _who(item: PostItem, text: InboundText, label: str) -> str:
     who = f":iphone: *{escape(label)}*"
     if text.display_name and text.display_name != label:
         who += f" ({escape(text.display_name)})"
@@ -183,9 +208,7 @@ def _who(item: PostItem, label: str) -> str:
         who += f" · {escape(text.sender_uri)}"
     if not item.endpoint and not text.problem:
         who += " · not in the directory"
-    stamp = int(item.received_at)
-    clock = time.strftime("%H:%M:%S UTC", time.gmtime(stamp))
-    who += f" · <!date^{stamp}^{{time_secs}}|{clock}>"
+    who += f" · {_clock(item.received_at)}"
     if item.note:
         who += f" · {item.note}"
     return who

@@ -35,10 +35,19 @@ from bridge.replies import (
     sent_text,
     status_text,
 )
-from bridge.slack_client import Notifier
-from bridge.store import Store
+from bridge.relay import InboundRelay
+from bridge.slack_client import Notifier, SlackActions
+from bridge.slack_text import escape, slack_to_plain, user_ids
+from bridge.store import OutboundRow, Store
+from bridge.texts import EchoText
+from bridge.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
 
 log = logging.getLogger(__name__)
+
+# Reactions that show a text's state on the Slack message that caused it.
+_QUEUED = "hourglass_flowing_sand"
+_SENT = "white_check_mark"
+_FAILED = "x"
 
 
 class AmiState(Protocol):
@@ -54,12 +63,15 @@ class SlackFrontend:
     """Receives slash commands over HTTP or Socket Mode and answers them."""
 
     def __init__(self, *, settings: Settings, client: AsyncWebClient, outbox: Outbox,
-                 ami: AmiState, store: Store) -> None:
+                 ami: AmiState, store: Store, relay: InboundRelay) -> None:
         self._settings = settings
         self._outbox = outbox
         self._ami = ami
         self._store = store
+        self._relay = relay
         self._notifier = Notifier(client, fallback=settings.delivery.notify)
+        self._actions = SlackActions(client)
+        self._bot_user_id = ""
         slack = settings.slack
         self.app = AsyncApp(
             client=client,
@@ -71,6 +83,7 @@ class SlackFrontend:
             raise_error_for_unhandled_request=False,
         )
         self.app.command(slack.command)(self._on_command)
+        self.app.event("message")(self._on_message)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
 
@@ -127,17 +140,108 @@ class SlackFrontend:
                                slack_channel=str(command.get("channel_id", "")),
                                response_url=command.get("response_url") or None)
         try:
-            endpoint, _row = await self._outbox.accept(request)
+            endpoint, row = await self._outbox.accept(request)
         except TextRejected as exc:
             log.info("text out: slack_user=%s recipient=%r result=refused reason=%s", user,
                      parsed.recipient, exc)
             await ack(not_sent_text(exc, name))
             return
         await ack(sending_text(endpoint) if self._ami.ready else queued_text(endpoint))
+        # The conversation's thread shows what was sent, by whom (its state as a reaction).
+        await self._relay.post_echo(EchoText(
+            body=parsed.text, slack_user=user,
+            slack_user_name=str(command.get("user_name") or user), endpoint=endpoint.name,
+            outbound_id=row.id), channel=endpoint.channel)
+
+    # -- replies in conversations ---------------------------------------------------------
+
+    async def _on_message(self, event: dict[str, Any], body: dict[str, Any],
+                          context: dict[str, Any]) -> None:
+        event_id = str(body.get("event_id") or "")
+        if event_id and not await self._store.first_sight_of_event(event_id):
+            log.info("Slack: event %s delivered again (retry); ignored", event_id)
+            return
+        slack = self._settings.slack
+        channel = str(event.get("channel") or "")
+        thread_ts = str(event.get("thread_ts") or "")
+        owner = await self._store.thread_owner(channel, thread_ts) if thread_ts else None
+        decision = decide(
+            event, directory=self._settings.directory,
+            bot_user_id=str(context.get("bot_user_id") or ""),
+            allowed_bots=slack.allowed_bots,
+            mode=reply_mode(self._settings.directory, channel, slack.reply_mode,
+                            slack.reply_modes),
+            thread=ThreadInfo(owner.conversation, owner.endpoint) if owner else None)
+        user = str(event.get("user") or event.get("bot_id") or "")
+        if isinstance(decision, Ignore):
+            log.debug("Slack: message in %s ignored: %s", channel, decision.reason)
+            return
+        if isinstance(decision, Refuse):
+            log.info("text out: slack_user=%s channel=%s result=refused reason=%s", user,
+                     channel, decision.reason)
+            await self._actions.ephemeral(channel, user, f":no_entry_sign: {decision.reason}.",
+                                          thread_ts=thread_ts or None)
+            return
+        raw = str(event.get("text") or "")
+        names = await self._actions.display_names(user_ids(raw))
+        text = slack_to_plain(raw, names)
+        ts = str(event.get("ts") or "")
+        request = OutboundText(recipient=decision.endpoint.name, text=text, slack_user=user,
+                               slack_channel=channel, source="reply", feedback_ts=ts,
+                               thread_ts=decision.thread_ts or ts)
+        try:
+            await self._outbox.accept(request)
+        except TextRejected as exc:
+            await self._actions.ephemeral(channel, user, f":x: Not sent to "
+                                          f"{decision.endpoint.name}: {exc}.",
+                                          thread_ts=thread_ts or None)
+            return
+        if decision.thread_ts:
+            owner_key = owner.conversation if owner else decision.endpoint.name
+            await self._store.touch_conversation(owner_key, time.time())
+        if not self._ami.ready:
+            await self._actions.react(channel, ts, _QUEUED)
+
+    # -- delivery state -------------------------------------------------------------------
+
+    async def on_echo_posted(self, outbound_id: int, channel: str, ts: str) -> None:
+        """The echo of a /sip text is in Slack: it now carries the text's state."""
+        await self._store.set_feedback_target(outbound_id, channel, ts)
+        row = await self._store.get_outbound(outbound_id)
+        if row is None:
+            return
+        if row.state == "queued":
+            if not self._ami.ready:
+                await self._actions.react(channel, ts, _QUEUED)
+            return
+        if not row.feedback_done:
+            await self._show_outcome(row, sent=row.state == "sent",
+                                     reason=row.last_error or "")
+
+    async def _show_outcome(self, row: OutboundRow, *, sent: bool, reason: str) -> None:
+        channel, ts = row.feedback_channel, row.feedback_ts
+        if not channel or not ts:
+            return  # the echo is not posted yet; on_echo_posted shows it then
+        await self._actions.react(channel, ts, _QUEUED, remove=True)
+        await self._actions.react(channel, ts, _SENT if sent else _FAILED)
+        if not sent:
+            thread = row.thread_ts
+            if not thread:
+                conversation = await self._store.conversation(row.endpoint)
+                thread = conversation.thread_ts if conversation else ts
+            await self._actions.note_in_thread(
+                channel, thread, f":x: Not sent to *{escape(row.endpoint)}*: "
+                f"{escape(reason or 'unknown reason')}")
+        await self._store.feedback_done(row.id)
 
     async def tell(self, outcome: Outcome) -> bool:
         """Tell a text's sender what became of it (the Outbox calls this)."""
-        row = outcome.row
+        row = await self._store.get_outbound(outcome.row.id) or outcome.row
+        reason = "" if outcome.sent else str(outcome.reason or "not sent")
+        if not row.feedback_done:
+            await self._show_outcome(row, sent=outcome.sent, reason=reason)
+        if row.source == "reply":
+            return True  # the reaction on their message is how they hear it
         if outcome.sent:
             text = sent_text(outcome.endpoint, outcome.segments_sent,
                              time.time() - row.created_at)

@@ -77,9 +77,11 @@ class SlackPoster:
         self.history_available = True
 
     async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]],
-                   marker: str = "") -> str:
+                   marker: str = "", thread_ts: str | None = None) -> str:
         """Post and return the message ts; raise PostFailed."""
         extra: dict[str, Any] = {}
+        if thread_ts:
+            extra["thread_ts"] = thread_ts
         if marker:
             extra["metadata"] = {"event_type": METADATA_EVENT,
                                  "event_payload": {"marker": marker}}
@@ -181,3 +183,59 @@ class Notifier:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("Slack: could not tell %s about their text (%s)", user, exc)
             return False
+
+
+class SlackActions:
+    """Small Slack calls around a conversation: reactions as delivery state, notes in a
+    thread, ephemeral answers, and users' display names (cached)."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._names: dict[str, str] = {}
+
+    async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
+        try:
+            if remove:
+                await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
+            else:
+                await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
+        except SlackApiError as exc:
+            error = exc.response.get("error")
+            if error not in ("already_reacted", "no_reaction"):
+                log.warning("Slack: could not %s :%s: on %s/%s (%s)",
+                            "remove" if remove else "add", name, channel, ts, error)
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("Slack: could not set :%s: on %s/%s (%s)", name, channel, ts, exc)
+
+    async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool:
+        try:
+            await self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+        except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts, exc)
+            return False
+        return True
+
+    async def ephemeral(self, channel: str, user: str, text: str,
+                        thread_ts: str | None = None) -> None:
+        try:
+            await self._client.chat_postEphemeral(channel=channel, user=user, text=text,
+                                                  thread_ts=thread_ts)
+        except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("Slack: could not tell %s in %s (%s)", user, channel, exc)
+
+    async def display_names(self, user_ids: list[str]) -> dict[str, str]:
+        """Display names for user IDs (users.info; the ID itself when Slack cannot say)."""
+        for user_id in user_ids:
+            if user_id in self._names:
+                continue
+            try:
+                answer = await self._client.users_info(user=user_id)
+            except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.info("Slack: no name for %s (%s)", user_id, exc)
+                continue
+            user = answer.get("user") or {}
+            profile = user.get("profile") or {}
+            name = (profile.get("display_name") or profile.get("real_name")
+                    or user.get("name") or user_id)
+            self._names[user_id] = str(name)
+        return {u: self._names.get(u, u) for u in user_ids}

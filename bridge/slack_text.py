@@ -9,6 +9,9 @@ control sequence, so `&`, `<`, `>` are escaped.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+
+import emoji
 
 _REFERENCE = re.compile(r"<([^<>]*)>")
 
@@ -23,16 +26,28 @@ def unescape(text: str) -> str:
     return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
 
 
-def slack_to_plain(text: str) -> str:
-    """What a person saw in Slack, as plain text a phone can show."""
-    return unescape(_REFERENCE.sub(_plain_reference, text))
+def slack_to_plain(text: str, user_names: Mapping[str, str] | None = None) -> str:
+    """What a person saw in Slack, as plain text a phone can show.
+
+    `<@U123>` becomes `@display name` (from `user_names`, else the label or the ID),
+    `<https://x|label>` becomes `label (https://x)`, `&amp;` becomes `&`, and emoji
+    shortcodes such as `:thumbsup:` become the emoji where one is known.
+    """
+    names = user_names or {}
+    converted = _REFERENCE.sub(lambda m: _plain_reference(m, names), text)
+    return unescape(emoji.emojize(converted, language="alias"))
 
 
-def _plain_reference(match: re.Match[str]) -> str:
+def user_ids(text: str) -> list[str]:
+    """The user IDs mentioned in Slack wire text (to look their names up)."""
+    return [m.group(1) for m in re.finditer(r"<@([UW][A-Z0-9]+)(?:\|[^<>]*)?>", text)]
+
+
+def _plain_reference(match: re.Match[str], names: Mapping[str, str]) -> str:
     inner = match.group(1)
     target, _, label = inner.partition("|")
     if target.startswith("@"):  # user: <@U123|name> or <@U123>
-        return "@" + (label or target[1:])
+        return "@" + (names.get(target[1:]) or label or target[1:])
     if target.startswith("#"):  # channel
         return "#" + (label or target[1:])
     if target.startswith("!"):  # <!here>, <!channel>, <!subteam^S123|@team>, <!date^...|label>

@@ -27,13 +27,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.errors import BridgeError
-from bridge.texts import InboundText
+from bridge.texts import EchoText, InboundText
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -72,6 +72,36 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX outbound_waiting ON outbound (state, id);
     """,
+    # 1 -> 2: conversations (one Slack thread per phone), echoes of /sip texts in them,
+    # delivery feedback on the Slack message that caused a send, Slack event dedupe.
+    """
+    ALTER TABLE inbound ADD COLUMN kind TEXT NOT NULL DEFAULT 'in';     -- in | echo
+    ALTER TABLE inbound ADD COLUMN conversation TEXT;
+    ALTER TABLE inbound ADD COLUMN outbound_id INTEGER;
+    ALTER TABLE outbound ADD COLUMN source TEXT NOT NULL DEFAULT 'slash';  -- slash | reply
+    ALTER TABLE outbound ADD COLUMN feedback_channel TEXT;
+    ALTER TABLE outbound ADD COLUMN feedback_ts TEXT;     -- the Slack message showing the state
+    ALTER TABLE outbound ADD COLUMN thread_ts TEXT;       -- where a failure reason is posted
+    ALTER TABLE outbound ADD COLUMN feedback_done INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE conversations (
+        key TEXT PRIMARY KEY,               -- endpoint name, or "uri:<sender>" for strangers
+        channel TEXT NOT NULL,
+        thread_ts TEXT NOT NULL,
+        last_activity REAL NOT NULL
+    );
+    CREATE TABLE threads (
+        channel TEXT NOT NULL,
+        thread_ts TEXT NOT NULL,
+        conversation TEXT NOT NULL,
+        endpoint TEXT,
+        started REAL NOT NULL,
+        PRIMARY KEY (channel, thread_ts)
+    );
+    CREATE TABLE slack_events (
+        event_id TEXT PRIMARY KEY,
+        received_at REAL NOT NULL
+    );
+    """,
 ]
 
 
@@ -81,13 +111,16 @@ class StoreError(BridgeError):
 
 @dataclass(frozen=True)
 class InboundRow:
+    """Something to post into Slack: a phone's text, or the echo of a /sip text."""
+
     id: int
     channel: str
     endpoint: str | None
-    text: InboundText
+    text: InboundText | EchoText
     received_at: float
     state: str
     attempts: int
+    conversation: str = ""
 
 
 @dataclass(frozen=True)
@@ -105,14 +138,34 @@ class OutboundRow:
     segments_total: int
     last_error: str | None
     notified: bool
+    source: str = "slash"  # slash | reply
+    feedback_channel: str | None = None
+    feedback_ts: str | None = None
+    thread_ts: str | None = None
+    feedback_done: bool = False
 
 
 @dataclass(frozen=True)
 class NewInbound:
     channel: str
     endpoint: str | None
-    text: InboundText
+    text: InboundText | EchoText
     received_at: float
+    conversation: str = ""
+
+
+@dataclass(frozen=True)
+class Conversation:
+    key: str
+    channel: str
+    thread_ts: str
+    last_activity: float
+
+
+@dataclass(frozen=True)
+class ThreadOwner:
+    conversation: str
+    endpoint: str | None
 
 
 @dataclass(frozen=True)
@@ -218,11 +271,15 @@ class Store:
         def insert(db: sqlite3.Connection) -> list[InboundRow | None]:
             rows: list[InboundRow | None] = []
             for item in items:
+                is_echo = isinstance(item.text, EchoText)
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO inbound (message_id, channel, endpoint, text_json,"
-                    " received_at) VALUES (?, ?, ?, ?, ?)",
-                    (item.text.event_id or None, item.channel, item.endpoint,
-                     json.dumps(asdict(item.text)), item.received_at))
+                    " received_at, kind, conversation, outbound_id)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (None if isinstance(item.text, EchoText) else item.text.event_id or None,
+                     item.channel, item.endpoint, json.dumps(asdict(item.text)),
+                     item.received_at, "echo" if is_echo else "in", item.conversation,
+                     item.text.outbound_id if isinstance(item.text, EchoText) else None))
                 if cursor.rowcount == 0:
                     rows.append(None)
                     continue
@@ -230,7 +287,7 @@ class Store:
                 rows.append(InboundRow(id=cursor.lastrowid, channel=item.channel,
                                        endpoint=item.endpoint, text=item.text,
                                        received_at=item.received_at, state="pending",
-                                       attempts=0))
+                                       attempts=0, conversation=item.conversation))
             return rows
         return self._transaction(insert)
 
@@ -240,11 +297,13 @@ class Store:
 
     def _waiting_inbound(self) -> list[InboundRow]:
         cursor = self._conn().execute(
-            "SELECT id, channel, endpoint, text_json, received_at, state, attempts FROM inbound"
-            " WHERE state != 'posted' ORDER BY id")
+            "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
+            " conversation FROM inbound WHERE state != 'posted' ORDER BY id")
         return [InboundRow(id=r[0], channel=r[1], endpoint=r[2],
-                           text=InboundText(**json.loads(r[3])), received_at=r[4], state=r[5],
-                           attempts=r[6]) for r in cursor]
+                           text=(EchoText if r[7] == "echo" else InboundText)(
+                               **json.loads(r[3])),
+                           received_at=r[4], state=r[5], attempts=r[6],
+                           conversation=r[8] or "") for r in cursor]
 
     async def mark_inbound(self, ids: Iterable[int], state: str, *, error: str | None = None,
                            slack_ts: str | None = None) -> None:
@@ -278,21 +337,27 @@ class Store:
 
     async def add_outbound(self, *, slack_user: str, slack_channel: str, endpoint: str,
                            destination: str, body: str, response_url: str | None,
-                           segments_total: int) -> OutboundRow:
+                           segments_total: int, source: str = "slash",
+                           feedback_ts: str | None = None,
+                           thread_ts: str | None = None) -> OutboundRow:
         return await self._run(self._add_outbound, slack_user, slack_channel, endpoint,
-                               destination, body, response_url, segments_total)
+                               destination, body, response_url, segments_total, source,
+                               feedback_ts, thread_ts)
 
     def _add_outbound(self, slack_user: str, slack_channel: str, endpoint: str,
                       destination: str, body: str, response_url: str | None,
-                      segments_total: int) -> OutboundRow:
+                      segments_total: int, source: str, feedback_ts: str | None,
+                      thread_ts: str | None) -> OutboundRow:
         now = time.time()
+        feedback_channel = slack_channel if feedback_ts else None
 
         def insert(db: sqlite3.Connection) -> int:
             cursor = db.execute(
                 "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
-                " response_url, created_at, segments_total) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " response_url, created_at, segments_total, source, feedback_channel,"
+                " feedback_ts, thread_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (slack_user, slack_channel, endpoint, destination, body, response_url, now,
-                 segments_total))
+                 segments_total, source, feedback_channel, feedback_ts, thread_ts))
             assert cursor.lastrowid is not None
             return cursor.lastrowid
         row_id = self._transaction(insert)
@@ -300,7 +365,8 @@ class Store:
                            endpoint=endpoint, destination=destination, body=body,
                            response_url=response_url, created_at=now, state="queued",
                            segments_sent=0, segments_total=segments_total, last_error=None,
-                           notified=False)
+                           notified=False, source=source, feedback_channel=feedback_channel,
+                           feedback_ts=feedback_ts, thread_ts=thread_ts)
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
@@ -308,13 +374,74 @@ class Store:
 
     def _unfinished_outbound(self) -> list[OutboundRow]:
         cursor = self._conn().execute(
-            "SELECT id, slack_user, slack_channel, endpoint, destination, body, response_url,"
-            " created_at, state, segments_sent, segments_total, last_error, notified"
-            " FROM outbound WHERE state = 'queued' OR notified = 0 ORDER BY id")
-        return [OutboundRow(id=r[0], slack_user=r[1], slack_channel=r[2], endpoint=r[3],
-                            destination=r[4], body=r[5], response_url=r[6], created_at=r[7],
-                            state=r[8], segments_sent=r[9], segments_total=r[10],
-                            last_error=r[11], notified=bool(r[12])) for r in cursor]
+            f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE state = 'queued' OR notified = 0"
+            " ORDER BY id")
+        return [_outbound_row(r) for r in cursor]
+
+    async def get_outbound(self, row_id: int) -> OutboundRow | None:
+        return await self._run(self._get_outbound, row_id)
+
+    def _get_outbound(self, row_id: int) -> OutboundRow | None:
+        row = self._conn().execute(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE id=?",
+                                   (row_id,)).fetchone()
+        return _outbound_row(row) if row else None
+
+    async def set_feedback_target(self, row_id: int, channel: str, ts: str) -> None:
+        """The Slack message that shows this text's state (e.g. its echo in the thread)."""
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE outbound SET feedback_channel=?, feedback_ts=? WHERE id=?",
+            (channel, ts, row_id)))
+
+    async def feedback_done(self, row_id: int) -> None:
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE outbound SET feedback_done=1 WHERE id=?", (row_id,)))
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def conversation(self, key: str) -> Conversation | None:
+        return await self._run(self._conversation, key)
+
+    def _conversation(self, key: str) -> Conversation | None:
+        row = self._conn().execute("SELECT key, channel, thread_ts, last_activity FROM"
+                                   " conversations WHERE key=?", (key,)).fetchone()
+        return Conversation(*row) if row else None
+
+    async def start_conversation(self, *, key: str, channel: str, thread_ts: str,
+                                 endpoint: str | None, now: float) -> None:
+        def upsert(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO conversations (key, channel, thread_ts, last_activity)"
+                       " VALUES (?, ?, ?, ?) ON CONFLICT(key) DO UPDATE SET"
+                       " channel=excluded.channel, thread_ts=excluded.thread_ts,"
+                       " last_activity=excluded.last_activity", (key, channel, thread_ts, now))
+            db.execute("INSERT OR REPLACE INTO threads (channel, thread_ts, conversation,"
+                       " endpoint, started) VALUES (?, ?, ?, ?, ?)",
+                       (channel, thread_ts, key, endpoint, now))
+        await self._run(self._transaction, upsert)
+
+    async def touch_conversation(self, key: str, now: float) -> None:
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE conversations SET last_activity=MAX(last_activity, ?) WHERE key=?",
+            (now, key)))
+
+    async def thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
+        """Which conversation a Slack thread belongs to (old threads included)."""
+        return await self._run(self._thread_owner, channel, thread_ts)
+
+    def _thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
+        row = self._conn().execute("SELECT conversation, endpoint FROM threads WHERE"
+                                   " channel=? AND thread_ts=?", (channel, thread_ts)).fetchone()
+        return ThreadOwner(*row) if row else None
+
+    async def first_sight_of_event(self, event_id: str) -> bool:
+        """Record a Slack event ID; False if it was seen before (a retried delivery)."""
+        return await self._run(self._first_sight, event_id)
+
+    def _first_sight(self, event_id: str) -> bool:
+        def insert(db: sqlite3.Connection) -> bool:
+            cursor = db.execute("INSERT OR IGNORE INTO slack_events (event_id, received_at)"
+                                " VALUES (?, ?)", (event_id, time.time()))
+            return cursor.rowcount == 1
+        return self._transaction(insert)
 
     async def outbound_progress(self, row_id: int, segments_sent: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(
@@ -344,6 +471,7 @@ class Store:
                                  (older_than,)).rowcount
             outbound = db.execute("DELETE FROM outbound WHERE state!='queued' AND notified=1"
                                   " AND finished_at < ?", (older_than,)).rowcount
+            db.execute("DELETE FROM slack_events WHERE received_at < ?", (older_than,))
             return int(inbound) + int(outbound)
         return self._transaction(delete)
 
@@ -363,6 +491,20 @@ class Store:
         return Backlog(inbound_waiting=inbound[0], inbound_oldest=inbound[1],
                        outbound_waiting=outbound[0], outbound_oldest=outbound[1],
                        outbound_unnotified=unnotified[0])
+
+
+_OUTBOUND_COLUMNS = (
+    "id, slack_user, slack_channel, endpoint, destination, body, response_url, created_at,"
+    " state, segments_sent, segments_total, last_error, notified, source, feedback_channel,"
+    " feedback_ts, thread_ts, feedback_done")
+
+
+def _outbound_row(r: tuple[Any, ...]) -> OutboundRow:
+    return OutboundRow(id=r[0], slack_user=r[1], slack_channel=r[2], endpoint=r[3],
+                       destination=r[4], body=r[5], response_url=r[6], created_at=r[7],
+                       state=r[8], segments_sent=r[9], segments_total=r[10], last_error=r[11],
+                       notified=bool(r[12]), source=r[13], feedback_channel=r[14],
+                       feedback_ts=r[15], thread_ts=r[16], feedback_done=bool(r[17]))
 
 
 def _split_sql(script: str) -> list[str]:

@@ -57,6 +57,17 @@ class InboundText:
 
 
 @dataclass(frozen=True)
+class EchoText:
+    """A text someone sent from Slack with /sip, shown in the phone's conversation thread."""
+
+    body: str
+    slack_user: str  # user ID
+    slack_user_name: str  # shown instead of a mention, which would notify them
+    endpoint: str
+    outbound_id: int
+
+
+@dataclass(frozen=True)
 class MalformedEvent:
     """A text event the bridge could not decode; reported rather than dropped."""
 

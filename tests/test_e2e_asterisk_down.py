@@ -22,6 +22,7 @@ from conftest import (
 )
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
+from slack_view import wait_phone_posts
 
 pytestmark = pytest.mark.asterisk
 
@@ -78,7 +79,7 @@ async def test_texts_wait_for_a_stopped_asterisk_and_go_out_in_order_once(
         assert sum("Sent to *alice*" in r["text"] for r in replies) == 5
 
         await phone.send_message("inbound after the restart")
-        [post] = await slack.wait_for_posts(1)
+        [post] = await wait_phone_posts(slack, 1)
         assert post["channel"] == ALICE_CHANNEL
     finally:
         assert await bridge.stop() == 0, bridge.log

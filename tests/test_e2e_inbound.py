@@ -11,7 +11,7 @@ from bridge_runner import BridgeProcess
 from conftest import ALICE_CHANNEL, BOB_CHANNEL, DEFAULT_CHANNEL
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
-from slack_view import shown_senders, shown_texts
+from slack_view import shown_senders, shown_texts, wait_phone_posts
 
 from bridge.slack_text import unescape
 
@@ -33,7 +33,7 @@ async def test_text_from_a_phone_lands_in_its_channel_exactly(
     body = "Grüße from the lobby 👋🏽\nline two: <b>bold?</b> & <!channel> *not bold*\n\tend"
     status = await phones["alice"].send_message(body, display_name="Alice, Front Desk")
     assert status == 202
-    [post] = await slack.wait_for_posts(1)
+    [post] = await wait_phone_posts(slack, 1)
     assert post["channel"] == ALICE_CHANNEL
     assert shown_body(post) == body
     assert "*alice*" in shown_sender(post) and "Alice, Front Desk" in shown_sender(post)
@@ -46,7 +46,7 @@ async def test_each_phone_goes_to_its_own_channel_unknown_to_default(
         bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
     await phones["bob"].send_message("from bob")
     await phones["carol"].send_message("from carol, not in the directory")
-    posts = await slack.wait_for_posts(2)
+    posts = await wait_phone_posts(slack, 2)
     by_body = {shown_body(p): p for p in posts}
     assert by_body["from bob"]["channel"] == BOB_CHANNEL
     carol = by_body["from carol, not in the directory"]
@@ -57,7 +57,7 @@ async def test_each_phone_goes_to_its_own_channel_unknown_to_default(
 async def test_oversize_text_is_reported_not_posted_empty(
         bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
     await phones["alice"].send_message("x" * 1500)
-    [post] = await slack.wait_for_posts(1)
+    [post] = await wait_phone_posts(slack, 1)
     assert post["channel"] == ALICE_CHANNEL
     assert "1,500 bytes" in shown_body(post) and "lost" in shown_body(post)
 
@@ -67,7 +67,7 @@ async def test_largest_text_asterisk_relays_arrives_whole(
     body = ("é" * 511) + "!"  # 1,023 bytes
     assert len(body.encode()) == 1023
     await phones["alice"].send_message(body)
-    [post] = await slack.wait_for_posts(1)
+    [post] = await wait_phone_posts(slack, 1)
     assert shown_body(post) == body
 
 

@@ -15,6 +15,11 @@ process of the test run. The configuration is what an admin would have:
 Ports are picked free at the first start and kept across `restart()`, so a bridge under test can
 reconnect to "the same" Asterisk after it was killed.
 
+With `ami_tls=True` AMI also listens with TLS (manager.conf `tlsenable`, on `ami_tls_port`),
+with a certificate for 127.0.0.1/localhost signed by a throwaway CA made with the `openssl`
+command at the first start (`tls_ca_pem`; kept across restarts, so a client trusting it keeps
+working). `make_test_pki()` makes such a CA on its own, e.g. a "wrong" CA for negative tests.
+
 Needs root (chroot). `require_sandbox()` turns a missing sandbox into a skip locally and a
 failure in CI.
 """
@@ -31,6 +36,8 @@ import re
 import shutil
 import signal
 import socket
+import ssl
+import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
@@ -119,6 +126,50 @@ class AmiUser:
     read: str = ""
     write: str = ""
     eventfilters: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TestPki:
+    """A throwaway CA and a server certificate it signed (PEM bytes)."""
+
+    ca_pem: bytes
+    cert_pem: bytes
+    key_pem: bytes
+
+
+def make_test_pki(names: Sequence[str] = ("127.0.0.1", "localhost"),
+                  ca_name: str = "bridge test CA") -> TestPki:
+    """A new CA and a server certificate for `names` (IPs and DNS names), via `openssl`."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make test certificates")
+    alt = ",".join(f"IP:{n}" if re.fullmatch(r"[0-9.]+|[0-9a-fA-F:]+:[0-9a-fA-F:]*", n)
+                   else f"DNS:{n}" for n in names)
+    with tempfile.TemporaryDirectory(prefix="bridge-pki-") as tmp:
+        d = Path(tmp)
+
+        def run(*args: str) -> None:
+            done = subprocess.run([openssl, *args], cwd=d, capture_output=True, text=True,
+                                  check=False)
+            if done.returncode != 0:
+                raise RuntimeError(f"openssl {' '.join(args)} failed:\n{done.stderr}")
+
+        ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+        run("req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+            "-subj", f"/CN={ca_name}",
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign")
+        run("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj",
+            f"/CN={names[0]}")
+        (d / "ext.cnf").write_text(
+            f"subjectAltName = {alt}\nbasicConstraints = critical,CA:FALSE\n"
+            "keyUsage = critical,digitalSignature\nextendedKeyUsage = serverAuth\n"
+            "subjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf")
+        return TestPki(ca_pem=(d / "ca.pem").read_bytes(),
+                       cert_pem=(d / "server.pem").read_bytes(),
+                       key_pem=(d / "server.key").read_bytes())
 
 
 def free_port(kind: str = "tcp") -> int:
@@ -212,8 +263,12 @@ class AsteriskSandbox:
         sip_port: int | None = None,
         ami_secret: str = "test-ami-secret",
         extra_ami_users: Sequence[AmiUser] = (),
+        ami_tls: bool = False,
     ) -> None:
         self.sandbox_dir = Path(sandbox_dir or default_sandbox_dir())
+        self.ami_tls = ami_tls
+        self._ami_tls_port: int | None = None
+        self._pki: TestPki | None = None  # made at the first start, kept across restarts
         self.peers = tuple(peers)
         self.ami_secret = ami_secret
         self.extra_ami_users = tuple(extra_ami_users)
@@ -244,6 +299,20 @@ class AsteriskSandbox:
         if self._ami_port is None:
             raise RuntimeError("ami_port is picked by start(); start the sandbox first")
         return self._ami_port
+
+    @property
+    def ami_tls_port(self) -> int:
+        """AMI's TLS port (only with ami_tls=True)."""
+        if self._ami_tls_port is None:
+            raise RuntimeError("ami_tls_port exists with ami_tls=True, once start() ran")
+        return self._ami_tls_port
+
+    @property
+    def tls_ca_pem(self) -> bytes:
+        """The CA that signed AMI's TLS certificate (only with ami_tls=True)."""
+        if self._pki is None:
+            raise RuntimeError("tls_ca_pem exists with ami_tls=True, once start() ran")
+        return self._pki.ca_pem
 
     @property
     def sip_port(self) -> int:
@@ -291,6 +360,10 @@ class AsteriskSandbox:
             self._ami_port = free_port("tcp")
         if self._sip_port is None:
             self._sip_port = free_port("udp")
+        if self.ami_tls and self._ami_tls_port is None:
+            self._ami_tls_port = free_port("tcp")
+        if self.ami_tls and self._pki is None:
+            self._pki = await asyncio.to_thread(make_test_pki)
         self._failed = False
         self._killed = False
         self._ready = asyncio.Event()
@@ -485,6 +558,22 @@ class AsteriskSandbox:
             ) from exc
         if not banner.startswith(b"Asterisk Call Manager/"):
             raise RuntimeError(f"unexpected AMI banner {banner!r} on port {self.ami_port}")
+        if self._pki is not None and self._ami_tls_port is not None:
+            context = ssl.create_default_context(cadata=self._pki.ca_pem.decode("ascii"))
+            try:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(self.ami_host, self._ami_tls_port, ssl=context),
+                    5.0)
+                banner = await asyncio.wait_for(reader.readline(), 5.0)
+                writer.close()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    await writer.wait_closed()
+            except (OSError, TimeoutError) as exc:
+                raise RuntimeError(
+                    f"Asterisk is up but AMI over TLS does not answer on "
+                    f"{self.ami_host}:{self._ami_tls_port}: {exc!r}\n{self._tail()}") from exc
+            if not banner.startswith(b"Asterisk Call Manager/"):
+                raise RuntimeError(f"unexpected AMI TLS banner {banner!r}")
         # PJSIP binds its UDP socket without SO_REUSEADDR on our side: if we can bind the port,
         # Asterisk does not hold it (the transport failed, e.g. someone else took the port).
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -520,6 +609,9 @@ class AsteriskSandbox:
             "pjsip.conf": self._pjsip_conf(),
             **QUIETING_CONFS,
         }
+        if self._pki is not None:
+            files["ami-tls-cert.pem"] = self._pki.cert_pem.decode("ascii")
+            files["ami-tls-key.pem"] = self._pki.key_pem.decode("ascii")
         for name, text in files.items():
             (etc / name).write_text(text)
 
@@ -566,13 +658,20 @@ hideconnect = yes
             lines += [f"eventfilter = {line}" for line in user.eventfilters]
             extra.append("\n".join(lines) + "\n")
         extra_users = "\n".join(extra)
+        tls = ""
+        if self._pki is not None:
+            assert self._run_dir is not None
+            etc = self._in_chroot(self._run_dir / "etc")
+            tls = (f"tlsenable = yes\ntlsbindaddr = 127.0.0.1:{self.ami_tls_port}\n"
+                   f"tlscertfile = {etc}/ami-tls-cert.pem\n"
+                   f"tlsprivatekey = {etc}/ami-tls-key.pem\n")
         return f"""\
 [general]
 enabled = yes
 port = {self.ami_port}
 bindaddr = 127.0.0.1
 webenabled = no
-
+{tls}
 ; Our shipped snippet, as an admin would add it (secret replaced for the test).
 #include "slack-bridge-manager.conf"
 

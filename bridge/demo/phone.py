@@ -1,0 +1,316 @@
+"""A tiny SIP user agent over asyncio UDP: the demo's simulated phones, which text (SIP MESSAGE).
+
+Adapted from the test suite's phone (tests/sip_ua.py), since a pip-installed bridge has no
+tests/. Just enough of RFC 3261 / RFC 3428 for a local Asterisk, with no dependencies:
+
+* as UAS it answers every MESSAGE with `200 OK` (Via, From, To + tag, Call-ID and CSeq copied)
+  and records it once, however often it is retransmitted; OPTIONS also get 200, anything else
+  501, so Asterisk never waits on us;
+* as UAC it sends MESSAGE requests, retransmits them on the non-INVITE client timer (500 ms
+  doubling, capped at 4 s) until a final response, and returns its status code.
+
+Not handled: TCP/TLS, authentication challenges, header folding, multipart bodies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Self
+
+log = logging.getLogger(__name__)
+
+T1 = 0.5  # RFC 3261 round-trip estimate: first retransmission interval
+T2 = 4.0  # RFC 3261 cap on the non-INVITE retransmission interval
+
+# RFC 3261 7.3.3 compact header names.
+_COMPACT = {
+    "v": "via",
+    "f": "from",
+    "t": "to",
+    "i": "call-id",
+    "c": "content-type",
+    "l": "content-length",
+    "m": "contact",
+    "s": "subject",
+    "k": "supported",
+}
+
+
+@dataclass(frozen=True)
+class ReceivedMessage:
+    """One SIP MESSAGE the phone received (retransmissions recorded once)."""
+
+    body: str  # raw_body decoded as UTF-8 (undecodable bytes replaced)
+    raw_body: bytes
+    from_header: str
+    to_header: str
+    content_type: str
+    call_id: str
+    at: float = field(default_factory=time.time)  # unix time it arrived
+
+
+@dataclass
+class _SipMessage:
+    """A parsed SIP request or response. Header names are lower-case, long forms."""
+
+    start_line: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    @property
+    def is_response(self) -> bool:
+        return self.start_line.startswith("SIP/2.0 ")
+
+    def header(self, name: str, default: str = "") -> str:
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return default
+
+    def all_headers(self, name: str) -> list[str]:
+        return [value for key, value in self.headers if key == name]
+
+
+def _parse(data: bytes) -> _SipMessage:
+    head, separator, rest = data.partition(b"\r\n\r\n")
+    if not separator:
+        raise ValueError("no blank line after the SIP headers")
+    lines = head.decode("utf-8", errors="replace").split("\r\n")
+    headers: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, colon, value = line.partition(":")
+        if not colon:
+            raise ValueError(f"malformed SIP header line {line!r}")
+        key = name.strip().lower()
+        headers.append((_COMPACT.get(key, key), value.strip()))
+    message = _SipMessage(lines[0], headers, rest)
+    length = message.header("content-length")
+    if length:
+        message.body = rest[: int(length)]
+    return message
+
+
+def _token() -> str:
+    return secrets.token_hex(8)
+
+
+class SipPhone(asyncio.DatagramProtocol):
+    """A phone on UDP 127.0.0.1:`port` that texts Asterisk at 127.0.0.1:`asterisk_port`.
+
+    Create it with port 0 and start() it to learn its port, then configure the matching
+    endpoint (`SipPeer(phone.name, phone.port)`) in Asterisk.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        port: int = 0,
+        asterisk_host: str = "127.0.0.1",
+        asterisk_port: int,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self.asterisk_host = asterisk_host
+        self.asterisk_port = asterisk_port
+        self.received: list[ReceivedMessage] = []
+        # Called with every MESSAGE recorded (the demo's page updates from it).
+        self.on_message: Callable[[ReceivedMessage], None] | None = None
+        self._transport: asyncio.DatagramTransport | None = None
+        # Set whenever a MESSAGE is recorded; waiters re-check their count.
+        self._arrived = asyncio.Event()
+        # Responses we sent, by (Call-ID, CSeq), resent as-is when a request is retransmitted.
+        self._answered: dict[tuple[str, str], bytes] = {}
+        # Our outstanding client transactions, by (Call-ID, CSeq), and their 1xx/final status.
+        self._pending: dict[tuple[str, str], asyncio.Queue[int]] = {}
+        self._cseq = 0
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: self, local_addr=("127.0.0.1", self.port)
+        )
+        self._transport = transport
+        self.port = transport.get_extra_info("sockname")[1]
+
+    async def stop(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    # ----------------------------------------------------------------- receiving
+
+    async def wait_for_messages(self, n: int, timeout: float = 10.0) -> list[ReceivedMessage]:
+        """Wait until at least `n` MESSAGEs have arrived; return all received so far.
+
+        Raises AssertionError naming what did arrive when `timeout` passes first.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                while len(self.received) < n:
+                    self._arrived.clear()
+                    await self._arrived.wait()
+        except TimeoutError:
+            got = "\n".join(f"  {m.from_header}: {m.body!r}" for m in self.received)
+            raise AssertionError(
+                f"phone {self.name!r} expected {n} MESSAGE(s) within {timeout} s, "
+                f"got {len(self.received)}:\n{got}"
+            ) from None
+        return list(self.received)
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        if not data.strip():
+            return  # keep-alive CRLFs
+        try:
+            message = _parse(data)
+        except ValueError as exc:
+            log.warning("phone %s: unparsable datagram from %s: %s", self.name, addr, exc)
+            return
+        if message.is_response:
+            self._on_response(message)
+        else:
+            self._on_request(message, addr)
+
+    def _on_request(self, request: _SipMessage, addr: tuple[str, int]) -> None:
+        method = request.start_line.split(" ", 1)[0]
+        key = (request.header("call-id"), request.header("cseq"))
+        if key in self._answered:  # a retransmission: our 200 was lost or is late
+            self._send(self._answered[key], addr)
+            return
+        if method == "MESSAGE":
+            code = "200 OK"
+            self.received.append(
+                ReceivedMessage(
+                    body=request.body.decode("utf-8", errors="replace"),
+                    raw_body=request.body,
+                    from_header=request.header("from"),
+                    to_header=request.header("to"),
+                    content_type=request.header("content-type"),
+                    call_id=request.header("call-id"),
+                )
+            )
+            self._arrived.set()
+            if self.on_message is not None:
+                self.on_message(self.received[-1])
+        elif method in ("OPTIONS",):
+            code = "200 OK"
+        elif method == "ACK":
+            return  # never answered
+        else:
+            code = "501 Not Implemented"
+        to = request.header("to")
+        if ";tag=" not in to:
+            to = f"{to};tag={_token()}"
+        lines = [f"SIP/2.0 {code}"]
+        lines += [f"Via: {via}" for via in request.all_headers("via")]
+        lines += [
+            f"From: {request.header('from')}",
+            f"To: {to}",
+            f"Call-ID: {request.header('call-id')}",
+            f"CSeq: {request.header('cseq')}",
+            "Content-Length: 0",
+        ]
+        response = ("\r\n".join(lines) + "\r\n\r\n").encode()
+        self._answered[key] = response
+        self._send(response, addr)
+
+    # ----------------------------------------------------------------- sending
+
+    async def send_message(
+        self,
+        body: str | bytes,
+        *,
+        to_user: str = "bridge",
+        display_name: str | None = None,
+        from_user: str | None = None,
+        content_type: str = "text/plain;charset=UTF-8",
+        timeout: float = 5.0,
+    ) -> int:
+        """Send one SIP MESSAGE to sip:`to_user`@Asterisk; return the final status code.
+
+        Asterisk answers 202 Accepted once it has queued the text for its dialplan.
+        Raises TimeoutError when no final response arrives within `timeout`.
+        """
+        if self._transport is None:
+            raise RuntimeError("start() the phone first")
+        raw = body.encode("utf-8") if isinstance(body, str) else body
+        user = from_user if from_user is not None else self.name
+        here = f"127.0.0.1:{self.port}"
+        there = f"{self.asterisk_host}:{self.asterisk_port}"
+        from_uri = f"<sip:{user}@{here}>"
+        if display_name is not None:
+            # A quoted-string: backslash-escape backslashes and quotes (RFC 3261 25.1).
+            quoted = display_name.replace("\\", "\\\\").replace('"', '\\"')
+            from_uri = f'"{quoted}" {from_uri}'
+        self._cseq += 1
+        call_id = f"{_token()}@127.0.0.1"
+        cseq = f"{self._cseq} MESSAGE"
+        head = "\r\n".join(
+            [
+                f"MESSAGE sip:{to_user}@{there} SIP/2.0",
+                f"Via: SIP/2.0/UDP {here};branch=z9hG4bK{_token()};rport",
+                "Max-Forwards: 70",
+                f"From: {from_uri};tag={_token()}",
+                f"To: <sip:{to_user}@{there}>",
+                f"Call-ID: {call_id}",
+                f"CSeq: {cseq}",
+                f"Content-Type: {content_type}",
+                f"Content-Length: {len(raw)}",  # bytes, not characters
+            ]
+        )
+        request = head.encode("utf-8") + b"\r\n\r\n" + raw
+        statuses: asyncio.Queue[int] = asyncio.Queue()
+        key = (call_id, cseq)
+        self._pending[key] = statuses
+        interval = T1
+        try:
+            async with asyncio.timeout(timeout):
+                self._send(request, (self.asterisk_host, self.asterisk_port))
+                while True:
+                    try:
+                        status = await asyncio.wait_for(statuses.get(), interval)
+                    except TimeoutError:
+                        # Timer E: retransmit, doubling up to T2.
+                        self._send(request, (self.asterisk_host, self.asterisk_port))
+                        interval = min(interval * 2, T2)
+                        continue
+                    if status >= 200:
+                        return status
+                    interval = T2  # provisional: the server has it, retransmit slowly
+        except TimeoutError:
+            raise TimeoutError(
+                f"phone {self.name!r}: no final response to MESSAGE within {timeout} s"
+            ) from None
+        finally:
+            del self._pending[key]
+
+    def _on_response(self, response: _SipMessage) -> None:
+        key = (response.header("call-id"), response.header("cseq"))
+        statuses = self._pending.get(key)
+        if statuses is None:
+            return  # a retransmitted final response for a finished transaction
+        statuses.put_nowait(int(response.start_line.split(" ", 2)[1]))
+
+    def _send(self, data: bytes, addr: tuple[str, int]) -> None:
+        if self._transport is not None:
+            self._transport.sendto(data, addr)

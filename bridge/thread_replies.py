@@ -1,0 +1,97 @@
+"""Which Slack messages become texts to a phone. Pure: no I/O.
+
+A human's reply in a phone's conversation thread is a text to that phone. In a channel whose
+reply mode is `channel` (allowed only when one phone owns the channel) a top-level message is
+too. Everything else is ignored: the bridge's own posts, other bots (unless allowed), edits,
+deletions, joins and other subtypes, ordinary chatter. A reply in a thread of a channel whose
+mode is `off` is refused with a reason for its author.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bridge.directory import Directory, Endpoint
+
+# Message subtypes that carry a person's new text; every other subtype (message_changed,
+# message_deleted, channel_join, bot_message, ...) is not a new text.
+_TEXT_SUBTYPES = frozenset({"", "thread_broadcast", "file_share", "me_message"})
+
+
+@dataclass(frozen=True)
+class Ignore:
+    reason: str  # for the debug log
+
+
+@dataclass(frozen=True)
+class Refuse:
+    reason: str  # shown to the author, ephemerally
+
+
+@dataclass(frozen=True)
+class SendReply:
+    endpoint: Endpoint
+    thread_ts: str | None  # the conversation's thread; None for a top-level message
+
+
+Decision = Ignore | Refuse | SendReply
+
+
+@dataclass(frozen=True)
+class ThreadInfo:
+    """What the store knows about the thread a message was posted in."""
+
+    conversation: str
+    endpoint: str | None
+
+
+def reply_mode(directory: Directory, channel: str, default: str,
+               overrides: Mapping[str, str]) -> str:
+    """A channel's reply mode: per-endpoint override for the channel's phone, else default."""
+    for endpoint in directory.endpoints:
+        if endpoint.channel == channel and endpoint.name in overrides:
+            return overrides[endpoint.name]
+    return default
+
+
+def decide(event: Mapping[str, Any], *, directory: Directory, bot_user_id: str,
+           allowed_bots: frozenset[str], mode: str, thread: ThreadInfo | None) -> Decision:
+    """What to do with one `message` event. `thread` is the store's answer for its thread_ts."""
+    subtype = str(event.get("subtype") or "")
+    if subtype == "message_changed":
+        return Ignore("an edit is not a new text")
+    if subtype not in _TEXT_SUBTYPES:
+        return Ignore(f"subtype {subtype}")
+    user = str(event.get("user") or "")
+    bot_id = str(event.get("bot_id") or "")
+    if user and user == bot_user_id:
+        return Ignore("the bridge's own post")
+    if bot_id and bot_id not in allowed_bots:
+        return Ignore(f"a bot's post ({bot_id})")
+    if not user and not bot_id:
+        return Ignore("no author")
+    channel = str(event.get("channel") or "")
+    thread_ts = str(event.get("thread_ts") or "")
+    is_reply = bool(thread_ts) and thread_ts != str(event.get("ts") or "")
+    if is_reply:
+        if thread is None:
+            return Ignore("a thread that is not a phone conversation")
+        if mode == "off":
+            return Refuse("this channel is read-only for phone texts (reply mode `off`), so "
+                          "your reply was not sent to the phone")
+        if thread.endpoint is None:
+            return Refuse("this conversation is with a phone that is not in the bridge's "
+                          "directory, so replies cannot be sent to it; ask an admin to add it")
+        endpoint = directory.lookup(thread.endpoint)
+        if endpoint is None:
+            return Refuse(f"the phone `{thread.endpoint}` is no longer in the directory, so "
+                          f"your reply was not sent")
+        return SendReply(endpoint=endpoint, thread_ts=thread_ts)
+    if mode != "channel":
+        return Ignore("a top-level message (reply mode is not `channel`)")
+    owners = [e for e in directory.endpoints if e.channel == channel]
+    if len(owners) != 1:
+        return Ignore("reply mode `channel` needs exactly one phone in the channel")
+    return SendReply(endpoint=owners[0], thread_ts=None)

@@ -322,15 +322,17 @@ async def outbound_runs(lab: Lab, rates: Sequence[float], duration_s: float) -> 
                     text="list"))
                 await bridge.process.post_signed(body, headers)
             uas = await SippRun.uas(port=lab.uas_port, count=count,
-                                    timeout_s=duration_s + 60)
+                                    timeout_s=duration_s + max(30.0, count / 50) + 30)
             await asyncio.sleep(0.5)  # let sipp bind its port
             requests = [slack.signed_slash_command(slack.slash_command_payload(
                 text=f"{RECEIVER} out {run} #{i}")) for i in range(1, count + 1)]
             responses_before = len(slack.responses)
             cpu_before = bridge.stats.sample().cpu_s
             acks, started_wall, send_span = await _slash_load(url, requests, rate)
-            # Wait for the texts at the phone: sipp exits by itself after `count`.
-            deadline = time.monotonic() + 30
+            # Wait for the texts at the phone: sipp exits by itself after `count`. The bridge
+            # queues texts it cannot send yet, so wait while they keep coming (5 s without
+            # one ends it), up to a cap; what is still missing then is reported as lost.
+            deadline = time.monotonic() + max(30.0, count / 50)
             seen, last_change = -1, time.monotonic()
             while uas.returncode is None and time.monotonic() < deadline:
                 if await uas.wait(0.25) is not None:
@@ -338,7 +340,7 @@ async def outbound_runs(lab: Lab, rates: Sequence[float], duration_s: float) -> 
                 got = len(_uas_arrivals(uas.logged_lines(), run))
                 if got != seen:
                     seen, last_change = got, time.monotonic()
-                elif time.monotonic() - last_change > 3:
+                elif time.monotonic() - last_change > 5:
                     break
             await uas.stop()
             # Let the response_url replies land before stopping the bridge.

@@ -490,7 +490,7 @@ def _load_slack(check: _Checker, table: dict[str, Any],
     timeout = check.number(table, "timeout", "slack.", default=10.0, low=1, high=120)
     reply_mode = check.string(table, "reply_mode", "slack.", default="thread") or "thread"
     _check_reply_mode(check, "slack.reply_mode", reply_mode)
-    thread_idle = check.number(table, "thread_idle", "slack.", default=86400.0, low=60,
+    thread_idle = check.number(table, "thread_idle", "slack.", default=86400.0, low=1,
                                high=365 * 86400)
     allowed_bots = frozenset(check.string_list(table, "allowed_bots", "slack."))
     if command is None or default_channel is None or not bot_token:

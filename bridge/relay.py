@@ -23,8 +23,8 @@ import asyncio
 import logging
 import time
 from collections import deque
-from dataclasses import dataclass
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.config import DeliverySettings

@@ -104,6 +104,11 @@ def _oldest(oldest: float | None, now: float) -> str:
     return f" (oldest {_duration(now - oldest)})" if oldest is not None else ""
 
 
+def failure_reason(error: Exception) -> str:
+    """Why a text failed, in words for the person who sent it."""
+    return _reason(error)
+
+
 def _reason(error: Exception) -> str:
     if isinstance(error, AmiError):
         return _ami_reason(error)

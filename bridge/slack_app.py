@@ -26,7 +26,9 @@ from bridge.commands import Help, ListDirectory, Status, parse_command
 from bridge.config import Settings
 from bridge.errors import TextRejected
 from bridge.outbound import OutboundText, Outbox, Outcome
+from bridge.relay import InboundRelay
 from bridge.replies import (
+    failure_reason,
     help_text,
     list_text,
     not_sent_text,
@@ -35,7 +37,6 @@ from bridge.replies import (
     sent_text,
     status_text,
 )
-from bridge.relay import InboundRelay
 from bridge.slack_client import Notifier, SlackActions
 from bridge.slack_text import escape, slack_to_plain, user_ids
 from bridge.store import OutboundRow, Store
@@ -71,7 +72,7 @@ class SlackFrontend:
         self._relay = relay
         self._notifier = Notifier(client, fallback=settings.delivery.notify)
         self._actions = SlackActions(client)
-        self._bot_user_id = ""
+        self._reasons: dict[int, str] = {}  # failure reasons waiting for their echo post
         slack = settings.slack
         self.app = AsyncApp(
             client=client,
@@ -215,8 +216,8 @@ class SlackFrontend:
                 await self._actions.react(channel, ts, _QUEUED)
             return
         if not row.feedback_done:
-            await self._show_outcome(row, sent=row.state == "sent",
-                                     reason=row.last_error or "")
+            reason = self._reasons.pop(row.id, None) or row.last_error or ""
+            await self._show_outcome(row, sent=row.state == "sent", reason=reason)
 
     async def _show_outcome(self, row: OutboundRow, *, sent: bool, reason: str) -> None:
         channel, ts = row.feedback_channel, row.feedback_ts
@@ -237,7 +238,9 @@ class SlackFrontend:
     async def tell(self, outcome: Outcome) -> bool:
         """Tell a text's sender what became of it (the Outbox calls this)."""
         row = await self._store.get_outbound(outcome.row.id) or outcome.row
-        reason = "" if outcome.sent else str(outcome.reason or "not sent")
+        reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
+        if not row.feedback_ts:
+            self._reasons[row.id] = reason  # shown once its echo is posted
         if not row.feedback_done:
             await self._show_outcome(row, sent=outcome.sent, reason=reason)
         if row.source == "reply":

@@ -28,6 +28,7 @@ class EndpointSpec:
     destination: str
     channel: str
     aliases: tuple[str, ...] = ()
+    reply_mode: str = ""
 
 
 @dataclass
@@ -63,6 +64,8 @@ class BridgeConfig:
             lines += ["", "[[endpoints]]", f'name = "{endpoint.name}"',
                       f'destination = "{endpoint.destination}"',
                       f'channel = "{endpoint.channel}"', f"aliases = [{aliases}]"]
+            if endpoint.reply_mode:
+                lines.append(f'reply_mode = "{endpoint.reply_mode}"')
         return "\n".join(lines) + "\n"
 
 

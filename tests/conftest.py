@@ -84,8 +84,9 @@ async def start_bridge(tmp: Path, slack: FakeSlack, ami_port: int, *,
                        socket_mode: bool = False, wait_for_ami: bool = True,
                        **config: Any) -> BridgeProcess:
     """Write a config into `tmp` (reusing its store across restarts) and start the bridge."""
-    path = write_config(tmp, BridgeConfig(ami_port=ami_port, endpoints=directory_endpoints(),
-                                          default_channel=DEFAULT_CHANNEL, **config))
+    config.setdefault("endpoints", directory_endpoints())
+    path = write_config(tmp, BridgeConfig(ami_port=ami_port, default_channel=DEFAULT_CHANNEL,
+                                          **config))
     process = BridgeProcess(path, bridge_env(slack, socket_mode=socket_mode), port=free_port())
     await process.start()
     if wait_for_ami:

@@ -194,6 +194,8 @@ class FakeSlack:
         self.private_channels: set[str] = set()
 
         self.posts: list[dict[str, Any]] = []
+        # The bot's reactions: (channel, message ts) -> reaction names.
+        self.reactions: dict[tuple[str, str], set[str]] = {}
         self.responses: list[dict[str, Any]] = []
         # POSTs to a response_url that Slack would refuse (unknown id, used too often, bad body):
         # kept apart so `responses` only holds what a user would actually see.
@@ -226,6 +228,7 @@ class FakeSlack:
             "conversations.members": self._conversations_members,
             "conversations.history": self._conversations_history,
             "reactions.add": self._reactions_add,
+            "reactions.remove": self._reactions_remove,
             "apps.connections.open": self._apps_connections_open,
         }
         self._handlers = handlers
@@ -658,7 +661,24 @@ class FakeSlack:
             raise SlackRefusal("message_not_found")
         if not params.get("name"):
             raise SlackRefusal("invalid_name")
+        names = self.reactions.setdefault((params["channel"], params["timestamp"]), set())
+        if params["name"] in names:
+            raise SlackRefusal("already_reacted")
+        names.add(params["name"])
+        await self._notify()
         return {"ok": True}
+
+    async def _reactions_remove(self, params: Params) -> Params:
+        names = self.reactions.get((params.get("channel"), params.get("timestamp")), set())
+        if params.get("name") not in names:
+            raise SlackRefusal("no_reaction")
+        names.discard(params["name"])
+        await self._notify()
+        return {"ok": True}
+
+    def reactions_on(self, channel: str, ts: str) -> set[str]:
+        """The bot's reactions now on a message."""
+        return set(self.reactions.get((channel, ts), set()))
 
     async def _apps_connections_open(self, params: Params) -> Params:
         sid = self._new_id()
@@ -880,6 +900,29 @@ class FakeSlack:
             ],
             "is_ext_shared_channel": False,
         }
+
+    def signed_event(
+        self, payload: dict[str, Any], *, retry_num: int | None = None,
+        retry_reason: str = "http_timeout",
+    ) -> tuple[bytes, dict[str, str]]:
+        """The JSON body and headers of an Events API delivery to an HTTP Request URL.
+
+        ``retry_num`` marks it as Slack's retry of an earlier delivery of the same event.
+        """
+        body = json.dumps(payload)
+        ts = int(time.time())
+        signature = SignatureVerifier(self.signing_secret).generate_signature(
+            timestamp=str(ts), body=body)
+        assert signature is not None
+        headers = {
+            "Content-Type": "application/json",
+            "X-Slack-Request-Timestamp": str(ts),
+            "X-Slack-Signature": signature,
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = retry_reason
+        return body.encode("utf-8"), headers
 
     def signed_slash_command(
         self,

@@ -199,6 +199,9 @@ class AsteriskSandbox:
         self._reader = asyncio.create_task(self._read_console(self._process))
         try:
             await self._wait_ready(timeout)
+        except asyncio.CancelledError:  # e.g. Ctrl-C while booting: nothing to look at
+            await self.stop()
+            raise
         except BaseException:
             await self.stop(keep=True)
             raise
@@ -209,6 +212,11 @@ class AsteriskSandbox:
     async def stop(self, *, keep: bool = False) -> None:
         """SIGTERM, SIGKILL after a grace period; wait until it is gone; remove the folder."""
         process, self._process = self._process, None
+        if process is not None and process.returncode is None and not self._ready.is_set():
+            # Still booting: Asterisk ignores SIGTERM until it is up, and holds nothing yet.
+            with contextlib.suppress(ProcessLookupError):
+                process.kill()
+            await process.wait()
         if process is not None and process.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 process.send_signal(signal.SIGTERM)

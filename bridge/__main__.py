@@ -14,6 +14,8 @@ import signal
 import sys
 import time
 
+import aiohttp
+
 from bridge.admin_cli import add_admin_commands, run_admin_command
 from bridge.ami import AmiLink
 from bridge.config import Settings, load_settings
@@ -41,7 +43,10 @@ async def run(settings: Settings) -> int:
         log.error("store: %s", exc)
         return EXIT_STORE
     tasks = TaskSet()
-    client = make_web_client(settings.slack)
+    # One pool of Slack connections for the whole run. slack_sdk applies its own timeout only
+    # to sessions it creates, so the shared one carries it.
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack.timeout))
+    client = make_web_client(settings.slack, session=session)
     relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
@@ -73,6 +78,7 @@ async def run(settings: Settings) -> int:
         await ami.stop()
         await tasks.cancel_all()
         await store.close()
+        await session.close()
         return 1
     tasks.spawn(_report_backlog(store), name="backlog-report")
     log.info("bridge running")
@@ -91,6 +97,7 @@ async def run(settings: Settings) -> int:
     await tasks.cancel_all()
     backlog = await store.backlog()
     await store.close()
+    await session.close()
     log.info("stopped; left in the store for the next start: %d texts from phones, %d to "
              "phones", backlog.inbound_waiting, backlog.outbound_waiting)
     return 1 if tasks.failed.is_set() else 0

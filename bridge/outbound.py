@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 
 _EXPIRY_CHECK = 1.0
 _RETELL_INTERVAL = 30.0
+_TELLERS = 4  # outcomes told to Slack concurrently, apart from the send loop
 
 
 class MessageSender(Protocol):
@@ -116,6 +117,9 @@ class Outbox:
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tells: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._telling: set[int] = set()  # rows whose outcome is being told right now
+        self._tellers: list[asyncio.Task[None]] = []
         self.waiting = 0
 
     def set_teller(self, teller: Teller) -> None:
@@ -143,6 +147,9 @@ class Outbox:
 
     async def run(self) -> None:
         """Send stored texts in order, forever (resumes what the store holds)."""
+        if self._teller is not None and not self._tellers:
+            self._tellers = [asyncio.create_task(self._run_teller(), name=f"teller-{i}")
+                             for i in range(_TELLERS)]
         while not self._stopping:
             self._wakeup.clear()
             rows = await self._store.unfinished_outbound()
@@ -178,6 +185,12 @@ class Outbox:
         except TimeoutError:
             log.warning("text out: stopped in the middle of a text; it resumes at the next "
                         "start after its last accepted segment")
+        deadline = time.monotonic() + timeout
+        while (self._telling or not self._tells.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._tellers:
+            task.cancel()
+        await asyncio.gather(*self._tellers, return_exceptions=True)
 
     async def _deliver(self, row: OutboundRow) -> None:
         segments = segment_body(row.body)
@@ -209,8 +222,9 @@ class Outbox:
                 await asyncio.sleep(0.5)
                 continue
             sent += 1
-            await self._store.outbound_progress(row.id, sent)
-        await self._store.finish_outbound(row.id, "sent")
+            if sent < len(segments):  # the last one is recorded with the outcome
+                await self._store.outbound_progress(row.id, sent)
+        await self._store.finish_outbound(row.id, "sent", segments_sent=sent)
         log.info("text out: id=%d slack_user=%s endpoint=%s destination=%s result=sent "
                  "segments=%d chars=%d waited_s=%.1f send_ms=%.0f", row.id, row.slack_user,
                  row.endpoint, row.destination, len(segments), len(row.body),
@@ -228,9 +242,21 @@ class Outbox:
 
     async def _tell(self, row: OutboundRow, *, sent: bool, segments_sent: int = 0,
                     reason: Exception | None = None) -> None:
-        if self._teller is None:
+        """Hand an outcome to the tellers; the send loop does not wait for Slack."""
+        if self._teller is None or row.id in self._telling:
             return
-        outcome = Outcome(row=row, endpoint=row.endpoint, sent=sent,
-                          segments_sent=segments_sent, reason=reason)
-        if await self._teller(outcome):
-            await self._store.outbound_notified(row.id)
+        self._telling.add(row.id)
+        self._tells.put_nowait(Outcome(row=row, endpoint=row.endpoint, sent=sent,
+                                       segments_sent=segments_sent, reason=reason))
+
+    async def _run_teller(self) -> None:
+        assert self._teller is not None
+        while True:
+            outcome = await self._tells.get()
+            try:
+                if await self._teller(outcome):
+                    await self._store.outbound_notified(outcome.row.id)
+            except Exception:  # one failed notice must not stop the others
+                log.exception("text out: id=%d could not tell the sender", outcome.row.id)
+            finally:
+                self._telling.discard(outcome.row.id)

@@ -53,14 +53,19 @@ class PostFailed(BridgeError):
         super().__init__(f"Slack refused the post to {channel}: {error}")
 
 
-def make_web_client(settings: SlackSettings, *, timeout: float | None = None) -> AsyncWebClient:
+def make_web_client(settings: SlackSettings, *, timeout: float | None = None,
+                    session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """The shared client. No SDK-level retries: the relay retries, paces and reconciles itself,
-    and an SDK retry after a timeout could post a text twice behind its back."""
+    and an SDK retry after a timeout could post a text twice behind its back.
+
+    Pass a `session` to reuse connections (slack_sdk otherwise opens one per call).
+    """
     return AsyncWebClient(
         token=settings.bot_token.reveal(),
         base_url=settings.api_url or _DEFAULT_API_URL,
         timeout=int(max(1, timeout if timeout is not None else settings.timeout)),
         retry_handlers=[],
+        session=session,
     )
 
 
@@ -154,6 +159,7 @@ class Notifier:
     def __init__(self, client: AsyncWebClient, *, fallback: str) -> None:
         self._client = client
         self._fallback = fallback  # "dm" | "channel" | "none"
+        self._session = client.session  # shared connections for response_url calls too
 
     async def tell(self, *, user: str, channel: str, response_url: str | None,
                    created_at: float, text: str) -> bool:
@@ -161,7 +167,7 @@ class Notifier:
         # Slack accepts a response_url for 30 minutes (and 5 uses; we use it once per text).
         if response_url and time.time() - created_at < _RESPONSE_URL_LIFETIME:
             try:
-                webhook = AsyncWebhookClient(response_url, timeout=10)
+                webhook = AsyncWebhookClient(response_url, timeout=10, session=self._session)
                 answer = await webhook.send(text=text, response_type="ephemeral")
                 if answer.status_code == 200:
                     return True

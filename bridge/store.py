@@ -447,11 +447,13 @@ class Store:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET segments_sent=? WHERE id=?", (segments_sent, row_id)))
 
-    async def finish_outbound(self, row_id: int, state: str, error: str | None = None) -> None:
+    async def finish_outbound(self, row_id: int, state: str, error: str | None = None, *,
+                              segments_sent: int | None = None) -> None:
         now = time.time()
         await self._run(self._transaction, lambda db: db.execute(
-            "UPDATE outbound SET state=?, last_error=?, finished_at=? WHERE id=?",
-            (state, error, now, row_id)))
+            "UPDATE outbound SET state=?, last_error=?, finished_at=?,"
+            " segments_sent=COALESCE(?, segments_sent) WHERE id=?",
+            (state, error, now, segments_sent, row_id)))
 
     async def outbound_notified(self, row_id: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(

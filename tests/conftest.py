@@ -110,9 +110,7 @@ def _fresh_records(request: pytest.FixtureRequest) -> None:
         if name in request.fixturenames:
             value = request.getfixturevalue(name)
             if isinstance(value, FakeSlack):
-                value.posts.clear()
-                value.responses.clear()
-                value.calls.clear()
+                value.reset()
             else:
                 for phone in value.values():
                     phone.received.clear()

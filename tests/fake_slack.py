@@ -372,6 +372,15 @@ class FakeSlack:
         """Forget every fault still pending from fail_next()."""
         self._faults.clear()
 
+    def reset(self) -> None:
+        """Back to a fresh Slack for the next test: no records, faults or rate limits."""
+        self.posts.clear()
+        self.responses.clear()
+        self.calls.clear()
+        self.reactions.clear()
+        self._faults.clear()
+        self._limits.clear()
+
     def rate_limit(
         self,
         method: str = "chat.postMessage",

@@ -137,7 +137,7 @@ async def test_slack_429_then_500_then_hangs_and_every_text_arrives_once_in_orde
         assert shown == sent
         assert "ratelimited" in bridge.log and "fatal_error" in bridge.log
         # The hung post was found in the channel history rather than posted again.
-        assert any(method == "conversations.history" for method, _ in slack.calls)
+        assert any(method == "conversations.history" for method, _ in slack.calls), bridge.log
     finally:
         assert await bridge.stop() == 0, bridge.log
 

@@ -34,6 +34,14 @@ PROBE_SECONDS = 6.0
 
 REQUIRED_SCOPES = ("commands", "chat:write")  # /sip; chat.postMessage
 RECOMMENDED_SCOPES = ("chat:write.public",)  # post into public channels without an invite
+# Scopes the conversation features use; without one the bridge works, with less.
+CONVERSATION_SCOPES = (
+    ("channels:history", "replies in public channels' threads do not reach phones, and a post "
+                         "Slack timed out on may be posted twice"),
+    ("groups:history", "replies in private channels' threads do not reach phones"),
+    ("reactions:write", "messages that sent a text show no ⏳ ✅ ❌ state"),
+    ("users:read", "mentions in replies reach phones as user IDs, not names"),
+)
 
 TEST_TEXT = "Test text from the Slack bridge (bridge check). No need to answer."
 
@@ -211,6 +219,12 @@ def _slack_items(settings: Settings, probe: SlackProbe,
                 "create the app from config/slack-app-manifest.yml), then reinstall the app"))
         else:
             items.append(CheckItem(Mark.OK, f"Slack: scopes {', '.join(REQUIRED_SCOPES)}"))
+        for scope, purpose in CONVERSATION_SCOPES:
+            if scope not in identity.scopes:
+                items.append(CheckItem(
+                    Mark.WARN, f"Slack: no {scope} scope", f"without it, {purpose}",
+                    f"add {scope} under OAuth & Permissions (or recreate the app from "
+                    "config/slack-app-manifest.yml) and reinstall"))
         public_ok = "chat:write.public" in identity.scopes
         if public_ok:
             items.append(CheckItem(Mark.OK, "Slack: scope chat:write.public (posts into public "

@@ -41,7 +41,7 @@ APP_ID = "A0APP"
 VERIFICATION_TOKEN = "fake-verification-token"
 BOT_SCOPES = (
     "commands,chat:write,chat:write.public,channels:history,groups:history,users:read,"
-    "channels:read,groups:read"
+    "channels:read,groups:read,reactions:write"
 )
 
 # Limits Slack enforces on messages (see /work/shared/FACTS.md, Slack section).

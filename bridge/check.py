@@ -36,8 +36,8 @@ REQUIRED_SCOPES = ("commands", "chat:write")  # /sip; chat.postMessage
 RECOMMENDED_SCOPES = ("chat:write.public",)  # post into public channels without an invite
 # Scopes the conversation features use; without one the bridge works, with less.
 CONVERSATION_SCOPES = (
-    ("channels:history", "replies in public channels' threads do not reach phones, and a post "
-                         "Slack timed out on may be posted twice"),
+    ("channels:history", ("replies in public channels' threads do not reach phones, and a "
+                          "post Slack timed out on may be posted twice")),
     ("groups:history", "replies in private channels' threads do not reach phones"),
     ("reactions:write", "messages that sent a text show no ⏳ ✅ ❌ state"),
     ("users:read", "mentions in replies reach phones as user IDs, not names"),

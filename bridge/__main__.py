@@ -20,7 +20,10 @@ from bridge.admin_cli import add_admin_commands, run_admin_command
 from bridge.ami import AmiLink
 from bridge.config import Settings, load_settings
 from bridge.errors import ConfigError
+from bridge.health import SlackReachability
 from bridge.logs import add_secrets, setup_logging
+from bridge.metrics import Metrics, install
+from bridge.ops_http import OpsEndpoints
 from bridge.outbound import Outbox
 from bridge.relay import InboundRelay
 from bridge.slack_app import SlackFrontend
@@ -45,8 +48,12 @@ async def run(settings: Settings) -> int:
     tasks = TaskSet()
     # One pool of Slack connections for the whole run. slack_sdk applies its own timeout only
     # to sessions it creates, so the shared one carries it.
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack.timeout))
+    # Every answer on it tells /healthz that Slack is reachable (bridge.health).
+    slack_health = SlackReachability()
+    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack.timeout),
+                                    trace_configs=[slack_health.trace_config()])
     client = make_web_client(settings.slack, session=session)
+    slack_health.api_url = client.base_url
     relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
@@ -58,6 +65,11 @@ async def run(settings: Settings) -> int:
                              store=store, relay=relay)
     outbox.set_teller(frontend.tell)
     relay.set_echo_listener(frontend.on_echo_posted)
+    metrics = Metrics()
+    metrics.watch(ami=ami, slack=slack_health)
+    install(metrics)
+    ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
+    frontend.extra_routes = ops.add_routes  # HTTP mode: /healthz, /metrics beside /slack/events
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -71,8 +83,11 @@ async def run(settings: Settings) -> int:
     await relay.start()
     tasks.spawn(outbox.run(), name="outbox")
     await ami.start()
+    tasks.spawn(slack_health.probe_loop(client.auth_test), name="slack-health")
     try:
         await frontend.start()
+        if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics
+            await ops.serve(settings.slack.port)
     except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
         await ami.stop()
@@ -91,6 +106,7 @@ async def run(settings: Settings) -> int:
     drain = settings.delivery.drain_timeout
     log.info("stopping: no new commands; finishing what is in flight (up to %.0f s)", drain)
     await frontend.stop()
+    await ops.stop()
     await outbox.stop(drain)  # needs AMI for the text it is sending
     await ami.stop()  # no more texts from phones
     await relay.stop(drain)

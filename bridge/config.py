@@ -9,7 +9,6 @@ wrapped in `Secret`, whose repr and str never show the value.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import logging
 import os
 import re
@@ -20,8 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bridge.access_config import ENDPOINT_ACCESS_KEYS, load_access
+from bridge.config_reader import MAX_HEADER_VALUE, ConfigReader
 from bridge.directory import Directory, Endpoint
 from bridge.errors import ConfigError, ConfigProblem
+from bridge.policy import AccessPolicy
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +32,10 @@ ENV = "environment"
 # Words `/sip` treats as subcommands; an endpoint cannot be called one of these.
 RESERVED_NAMES = frozenset({"help", "list", "status"})
 
-# Slack IDs: public channels C..., private G..., DMs D...; upper-case letters and digits.
-_CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@-]{0,63}$")
 _COMMAND = re.compile(r"^/[a-z0-9][a-z0-9_-]{0,31}$")
 # MessageSend technologies Asterisk 22 knows: PJSIP and XMPP (chan_sip is gone since 21).
 _DESTINATION = re.compile(r"^(pjsip|xmpp):\S.*$")
-# Longest value we put on one AMI line; Asterisk's line limit is about 1,022 characters.
-MAX_HEADER_VALUE = 512
 
 
 class Secret:
@@ -118,6 +116,7 @@ class Settings:
     directory: Directory
     store_path: Path
     delivery: DeliverySettings
+    access: AccessPolicy = field(default_factory=AccessPolicy)
 
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
@@ -127,7 +126,7 @@ class Settings:
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
-    "": {"ami", "slack", "endpoints", "store", "delivery"},
+    "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
     "store": {"path"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
                  "late_after", "outbound_max_wait", "notify", "drain_timeout"},
@@ -135,94 +134,9 @@ _KNOWN_KEYS: dict[str, set[str]] = {
             "tls", "ca_file", "tls_verify", "tls_server_name"},
     "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
               "allowed_bots"},
-    "endpoints": {"name", "destination", "channel", "aliases", "from", "reply_mode"},
+    "endpoints": {"name", "destination", "channel", "aliases", "from", "reply_mode",
+                  *ENDPOINT_ACCESS_KEYS},
 }
-
-
-class _Checker:
-    """Collects problems while reading values of the right type out of the TOML tables."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.problems: list[ConfigProblem] = []
-
-    def add(self, key: str, problem: str, fix: str, *, source: str | None = None) -> None:
-        self.problems.append(ConfigProblem(source or self.source, key, problem, fix))
-
-    def unknown_keys(self, table: Mapping[str, Any], section: str, prefix: str) -> None:
-        known = _KNOWN_KEYS[section]
-        for key in table:
-            if key not in known:
-                close = difflib.get_close_matches(key, sorted(known), n=1)
-                hint = f"did you mean '{close[0]}'?" if close else \
-                    f"known keys here: {', '.join(sorted(known))}"
-                self.add(f"{prefix}{key}", "unknown key", f"remove it or rename it; {hint}")
-
-    def string(self, table: Mapping[str, Any], key: str, prefix: str, *,
-               default: str | None = None, required: bool = False,
-               example: str = "") -> str | None:
-        full = f"{prefix}{key}"
-        if key not in table:
-            if required:
-                self.add(full, "missing", f"add `{key} = {example or '...'}`")
-            return default
-        value = table[key]
-        if not isinstance(value, str):
-            self.add(full, f"must be a string, got {type(value).__name__}",
-                     f"write it in quotes, e.g. `{key} = {example or chr(34) + str(value) + chr(34)}`")
-            return default
-        return self._clean(value, full)
-
-    def _clean(self, value: str, full: str) -> str | None:
-        # Every config string may end up on an AMI line or in a Slack API call:
-        # no control characters (CR/LF would inject AMI headers), no surrounding space.
-        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-            self.add(full, "contains a control character (newline, tab, NUL, ...)",
-                     "remove it; values must be a single line of text")
-            return None
-        if value != value.strip():
-            self.add(full, f"has leading or trailing spaces: {value!r}", "remove the spaces")
-            return None
-        if len(value) > MAX_HEADER_VALUE:
-            self.add(full, f"is {len(value)} characters long", f"keep it under {MAX_HEADER_VALUE}")
-            return None
-        return value
-
-    def integer(self, table: Mapping[str, Any], key: str, prefix: str, *, default: int,
-                low: int, high: int) -> int:
-        full = f"{prefix}{key}"
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, int):
-            self.add(full, f"must be a whole number, got {value!r}", f"e.g. `{key} = {default}`")
-            return default
-        if not low <= value <= high:
-            self.add(full, f"{value} is out of range", f"use a number from {low} to {high}")
-            return default
-        return value
-
-    def number(self, table: Mapping[str, Any], key: str, prefix: str, *, default: float,
-               low: float, high: float) -> float:
-        full = f"{prefix}{key}"
-        value = table.get(key, default)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            self.add(full, f"must be a number of seconds, got {value!r}",
-                     f"e.g. `{key} = {default}`")
-            return default
-        if not low <= value <= high:
-            self.add(full, f"{value} is out of range", f"use a number from {low} to {high}")
-            return default
-        return float(value)
-
-    def string_list(self, table: Mapping[str, Any], key: str, prefix: str) -> list[str]:
-        full = f"{prefix}{key}"
-        value = table.get(key, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            self.add(full, "must be a list of strings", f'e.g. `{key} = ["one", "two"]`')
-            return []
-        cleaned = [self._clean(v, f"{full}[{i}]") for i, v in enumerate(value)]
-        return [v for v in cleaned if v is not None]
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
@@ -242,7 +156,7 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
                                          "App-Level Tokens, scope connections:write)")])
     path = Path(path)
     source = str(path)
-    check = _Checker(source)
+    check = ConfigReader(source)
     try:
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -259,35 +173,36 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
                                          "fix the line named above")]) from exc
 
     _warn_if_secret_exposed(path, data)
-    check.unknown_keys(data, "", "")
+    check.unknown_keys(data, _KNOWN_KEYS[""], "")
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
     endpoints, reply_modes = _load_endpoints(check, data.get("endpoints", []))
     store_path = _load_store(check, _optional_table(check, data, "store"))
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
+    access = load_access(check, data)
 
     if check.problems:
         raise ConfigError(check.problems)
     assert ami is not None and slack is not None
     slack = dataclasses.replace(slack, reply_modes=reply_modes)
     return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)),
-                    store_path=store_path, delivery=delivery)
+                    store_path=store_path, delivery=delivery, access=access)
 
 
-def _optional_table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _optional_table(check: ConfigReader, data: Mapping[str, Any], name: str) -> dict[str, Any]:
     if name not in data:
         return {}
     return _table(check, data, name)
 
 
-def _load_store(check: _Checker, table: dict[str, Any]) -> Path:
+def _load_store(check: ConfigReader, table: dict[str, Any]) -> Path:
     raw = check.string(table, "path", "store.", default="bridge-store.sqlite3")
     # Relative paths are relative to the working directory, like every other path a
     # process is given; the README says so.
     return Path(raw or "bridge-store.sqlite3")
 
 
-def _load_delivery(check: _Checker, table: dict[str, Any]) -> DeliverySettings:
+def _load_delivery(check: ConfigReader, table: dict[str, Any]) -> DeliverySettings:
     prefix = "delivery."
     notify = check.string(table, "notify", prefix, default="dm") or "dm"
     if notify not in ("dm", "channel", "none"):
@@ -312,7 +227,7 @@ def _load_delivery(check: _Checker, table: dict[str, Any]) -> DeliverySettings:
     )
 
 
-def _table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any]:
+def _table(check: ConfigReader, data: Mapping[str, Any], name: str) -> dict[str, Any]:
     value = data.get(name)
     if value is None:
         check.add(f"[{name}]", "section is missing",
@@ -321,17 +236,17 @@ def _table(check: _Checker, data: Mapping[str, Any], name: str) -> dict[str, Any
     if not isinstance(value, dict):
         check.add(name, "must be a table", f"write it as a [{name}] section")
         return {}
-    check.unknown_keys(value, name, f"{name}.")
+    check.unknown_keys(value, _KNOWN_KEYS[name], f"{name}.")
     return value
 
 
-def _load_ami(check: _Checker, table: dict[str, Any], env: Mapping[str, str]) -> AmiSettings | None:
+def _load_ami(check: ConfigReader, table: dict[str, Any], env: Mapping[str, str]) -> AmiSettings | None:
     host = check.string(table, "host", "ami.", default="127.0.0.1")
-    tls = _boolean(check, table, "tls", "ami.", default=False)
+    tls = check.boolean(table, "tls", "ami.", default=False)
     # Asterisk's conventional ports: 5038 plain, 5039 TLS (manager.conf tlsbindaddr).
     port = check.integer(table, "port", "ami.", default=5039 if tls else 5038, low=1,
                          high=65535)
-    tls_verify = _boolean(check, table, "tls_verify", "ami.", default=True)
+    tls_verify = check.boolean(table, "tls_verify", "ami.", default=True)
     tls_server_name = check.string(table, "tls_server_name", "ami.")
     ca_file = _load_ca_file(check, table)
     if table.get("tls", False) is False:  # off, not merely invalid (reported above)
@@ -368,17 +283,7 @@ def _load_ami(check: _Checker, table: dict[str, Any], env: Mapping[str, str]) ->
                        tls_verify=tls_verify, tls_server_name=tls_server_name)
 
 
-def _boolean(check: _Checker, table: Mapping[str, Any], key: str, prefix: str, *,
-             default: bool) -> bool:
-    value = table.get(key, default)
-    if not isinstance(value, bool):
-        check.add(f"{prefix}{key}", f"must be true or false, got {value!r}",
-                  f"write `{key} = {'true' if default else 'false'}` (no quotes)")
-        return default
-    return value
-
-
-def _file_secret(check: _Checker, table: Mapping[str, Any]) -> str | None:
+def _file_secret(check: ConfigReader, table: Mapping[str, Any]) -> str | None:
     """ami.secret from the file; problems are reported without ever echoing the value."""
     value = table.get("secret")
     if value is None:
@@ -402,7 +307,7 @@ def _file_secret(check: _Checker, table: Mapping[str, Any]) -> str | None:
     return value
 
 
-def _load_ca_file(check: _Checker, table: Mapping[str, Any]) -> Path | None:
+def _load_ca_file(check: ConfigReader, table: Mapping[str, Any]) -> Path | None:
     """ami.ca_file: must be a readable PEM file holding at least one CA certificate."""
     raw = check.string(table, "ca_file", "ami.")
     if raw is None:
@@ -442,7 +347,7 @@ def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
                     mode & 0o777, path)
 
 
-def _load_slack(check: _Checker, table: dict[str, Any],
+def _load_slack(check: ConfigReader, table: dict[str, Any],
                 env: Mapping[str, str]) -> SlackSettings | None:
     command = check.string(table, "command", "slack.", default="/sip")
     if command is not None and not _COMMAND.match(command):
@@ -451,7 +356,7 @@ def _load_slack(check: _Checker, table: dict[str, Any],
     default_channel = check.string(table, "default_channel", "slack.", required=True,
                                    example='"C0123456789"')
     if default_channel is not None:
-        _check_channel(check, "slack.default_channel", default_channel)
+        check.channel("slack.default_channel", default_channel)
 
     bot_token = env.get("SLACK_BOT_TOKEN", "")
     if not bot_token:
@@ -510,21 +415,14 @@ def _load_slack(check: _Checker, table: dict[str, Any],
     )
 
 
-def _check_reply_mode(check: _Checker, key: str, mode: str) -> None:
+def _check_reply_mode(check: ConfigReader, key: str, mode: str) -> None:
     if mode not in ("thread", "channel", "off"):
         check.add(key, f"{mode!r} is not a reply mode",
                   'use "thread" (replies in a phone\'s thread text it), "channel" (also '
                   'top-level messages, for a channel with one phone) or "off" (read-only)')
 
 
-def _check_channel(check: _Checker, key: str, channel: str) -> None:
-    if not _CHANNEL_ID.match(channel):
-        check.add(key, f"{channel!r} is not a Slack channel ID",
-                  "use the channel's ID (like C0123456789: channel name > View channel "
-                  "details > bottom of the About tab), not its #name")
-
-
-def _load_endpoints(check: _Checker, raw: Any) -> tuple[list[Endpoint], dict[str, str]]:
+def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict[str, str]]:
     """The endpoints, and the reply_mode of those that set one."""
     if not isinstance(raw, list):
         check.add("endpoints", "must be a list of [[endpoints]] tables",
@@ -541,7 +439,7 @@ def _load_endpoints(check: _Checker, raw: Any) -> tuple[list[Endpoint], dict[str
         if not isinstance(table, dict):
             check.add(f"endpoints[{index}]", "must be a table", "write it as [[endpoints]]")
             continue
-        check.unknown_keys(table, "endpoints", prefix)
+        check.unknown_keys(table, _KNOWN_KEYS["endpoints"], prefix)
         name = check.string(table, "name", prefix, required=True, example='"alice"')
         destination = check.string(table, "destination", prefix, required=True,
                                    example='"pjsip:alice"')
@@ -558,7 +456,7 @@ def _load_endpoints(check: _Checker, raw: Any) -> tuple[list[Endpoint], dict[str
                       'start it with the technology, e.g. "pjsip:alice", '
                       '"pjsip:PJSIP/+15551234@trunk" or "xmpp:..."')
         if channel is not None:
-            _check_channel(check, f"{prefix}channel", channel)
+            check.channel(f"{prefix}channel", channel)
         for uri_index, uri in enumerate(from_uris):
             if not re.match(r"^sips?:", uri, re.IGNORECASE):
                 check.add(f"{prefix}from[{uri_index}]", f"{uri!r} is not a SIP URI",

@@ -1,4 +1,5 @@
-"""Logging set-up: LOG_LEVEL, and a filter that blanks every configured secret.
+"""Logging set-up: LOG_LEVEL, LOG_FORMAT (text, or json: bridge.log_json), and a filter
+that blanks every configured secret.
 
 Secrets are kept out of log calls by construction (`Secret` never prints itself); the
 filter is the second line of defence for text we don't control (library messages,
@@ -11,6 +12,8 @@ import logging
 import os
 import sys
 import urllib.parse
+
+from bridge.log_json import JsonFormatter
 
 _MASK = "[redacted]"
 
@@ -52,7 +55,10 @@ def setup_logging(secrets: list[str] | None = None) -> None:
     if not isinstance(level, int):
         level = logging.INFO
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(RedactSecrets(secrets or []))
     root = logging.getLogger()
     root.handlers[:] = [handler]

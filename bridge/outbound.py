@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from bridge import metrics
 from bridge.directory import Directory, Endpoint
 from bridge.errors import AmiActionFailed, AmiError, TextRejected
 from bridge.segments import segment_body
@@ -125,15 +126,9 @@ class Outbox:
     def set_teller(self, teller: Teller) -> None:
         self._teller = teller
 
-    def resolve(self, recipient: str) -> Endpoint:
-        endpoint = self._directory.lookup(recipient)
-        if endpoint is None:
-            raise UnknownRecipient(recipient, self._directory.suggest(recipient))
-        return endpoint
-
-    async def accept(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
-        """Validate and store a text; raise TextRejected if it cannot be sent as typed."""
-        endpoint = self.resolve(request.recipient)
+    async def accept(self, request: OutboundText, endpoint: Endpoint) -> OutboundRow:
+        """Store a text for `endpoint` (resolved and admitted by the gate); raise
+        TextRejected if it cannot be sent as typed."""
         check_text(request.text)
         row = await self._store.add_outbound(
             slack_user=request.slack_user, slack_channel=request.slack_channel,
@@ -143,7 +138,7 @@ class Outbox:
             feedback_ts=request.feedback_ts, thread_ts=request.thread_ts)
         self.waiting += 1
         self._wakeup.set()
-        return endpoint, row
+        return row
 
     async def run(self) -> None:
         """Send stored texts in order, forever (resumes what the store holds)."""
@@ -219,22 +214,28 @@ class Outbox:
                 log.warning("text out: id=%d endpoint=%s segment %d/%d unconfirmed (%s); "
                             "will resend when Asterisk answers", row.id, row.endpoint,
                             sent + 1, len(segments), exc)
+                metrics.outbound_unconfirmed()
                 await asyncio.sleep(0.5)
                 continue
             sent += 1
             if sent < len(segments):  # the last one is recorded with the outcome
                 await self._store.outbound_progress(row.id, sent)
         await self._store.finish_outbound(row.id, "sent", segments_sent=sent)
+        await self._store.audit_outcome(row.id, "sent", None)
+        waited = time.time() - row.created_at
+        metrics.outbound_sent(waited)
         log.info("text out: id=%d slack_user=%s endpoint=%s destination=%s result=sent "
-                 "segments=%d chars=%d waited_s=%.1f send_ms=%.0f", row.id, row.slack_user,
-                 row.endpoint, row.destination, len(segments), len(row.body),
-                 time.time() - row.created_at, (time.monotonic() - started) * 1000)
+                 "segments=%d chars=%d waited_s=%.1f send_ms=%.0f latency_ms=%.0f", row.id,
+                 row.slack_user, row.endpoint, row.destination, len(segments), len(row.body),
+                 waited, (time.monotonic() - started) * 1000, waited * 1000)
         await self._tell(row, sent=True, segments_sent=len(segments))
 
     async def _fail(self, row: OutboundRow, sent: int, reason: Exception) -> None:
         if sent:
             reason = PartlySent(sent, row.segments_total, reason)
         await self._store.finish_outbound(row.id, "failed", str(reason))
+        await self._store.audit_outcome(row.id, "failed", str(reason))
+        metrics.outbound_failed(reason)
         log.warning("text out: id=%d slack_user=%s endpoint=%s result=failed sent=%d/%d "
                     "reason=%s", row.id, row.slack_user, row.endpoint, sent,
                     row.segments_total, reason)

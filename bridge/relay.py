@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge import metrics
 from bridge.config import DeliverySettings
 from bridge.directory import Directory, normalize_uri
 from bridge.replies import PostItem, inbound_post, item_size, late_note
@@ -331,6 +332,8 @@ class InboundRelay:
         self.delivered += len(batch)
         self.posts += 1
         now = time.time()
+        metrics.inbound_posted([now - row.received_at for row in batch
+                                if not isinstance(row.text, EchoText)], recovered=recovered)
         for row in batch:
             log.info("text in: endpoint=%s channel=%s result=%s texts_in_post=%d "
                      "latency_ms=%.0f post_ms=%.0f", row.endpoint or "-", channel,
@@ -339,6 +342,7 @@ class InboundRelay:
 
     async def _failed(self, channel: str, queue: deque[InboundRow], batch: list[InboundRow],
                       exc: PostFailed) -> str:
+        metrics.inbound_failed(exc)
         if exc.permanent:
             return await self._redirect(channel, queue, batch, exc)
         if not exc.ambiguous:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -24,8 +25,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.commands import Help, ListDirectory, Status, parse_command
 from bridge.config import Settings
+from bridge.directory import Endpoint
 from bridge.errors import TextRejected
-from bridge.outbound import OutboundText, Outbox, Outcome
+from bridge.gate import Gate
+from bridge.outbound import OutboundText, Outbox, Outcome, check_text
 from bridge.relay import InboundRelay
 from bridge.replies import (
     failure_reason,
@@ -71,7 +74,9 @@ class SlackFrontend:
         self._store = store
         self._relay = relay
         self._notifier = Notifier(client, fallback=settings.delivery.notify)
-        self._actions = SlackActions(client)
+        self._actions = SlackActions(client, usergroups=settings.access.usergroups)
+        self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
+                          groups=self._actions.user_groups_of)
         self._reasons: dict[int, str] = {}  # failure reasons waiting for their echo post
         slack = settings.slack
         self.app = AsyncApp(
@@ -87,6 +92,8 @@ class SlackFrontend:
         self.app.event("message")(self._on_message)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
+        self.extra_routes: Callable[[web.Application], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -100,6 +107,8 @@ class SlackFrontend:
         else:
             web_app = web.Application()
             web_app.router.add_post("/slack/events", self._http_events)
+            if self.extra_routes is not None:
+                self.extra_routes(web_app)
             self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, host="0.0.0.0", port=slack.port)
@@ -141,10 +150,8 @@ class SlackFrontend:
                                slack_channel=str(command.get("channel_id", "")),
                                response_url=command.get("response_url") or None)
         try:
-            endpoint, row = await self._outbox.accept(request)
+            endpoint, row = await self._admit_and_store(request)
         except TextRejected as exc:
-            log.info("text out: slack_user=%s recipient=%r result=refused reason=%s", user,
-                     parsed.recipient, exc)
             await ack(not_sent_text(exc, name))
             return
         await ack(sending_text(endpoint) if self._ami.ready else queued_text(endpoint))
@@ -187,21 +194,33 @@ class SlackFrontend:
         names = await self._actions.display_names(user_ids(raw))
         text = slack_to_plain(raw, names)
         ts = str(event.get("ts") or "")
-        request = OutboundText(recipient=decision.endpoint.name, text=text, slack_user=user,
+        request = OutboundText(recipient=decision.recipient, text=text, slack_user=user,
                                slack_channel=channel, source="reply", feedback_ts=ts,
                                thread_ts=decision.thread_ts or ts)
         try:
-            await self._outbox.accept(request)
+            endpoint, _row = await self._admit_and_store(request)
         except TextRejected as exc:
             await self._actions.ephemeral(channel, user, f":x: Not sent to "
-                                          f"{decision.endpoint.name}: {exc}.",
+                                          f"{decision.recipient}: {exc}.",
                                           thread_ts=thread_ts or None)
+            await self._actions.react(channel, ts, _FAILED)
             return
         if decision.thread_ts:
-            owner_key = owner.conversation if owner else decision.endpoint.name
+            owner_key = owner.conversation if owner else endpoint.name
             await self._store.touch_conversation(owner_key, time.time())
         if not self._ami.ready:
             await self._actions.react(channel, ts, _QUEUED)
+
+    async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
+        """Check a text (sendable, allowed, within limits), then store it for sending."""
+        check_text(request.text)  # before the gate, so a blank text costs no rate allowance
+        endpoint = await self._gate.admit(recipient=request.recipient,
+                                          user=request.slack_user,
+                                          channel=request.slack_channel,
+                                          source=request.source, text=request.text)
+        row = await self._outbox.accept(request, endpoint)
+        await self._gate.accepted(row, recipient=request.recipient, source=request.source)
+        return endpoint, row
 
     # -- delivery state -------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ _PERMANENT = frozenset({
 
 _DEFAULT_API_URL = "https://slack.com/api/"
 _RESPONSE_URL_LIFETIME = 29 * 60
+_GROUP_CACHE_SECONDS = 300.0
 
 
 class PostFailed(BridgeError):
@@ -195,9 +196,29 @@ class SlackActions:
     """Small Slack calls around a conversation: reactions as delivery state, notes in a
     thread, ephemeral answers, and users' display names (cached)."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, *, usergroups: frozenset[str] = frozenset()
+                 ) -> None:
         self._client = client
         self._names: dict[str, str] = {}
+        self._usergroups = usergroups  # the groups access rules mention
+        self._members: dict[str, frozenset[str]] = {}
+        self._members_at = 0.0
+
+    async def user_groups_of(self, user: str) -> frozenset[str]:
+        """Which of the configured user groups `user` is in (membership cached 5 minutes)."""
+        if time.monotonic() - self._members_at > _GROUP_CACHE_SECONDS:
+            members: dict[str, frozenset[str]] = {}
+            for group in sorted(self._usergroups):
+                try:
+                    answer = await self._client.usergroups_users_list(usergroup=group)
+                    members[group] = frozenset(answer.get("users") or [])
+                except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    log.warning("Slack: cannot list user group %s (%s); its members are "
+                                "refused until it can be read (scope usergroups:read)",
+                                group, exc)
+                    members[group] = self._members.get(group, frozenset())
+            self._members, self._members_at = members, time.monotonic()
+        return frozenset(g for g, users in self._members.items() if user in users)
 
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
         try:

@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -102,6 +102,25 @@ _MIGRATIONS: list[str] = [
         received_at REAL NOT NULL
     );
     """,
+    # 2 -> 3: the audit trail of every send and refusal.
+    """
+    CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at REAL NOT NULL,
+        slack_user TEXT NOT NULL,
+        slack_channel TEXT NOT NULL,
+        source TEXT NOT NULL,              -- slash | reply
+        recipient TEXT NOT NULL,           -- as typed, or the thread's phone
+        endpoint TEXT,
+        destination TEXT,
+        result TEXT NOT NULL,              -- refused | accepted | sent | failed
+        reason TEXT,
+        outbound_id INTEGER,
+        text TEXT                          -- only with [audit] store_text = true
+    );
+    CREATE INDEX audit_outbound ON audit (outbound_id);
+    CREATE INDEX audit_at ON audit (at);
+    """,
 ]
 
 
@@ -152,6 +171,23 @@ class NewInbound:
     text: InboundText | EchoText
     received_at: float
     conversation: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One send or refusal: who, to whom, when, what happened (the text only if configured)."""
+
+    at: float
+    slack_user: str
+    slack_channel: str
+    source: str
+    recipient: str
+    endpoint: str | None
+    destination: str | None
+    result: str
+    reason: str | None
+    outbound_id: int | None
+    text: str | None
 
 
 @dataclass(frozen=True)
@@ -395,6 +431,32 @@ class Store:
     async def feedback_done(self, row_id: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET feedback_done=1 WHERE id=?", (row_id,)))
+
+    # -- audit -----------------------------------------------------------------------------
+
+    async def add_audit(self, entry: AuditEntry) -> None:
+        await self._run(self._transaction, lambda db: db.execute(
+            "INSERT INTO audit (at, slack_user, slack_channel, source, recipient, endpoint,"
+            " destination, result, reason, outbound_id, text) VALUES"
+            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry.at, entry.slack_user, entry.slack_channel, entry.source, entry.recipient,
+             entry.endpoint, entry.destination, entry.result, entry.reason, entry.outbound_id,
+             entry.text)))
+
+    async def audit_outcome(self, outbound_id: int, result: str, reason: str | None) -> None:
+        await self._run(self._transaction, lambda db: db.execute(
+            "UPDATE audit SET result=?, reason=? WHERE outbound_id=?",
+            (result, reason, outbound_id)))
+
+    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
+        """The newest audit entries, newest first."""
+        return await self._run(self._audit_entries, limit)
+
+    def _audit_entries(self, limit: int) -> list[AuditEntry]:
+        cursor = self._conn().execute(
+            "SELECT at, slack_user, slack_channel, source, recipient, endpoint, destination,"
+            " result, reason, outbound_id, text FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [AuditEntry(*row) for row in cursor]
 
     # -- conversations -----------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.directory import Directory, Endpoint
+from bridge.directory import Directory, sip_user
 
 # Message subtypes that carry a person's new text; every other subtype (message_changed,
 # message_deleted, channel_join, bot_message, ...) is not a new text.
@@ -32,7 +32,7 @@ class Refuse:
 
 @dataclass(frozen=True)
 class SendReply:
-    endpoint: Endpoint
+    recipient: str  # a directory name, or a number for a conversation with a stranger
     thread_ts: str | None  # the conversation's thread; None for a top-level message
 
 
@@ -82,16 +82,13 @@ def decide(event: Mapping[str, Any], *, directory: Directory, bot_user_id: str,
             return Refuse("this channel is read-only for phone texts (reply mode `off`), so "
                           "your reply was not sent to the phone")
         if thread.endpoint is None:
-            return Refuse("this conversation is with a phone that is not in the bridge's "
-                          "directory, so replies cannot be sent to it; ask an admin to add it")
-        endpoint = directory.lookup(thread.endpoint)
-        if endpoint is None:
-            return Refuse(f"the phone `{thread.endpoint}` is no longer in the directory, so "
-                          f"your reply was not sent")
-        return SendReply(endpoint=endpoint, thread_ts=thread_ts)
+            # A stranger: its number may still be allowed by a [[numbers]] pattern.
+            user_part = sip_user("sip:" + thread.conversation.removeprefix("uri:"))
+            return SendReply(recipient=user_part or thread.conversation, thread_ts=thread_ts)
+        return SendReply(recipient=thread.endpoint, thread_ts=thread_ts)
     if mode != "channel":
         return Ignore("a top-level message (reply mode is not `channel`)")
     owners = [e for e in directory.endpoints if e.channel == channel]
     if len(owners) != 1:
         return Ignore("reply mode `channel` needs exactly one phone in the channel")
-    return SendReply(endpoint=owners[0], thread_ts=None)
+    return SendReply(recipient=owners[0].name, thread_ts=None)

@@ -155,11 +155,14 @@ FULL_PATH_TEXTS = [
 ]
 
 
+ALICE = Endpoint("alice", DESTINATION, "C0ALICE00")
+
+
 @pytest.fixture
 async def outbox(tmp_path: Path, link: AmiLink) -> AsyncIterator[tuple[Outbox, list[Outcome]]]:
     store = await Store.open(tmp_path / "store.sqlite3")
-    box = Outbox(store=store, directory=Directory((Endpoint("alice", DESTINATION, "C0ALICE00"),)),
-                 sender=link, from_=FROM, max_wait=60)
+    box = Outbox(store=store, directory=Directory((ALICE,)), sender=link, from_=FROM,
+                 max_wait=60)
     outcomes: list[Outcome] = []
 
     async def tell(outcome: Outcome) -> bool:
@@ -182,7 +185,7 @@ async def test_texts_through_the_outbox_reach_ami_exactly(
     box, outcomes = outbox
     fake_ami.clear()
     await box.accept(OutboundText(recipient="alice", text=text, slack_user="U0USER1",
-                                  slack_channel="C0CHAN1"))
+                                  slack_channel="C0CHAN1"), ALICE)
     async with asyncio.timeout(20):
         while not outcomes:
             await asyncio.sleep(0.02)
@@ -201,6 +204,6 @@ async def test_refused_texts_are_not_stored_or_sent(
     fake_ami.clear()
     with pytest.raises(TextRejected, match=reason):
         await box.accept(OutboundText(recipient="alice", text=text, slack_user="U0USER1",
-                                      slack_channel="C0CHAN1"))
+                                      slack_channel="C0CHAN1"), ALICE)
     await asyncio.sleep(0.3)
     assert outcomes == [] and fake_ami.actions_named("MessageSend") == []

@@ -1,0 +1,93 @@
+"""The gate every text from Slack passes before it is stored for sending.
+
+It resolves the recipient (directory, then `[[numbers]]` patterns), checks the sender may text
+it (`[access]` rules, user groups looked up in Slack), applies the per-user and per-phone rate
+limits, and writes the audit trail: every refusal here, every accepted text (its outcome is
+filled in when Asterisk answers). A refusal is a `TextRejected` whose message says why.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from bridge.directory import Directory, Endpoint
+from bridge.errors import TextRejected
+from bridge.outbound import UnknownRecipient
+from bridge.policy import AccessPolicy, RateLimiter, normalize_number, resolve
+from bridge.store import AuditEntry, OutboundRow, Store
+
+log = logging.getLogger(__name__)
+
+GroupLookup = Callable[[str], Awaitable[frozenset[str]]]
+
+
+class NotAllowed(TextRejected):
+    """The sender may not text this recipient."""
+
+
+class RateLimited(TextRejected):
+    """The sender (or the phone) has had too many texts recently."""
+
+
+class Gate:
+    def __init__(self, *, directory: Directory, policy: AccessPolicy, store: Store,
+                 groups: GroupLookup) -> None:
+        self._directory = directory
+        self._policy = policy
+        self._store = store
+        self._groups = groups
+        self._per_user = RateLimiter(policy.user_rate)
+        self._per_endpoint = RateLimiter(policy.endpoint_rate)
+
+    async def admit(self, *, recipient: str, user: str, channel: str, source: str,
+                    text: str) -> Endpoint:
+        """The endpoint to send to, or TextRejected (audited and logged) saying why not."""
+        try:
+            endpoint = await self._check(recipient=recipient, user=user, channel=channel)
+        except TextRejected as exc:
+            log.info("audit: slack_user=%s channel=%s source=%s recipient=%r result=refused "
+                     "reason=%s", user, channel, source, recipient, exc)
+            await self._store.add_audit(AuditEntry(
+                at=time.time(), slack_user=user, slack_channel=channel, source=source,
+                recipient=recipient, endpoint=None, destination=None, result="refused",
+                reason=str(exc), outbound_id=None,
+                text=text if self._policy.store_text else None))
+            raise
+        return endpoint
+
+    async def accepted(self, row: OutboundRow, *, recipient: str, source: str) -> None:
+        """Record a text that passed and was stored for sending."""
+        log.info("audit: slack_user=%s channel=%s source=%s recipient=%r endpoint=%s "
+                 "destination=%s result=accepted id=%d", row.slack_user, row.slack_channel,
+                 source, recipient, row.endpoint, row.destination, row.id)
+        await self._store.add_audit(AuditEntry(
+            at=row.created_at, slack_user=row.slack_user, slack_channel=row.slack_channel,
+            source=source, recipient=recipient, endpoint=row.endpoint,
+            destination=row.destination, result="accepted", reason=None, outbound_id=row.id,
+            text=row.body if self._policy.store_text else None))
+
+    async def _check(self, *, recipient: str, user: str, channel: str) -> Endpoint:
+        policy = self._policy
+        found = resolve(recipient, self._directory, policy)
+        if found is None:
+            if normalize_number(recipient, policy.default_country_code) is not None:
+                raise NotAllowed(f"`{recipient}` is not in the directory, and texting numbers "
+                                 f"outside it is not allowed for that number (an admin can "
+                                 f"allow it with a [[numbers]] pattern)")
+            raise UnknownRecipient(recipient, self._directory.suggest(recipient))
+        endpoint, rule = found
+        groups = await self._groups(user) if rule.usergroups else frozenset()
+        if not rule.allows(user=user, channel=channel, groups=groups):
+            raise NotAllowed(f"you may not text *{endpoint.name}*; ask an admin to add you "
+                             f"(the bridge's [access] settings)")
+        wait = self._per_user.check(user)
+        if wait:
+            raise RateLimited(f"you have reached the limit of {policy.user_rate}; try again "
+                              f"in {wait:.0f} s")
+        wait = self._per_endpoint.check(endpoint.name)
+        if wait:
+            raise RateLimited(f"*{endpoint.name}* has reached the limit of "
+                              f"{policy.endpoint_rate}; try again in {wait:.0f} s")
+        return endpoint

@@ -1,0 +1,206 @@
+"""Is the bridge healthy? AMI logged in, and Slack answering.
+
+"Slack answered recently" is `SlackReachability`: every HTTP answer from the Slack Web API
+(status below 500; a 429 is an answer too) on the bridge's shared aiohttp session counts,
+seen through an aiohttp trace hook, so a busy bridge needs no extra calls. An idle bridge
+makes none, so `probe_loop` calls `auth.test` (cheap, any token may call it) whenever
+nothing has answered for `interval` seconds (60): an idle bridge stays healthy as long as
+Slack is reachable. Slack counts as unreachable when nothing answered for `window` seconds
+(180: three missed probes in a row), or when `auth.test` itself is refused (e.g. a revoked
+token: Slack answers, but the bridge cannot work).
+
+`health_report` turns the state into the `/healthz` answer; it never shows a secret (AMI
+errors and Slack errors are our own messages and Slack's error codes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import types
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiohttp
+
+from bridge import metrics
+from bridge.store import Backlog
+
+log = logging.getLogger(__name__)
+
+PROBE_INTERVAL = 60.0
+ANSWER_WINDOW = 180.0
+
+
+class AmiHealth(Protocol):
+    """What health reads from the AMI link (implemented by AmiLink)."""
+
+    @property
+    def ready(self) -> bool: ...
+
+    @property
+    def address(self) -> str: ...
+
+    last_error: str
+    reconnects: int
+    connected_since: float | None  # time.monotonic() of the current login
+
+
+class SlackReachability:
+    """When the Slack Web API last answered, and what went wrong since."""
+
+    def __init__(self, api_url: str = "https://slack.com/api/", *,
+                 interval: float = PROBE_INTERVAL, window: float = ANSWER_WINDOW) -> None:
+        self.api_url = api_url  # answers from under this URL count
+        self.interval = interval
+        self.window = window
+        self._answered_at: float | None = None  # time.monotonic()
+        self.last_problem = ""  # the latest failed call, for the report
+        self.refused = ""  # auth.test refused: Slack answers, but not to this token
+
+    # -- evidence ---------------------------------------------------------------------
+
+    def answered_age(self) -> float | None:
+        """Seconds since Slack last answered; None if it never has."""
+        if self._answered_at is None:
+            return None
+        return max(0.0, time.monotonic() - self._answered_at)
+
+    def answered(self, method: str, status: int) -> None:
+        """Slack answered `method` with HTTP `status`."""
+        metrics.slack_api_answer(method, status)
+        if status < 500:
+            self._answered_at = time.monotonic()
+        else:
+            self.last_problem = f"HTTP {status} from {method}"
+
+    def failed(self, method: str, exc: BaseException) -> None:
+        """A call to `method` got no answer (connection refused, timeout, ...)."""
+        metrics.slack_api_answer(method, None)
+        self.last_problem = f"{method}: {type(exc).__name__}: {exc}".rstrip(": ")
+
+    def problem(self) -> str | None:
+        """Why Slack counts as unreachable right now; None when it answers."""
+        if self.refused:
+            return f"Slack refused auth.test: {self.refused}"
+        age = self.answered_age()
+        if age is None:
+            return "Slack has not answered yet" + (f" ({self.last_problem})"
+                                                   if self.last_problem else "")
+        if age > self.window:
+            return f"Slack has not answered for {age:.0f} s" + (
+                f" (last problem: {self.last_problem})" if self.last_problem else "")
+        return None
+
+    def report(self) -> dict[str, Any]:
+        age = self.answered_age()
+        return {"ok": self.problem() is None,
+                "last_answer_age_s": None if age is None else round(age, 1),
+                "window_s": self.window, "last_problem": self.last_problem or None,
+                "auth_refused": self.refused or None}
+
+    # -- the aiohttp hook ---------------------------------------------------------------
+
+    def trace_config(self) -> aiohttp.TraceConfig:
+        """A trace hook for the shared Slack session: records every Web API answer."""
+        config = aiohttp.TraceConfig()
+
+        async def on_end(_session: aiohttp.ClientSession, _ctx: types.SimpleNamespace,
+                         params: aiohttp.TraceRequestEndParams) -> None:
+            method = self._method(str(params.url))
+            if method is not None:
+                self.answered(method, params.response.status)
+
+        async def on_exception(_session: aiohttp.ClientSession, _ctx: types.SimpleNamespace,
+                               params: aiohttp.TraceRequestExceptionParams) -> None:
+            method = self._method(str(params.url))
+            if method is not None:
+                self.failed(method, params.exception)
+
+        config.on_request_end.append(on_end)
+        config.on_request_exception.append(on_exception)
+        return config
+
+    def _method(self, url: str) -> str | None:
+        """The Web API method of a request URL; None for other URLs (response_url)."""
+        if not url.startswith(self.api_url):
+            return None
+        return url[len(self.api_url):].split("?", 1)[0].strip("/") or None
+
+    # -- the idle probe -----------------------------------------------------------------
+
+    async def probe_loop(self, probe: Callable[[], Awaitable[object]]) -> None:
+        """Call `probe` (auth.test) whenever Slack has been quiet for `interval`, forever."""
+        while True:
+            age = self.answered_age()
+            if age is None or age >= self.interval or self.refused:
+                await self.probe_once(probe)
+                age = self.answered_age()
+            quiet = 0.0 if age is None or self.refused else age
+            await asyncio.sleep(max(1.0, self.interval - quiet))
+
+    async def probe_once(self, probe: Callable[[], Awaitable[object]]) -> None:
+        before = self._answered_at
+        try:
+            await asyncio.wait_for(probe(), self.interval)
+        except Exception as exc:  # noqa: BLE001 - any failure is a health fact, not a crash
+            # slack_sdk's SlackApiError carries Slack's answer; its `error` is a short code.
+            answer: Any = getattr(exc, "response", None)
+            error = answer.get("error") if hasattr(answer, "get") else None
+            if error and self._answered_at != before:
+                # Slack answered, and said no (invalid_auth, token_revoked, ...).
+                if self.refused != str(error):
+                    log.error("Slack: auth.test refused (%s): the bridge cannot use Slack; "
+                              "check SLACK_BOT_TOKEN", error)
+                self.refused = str(error)
+            else:
+                if isinstance(exc, TimeoutError):  # the trace hook saw no end to it
+                    self.last_problem = f"auth.test: no answer within {self.interval:g} s"
+                log.debug("Slack: health probe failed: %s", self.last_problem)
+            return
+        if self.refused:
+            log.info("Slack: auth.test accepted again")
+        self.refused = ""
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    healthy: bool
+    body: dict[str, Any]
+
+
+def health_report(*, ami: AmiHealth, slack: SlackReachability, backlog: Backlog,
+                  now: float | None = None) -> HealthReport:
+    """The `/healthz` answer: healthy when AMI is logged in and Slack answers."""
+    now = time.time() if now is None else now
+    reasons = []
+    if not ami.ready:
+        reasons.append(f"AMI not connected: {ami.last_error or 'connecting'}")
+    slack_problem = slack.problem()
+    if slack_problem is not None:
+        reasons.append(slack_problem)
+    since = ami.connected_since
+    body: dict[str, Any] = {
+        "status": "unhealthy" if reasons else "ok",
+        "ami": {"connected": ami.ready, "address": ami.address,
+                "connected_for_s": None if since is None or not ami.ready
+                else round(time.monotonic() - since, 1),
+                "reconnects": ami.reconnects, "last_error": ami.last_error or None},
+        "slack": slack.report(),
+        "backlog": {
+            "inbound_waiting": backlog.inbound_waiting,
+            "inbound_oldest_age_s": _age(backlog.inbound_oldest, now),
+            "outbound_waiting": backlog.outbound_waiting,
+            "outbound_oldest_age_s": _age(backlog.outbound_oldest, now),
+            "outbound_untold": backlog.outbound_unnotified,
+        },
+    }
+    if reasons:
+        body["reasons"] = reasons
+    return HealthReport(healthy=not reasons, body=body)
+
+
+def _age(oldest: float | None, now: float) -> float | None:
+    return None if oldest is None else round(max(0.0, now - oldest), 1)

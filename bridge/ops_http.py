@@ -1,0 +1,62 @@
+"""The operator's HTTP endpoints: `GET /healthz` and `GET /metrics`.
+
+In HTTP mode they are added to the Slack frontend's server (same port as /slack/events,
+through `SlackFrontend.extra_routes`); in Socket Mode, which needs no HTTP server for Slack,
+`serve()` starts a small one on $PORT for them alone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from bridge.health import AmiHealth, SlackReachability, health_report
+from bridge.metrics import Metrics
+from bridge.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class OpsEndpoints:
+    """Answers /healthz and /metrics from the live state of the bridge."""
+
+    def __init__(self, *, ami: AmiHealth, slack: SlackReachability, store: Store,
+                 metrics: Metrics) -> None:
+        self._ami = ami
+        self._slack = slack
+        self._store = store
+        self._metrics = metrics
+        self._runner: web.AppRunner | None = None
+
+    def add_routes(self, app: web.Application) -> None:
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/metrics", self._scrape)
+
+    async def serve(self, port: int) -> None:
+        """Serve the endpoints on their own (Socket Mode)."""
+        app = web.Application()
+        self.add_routes(app)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, host="0.0.0.0", port=port).start()
+        log.info("health and metrics on port %d at GET /healthz and GET /metrics", port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _healthz(self, _request: web.Request) -> web.Response:
+        report = health_report(ami=self._ami, slack=self._slack,
+                               backlog=await self._store.backlog())
+        return web.Response(status=200 if report.healthy else 503,
+                            text=json.dumps(report.body), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    async def _scrape(self, _request: web.Request) -> web.Response:
+        self._metrics.refresh_backlog(await self._store.backlog())
+        return web.Response(body=self._metrics.exposition(),
+                            headers={"Content-Type": CONTENT_TYPE_LATEST})

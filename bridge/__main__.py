@@ -59,7 +59,7 @@ async def run(settings: Settings) -> int:
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
                          thread_idle=settings.slack.thread_idle)
     ami = AmiLink(settings.ami, on_text=relay.submit)
-    outbox = Outbox(store=store, directory=settings.directory, sender=ami,
+    outbox = Outbox(store=store, sender=ami,
                     from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
     frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
                              store=store, relay=relay)

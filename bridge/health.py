@@ -139,7 +139,7 @@ class SlackReachability:
                 await self.probe_once(probe)
                 age = self.answered_age()
             quiet = 0.0 if age is None or self.refused else age
-            await asyncio.sleep(max(1.0, self.interval - quiet))
+            await asyncio.sleep(max(self.interval / 10, self.interval - quiet))
 
     async def probe_once(self, probe: Callable[[], Awaitable[object]]) -> None:
         before = self._answered_at

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge import metrics
-from bridge.directory import Directory, Endpoint
+from bridge.directory import Endpoint
 from bridge.errors import AmiActionFailed, AmiError, TextRejected
 from bridge.segments import segment_body
 from bridge.store import OutboundRow, Store
@@ -106,10 +106,9 @@ def check_text(text: str) -> None:
 class Outbox:
     """The durable queue of texts to phones, and the one worker that sends them."""
 
-    def __init__(self, *, store: Store, directory: Directory, sender: MessageSender,
+    def __init__(self, *, store: Store, sender: MessageSender,
                  from_: str | None, max_wait: float) -> None:
         self._store = store
-        self._directory = directory
         self._sender = sender
         self._from = from_
         self._max_wait = max_wait

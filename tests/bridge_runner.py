@@ -29,6 +29,7 @@ class EndpointSpec:
     channel: str
     aliases: tuple[str, ...] = ()
     reply_mode: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)  # more keys, e.g. allow_users
 
 
 @dataclass
@@ -42,6 +43,7 @@ class BridgeConfig:
     store_path: str = ""  # default: bridge-store.sqlite3 beside the config file
     delivery: dict[str, Any] = field(default_factory=dict)
     slack_extra: dict[str, Any] = field(default_factory=dict)
+    tail: str = ""  # more TOML after everything else, e.g. [access] or [[numbers]]
 
     def toml(self) -> str:
         lines = [
@@ -66,7 +68,8 @@ class BridgeConfig:
                       f'channel = "{endpoint.channel}"', f"aliases = [{aliases}]"]
             if endpoint.reply_mode:
                 lines.append(f'reply_mode = "{endpoint.reply_mode}"')
-        return "\n".join(lines) + "\n"
+            lines += [f"{k} = {_toml(v)}" for k, v in endpoint.extra.items()]
+        return "\n".join(lines) + "\n" + (self.tail + "\n" if self.tail else "")
 
 
 class BridgeProcess:

@@ -194,6 +194,8 @@ class FakeSlack:
         self.private_channels: set[str] = set()
 
         self.posts: list[dict[str, Any]] = []
+        # User groups and their members, for usergroups.users.list.
+        self.usergroups: dict[str, set[str]] = {}
         # The bot's reactions: (channel, message ts) -> reaction names.
         self.reactions: dict[tuple[str, str], set[str]] = {}
         self.responses: list[dict[str, Any]] = []
@@ -229,6 +231,7 @@ class FakeSlack:
             "conversations.history": self._conversations_history,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
+            "usergroups.users.list": self._usergroups_users_list,
             "apps.connections.open": self._apps_connections_open,
         }
         self._handlers = handlers
@@ -378,6 +381,7 @@ class FakeSlack:
         self.responses.clear()
         self.calls.clear()
         self.reactions.clear()
+        self.usergroups.clear()
         self._faults.clear()
         self._limits.clear()
 
@@ -684,6 +688,12 @@ class FakeSlack:
         names.discard(params["name"])
         await self._notify()
         return {"ok": True}
+
+    async def _usergroups_users_list(self, params: Params) -> Params:
+        group = str(params.get("usergroup") or "")
+        if group not in self.usergroups:
+            raise SlackRefusal("no_such_subteam")
+        return {"ok": True, "users": sorted(self.usergroups[group])}
 
     def reactions_on(self, channel: str, ts: str) -> set[str]:
         """The bot's reactions now on a message."""

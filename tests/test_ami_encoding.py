@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from bridge.ami import AmiLink
 from bridge.config import AmiSettings, Secret
-from bridge.directory import Directory, Endpoint
+from bridge.directory import Endpoint
 from bridge.errors import TextRejected
 from bridge.outbound import OutboundText, Outbox, Outcome, check_text
 from bridge.segments import MAX_SEGMENT_BYTES, segment_body
@@ -161,7 +161,7 @@ ALICE = Endpoint("alice", DESTINATION, "C0ALICE00")
 @pytest.fixture
 async def outbox(tmp_path: Path, link: AmiLink) -> AsyncIterator[tuple[Outbox, list[Outcome]]]:
     store = await Store.open(tmp_path / "store.sqlite3")
-    box = Outbox(store=store, directory=Directory((ALICE,)), sender=link, from_=FROM,
+    box = Outbox(store=store, sender=link, from_=FROM,
                  max_wait=60)
     outcomes: list[Outcome] = []
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -62,11 +62,11 @@ def parsed(m: Metrics) -> Samples:
 
 
 @pytest.fixture
-def installed() -> AsyncIterator[Metrics]:
+def installed() -> Iterator[Metrics]:
     m = Metrics()
     m.watch(ami=_Ami(), slack=_Slack())
     metrics.install(m)
-    yield m  # type: ignore[misc]
+    yield m
     metrics.install(None)
 
 

@@ -220,7 +220,6 @@ class Outbox:
             if sent < len(segments):  # the last one is recorded with the outcome
                 await self._store.outbound_progress(row.id, sent)
         await self._store.finish_outbound(row.id, "sent", segments_sent=sent)
-        await self._store.audit_outcome(row.id, "sent", None)
         waited = time.time() - row.created_at
         metrics.outbound_sent(waited)
         log.info("text out: id=%d slack_user=%s endpoint=%s destination=%s result=sent "
@@ -233,7 +232,6 @@ class Outbox:
         if sent:
             reason = PartlySent(sent, row.segments_total, reason)
         await self._store.finish_outbound(row.id, "failed", str(reason))
-        await self._store.audit_outcome(row.id, "failed", str(reason))
         metrics.outbound_failed(reason)
         log.warning("text out: id=%d slack_user=%s endpoint=%s result=failed sent=%d/%d "
                     "reason=%s", row.id, row.slack_user, row.endpoint, sent,

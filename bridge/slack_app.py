@@ -78,6 +78,8 @@ class SlackFrontend:
         self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
                           groups=self._actions.user_groups_of)
         self._reasons: dict[int, str] = {}  # failure reasons waiting for their echo post
+        self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
+        self._started = time.time()
         slack = settings.slack
         self.app = AsyncApp(
             client=client,
@@ -209,7 +211,7 @@ class SlackFrontend:
             owner_key = owner.conversation if owner else endpoint.name
             await self._store.touch_conversation(owner_key, time.time())
         if not self._ami.ready:
-            await self._actions.react(channel, ts, _QUEUED)
+            await self._show_queued(channel, ts)
 
     async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
         """Check a text (sendable, allowed, within limits), then store it for sending."""
@@ -232,17 +234,25 @@ class SlackFrontend:
             return
         if row.state == "queued":
             if not self._ami.ready:
-                await self._actions.react(channel, ts, _QUEUED)
+                await self._show_queued(channel, ts)
             return
         if not row.feedback_done:
             reason = self._reasons.pop(row.id, None) or row.last_error or ""
             await self._show_outcome(row, sent=row.state == "sent", reason=reason)
 
+    async def _show_queued(self, channel: str, ts: str) -> None:
+        self._shown_queued.add((channel, ts))
+        await self._actions.react(channel, ts, _QUEUED)
+
     async def _show_outcome(self, row: OutboundRow, *, sent: bool, reason: str) -> None:
         channel, ts = row.feedback_channel, row.feedback_ts
         if not channel or not ts:
             return  # the echo is not posted yet; on_echo_posted shows it then
-        await self._actions.react(channel, ts, _QUEUED, remove=True)
+        # Only a message that showed ⏳ has one to take off; for texts from before a restart
+        # the bridge cannot know, so it tries.
+        if (channel, ts) in self._shown_queued or row.created_at < self._started:
+            self._shown_queued.discard((channel, ts))
+            await self._actions.react(channel, ts, _QUEUED, remove=True)
         await self._actions.react(channel, ts, _SENT if sent else _FAILED)
         if not sent:
             thread = row.thread_ts

@@ -443,11 +443,6 @@ class Store:
              entry.endpoint, entry.destination, entry.result, entry.reason, entry.outbound_id,
              entry.text)))
 
-    async def audit_outcome(self, outbound_id: int, result: str, reason: str | None) -> None:
-        await self._run(self._transaction, lambda db: db.execute(
-            "UPDATE audit SET result=?, reason=? WHERE outbound_id=?",
-            (result, reason, outbound_id)))
-
     async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
         """The newest audit entries, newest first."""
         return await self._run(self._audit_entries, limit)
@@ -511,11 +506,16 @@ class Store:
 
     async def finish_outbound(self, row_id: int, state: str, error: str | None = None, *,
                               segments_sent: int | None = None) -> None:
+        """Record a text's outcome, in its row and in its audit entry (one transaction)."""
         now = time.time()
-        await self._run(self._transaction, lambda db: db.execute(
-            "UPDATE outbound SET state=?, last_error=?, finished_at=?,"
-            " segments_sent=COALESCE(?, segments_sent) WHERE id=?",
-            (state, error, now, segments_sent, row_id)))
+
+        def update(db: sqlite3.Connection) -> None:
+            db.execute("UPDATE outbound SET state=?, last_error=?, finished_at=?,"
+                       " segments_sent=COALESCE(?, segments_sent) WHERE id=?",
+                       (state, error, now, segments_sent, row_id))
+            db.execute("UPDATE audit SET result=?, reason=? WHERE outbound_id=?",
+                       (state, error, row_id))
+        await self._run(self._transaction, update)
 
     async def outbound_notified(self, row_id: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(

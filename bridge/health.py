@@ -144,7 +144,10 @@ class SlackReachability:
     async def probe_once(self, probe: Callable[[], Awaitable[object]]) -> None:
         before = self._answered_at
         try:
-            await asyncio.wait_for(probe(), self.interval)
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives as the call completes, and the bridge would not stop.
+            async with asyncio.timeout(self.interval):
+                await probe()
         except Exception as exc:  # noqa: BLE001 - any failure is a health fact, not a crash
             # slack_sdk's SlackApiError carries Slack's answer; its `error` is a short code.
             answer: Any = getattr(exc, "response", None)

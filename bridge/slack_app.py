@@ -87,7 +87,9 @@ class SlackFrontend:
             # Socket Mode traffic is authenticated by the app token, not signatures; HTTP
             # requests are always verified (there is deliberately no switch to turn it off).
             request_verification_enabled=not slack.socket_mode,
-            process_before_response=False,
+            # Our handlers only check and store (the sending happens elsewhere), so they finish
+            # in milliseconds: answering after them avoids bolt's 10 ms polling for the ack.
+            process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
         self.app.command(slack.command)(self._on_command)

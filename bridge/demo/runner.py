@@ -131,7 +131,8 @@ class Demo:
             self.phones[endpoint.name] = phone
         self.asterisk = AsteriskSandbox(
             peers=[SipPeer(p.name, p.port) for p in self.phones.values()],
-            ami_secret=self.ami_secret, sandbox_dir=self.sandbox_dir, sip_port=sip_port)
+            ami_secret=self.ami_secret, sandbox_dir=self.sandbox_dir, sip_port=sip_port,
+            ami_port=free_port("tcp"))  # known now: the page's state() may ask while it boots
         try:
             await self.asterisk.start()
         except RuntimeError as exc:

@@ -1,7 +1,7 @@
-"""The bench's Asterisk: the test harness's sandbox, plus the dialplan-only alternative.
+"""The bench's Asterisk: the package's sandbox, plus the dialplan-only alternative.
 
-`BenchAsterisk` is `tests/asterisk/harness.AsteriskSandbox` (same chroot, same shipped
-snippets, same AMI user) with two additions the tests do not need:
+`BenchAsterisk` is `bridge.sandbox.launcher.AsteriskSandbox` (same chroot, same shipped
+snippets, same AMI user) with two additions the tests and the demo do not need:
 
 * a `message_context` per peer, so one Asterisk can have phones whose texts go through the
   shipped `slack-bridge-inbound` context and phones whose texts go through the CURL one;
@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from asterisk.harness import MODULES, AsteriskSandbox, SipPeer
+from bridge.asterisk_config import INBOUND_CONTEXT as BRIDGE_CONTEXT
+from bridge.sandbox.launcher import MODULES, AsteriskSandbox, Peer, SipPeer
 
-BRIDGE_CONTEXT = "slack-bridge-inbound"
 CURL_CONTEXT = "bench-curl-inbound"
 CURL_MODULES = ("res_curl.so", "func_curl.so")
 
@@ -45,36 +45,12 @@ class BenchAsterisk(AsteriskSandbox):
         self.contexts = dict(contexts or {})
         self.webhook_url = webhook_url
 
-    def _modules_conf(self) -> str:  # type: ignore[override]  # staticmethod in the base
-        modules = MODULES + (CURL_MODULES if self.webhook_url else ())
-        loads = "".join(f"load => {module}\n" for module in modules)
-        return f"[modules]\nautoload = no\n{loads}"
+    def modules(self) -> tuple[str, ...]:
+        return MODULES + (CURL_MODULES if self.webhook_url else ())
 
-    def _write_config(self) -> None:
-        super()._write_config()
-        assert self.run_dir is not None
-        if self.webhook_url:
-            with (self.run_dir / "etc" / "extensions.conf").open("a") as conf:
-                conf.write(curl_dialplan(self.webhook_url))
+    def _extensions_conf(self) -> str:
+        base = super()._extensions_conf()
+        return base + curl_dialplan(self.webhook_url) if self.webhook_url else base
 
-    def _pjsip_conf(self) -> str:
-        transport = (f"[transport-udp]\ntype = transport\nprotocol = udp\n"
-                     f"bind = 127.0.0.1:{self.sip_port}\n")
-        parts = [transport]
-        for peer in self.peers:
-            context = self.contexts.get(peer.name, BRIDGE_CONTEXT)
-            parts.append(f"""\
-[{peer.name}]
-type = endpoint
-transport = transport-udp
-context = {context}
-message_context = {context}
-disallow = all
-allow = ulaw
-aors = {peer.name}
-
-[{peer.name}]
-type = aor
-contact = sip:{peer.name}@127.0.0.1:{peer.port}
-""")
-        return "\n".join(parts)
+    def _message_context(self, peer: Peer) -> str:
+        return self.contexts.get(peer.name, BRIDGE_CONTEXT)

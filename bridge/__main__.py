@@ -64,7 +64,7 @@ async def run(settings: Settings) -> int:
     frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
                              store=store, relay=relay)
     outbox.set_teller(frontend.tell)
-    relay.set_echo_listener(frontend.on_echo_posted)
+    relay.set_echo_listener(frontend)
     metrics = Metrics()
     metrics.watch(ami=ami, slack=slack_health)
     install(metrics)

@@ -23,7 +23,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -86,7 +86,15 @@ class ChannelPacer:
         self._tokens[channel] = 0.0
 
 
-EchoPosted = Callable[[int, str, str], Awaitable[None]]  # outbound id, channel, ts
+class EchoListener(Protocol):
+    """The Slack side's view of the texts whose echoes the relay posts."""
+
+    def state_of(self, outbound_id: int) -> str | None:
+        """The text's final state as a note for its echo (escaped), if it is known yet."""
+
+    async def posted(self, outbound_id: int, channel: str, ts: str, *,
+                     shown_final: bool) -> None:
+        """The echo is in Slack at `ts`; `shown_final`: it already shows the final state."""
 
 
 def conversation_key(endpoint: str | None, sender_uri: str) -> str:
@@ -107,7 +115,7 @@ class InboundRelay:
                  thread_idle: float = 86400.0) -> None:
         self._store = store
         self._thread_idle = thread_idle
-        self._on_echo_posted: EchoPosted | None = None
+        self._echoes: EchoListener | None = None
         self._directory = directory
         self._default_channel = default_channel
         self._poster = poster
@@ -196,8 +204,8 @@ class InboundRelay:
                           received_at=min(item.asterisk_time or now, now),
                           conversation=conversation_key(name, item.sender_uri))
 
-    def set_echo_listener(self, listener: EchoPosted) -> None:
-        self._on_echo_posted = listener
+    def set_echo_listener(self, listener: EchoListener) -> None:
+        self._echoes = listener
 
     async def post_echo(self, echo: EchoText, channel: str) -> None:
         """Show a text sent from Slack with /sip in its phone's conversation."""
@@ -257,7 +265,12 @@ class InboundRelay:
                 return "ok"
         batch = self._take_batch(queue)
         ids = [row.id for row in batch]
-        text, blocks = inbound_post(self._items(batch, channel))
+        # An echo whose text's outcome is already known shows it in its own line, which
+        # saves a reaction call per text when Slack texts flow fast.
+        states = {row.text.outbound_id: state for row in batch
+                  if isinstance(row.text, EchoText) and self._echoes is not None
+                  and (state := self._echoes.state_of(row.text.outbound_id))}
+        text, blocks = inbound_post(self._items(batch, channel, states))
         await self._store.mark_inbound(ids, "posting")
         for index, row in enumerate(batch):
             queue[index] = _with_state(row, "posting")
@@ -269,7 +282,8 @@ class InboundRelay:
         except PostFailed as exc:
             return await self._failed(channel, queue, batch, exc)
         await self._threaded(batch[0], channel, thread_ts or ts, started=thread_ts is None)
-        await self._delivered(channel, batch, ts, latency=time.monotonic() - started)
+        await self._delivered(channel, batch, ts, latency=time.monotonic() - started,
+                              shown_final=set(states))
         for _ in batch:
             queue.popleft()
         return "ok"
@@ -308,11 +322,14 @@ class InboundRelay:
             size += chars
         return batch
 
-    def _items(self, batch: list[InboundRow], channel: str) -> list[PostItem]:
+    def _items(self, batch: list[InboundRow], channel: str,
+               states: Mapping[int, str]) -> list[PostItem]:
         now = time.time()
         items = []
         for row in batch:
             notes = []
+            if isinstance(row.text, EchoText) and row.text.outbound_id in states:
+                notes.append(states[row.text.outbound_id])
             endpoint = self._directory.lookup(row.endpoint) if row.endpoint else None
             if endpoint is not None and endpoint.channel != channel:
                 notes.append(f":warning: belongs in <#{endpoint.channel}>, where Slack refused "
@@ -324,11 +341,13 @@ class InboundRelay:
         return items
 
     async def _delivered(self, channel: str, batch: list[InboundRow], ts: str, *,
-                         latency: float = 0.0, recovered: bool = False) -> None:
+                         latency: float = 0.0, recovered: bool = False,
+                         shown_final: set[int] | None = None) -> None:
         await self._store.mark_inbound([row.id for row in batch], "posted", slack_ts=ts)
         for row in batch:
-            if isinstance(row.text, EchoText) and self._on_echo_posted is not None:
-                await self._on_echo_posted(row.text.outbound_id, channel, ts)
+            if isinstance(row.text, EchoText) and self._echoes is not None:
+                await self._echoes.posted(row.text.outbound_id, channel, ts,
+                                          shown_final=row.text.outbound_id in (shown_final or ()))
         self.delivered += len(batch)
         self.posts += 1
         now = time.time()

@@ -77,7 +77,8 @@ class SlackFrontend:
         self._actions = SlackActions(client, usergroups=settings.access.usergroups)
         self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
                           groups=self._actions.user_groups_of)
-        self._reasons: dict[int, str] = {}  # failure reasons waiting for their echo post
+        # Outcomes of /sip texts whose echo is not posted yet: (sent, reason).
+        self._outcomes: dict[int, tuple[bool, str]] = {}
         self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
         self._started = time.time()
         slack = settings.slack
@@ -228,8 +229,21 @@ class SlackFrontend:
 
     # -- delivery state -------------------------------------------------------------------
 
-    async def on_echo_posted(self, outbound_id: int, channel: str, ts: str) -> None:
-        """The echo of a /sip text is in Slack: it now carries the text's state."""
+    def state_of(self, outbound_id: int) -> str | None:
+        """For the relay: the final state to print in a text's echo, once known."""
+        outcome = self._outcomes.get(outbound_id)
+        if outcome is None:
+            return None
+        sent, reason = outcome
+        return f":{_SENT}: sent" if sent else f":{_FAILED}: not sent: {escape(reason)}"
+
+    async def posted(self, outbound_id: int, channel: str, ts: str, *,
+                     shown_final: bool) -> None:
+        """For the relay: the echo of a /sip text is in Slack; it now carries the state."""
+        if shown_final:
+            self._outcomes.pop(outbound_id, None)
+            await self._store.set_feedback_target(outbound_id, channel, ts, done=True)
+            return
         await self._store.set_feedback_target(outbound_id, channel, ts)
         row = await self._store.get_outbound(outbound_id)
         if row is None:
@@ -239,8 +253,9 @@ class SlackFrontend:
                 await self._show_queued(channel, ts)
             return
         if not row.feedback_done:
-            reason = self._reasons.pop(row.id, None) or row.last_error or ""
-            await self._show_outcome(row, sent=row.state == "sent", reason=reason)
+            _, reason = self._outcomes.pop(row.id, (True, ""))
+            await self._show_outcome(row, sent=row.state == "sent",
+                                     reason=reason or row.last_error or "")
 
     async def _show_queued(self, channel: str, ts: str) -> None:
         self._shown_queued.add((channel, ts))
@@ -249,7 +264,7 @@ class SlackFrontend:
     async def _show_outcome(self, row: OutboundRow, *, sent: bool, reason: str) -> None:
         channel, ts = row.feedback_channel, row.feedback_ts
         if not channel or not ts:
-            return  # the echo is not posted yet; on_echo_posted shows it then
+            return  # the echo is not posted yet; posted() shows it then
         # Only a message that showed ⏳ has one to take off; for texts from before a restart
         # the bridge cannot know, so it tries.
         if (channel, ts) in self._shown_queued or row.created_at < self._started:
@@ -270,8 +285,8 @@ class SlackFrontend:
         """Tell a text's sender what became of it (the Outbox calls this)."""
         row = await self._store.get_outbound(outcome.row.id) or outcome.row
         reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
-        if not row.feedback_ts:
-            self._reasons[row.id] = reason  # shown once its echo is posted
+        if not row.feedback_ts and row.source == "slash":
+            self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
         if not row.feedback_done:
             await self._show_outcome(row, sent=outcome.sent, reason=reason)
         if row.source == "reply":

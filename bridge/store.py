@@ -422,11 +422,14 @@ class Store:
                                    (row_id,)).fetchone()
         return _outbound_row(row) if row else None
 
-    async def set_feedback_target(self, row_id: int, channel: str, ts: str) -> None:
-        """The Slack message that shows this text's state (e.g. its echo in the thread)."""
+    async def set_feedback_target(self, row_id: int, channel: str, ts: str, *,
+                                  done: bool = False) -> None:
+        """The Slack message that shows this text's state (e.g. its echo in the thread);
+        `done` when that message already shows the final state."""
         await self._run(self._transaction, lambda db: db.execute(
-            "UPDATE outbound SET feedback_channel=?, feedback_ts=? WHERE id=?",
-            (channel, ts, row_id)))
+            "UPDATE outbound SET feedback_channel=?, feedback_ts=?,"
+            " feedback_done=MAX(feedback_done, ?) WHERE id=?",
+            (channel, ts, int(done), row_id)))
 
     async def feedback_done(self, row_id: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(

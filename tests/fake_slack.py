@@ -31,6 +31,14 @@ from typing import Any, Self
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
+from bridge.demo.slack_web_api import (
+    MessageClock,
+    Params,
+    SlackRefusal,
+    read_params,
+    slack_escape,
+)
+
 # Identities the fake answers with; tests can compare against these.
 TEAM_ID = "T0TEAM1"
 TEAM_DOMAIN = "fake"
@@ -57,10 +65,6 @@ MAX_RESPONSE_URL_USES = 5
 
 # Methods that take the app-level (xapp-) token; every other method takes the bot token.
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
-# Body parameters Slack accepts as JSON-encoded strings in form bodies.
-_JSON_STRING_PARAMS = ("blocks", "attachments", "metadata")
-
-Params = dict[str, Any]
 
 
 @dataclass
@@ -95,14 +99,6 @@ class _TokenBucket:
         self.tokens[key] = tokens
         # Slack sends whole seconds and never 0, so a client that honours it always backs off.
         return max(1, math.ceil((1.0 - tokens) / self.rate))
-
-
-class SlackRefusal(Exception):
-    """A Web API call Slack answers with ``{"ok": false, "error": ...}`` (HTTP 200)."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
 
 
 def _text_of(obj: Any) -> str:
@@ -168,11 +164,6 @@ def check_blocks(blocks: Any) -> None:
         raise SlackRefusal("msg_blocks_too_long")
 
 
-def slack_escape(text: str) -> str:
-    """Escape text the way Slack does in what it sends to apps (``&``, ``<``, ``>`` only)."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 class FakeSlack:
     """A local Slack: start it, point the bridge at ``api_url``, assert on what arrived."""
 
@@ -217,7 +208,7 @@ class FakeSlack:
         self._sockets: list[web.WebSocketResponse] = []
         self._socket_connected = asyncio.Event()
         self._pending_acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
-        self._ts_counter = 0
+        self._clock = MessageClock()
         self._ids = 0
 
         handlers: dict[str, Callable[[Params], Awaitable[Params]]] = {
@@ -291,11 +282,7 @@ class FakeSlack:
         return f"{self.base_url}/response/{rid}"
 
     def _next_ts(self) -> str:
-        # Unique and increasing, in Slack's "seconds.microseconds" shape, and like Slack's
-        # the time of posting (the bridge compares ts with the time it received a text).
-        micros = max(time.time_ns() // 1000, self._ts_counter + 1)
-        self._ts_counter = micros
-        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+        return self._clock.next_ts()
 
     # ------------------------------------------------------------------ waiting
 
@@ -413,33 +400,6 @@ class FakeSlack:
 
     # ------------------------------------------------------------------ Web API
 
-    @staticmethod
-    async def _read_params(request: web.Request) -> Params:
-        """Query string plus JSON or form body, as Slack reads them; raises SlackRefusal."""
-        params: Params = dict(request.query)
-        if request.method != "POST" or not request.can_read_body:
-            pass
-        elif request.content_type == "application/json":
-            try:
-                body = await request.json()
-            except ValueError:
-                raise SlackRefusal("invalid_json") from None
-            if not isinstance(body, dict):
-                raise SlackRefusal("invalid_json")
-            params.update(body)
-        else:
-            form = await request.post()
-            for key, value in form.items():
-                params[key] = value if isinstance(value, str) else str(value)
-        # Form bodies (and some JSON callers) carry structured params as JSON strings.
-        for key in _JSON_STRING_PARAMS:
-            if isinstance(params.get(key), str):
-                try:
-                    params[key] = json.loads(params[key])
-                except ValueError:
-                    raise SlackRefusal(f"invalid_{key}_format") from None
-        return params
-
     def _check_token(self, request: web.Request, method: str) -> None:
         header = request.headers.get("Authorization", "")
         if not header:
@@ -464,7 +424,7 @@ class FakeSlack:
         scopes = ",".join(self.scopes)
         headers = {"x-oauth-scopes": scopes} if method not in _APP_TOKEN_METHODS else {}
         try:
-            params = await self._read_params(request)
+            params = await read_params(request)
         except SlackRefusal as refusal:
             self.calls.append((method, {}))
             await self._notify()

@@ -214,3 +214,40 @@ async def test_late_texts_say_so(tmp_path: Path, fake: FakeSlack) -> None:
         assert "late: received 2 h ago" in str(post["blocks"][0])
     finally:
         await h.stop()
+
+
+class Echoes:
+    """The Slack side as the relay sees it: outcomes known for some texts."""
+
+    def __init__(self, known: dict[int, str]) -> None:
+        self.known = known
+        self.posted_calls: list[tuple[int, bool]] = []
+
+    def state_of(self, outbound_id: int) -> str | None:
+        return self.known.get(outbound_id)
+
+    async def posted(self, outbound_id: int, channel: str, ts: str, *,
+                     shown_final: bool) -> None:
+        self.posted_calls.append((outbound_id, shown_final))
+
+
+async def test_an_echo_shows_its_outcome_inline_when_it_is_already_known(
+        harness: Harness, fake: FakeSlack) -> None:
+    from bridge.texts import EchoText
+    from slack_view import shown_echoes
+    relay = await harness.start()
+    echoes = Echoes({7: ":white_check_mark: sent"})
+    relay.set_echo_listener(echoes)
+    await relay.post_echo(EchoText(body="known", slack_user="U1", slack_user_name="ann",
+                                   endpoint="alice", outbound_id=7), channel="C0ALICE00")
+    await relay.post_echo(EchoText(body="pending", slack_user="U1", slack_user_name="ann",
+                                   endpoint="alice", outbound_id=8), channel="C0ALICE00")
+    deadline = time.monotonic() + 5
+    while len(echoes.posted_calls) < 2:
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    assert shown_echoes(fake.posts) == ["known", "pending"]
+    lines = [b["elements"][0]["text"] for p in fake.posts for b in p["blocks"]
+             if b["type"] == "context"]
+    assert ":white_check_mark: sent" in lines[0] and ":white_check_mark:" not in lines[1]
+    assert echoes.posted_calls == [(7, True), (8, False)]

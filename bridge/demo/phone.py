@@ -1,7 +1,8 @@
-"""A tiny SIP user agent over asyncio UDP: the demo's simulated phones, which text (SIP MESSAGE).
+"""A tiny SIP user agent over asyncio UDP: a phone that texts (SIP MESSAGE).
 
-Adapted from the test suite's phone (tests/sip_ua.py), since a pip-installed bridge has no
-tests/. Just enough of RFC 3261 / RFC 3428 for a local Asterisk, with no dependencies:
+The demo's simulated phones, and the test suite's and bench's (tests/sip_ua.py re-exports it;
+it lives in the package because a pip-installed bridge has no tests/). Just enough of
+RFC 3261 / RFC 3428 for a local Asterisk, with no dependencies:
 
 * as UAS it answers every MESSAGE with `200 OK` (Via, From, To + tag, Call-ID and CSeq copied)
   and records it once, however often it is retransmitted; OPTIONS also get 200, anything else

@@ -26,6 +26,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.demo.slack_web_api import (
+    MessageClock,
+    Params,
+    SlackRefusal,
+    read_params,
+    slack_escape,
+)
+
 log = logging.getLogger(__name__)
 
 TEAM_ID = "T0DEMO001"
@@ -36,16 +44,6 @@ USER_ID = "U0DEMOYOU"
 USER_NAME = "you"
 BOT_SCOPES = ("commands,chat:write,chat:write.public,channels:history,groups:history,"
               "channels:read,groups:read,users:read")
-
-Params = dict[str, Any]
-
-
-class SlackRefusal(Exception):
-    """A call Slack answers with `{"ok": false, "error": ...}`."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(error)
-        self.error = error
 
 
 @dataclass
@@ -78,11 +76,6 @@ class Channel:
     messages: list[Message] = field(default_factory=list)
 
 
-def slack_escape(text: str) -> str:
-    """Escape typed text the way Slack does before sending it to an app."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def sign(secret: str, timestamp: str, body: str) -> str:
     """Slack's request signature: v0= + HMAC-SHA256(secret, "v0:{timestamp}:{body}")."""
     base = f"v0:{timestamp}:{body}".encode()
@@ -102,7 +95,7 @@ class SlackStandIn:
         self.channels: dict[str, Channel] = {}
         self.calls: list[str] = []  # Web API methods called, in order
         self._on_change = on_change or (lambda: None)
-        self._last_ts = 0
+        self._clock = MessageClock()
         self._response_urls: dict[str, str] = {}  # id -> channel the command was typed in
         self._handlers: dict[str, Callable[[Params], Awaitable[Params]]] = {
             "auth.test": self._auth_test,
@@ -158,9 +151,7 @@ class SlackStandIn:
         return found
 
     def _next_ts(self) -> str:
-        micros = max(time.time_ns() // 1000, self._last_ts + 1)
-        self._last_ts = micros
-        return f"{micros // 1_000_000}.{micros % 1_000_000:06d}"
+        return self._clock.next_ts()
 
     def _conversation(self, channel_id: str) -> Channel:
         """The channel, or the bot's DM with a user (Slack opens one on a post to a user ID)."""
@@ -307,7 +298,7 @@ class SlackStandIn:
                 log.warning("Slack stand-in: the bridge called %s, which the demo does not "
                             "know", method)
                 raise SlackRefusal("unknown_method")
-            body = await handler(await _read_params(request))
+            body = await handler(await read_params(request))
         except SlackRefusal as refusal:
             body = {"ok": False, "error": refusal.error}
         return web.json_response(body, headers=headers)
@@ -442,26 +433,3 @@ def _reply_body(answer: str) -> dict[str, Any]:
         return {"text": answer}
     return body if isinstance(body, dict) else {"text": answer}
 
-
-async def _read_params(request: web.Request) -> Params:
-    """Query string plus JSON or form body, as Slack reads them."""
-    params: Params = dict(request.query)
-    if request.method == "POST" and request.can_read_body:
-        if request.content_type == "application/json":
-            try:
-                body = await request.json()
-            except ValueError:
-                raise SlackRefusal("invalid_json") from None
-            if not isinstance(body, dict):
-                raise SlackRefusal("invalid_json")
-            params.update(body)
-        else:
-            form = await request.post()
-            params.update({k: v if isinstance(v, str) else str(v) for k, v in form.items()})
-    for key in ("blocks", "metadata", "attachments"):
-        if isinstance(params.get(key), str):
-            try:
-                params[key] = json.loads(params[key])
-            except ValueError:
-                raise SlackRefusal(f"invalid_{key}_format") from None
-    return params

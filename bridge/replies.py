@@ -195,8 +195,9 @@ def _plain_sections(body: str) -> list[dict[str, Any]]:
 
 
 def _echo_line(item: PostItem, echo: EchoText) -> str:
-    return (f":outbox_tray: *{escape(echo.slack_user_name)}* to *{escape(echo.endpoint)}* "
+    line = (f":outbox_tray: *{escape(echo.slack_user_name)}* to *{escape(echo.endpoint)}* "
             f"with `/sip` · {_clock(item.received_at)}")
+    return f"{line} · {item.note}" if item.note else line
 
 
 def _clock(stamp_float: float) -> str:

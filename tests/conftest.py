@@ -7,6 +7,7 @@ or the bridge make their own.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,24 @@ async def asterisk(phones: dict[str, SipPhone], sip_port: int) -> AsyncIterator[
     await sandbox.start()
     yield sandbox
     await sandbox.stop()
+
+
+@contextlib.asynccontextmanager
+async def own_pbx(*names: str, **sandbox_kwargs: Any
+                  ) -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
+    """An Asterisk of the calling test's own (it stops it, floods it, or must not share it),
+    with one started phone per name; `sandbox_kwargs` go to AsteriskSandbox (default
+    ami_secret: AMI_SECRET). Skips (fails in CI) without the sandbox."""
+    require_sandbox()
+    sip_port = free_port("udp")
+    sandbox_kwargs.setdefault("ami_secret", AMI_SECRET)
+    async with contextlib.AsyncExitStack() as stack:
+        phones = {name: await stack.enter_async_context(SipPhone(name, asterisk_port=sip_port))
+                  for name in names}
+        # Started phones know their ports, which Asterisk's contacts for them name.
+        sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port) for n, p in phones.items()],
+                                  sip_port=sip_port, **sandbox_kwargs)
+        yield await stack.enter_async_context(sandbox), phones
 
 
 @pytest.fixture(scope="session")

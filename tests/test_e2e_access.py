@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox
 from bridge_runner import BridgeProcess, EndpointSpec, ack_text
-from conftest import AMI_SECRET, start_bridge
+from conftest import own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 from slack_view import shown_senders, shown_texts, wait_phone_posts
@@ -21,18 +21,8 @@ pytestmark = pytest.mark.asterisk
 
 @pytest.fixture
 async def pbx() -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
-    require_sandbox()
-    sip_port = free_port("udp")
-    phones = {n: SipPhone(n, asterisk_port=sip_port) for n in ("alice", "bob", "trunk")}
-    for phone in phones.values():
-        await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port) for n, p in phones.items()],
-                              sip_port=sip_port, ami_secret=AMI_SECRET)
-    await sandbox.start()
-    yield sandbox, phones
-    await sandbox.stop()
-    for phone in phones.values():
-        await phone.stop()
+    async with own_pbx("alice", "bob", "trunk") as pbx:
+        yield pbx
 
 
 def access_toml(trunk_port: int) -> str:

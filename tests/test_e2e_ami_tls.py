@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, make_test_pki, require_sandbox
+from asterisk.harness import AsteriskSandbox, make_test_pki
 from bridge_runner import ack_text
-from conftest import ALICE_CHANNEL, AMI_SECRET, start_bridge
+from conftest import ALICE_CHANNEL, own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 from slack_view import shown_texts, wait_phone_posts
@@ -20,16 +20,8 @@ pytestmark = pytest.mark.asterisk
 
 @pytest.fixture(scope="module")
 async def tls_asterisk() -> AsyncIterator[tuple[AsteriskSandbox, SipPhone]]:
-    require_sandbox()
-    sip_port = free_port("udp")
-    phone = SipPhone("alice", asterisk_port=sip_port)
-    await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer("alice", phone.port)], sip_port=sip_port,
-                              ami_secret=AMI_SECRET, ami_tls=True)
-    await sandbox.start()
-    yield sandbox, phone
-    await sandbox.stop()
-    await phone.stop()
+    async with own_pbx("alice", ami_tls=True) as (sandbox, phones):
+        yield sandbox, phones["alice"]
 
 
 async def test_texts_flow_both_ways_over_ami_tls(

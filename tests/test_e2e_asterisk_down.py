@@ -10,14 +10,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox, free_port, require_sandbox
 from bridge_runner import BridgeConfig, BridgeProcess, ack_text, write_config
 from conftest import (
     ALICE_CHANNEL,
-    AMI_SECRET,
     DEFAULT_CHANNEL,
     bridge_env,
     directory_endpoints,
+    own_pbx,
     start_bridge,
 )
 from fake_slack import FakeSlack
@@ -30,16 +30,8 @@ pytestmark = pytest.mark.asterisk
 @pytest.fixture
 async def own_asterisk() -> AsyncIterator[tuple[AsteriskSandbox, SipPhone]]:
     """An Asterisk of this test's own, since the test stops it."""
-    require_sandbox()
-    sip_port = free_port("udp")
-    phone = SipPhone("alice", asterisk_port=sip_port)
-    await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer("alice", phone.port)], sip_port=sip_port,
-                              ami_secret=AMI_SECRET)
-    await sandbox.start()
-    yield sandbox, phone
-    await sandbox.stop()
-    await phone.stop()
+    async with own_pbx("alice") as (sandbox, phones):
+        yield sandbox, phones["alice"]
 
 
 async def slash(bridge: BridgeProcess, slack: FakeSlack, text: str) -> str:
@@ -96,16 +88,12 @@ async def test_bridge_started_before_asterisk_connects_when_it_appears(
         await bridge.wait_for_log(rf"AMI: cannot connect to 127\.0\.0\.1:{ami_port}")
         answer = await slash(bridge, slack, "alice queued before Asterisk ever ran")
         assert "Queued for *alice*" in answer
-        sip_port = free_port("udp")
-        async with SipPhone("alice", asterisk_port=sip_port) as phone:
-            sandbox = AsteriskSandbox(peers=[SipPeer("alice", phone.port)], sip_port=sip_port,
-                                      ami_port=ami_port, ami_secret=AMI_SECRET)
-            async with sandbox:
-                await bridge.wait_for_log("AMI: connected", timeout=40)
-                assert "Sending" in await slash(bridge, slack, "alice now it works")
-                messages = await phone.wait_for_messages(2)
-                assert [m.body for m in messages] == [
-                    "queued before Asterisk ever ran", "now it works"]
+        async with own_pbx("alice", ami_port=ami_port) as (_, phones):
+            await bridge.wait_for_log("AMI: connected", timeout=40)
+            assert "Sending" in await slash(bridge, slack, "alice now it works")
+            messages = await phones["alice"].wait_for_messages(2)
+            assert [m.body for m in messages] == [
+                "queued before Asterisk ever ran", "now it works"]
     finally:
         assert await bridge.stop() == 0, bridge.log
 

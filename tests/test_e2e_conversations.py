@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox
 from bridge_runner import BridgeProcess, EndpointSpec
-from conftest import AMI_SECRET, BOB_CHANNEL, start_bridge
+from conftest import BOB_CHANNEL, own_pbx, start_bridge
 from fake_slack import BOT_ID, BOT_USER_ID, FakeSlack
 from sip_ua import SipPhone
 from slack_view import phone_posts, shown_echoes, shown_texts, wait_phone_posts
@@ -26,18 +26,8 @@ DAVE = "C0DAVE000"  # read-only (reply_mode = "off")
 
 @pytest.fixture
 async def pbx() -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
-    require_sandbox()
-    sip_port = free_port("udp")
-    phones = {n: SipPhone(n, asterisk_port=sip_port) for n in ("alice", "bob", "carol", "dave")}
-    for phone in phones.values():
-        await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port) for n, p in phones.items()],
-                              sip_port=sip_port, ami_secret=AMI_SECRET)
-    await sandbox.start()
-    yield sandbox, phones
-    await sandbox.stop()
-    for phone in phones.values():
-        await phone.stop()
+    async with own_pbx("alice", "bob", "carol", "dave") as pbx:
+        yield pbx
 
 
 def endpoints() -> list[EndpointSpec]:

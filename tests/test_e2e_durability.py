@@ -9,9 +9,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox
 from bridge_runner import BridgeProcess, ack_text
-from conftest import ALICE_CHANNEL, AMI_SECRET, BOB_CHANNEL, start_bridge
+from conftest import ALICE_CHANNEL, BOB_CHANNEL, own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 from slack_view import shown_texts
@@ -22,18 +22,8 @@ pytestmark = pytest.mark.asterisk
 @pytest.fixture
 async def pbx() -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
     """An Asterisk of this test's own (the tests stop it or flood it) with alice and bob."""
-    require_sandbox()
-    sip_port = free_port("udp")
-    phones = {name: SipPhone(name, asterisk_port=sip_port) for name in ("alice", "bob")}
-    for phone in phones.values():
-        await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port) for n, p in phones.items()],
-                              sip_port=sip_port, ami_secret=AMI_SECRET)
-    await sandbox.start()
-    yield sandbox, phones
-    await sandbox.stop()
-    for phone in phones.values():
-        await phone.stop()
+    async with own_pbx("alice", "bob") as pbx:
+        yield pbx
 
 
 async def wait_shown(slack: FakeSlack, n: int, timeout: float) -> list[str]:

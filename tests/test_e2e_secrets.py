@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox, free_port
 from bridge_runner import BridgeConfig, BridgeProcess, ack_text, write_config
 from conftest import (
     AMI_SECRET,
@@ -18,6 +18,7 @@ from conftest import (
     DEFAULT_CHANNEL,
     SIGNING_SECRET,
     directory_endpoints,
+    own_pbx,
     start_bridge,
 )
 from fake_slack import FakeSlack
@@ -38,16 +39,8 @@ def leaked(text: str) -> list[str]:
 
 @pytest.fixture
 async def own_asterisk() -> AsyncIterator[tuple[AsteriskSandbox, SipPhone]]:
-    require_sandbox()
-    sip_port = free_port("udp")
-    phone = SipPhone("alice", asterisk_port=sip_port)
-    await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer("alice", phone.port)], sip_port=sip_port,
-                              ami_secret=AMI_SECRET)
-    await sandbox.start()
-    yield sandbox, phone
-    await sandbox.stop()
-    await phone.stop()
+    async with own_pbx("alice") as (sandbox, phones):
+        yield sandbox, phones["alice"]
 
 
 async def session(bridge: BridgeProcess, slack: FakeSlack, asterisk: AsteriskSandbox,

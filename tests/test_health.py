@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox, free_port
 from bridge_runner import BridgeConfig, BridgeProcess, write_config
 from conftest import (
     AMI_SECRET,
@@ -23,11 +23,11 @@ from conftest import (
     SIGNING_SECRET,
     bridge_env,
     directory_endpoints,
+    own_pbx,
     start_bridge,
 )
 from fake_slack import FakeSlack
 from ops_view import get, health, scrape, value, wait_health
-from sip_ua import SipPhone
 
 from bridge import metrics
 from bridge.health import SlackReachability, health_report
@@ -175,14 +175,8 @@ async def test_the_trace_hook_sees_answers_from_the_api_only(slack: FakeSlack) -
 @pytest.fixture
 async def own_asterisk() -> AsyncIterator[AsteriskSandbox]:
     """An Asterisk of this test's own, since the test stops it."""
-    require_sandbox()
-    sip_port = free_port("udp")
-    async with SipPhone("alice", asterisk_port=sip_port) as phone:
-        sandbox = AsteriskSandbox(peers=[SipPeer("alice", phone.port)], sip_port=sip_port,
-                                  ami_secret=AMI_SECRET)
-        await sandbox.start()
+    async with own_pbx("alice") as (sandbox, _):
         yield sandbox
-        await sandbox.stop()
 
 
 def no_secrets(body: dict[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AsteriskSandbox, free_port
 from bridge_runner import BridgeConfig, BridgeProcess, ack_text, write_config
 from conftest import (
     ALICE_CHANNEL,
@@ -22,6 +22,7 @@ from conftest import (
     SIGNING_SECRET,
     bridge_env,
     directory_endpoints,
+    own_pbx,
 )
 from fake_slack import FakeSlack
 from ops_view import Samples, scrape, value
@@ -161,16 +162,8 @@ SECRETS = (BOT_TOKEN, SIGNING_SECRET, APP_TOKEN, AMI_SECRET)
 async def own_asterisk() -> AsyncIterator[tuple[AsteriskSandbox, SipPhone]]:
     """An Asterisk of this test's own: a second bridge on the shared one would post every
     phone text twice."""
-    require_sandbox()
-    sip_port = free_port("udp")
-    phone = SipPhone("alice", asterisk_port=sip_port)
-    await phone.start()
-    sandbox = AsteriskSandbox(peers=[SipPeer("alice", phone.port)], sip_port=sip_port,
-                              ami_secret=AMI_SECRET)
-    await sandbox.start()
-    yield sandbox, phone
-    await sandbox.stop()
-    await phone.stop()
+    async with own_pbx("alice") as (sandbox, phones):
+        yield sandbox, phones["alice"]
 
 
 async def wait_metrics(port: int, done: Callable[[Samples], bool],

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from fake_slack import FakeSlack
+from slack_view import shown_echoes
 
 from bridge.config import DeliverySettings, Secret, SlackSettings
 from bridge.directory import Directory, Endpoint
@@ -18,7 +19,7 @@ from bridge.relay import InboundRelay
 from bridge.slack_client import SlackPoster, make_web_client
 from bridge.store import NewInbound, Store
 from bridge.tasks import TaskSet
-from bridge.texts import InboundText, MalformedEvent
+from bridge.texts import EchoText, InboundText, MalformedEvent
 
 DIRECTORY = Directory((Endpoint("alice", "pjsip:alice", "C0ALICE00"),
                        Endpoint("bob", "pjsip:bob", "C0BOB0000")))
@@ -233,8 +234,6 @@ class Echoes:
 
 async def test_an_echo_shows_its_outcome_inline_when_it_is_already_known(
         harness: Harness, fake: FakeSlack) -> None:
-    from bridge.texts import EchoText
-    from slack_view import shown_echoes
     relay = await harness.start()
     echoes = Echoes({7: ":white_check_mark: sent"})
     relay.set_echo_listener(echoes)

@@ -482,7 +482,7 @@ async def dialplan_curl(rates: Sequence[float], count: int, *, wait_s: float,
                 await counter.stop()
             run_dir = asterisk.run_dir
             await asterisk.stop()
-            # A stalled Asterisk ignores SIGTERM and gets killed; the harness then keeps its
+            # A stalled Asterisk ignores SIGTERM and gets killed; the sandbox then keeps its
             # folder for debugging, which here is expected, not worth keeping.
             if run_dir is not None:
                 shutil.rmtree(run_dir, ignore_errors=True)

@@ -64,6 +64,25 @@ class _Manager(panoramisk.Manager):  # type: ignore[misc]
         self._on_lost = on_lost
         self._server_hostname = server_hostname
 
+    @classmethod
+    def for_settings(cls, settings: AmiSettings, *, on_lost: Callable[[object], None],
+                     forgetable_actions: tuple[str, ...]) -> _Manager:
+        """A manager that logs in as `settings` say, on the running loop. It never pings or
+        reconnects by itself: its user pings and checks the answer, and reconnects."""
+        return cls(
+            on_lost=on_lost,
+            loop=asyncio.get_running_loop(),
+            host=settings.host,
+            port=settings.port,
+            username=settings.username,
+            secret=settings.secret.reveal(),
+            ssl=tls_context(settings),
+            server_hostname=settings.tls_server_name,
+            ping_delay=10**6,
+            reconnect_timeout=10**6,
+            forgetable_actions=forgetable_actions,
+        )
+
     def connect(self) -> asyncio.Task[Any]:
         # panoramisk's connect() cannot pass server_hostname (ami.tls_server_name).
         context = self.config["ssl"] or None
@@ -251,19 +270,8 @@ class AmiLink:
     async def _connect(self) -> None:
         settings = self._settings
         self._lost = asyncio.Event()
-        manager = _Manager(
-            on_lost=self._connection_lost,
-            loop=asyncio.get_running_loop(),
-            host=settings.host,
-            port=settings.port,
-            username=settings.username,
-            secret=settings.secret.reveal(),
-            ssl=tls_context(settings),
-            server_hostname=settings.tls_server_name,
-            ping_delay=10**6,  # we ping ourselves and check the answer
-            reconnect_timeout=10**6,
-            forgetable_actions=("ping", "login", "messagesend"),
-        )
+        manager = _Manager.for_settings(settings, on_lost=self._connection_lost,
+                                        forgetable_actions=("ping", "login", "messagesend"))
         manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
         manager.register_event("FullyBooted", self._fully_booted)
         self._manager = manager
@@ -433,19 +441,9 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
     def left(step_limit: float) -> float:
         return max(0.1, min(step_limit, deadline - loop.time()))
 
-    manager = _Manager(
-        on_lost=lambda _exc: lost.set(),
-        loop=loop,
-        host=settings.host,
-        port=settings.port,
-        username=settings.username,
-        secret=settings.secret.reveal(),
-        ssl=tls_context(settings),
-        server_hostname=settings.tls_server_name,
-        ping_delay=10**6,
-        reconnect_timeout=10**6,
-        forgetable_actions=("ping", "login", "messagesend", "listcommands", "logoff"),
-    )
+    manager = _Manager.for_settings(
+        settings, on_lost=lambda _exc: lost.set(),
+        forgetable_actions=("ping", "login", "messagesend", "listcommands", "logoff"))
     manager.register_event("FullyBooted", lambda _m, _e: booted.set())
 
     async def action(fields: dict[str, str]) -> Mapping[str, str]:

@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -213,27 +214,128 @@ class Backlog:
     outbound_unnotified: int
 
 
+@dataclass
+class _Job:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    raw: bool  # runs alone, outside the shared transaction (open, close)
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[Any]
+
+
+# How many queued operations one transaction may take (group commit).
+_GROUP_MAX = 256
+
+
 class Store:
-    """Async facade over one SQLite connection owned by one worker thread."""
+    """Async facade over one SQLite connection owned by one thread.
+
+    Group commit: the thread runs every operation waiting for it in one transaction (each in
+    a savepoint of its own, so one failing operation does not undo the others) and commits
+    once, then answers them all. An operation's future resolves only after the commit that
+    holds it, so "stored" still means on disk; under load, many texts share one commit.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="store", daemon=True)
         self._db: sqlite3.Connection | None = None
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         store = cls(Path(path))
-        await store._run(store._open)
+        store._thread.start()
+        try:
+            await store._run(store._open, raw=True)
+        except BaseException:
+            store._jobs.put(None)
+            raise
         return store
 
     async def close(self) -> None:
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
+        await self._run(self._close, raw=True)
+        self._jobs.put(None)
+        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any, raw: bool = False) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, fn, *args)
+        future: asyncio.Future[T] = loop.create_future()
+        self._jobs.put(_Job(fn, args, raw, loop, future))
+        return await future
+
+    def _serve(self) -> None:
+        """The store thread: take waiting jobs in groups, one transaction per group."""
+        while True:
+            job = self._jobs.get()
+            if job is None:
+                return
+            group = [job]
+            stop = False
+            while not job.raw and len(group) < _GROUP_MAX:
+                try:
+                    following = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stop = True
+                    break
+                if following.raw:  # runs alone, after this group
+                    self._settle(self._run_group(group))
+                    group = [following]
+                    break
+                group.append(following)
+            self._settle(self._run_raw(group[0]) if group[0].raw else self._run_group(group))
+            if stop:
+                return
+
+    @staticmethod
+    def _run_raw(job: _Job) -> list[tuple[_Job, bool, Any]]:
+        try:
+            return [(job, True, job.fn(*job.args))]
+        except Exception as exc:  # noqa: BLE001 - raised in the awaiting coroutine instead
+            return [(job, False, exc)]
+
+    def _run_group(self, group: list[_Job]) -> list[tuple[_Job, bool, Any]]:
+        outcomes: list[tuple[_Job, bool, Any]] = []
+        try:
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+        except Exception as exc:  # noqa: BLE001 - raised in every awaiting coroutine
+            return [(job, False, exc) for job in group]
+        for job in group:
+            try:
+                db.execute("SAVEPOINT job")
+                value = job.fn(*job.args)
+                db.execute("RELEASE job")
+                outcomes.append((job, True, value))
+            except Exception as exc:  # noqa: BLE001 - raised in the awaiting coroutine
+                try:
+                    db.execute("ROLLBACK TO job")
+                    db.execute("RELEASE job")
+                except sqlite3.Error:
+                    pass
+                outcomes.append((job, False, exc))
+        try:
+            db.execute("COMMIT")
+        except Exception as exc:  # noqa: BLE001 - nothing was stored: every job fails
+            try:
+                db.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            return [(job, False, exc) for job in group]
+        return outcomes
+
+    @staticmethod
+    def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
+        for outcome in outcomes:
+            by_loop.setdefault(outcome[0].loop, []).append(outcome)
+        for loop, done in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_resolve, done)
+            except RuntimeError:  # the loop is closed; nobody is waiting any more
+                pass
 
     # -- runs on the store thread --------------------------------------------------------
 
@@ -287,15 +389,8 @@ class Store:
         return self._db
 
     def _transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(db)
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
-        return result
+        # Every job already runs in its own savepoint of the group's transaction.
+        return fn(self._conn())
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -572,6 +667,16 @@ def _outbound_row(r: tuple[Any, ...]) -> OutboundRow:
                        state=r[8], segments_sent=r[9], segments_total=r[10], last_error=r[11],
                        notified=bool(r[12]), source=r[13], feedback_channel=r[14],
                        feedback_ts=r[15], thread_ts=r[16], feedback_done=bool(r[17]))
+
+
+def _resolve(done: list[tuple[_Job, bool, Any]]) -> None:
+    for job, ok, value in done:
+        if job.future.cancelled():
+            continue
+        if ok:
+            job.future.set_result(value)
+        else:
+            job.future.set_exception(value)
 
 
 def _split_sql(script: str) -> list[str]:

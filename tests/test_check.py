@@ -14,8 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from asterisk.harness import AmiUser, AsteriskSandbox, SipPeer, free_port, require_sandbox
+from asterisk.harness import AmiUser, AsteriskSandbox, free_port
 from bridge_runner import REPO, BridgeConfig, EndpointSpec, write_config
+from conftest import own_pbx
 from fake_slack import BOT_SCOPES, FakeSlack
 from sip_ua import SipPhone
 
@@ -101,26 +102,20 @@ def env_for(slack: FakeSlack | str, *, ami_secret: str = AMI_SECRET,
 
 
 @pytest.fixture(scope="module")
-async def check_phones() -> AsyncIterator[dict[str, SipPhone]]:
-    port = free_port("udp")
-    phones = {name: SipPhone(name, asterisk_port=port) for name in ("alice", "bob")}
-    for phone in phones.values():
-        await phone.start()
-    yield phones
-    for phone in phones.values():
-        await phone.stop()
+async def check_pbx() -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
+    async with own_pbx("alice", "bob", ami_secret=AMI_SECRET,
+                       extra_ami_users=[NO_MESSAGE, NO_SYSTEM]) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-async def pbx(check_phones: dict[str, SipPhone]) -> AsyncIterator[AsteriskSandbox]:
-    require_sandbox()
-    sip_port = next(iter(check_phones.values())).asterisk_port
-    sandbox = AsteriskSandbox(peers=[SipPeer(p.name, p.port) for p in check_phones.values()],
-                              sip_port=sip_port, ami_secret=AMI_SECRET,
-                              extra_ami_users=[NO_MESSAGE, NO_SYSTEM])
-    await sandbox.start()
-    yield sandbox
-    await sandbox.stop()
+def pbx(check_pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> AsteriskSandbox:
+    return check_pbx[0]
+
+
+@pytest.fixture(scope="module")
+def check_phones(check_pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> dict[str, SipPhone]:
+    return check_pbx[1]
 
 
 @pytest.fixture

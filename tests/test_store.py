@@ -4,6 +4,7 @@ untouched; an unusable file gets a clear error."""
 from __future__ import annotations
 
 import hashlib
+import json
 import sqlite3
 import time
 from pathlib import Path
@@ -95,3 +96,30 @@ async def test_prune_forgets_only_old_delivered_texts(tmp_path: Path) -> None:
     assert await store.prune(time.time() + 60) == 1
     assert [r.text.body for r in await store.waiting_inbound()] == ["waiting"]
     await store.close()
+
+
+async def test_concurrent_writes_share_commits_and_one_failure_undoes_only_itself(
+        tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "store.sqlite3"
+    store = await Store.open(path)
+
+    def broken(db: sqlite3.Connection) -> None:
+        db.execute("INSERT INTO inbound (channel, text_json, received_at)"
+                   " VALUES ('C1', '{}', 1)")
+        raise RuntimeError("this operation fails after writing")
+
+    writes = [store.add_inbound([NewInbound("C1", "alice", text(f"t{i}"), float(i))])
+              for i in range(200)]
+    results = await asyncio.gather(*writes[:100], store._run(store._transaction, broken),
+                                   *writes[100:],
+                                   return_exceptions=True)
+    assert isinstance(results[100], RuntimeError)
+    assert all(isinstance(r, list) and r[0] is not None for i, r in enumerate(results)
+               if i != 100)
+    await store.close()
+    with sqlite3.connect(path) as db:
+        bodies = [json.loads(r[0])["body"] for r in db.execute(
+            "SELECT text_json FROM inbound ORDER BY id")]
+    assert bodies == [f"t{i}" for i in range(200)]  # the broken job's row is gone

@@ -53,7 +53,14 @@ class Poster(Protocol):
 
 
 class ChannelPacer:
-    """A token bucket per channel: `rate` posts per second, bursts of `burst`; 0 = no pacing."""
+    """A token bucket per channel: `rate` posts per second, bursts of `burst`; 0 = no pacing.
+
+    A 429 pauses the channel for Retry-After and shrinks its burst to 1 for a while: Slack
+    just said this channel has no burst left, so posts go out one per interval instead of
+    meeting another 429 each time.
+    """
+
+    _CAUTIOUS_SECONDS = 60.0
 
     def __init__(self, rate: float, burst: int) -> None:
         self._rate = rate
@@ -61,6 +68,7 @@ class ChannelPacer:
         self._tokens: dict[str, float] = {}
         self._stamp: dict[str, float] = {}
         self._paused_until: dict[str, float] = {}
+        self._cautious_until: dict[str, float] = {}
 
     async def wait(self, channel: str) -> None:
         while True:
@@ -71,7 +79,8 @@ class ChannelPacer:
                 continue
             if self._rate <= 0:
                 return
-            tokens = min(self._burst, self._tokens.get(channel, self._burst)
+            burst = 1 if self._cautious_until.get(channel, 0.0) > now else self._burst
+            tokens = min(burst, self._tokens.get(channel, burst)
                          + (now - self._stamp.get(channel, now)) * self._rate)
             self._stamp[channel] = now
             if tokens >= 1:
@@ -81,9 +90,14 @@ class ChannelPacer:
             await asyncio.sleep((1 - tokens) / self._rate)
 
     def pause(self, channel: str, seconds: float) -> None:
-        until = time.monotonic() + seconds
+        now = time.monotonic()
+        until = now + seconds
         self._paused_until[channel] = max(self._paused_until.get(channel, 0.0), until)
+        self._cautious_until[channel] = until + self._CAUTIOUS_SECONDS
+        # The bucket refills from the end of the pause: the first post after it goes at
+        # once, the next one an interval later.
         self._tokens[channel] = 0.0
+        self._stamp[channel] = until - 1 / self._rate if self._rate > 0 else until
 
 
 class EchoListener(Protocol):

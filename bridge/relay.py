@@ -20,6 +20,7 @@ The path of one text:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from bridge.config import DeliverySettings
 from bridge.directory import Directory, normalize_uri
 from bridge.replies import PostItem, inbound_post, item_size, late_note
 from bridge.slack_client import PostFailed
-from bridge.store import InboundRow, NewInbound, Store
+from bridge.store import Conversation, InboundRow, NewInbound, Store
 from bridge.tasks import TaskSet
 from bridge.texts import EchoText, InboundText, MalformedEvent
 
@@ -42,6 +43,7 @@ _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
 _DEAD_CHANNEL_RETRY = 300.0
 _INTAKE_BATCH = 500
+_TOUCH_STORE_INTERVAL = 60.0
 
 
 class Poster(Protocol):
@@ -139,6 +141,7 @@ class InboundRelay:
         self._intake: asyncio.Queue[InboundText | MalformedEvent] = asyncio.Queue()
         self._intake_task: asyncio.Task[None] | None = None
         self._channels: dict[str, _ChannelState] = {}
+        self._conversations: dict[str, Conversation] = {}
         self._accepting = True
         self.delivered = 0
         self.posts = 0
@@ -306,22 +309,46 @@ class InboundRelay:
         """The thread a conversation's next post goes into; None starts a new one."""
         if not conversation:
             return None
-        current = await self._store.conversation(conversation)
+        current = await self._conversation(conversation)
         if current is None or current.channel != channel or \
                 time.time() - current.last_activity > self._thread_idle:
             return None
         return current.thread_ts
+
+    async def _conversation(self, key: str) -> Conversation | None:
+        # The relay writes conversations (the Slack side's touches come through touch()),
+        # so a cache of what it read or wrote is exact and saves a store trip per post.
+        if key not in self._conversations:
+            found = await self._store.conversation(key)
+            if found is None:
+                return None
+            self._conversations[key] = found
+        return self._conversations[key]
+
+    async def touch(self, key: str) -> None:
+        """A text in this conversation just happened (the idle clock restarts)."""
+        now = time.time()
+        current = await self._conversation(key)
+        if current is None:
+            return
+        self._conversations[key] = dataclasses.replace(current, last_activity=now)
+        # Stored at most once a minute: after a restart the idle clock may be that much off.
+        if now - current.last_activity >= _TOUCH_STORE_INTERVAL:
+            await self._store.touch_conversation(key, now)
 
     async def _threaded(self, row: InboundRow, channel: str, thread_ts: str, *,
                         started: bool) -> None:
         if not row.conversation:
             return
         if started:
+            now = time.time()
             await self._store.start_conversation(key=row.conversation, channel=channel,
                                                  thread_ts=thread_ts, endpoint=row.endpoint,
-                                                 now=time.time())
+                                                 now=now)
+            self._conversations[row.conversation] = Conversation(
+                key=row.conversation, channel=channel, thread_ts=thread_ts, last_activity=now)
         else:
-            await self._store.touch_conversation(row.conversation, time.time())
+            await self.touch(row.conversation)
 
     def _take_batch(self, queue: deque[InboundRow]) -> list[InboundRow]:
         batch: list[InboundRow] = []

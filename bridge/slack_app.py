@@ -212,7 +212,7 @@ class SlackFrontend:
             return
         if decision.thread_ts:
             owner_key = owner.conversation if owner else endpoint.name
-            await self._store.touch_conversation(owner_key, time.time())
+            await self._relay.touch(owner_key)
         if not self._ami.ready:
             await self._show_queued(channel, ts)
 

@@ -161,8 +161,6 @@ class InboundRelay:
         self._channels: dict[str, _ChannelState] = {}
         self._conversations: dict[str, Conversation] = {}
         self._accepting = True
-        self.delivered = 0
-        self.posts = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -192,10 +190,6 @@ class InboundRelay:
         left = sum(len(s.queue) for s in self._channels.values()) + self._intake.qsize()
         if left:
             log.info("text in: %d texts stay in the store for the next start", left)
-
-    @property
-    def backlog(self) -> int:
-        return self._intake.qsize() + sum(len(s.queue) for s in self._channels.values())
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -424,8 +418,6 @@ class InboundRelay:
             if isinstance(row.text, EchoText) and self._echoes is not None:
                 await self._echoes.posted(row.text.outbound_id, channel, ts,
                                           shown_final=row.text.outbound_id in (shown_final or ()))
-        self.delivered += len(batch)
-        self.posts += 1
         now = time.time()
         metrics.inbound_posted([now - row.received_at for row in batch
                                 if not isinstance(row.text, EchoText)], recovered=recovered)

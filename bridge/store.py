@@ -541,16 +541,6 @@ class Store:
              entry.endpoint, entry.destination, entry.result, entry.reason, entry.outbound_id,
              entry.text)))
 
-    async def audit_entries(self, limit: int = 100) -> list[AuditEntry]:
-        """The newest audit entries, newest first."""
-        return await self._run(self._audit_entries, limit)
-
-    def _audit_entries(self, limit: int) -> list[AuditEntry]:
-        cursor = self._conn().execute(
-            "SELECT at, slack_user, slack_channel, source, recipient, endpoint, destination,"
-            " result, reason, outbound_id, text FROM audit ORDER BY id DESC LIMIT ?", (limit,))
-        return [AuditEntry(*row) for row in cursor]
-
     # -- conversations -----------------------------------------------------------------------
 
     async def conversation(self, key: str) -> Conversation | None:

@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bridge import metrics
 from bridge.directory import Directory, Endpoint
 from bridge.errors import TextRejected
 from bridge.outbound import UnknownRecipient
@@ -31,6 +32,17 @@ class RateLimited(TextRejected):
     """The sender (or the phone) has had too many texts recently."""
 
 
+def refusal_reason(exc: TextRejected) -> str:
+    """The metrics label of a refusal."""
+    if isinstance(exc, UnknownRecipient):
+        return "unknown_recipient"
+    if isinstance(exc, NotAllowed):
+        return "not_allowed"
+    if isinstance(exc, RateLimited):
+        return "rate_limited"
+    return "invalid_text"
+
+
 class Gate:
     def __init__(self, *, directory: Directory, policy: AccessPolicy, store: Store,
                  groups: GroupLookup) -> None:
@@ -47,6 +59,7 @@ class Gate:
         try:
             endpoint = await self._check(recipient=recipient, user=user, channel=channel)
         except TextRejected as exc:
+            metrics.outbound_refused(refusal_reason(exc))
             log.info("audit: slack_user=%s channel=%s source=%s recipient=%r result=refused "
                      "reason=%s", user, channel, source, recipient, exc)
             await self._store.add_audit(AuditEntry(

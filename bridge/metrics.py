@@ -30,6 +30,8 @@ IN_RESULTS = ("posted", "recovered")  # recovered: found already posted after a 
 OUT_RESULTS = ("sent", "failed")
 IN_FAILURES = ("rate_limited", "channel_refused", "timeout", "connection", "slack_error")
 OUT_FAILURES = ("asterisk_refused", "asterisk_unreachable", "unconfirmed", "other")
+# Why a text from Slack was refused before it was stored (bridge/gate.py, check_text).
+REFUSALS = ("unknown_recipient", "not_allowed", "rate_limited", "invalid_text")
 SLACK_METHODS = frozenset({
     "chat.postMessage", "chat.postEphemeral", "chat.update", "conversations.history",
     "conversations.info", "conversations.members", "reactions.add", "reactions.remove",
@@ -88,6 +90,9 @@ class Metrics:
                              ["direction"], registry=r)
         self.oldest = Gauge("bridge_oldest_waiting_seconds", "Age of the oldest waiting text "
                             "(0 when none waits)", ["direction"], registry=r)
+        self.refused = Counter("bridge_texts_refused", "Texts from Slack refused before "
+                               "sending (unknown recipient, not allowed, over a rate limit, "
+                               "not sendable as typed)", ["reason"], registry=r)
         self.untold = Gauge("bridge_untold_outcomes", "Finished texts to phones whose sender "
                             "has not been told yet", registry=r)
         for result in IN_RESULTS:
@@ -99,6 +104,8 @@ class Metrics:
             self.failures.labels(direction="in", reason=reason)
         for reason in OUT_FAILURES:
             self.failures.labels(direction="out", reason=reason)
+        for reason in REFUSALS:
+            self.refused.labels(reason=reason)
         for direction in ("in", "out"):
             self.waiting.labels(direction=direction)
             self.oldest.labels(direction=direction)
@@ -199,6 +206,12 @@ def outbound_failed(reason: Exception) -> None:
         return
     m.texts_out.labels(result="failed").inc()
     m.failures.labels(direction="out", reason=send_failure_reason(reason)).inc()
+
+
+def outbound_refused(reason: str) -> None:
+    """A text from Slack was refused before it was stored; `reason` is one of REFUSALS."""
+    if _installed is not None:
+        _installed.refused.labels(reason=reason if reason in REFUSALS else "invalid_text").inc()
 
 
 def outbound_unconfirmed() -> None:

@@ -23,6 +23,7 @@ from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bridge import metrics
 from bridge.commands import Help, ListDirectory, Status, parse_command
 from bridge.config import Settings
 from bridge.directory import Endpoint
@@ -218,7 +219,11 @@ class SlackFrontend:
 
     async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
         """Check a text (sendable, allowed, within limits), then store it for sending."""
-        check_text(request.text)  # before the gate, so a blank text costs no rate allowance
+        try:
+            check_text(request.text)  # before the gate: a blank text costs no rate allowance
+        except TextRejected:
+            metrics.outbound_refused("invalid_text")
+            raise
         endpoint = await self._gate.admit(recipient=request.recipient,
                                           user=request.slack_user,
                                           channel=request.slack_channel,

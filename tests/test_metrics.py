@@ -42,6 +42,7 @@ METRIC_NAMES = {
     "bridge_slack_api_calls", "bridge_slack_rate_limited", "bridge_text_in_latency_seconds",
     "bridge_text_out_latency_seconds", "bridge_texts_waiting", "bridge_oldest_waiting_seconds",
     "bridge_untold_outcomes", "bridge_ami_connected", "bridge_ami_reconnects",
+    "bridge_texts_refused",
     "bridge_slack_last_answer_age_seconds",
 }
 
@@ -205,6 +206,12 @@ async def test_counters_move_when_texts_move_and_json_logs_carry_them(
 
         assert "Sending" in await slash("alice counted hello")
         assert "Sending" in await slash("ghost nobody home")  # Asterisk refuses it
+        assert "no phone called" in await slash("alcie typo")  # refused before sending
+        assert "no text" in await slash("alice   ")
+        refusals = await scrape(bridge.port)
+        assert moved(before, refusals, "bridge_texts_refused_total",
+                     reason="unknown_recipient") == 1
+        assert moved(before, refusals, "bridge_texts_refused_total", reason="invalid_text") == 1
         [message] = await phone.wait_for_messages(1)
         assert message.body == "counted hello"
         await slack.wait_for_responses(2)

@@ -222,10 +222,11 @@ class Outbox:
         await self._store.finish_outbound(row.id, "sent", segments_sent=sent)
         waited = time.time() - row.created_at
         metrics.outbound_sent(waited)
-        log.info("text out: id=%d slack_user=%s endpoint=%s destination=%s result=sent "
-                 "segments=%d chars=%d waited_s=%.1f send_ms=%.0f latency_ms=%.0f", row.id,
-                 row.slack_user, row.endpoint, row.destination, len(segments), len(row.body),
-                 waited, (time.monotonic() - started) * 1000, waited * 1000)
+        log.info("text out: id=%d slack_user=%s channel=%s endpoint=%s destination=%s "
+                 "result=sent segments=%d chars=%d waited_s=%.1f send_ms=%.0f latency_ms=%.0f",
+                 row.id, row.slack_user, row.slack_channel, row.endpoint, row.destination,
+                 len(segments), len(row.body), waited, (time.monotonic() - started) * 1000,
+                 waited * 1000)
         await self._tell(row, sent=True, segments_sent=len(segments))
 
     async def _fail(self, row: OutboundRow, sent: int, reason: Exception) -> None:
@@ -233,9 +234,10 @@ class Outbox:
             reason = PartlySent(sent, row.segments_total, reason)
         await self._store.finish_outbound(row.id, "failed", str(reason))
         metrics.outbound_failed(reason)
-        log.warning("text out: id=%d slack_user=%s endpoint=%s result=failed sent=%d/%d "
-                    "reason=%s", row.id, row.slack_user, row.endpoint, sent,
-                    row.segments_total, reason)
+        log.warning("text out: id=%d slack_user=%s channel=%s endpoint=%s result=failed "
+                    "sent=%d/%d latency_ms=%.0f reason=%s", row.id, row.slack_user,
+                    row.slack_channel, row.endpoint, sent, row.segments_total,
+                    (time.time() - row.created_at) * 1000, reason)
         await self._tell(row, sent=False, segments_sent=sent, reason=reason)
 
     async def _tell(self, row: OutboundRow, *, sent: bool, segments_sent: int = 0,

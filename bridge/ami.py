@@ -138,6 +138,37 @@ def _connect_failed(settings: AmiSettings, exc: OSError) -> AmiUnavailable:
     return AmiUnavailable(f"cannot connect to {address}: {exc.strerror or exc}")
 
 
+async def _connect_and_login(manager: _Manager, settings: AmiSettings, address: str,
+                             limit: Callable[[], float]) -> None:
+    """Connect `manager` and wait for its login; AmiUnavailable / AmiLoginRefused otherwise.
+
+    `limit()` gives the seconds each step may take (asked again before each step).
+    """
+    step = limit()
+    try:
+        await asyncio.wait_for(manager.connect(), step)
+    except TimeoutError:
+        raise AmiUnavailable(f"no answer from {address} within {step:g} s") from None
+    except OSError as exc:  # ssl.SSLError included
+        raise _connect_failed(settings, exc) from exc
+    login = manager.authenticated_future
+    if login is None:
+        raise AmiUnavailable(f"{address} closed the connection before login")
+    try:
+        # shielded: cancelling the login future would make panoramisk's own done callback
+        # (Manager.login) raise CancelledError into the loop's error log
+        response = await asyncio.wait_for(asyncio.shield(login), limit())
+    except TimeoutError:
+        login.remove_done_callback(manager.login)
+        raise AmiUnavailable(f"{address} did not answer the login in time "
+                             f"(is it really AMI?)") from None
+    if not getattr(response, "success", False):
+        raise AmiLoginRefused(
+            f"Asterisk refused the AMI login for user '{settings.username}' "
+            f"({response.get('Message', 'no reason given')}): check [ami] username, "
+            f"AMI_SECRET and the user's permit= lines in manager.conf")
+
+
 class AmiLink:
     """One supervised, logged-in AMI connection."""
 
@@ -275,27 +306,8 @@ class AmiLink:
         manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
         manager.register_event("FullyBooted", self._fully_booted)
         self._manager = manager
-        try:
-            await asyncio.wait_for(manager.connect(), settings.connect_timeout)
-        except TimeoutError:
-            raise AmiUnavailable(f"no answer from {self.address} within "
-                                 f"{settings.connect_timeout:g} s") from None
-        except OSError as exc:  # ssl.SSLError included
-            raise _connect_failed(settings, exc) from exc
-        login = manager.authenticated_future
-        if login is None:
-            raise AmiUnavailable(f"{self.address} closed the connection before login")
-        try:
-            # shield: cancelling panoramisk's login future makes it log a traceback
-            response = await asyncio.wait_for(asyncio.shield(login), settings.connect_timeout)
-        except TimeoutError:
-            raise AmiUnavailable(f"{self.address} did not answer the login within "
-                                 f"{settings.connect_timeout:g} s (is it really AMI?)") from None
-        if not getattr(response, "success", False):
-            raise AmiLoginRefused(
-                f"Asterisk refused the AMI login for user '{settings.username}' "
-                f"({response.get('Message', 'no reason given')}): check [ami] username, "
-                f"AMI_SECRET and the user's permit= lines in manager.conf")
+        await _connect_and_login(manager, settings, self.address,
+                                 lambda: settings.connect_timeout)
         if self._lost.is_set():
             raise AmiUnavailable(f"connection to {self.address} dropped right after login")
         self.last_error = ""
@@ -458,28 +470,8 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         return response  # type: ignore[no-any-return]
 
     try:
-        limit = left(settings.connect_timeout)
-        try:
-            await asyncio.wait_for(manager.connect(), limit)
-        except TimeoutError:
-            raise AmiUnavailable(f"no answer from {address} within {limit:g} s") from None
-        except OSError as exc:  # ssl.SSLError included
-            raise _connect_failed(settings, exc) from exc
-        login = manager.authenticated_future
-        if login is None:
-            raise AmiUnavailable(f"{address} closed the connection before login")
-        try:
-            # shielded: cancelling the login future would make panoramisk's own done
-            # callback (Manager.login) raise CancelledError into the loop's error log
-            response = await asyncio.wait_for(asyncio.shield(login),
-                                              left(settings.connect_timeout))
-        except TimeoutError:
-            login.remove_done_callback(manager.login)
-            raise AmiUnavailable(f"{address} did not answer the login in time "
-                                 f"(is it really AMI?)") from None
-        if not getattr(response, "success", False):
-            raise AmiLoginRefused(f"Asterisk refused the login as '{settings.username}': "
-                                  f"{response.get('Message', 'no reason given')}")
+        await _connect_and_login(manager, settings, address,
+                                 lambda: left(settings.connect_timeout))
         # Asterisk writes FullyBooted before answering anything sent after the login, and
         # panoramisk dispatches events in order, so by the time ListCommands is answered
         # the event has been seen if it was sent.

@@ -23,7 +23,6 @@ from bridge.errors import ConfigError
 from bridge.logs import add_secrets
 
 EXIT_CONFIG = 2
-COMMANDS = ("check", "asterisk-config", "demo")
 
 # Stand-ins for the environment `asterisk-config` does not need, so that only problems in
 # the file itself are reported. They never leave this process.

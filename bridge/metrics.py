@@ -37,7 +37,6 @@ SLACK_METHODS = frozenset({
     "conversations.info", "conversations.members", "reactions.add", "reactions.remove",
     "users.info", "auth.test", "apps.connections.open",
 })
-SLACK_STATUSES = ("2xx", "3xx", "429", "4xx", "5xx", "error")
 
 # Seconds; from a text that goes straight through to one that waited an hour for Asterisk.
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,

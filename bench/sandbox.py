@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.asterisk_config import INBOUND_CONTEXT as BRIDGE_CONTEXT
+from bridge.asterisk.snippets import INBOUND_CONTEXT as BRIDGE_CONTEXT
 from bridge.sandbox.launcher import MODULES, AsteriskSandbox, Peer, SipPeer
 
 CURL_CONTEXT = "bench-curl-inbound"

@@ -16,20 +16,20 @@ import time
 
 import aiohttp
 
-from bridge.admin_cli import add_admin_commands, run_admin_command
-from bridge.ami import AmiLink
-from bridge.config import Settings, load_settings
-from bridge.errors import ConfigError
-from bridge.health import SlackReachability
-from bridge.logs import add_secrets, setup_logging
-from bridge.metrics import Metrics, install
-from bridge.ops_http import OpsEndpoints
-from bridge.outbound import Outbox
-from bridge.relay import InboundRelay
-from bridge.slack_app import SlackFrontend
-from bridge.slack_client import SlackPoster, make_web_client
-from bridge.store import Store, StoreError
-from bridge.tasks import TaskSet
+from bridge.asterisk.ami import AmiLink
+from bridge.core.errors import ConfigError
+from bridge.core.tasks import TaskSet
+from bridge.delivery.inbound import InboundRelay
+from bridge.delivery.outbound import Outbox
+from bridge.ops.admin_cli import add_admin_commands, run_admin_command
+from bridge.ops.health import SlackReachability
+from bridge.ops.http import OpsEndpoints
+from bridge.ops.logs import add_secrets, setup_logging
+from bridge.ops.metrics import Metrics, install
+from bridge.settings.config import Settings, load_settings
+from bridge.slack.client import SlackPoster, make_web_client
+from bridge.slack.frontend import SlackFrontend
+from bridge.store.sqlite import Store, StoreError
 
 log = logging.getLogger("bridge")
 
@@ -48,7 +48,7 @@ async def run(settings: Settings) -> int:
     tasks = TaskSet()
     # One pool of Slack connections for the whole run. slack_sdk applies its own timeout only
     # to sessions it creates, so the shared one carries it.
-    # Every answer on it tells /healthz that Slack is reachable (bridge.health).
+    # Every answer on it tells /healthz that Slack is reachable (bridge.ops.health).
     slack_health = SlackReachability()
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack.timeout),
                                     trace_configs=[slack_health.trace_config()])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from bridge.slack_text import unescape
+from bridge.slack.text import unescape
 
 PHONE = ":iphone:"
 ECHO = ":outbox_tray:"

@@ -21,13 +21,13 @@ from fake_ami import FakeAmi
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bridge.ami import AmiLink
-from bridge.config import AmiSettings, Secret
-from bridge.directory import Endpoint
-from bridge.errors import TextRejected
-from bridge.outbound import OutboundText, Outbox, Outcome, check_text
-from bridge.segments import MAX_SEGMENT_BYTES, segment_body
-from bridge.store import Store
+from bridge.asterisk.ami import AmiLink
+from bridge.core.directory import Endpoint
+from bridge.core.errors import TextRejected
+from bridge.core.segments import MAX_SEGMENT_BYTES, segment_body
+from bridge.delivery.outbound import OutboundText, Outbox, Outcome, check_text
+from bridge.settings.config import AmiSettings, Secret
+from bridge.store.sqlite import Store
 
 AMI_LINE_LIMIT = 1022  # characters per AMI line, header name included (measured ~1,022)
 DESTINATION = "pjsip:alice"

@@ -12,7 +12,7 @@ import pytest
 from fake_ami import FakeAmi
 from test_ami_encoding import DESTINATION, FROM, ami_settings
 
-from bridge.ami import AmiLink
+from bridge.asterisk.ami import AmiLink
 
 
 class NoReportingAmi(FakeAmi):
@@ -31,7 +31,7 @@ async def test_denied_spool_read_warns_once_and_keeps_the_link(
     await server.start()
     settings = dataclasses.replace(ami_settings(server.port), action_timeout=1.0)
     link = AmiLink(settings, on_text=lambda _text: None)
-    caplog.set_level(logging.INFO, logger="bridge.ami")
+    caplog.set_level(logging.INFO, logger="bridge.asterisk.ami")
     try:
         await link.start()
         assert await link.wait_ready(5)

@@ -15,9 +15,9 @@ import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, require_sandbox
 from bridge_runner import REPO, BridgeConfig, EndpointSpec, write_config
 
-from bridge.ami import probe_ami
-from bridge.asterisk_config import FILES, INBOUND_CONTEXT, template
-from bridge.config import load_settings
+from bridge.asterisk.ami import probe_ami
+from bridge.asterisk.snippets import FILES, INBOUND_CONTEXT, template
+from bridge.settings.config import load_settings
 
 REAL_SECRET = "file-ami-secret-6b1e"
 
@@ -68,7 +68,7 @@ def test_packaged_templates_equal_the_shipped_config_files() -> None:
     # the same text so a pip-installed bridge can print it. They must never drift apart.
     for name in FILES:
         shipped = (REPO / "config" / "asterisk" / name).read_text()
-        assert template(name) == shipped, f"bridge/asterisk_templates/{name} differs from " \
+        assert template(name) == shipped, f"bridge/asterisk/templates/{name} differs from " \
                                           f"config/asterisk/{name}"
 
 

@@ -20,7 +20,7 @@ from conftest import own_pbx
 from fake_slack import BOT_SCOPES, FakeSlack
 from sip_ua import SipPhone
 
-from bridge.check import TEST_TEXT
+from bridge.ops.check import TEST_TEXT
 
 AMI_SECRET = "check-ami-secret-91d2"
 BOT_TOKEN = "xoxb-check-token-5521"

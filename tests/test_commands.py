@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.commands import Help, ListDirectory, Send, parse_command
+from bridge.slack.commands import Help, ListDirectory, Send, parse_command
 
 
 def test_subcommands() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_settings
-from bridge.errors import ConfigError
+from bridge.core.errors import ConfigError
+from bridge.settings.config import load_settings
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1-secret", "SLACK_SIGNING_SECRET": "sign-secret",
        "AMI_SECRET": "ami-secret"}

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from asterisk.harness import make_test_pki
 
-from bridge.ami import tls_context
-from bridge.config import load_settings
-from bridge.errors import ConfigError
+from bridge.asterisk.ami import tls_context
+from bridge.core.errors import ConfigError
+from bridge.settings.config import load_settings
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1-secret", "SLACK_SIGNING_SECRET": "sign-secret",
        "AMI_SECRET": "ami-secret"}
@@ -114,7 +114,7 @@ def test_a_bad_secret_in_the_file_is_never_echoed(tmp_path: Path, value: str) ->
 def test_readable_file_holding_the_secret_is_warned_about(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     env = {k: v for k, v in ENV.items() if k != "AMI_SECRET"}
-    caplog.set_level(logging.WARNING, logger="bridge.config")
+    caplog.set_level(logging.WARNING, logger="bridge.settings.config")
     load(tmp_path, 'secret = "file-secret-123"', env)
     assert caplog.records == []  # 0600
     path = tmp_path / "bridge.toml"
@@ -128,7 +128,7 @@ def test_readable_file_holding_the_secret_is_warned_about(
 
 def test_readable_file_without_a_secret_is_fine(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bridge.config")
+    caplog.set_level(logging.WARNING, logger="bridge.settings.config")
     path = tmp_path / "bridge.toml"
     load(tmp_path, "")
     os.chmod(path, 0o644)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bridge.directory import Directory, Endpoint, normalize_uri, sip_user
+from bridge.core.directory import Directory, Endpoint, normalize_uri, sip_user
 
 ALICE = Endpoint("alice", "pjsip:alice", "C1", aliases=("front-desk",))
 BOB = Endpoint("bob", "pjsip:bob", "C2", from_uris=("sip:bob@10.0.0.5",))

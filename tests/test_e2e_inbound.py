@@ -13,7 +13,7 @@ from fake_slack import FakeSlack
 from sip_ua import SipPhone
 from slack_view import shown_senders, shown_texts, wait_phone_posts
 
-from bridge.slack_text import unescape
+from bridge.slack.text import unescape
 
 pytestmark = pytest.mark.asterisk
 

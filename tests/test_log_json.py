@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bridge.log_json import JsonFormatter, text_fields
-from bridge.logs import RedactSecrets, setup_logging
+from bridge.ops.log_json import JsonFormatter, text_fields
+from bridge.ops.logs import RedactSecrets, setup_logging
 
 SECRETS = ["xoxb-bot-token-1", "sign-secret-2", "xapp-app-token-3", "ami'sec\\ret 4"]
 

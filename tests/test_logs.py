@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.logs import RedactSecrets
+from bridge.ops.logs import RedactSecrets
 
 SECRETS = ["xoxb-bot-token-1", "sign-secret-2", "xapp-app-token-3", "ami'sec\\ret 4"]
 

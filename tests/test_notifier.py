@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from fake_slack import FakeSlack
 
-from bridge.config import Secret, SlackSettings
-from bridge.slack_client import Notifier, make_web_client
+from bridge.settings.config import Secret, SlackSettings
+from bridge.slack.client import Notifier, make_web_client
 
 
 @pytest.fixture

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bridge.config import load_settings
-from bridge.errors import ConfigError
-from bridge.policy import RateLimiter, Rule, normalize_number, resolve
+from bridge.core.errors import ConfigError
+from bridge.core.policy import RateLimiter, Rule, normalize_number, resolve
+from bridge.settings.config import load_settings
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s", "AMI_SECRET": "a"}
 BASE = """
@@ -93,7 +93,7 @@ channels = ["C0OPS0000"]
 
 
 def test_rate_limiter_counts_a_sliding_window() -> None:
-    from bridge.policy import RateLimit
+    from bridge.core.policy import RateLimit
     limiter = RateLimiter(RateLimit(count=2, per_seconds=60))
     assert limiter.check("U1", now=0) == 0 and limiter.check("U1", now=1) == 0
     assert limiter.check("U1", now=2) == pytest.approx(58)

@@ -7,7 +7,7 @@ import base64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.segments import MAX_SEGMENT_BYTES, segment_body
+from bridge.core.segments import MAX_SEGMENT_BYTES, segment_body
 
 
 def test_short_text_is_one_segment() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.slack_text import escape, slack_to_plain, unescape
+from bridge.slack.text import escape, slack_to_plain, unescape
 
 
 @given(st.text())

@@ -11,10 +11,10 @@ from fake_slack import slack_escape
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bridge.directory import Endpoint
-from bridge.replies import PostItem, inbound_post
-from bridge.slack_text import escape, slack_to_plain, unescape
-from bridge.texts import InboundText
+from bridge.core.directory import Endpoint
+from bridge.core.texts import InboundText
+from bridge.slack.messages import PostItem, inbound_post
+from bridge.slack.text import escape, slack_to_plain, unescape
 
 # Pieces that mean something to Slack, mixed into arbitrary text.
 SLACK_SYNTAX = ["<", ">", "&", "&amp;", "&lt;", "&gt;", "&amp;lt;", "<!channel>", "<!here>",

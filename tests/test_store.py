@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from bridge.store import SCHEMA_VERSION, NewInbound, Store, StoreError
-from bridge.texts import InboundText
+from bridge.core.texts import InboundText
+from bridge.store.sqlite import SCHEMA_VERSION, NewInbound, Store, StoreError
 
 
 def text(body: str) -> InboundText:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from bridge.texts import InboundText, MalformedEvent, decode_text_event, split_name_addr
+from bridge.core.texts import InboundText, MalformedEvent, decode_text_event, split_name_addr
 
 
 def b64(text: str) -> str:

@@ -46,7 +46,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from bridge.asterisk_config import INBOUND_CONTEXT, template
+from bridge.asterisk.snippets import INBOUND_CONTEXT, template
 
 log = logging.getLogger(__name__)
 

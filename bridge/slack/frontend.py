@@ -23,15 +23,18 @@ from slack_bolt.adapter.socket_mode.aiohttp import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bridge import metrics
-from bridge.commands import Help, ListDirectory, Status, parse_command
-from bridge.config import Settings
-from bridge.directory import Endpoint
-from bridge.errors import TextRejected
-from bridge.gate import Gate
-from bridge.outbound import OutboundText, Outbox, Outcome, check_text
-from bridge.relay import InboundRelay
-from bridge.replies import (
+from bridge.core.directory import Endpoint
+from bridge.core.errors import TextRejected
+from bridge.core.texts import EchoText
+from bridge.core.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
+from bridge.delivery.gate import Gate
+from bridge.delivery.inbound import InboundRelay
+from bridge.delivery.outbound import OutboundText, Outbox, Outcome, check_text
+from bridge.ops import metrics
+from bridge.settings.config import Settings
+from bridge.slack.client import Notifier, SlackActions
+from bridge.slack.commands import Help, ListDirectory, Status, parse_command
+from bridge.slack.messages import (
     failure_reason,
     help_text,
     list_text,
@@ -41,11 +44,8 @@ from bridge.replies import (
     sent_text,
     status_text,
 )
-from bridge.slack_client import Notifier, SlackActions
-from bridge.slack_text import escape, slack_to_plain, user_ids
-from bridge.store import OutboundRow, Store
-from bridge.texts import EchoText
-from bridge.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
+from bridge.slack.text import escape, slack_to_plain, user_ids
+from bridge.store.sqlite import OutboundRow, Store
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class SlackFrontend:
         self.app.event("message")(self._on_message)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
-        # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
+        # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
         self.extra_routes: Callable[[web.Application], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------

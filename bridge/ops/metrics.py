@@ -21,16 +21,16 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.errors import AmiActionFailed, AmiError
-from bridge.slack_client import PostFailed
-from bridge.store import Backlog
+from bridge.core.errors import AmiActionFailed, AmiError
+from bridge.slack.client import PostFailed
+from bridge.store.sqlite import Backlog
 
 # Label values (bounded by construction).
 IN_RESULTS = ("posted", "recovered")  # recovered: found already posted after a timeout/crash
 OUT_RESULTS = ("sent", "failed")
 IN_FAILURES = ("rate_limited", "channel_refused", "timeout", "connection", "slack_error")
 OUT_FAILURES = ("asterisk_refused", "asterisk_unreachable", "unconfirmed", "other")
-# Why a text from Slack was refused before it was stored (bridge/gate.py, check_text).
+# Why a text from Slack was refused before it was stored (bridge/delivery/gate.py, check_text).
 REFUSALS = ("unknown_recipient", "not_allowed", "rate_limited", "invalid_text")
 SLACK_METHODS = frozenset({
     "chat.postMessage", "chat.postEphemeral", "chat.update", "conversations.history",

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.errors import ConfigProblem
+from bridge.core.errors import ConfigProblem
 
 # Slack IDs: public channels C..., private G..., DMs D...; upper-case letters and digits.
 CHANNEL_ID = re.compile(r"^[CGD][A-Z0-9]{6,}$")

@@ -13,9 +13,9 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from bridge.health import AmiHealth, SlackReachability, health_report
-from bridge.metrics import Metrics
-from bridge.store import Store
+from bridge.ops.health import AmiHealth, SlackReachability, health_report
+from bridge.ops.metrics import Metrics
+from bridge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 

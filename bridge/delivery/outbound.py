@@ -19,11 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from bridge import metrics
-from bridge.directory import Endpoint
-from bridge.errors import AmiActionFailed, AmiError, TextRejected
-from bridge.segments import segment_body
-from bridge.store import OutboundRow, Store
+from bridge.core.directory import Endpoint
+from bridge.core.errors import AmiActionFailed, AmiError, TextRejected
+from bridge.core.segments import segment_body
+from bridge.ops import metrics
+from bridge.store.sqlite import OutboundRow, Store
 
 log = logging.getLogger(__name__)
 

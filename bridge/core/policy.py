@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bridge.directory import Directory, Endpoint
+from bridge.core.directory import Directory, Endpoint
 
 
 @dataclass(frozen=True)

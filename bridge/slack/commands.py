@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bridge.slack_text import slack_to_plain
+from bridge.slack.text import slack_to_plain
 
 
 @dataclass(frozen=True)

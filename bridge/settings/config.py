@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.access_config import ENDPOINT_ACCESS_KEYS, load_access
-from bridge.config_reader import MAX_HEADER_VALUE, ConfigReader
-from bridge.directory import Directory, Endpoint
-from bridge.errors import ConfigError, ConfigProblem
-from bridge.policy import AccessPolicy
+from bridge.core.directory import Directory, Endpoint
+from bridge.core.errors import ConfigError, ConfigProblem
+from bridge.core.policy import AccessPolicy
+from bridge.settings.access import ENDPOINT_ACCESS_KEYS, load_access
+from bridge.settings.reader import MAX_HEADER_VALUE, ConfigReader
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.errors import BridgeError
-from bridge.texts import EchoText, InboundText
+from bridge.core.errors import BridgeError
+from bridge.core.texts import EchoText, InboundText
 
 log = logging.getLogger(__name__)
 

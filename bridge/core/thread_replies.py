@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.directory import Directory, sip_user
+from bridge.core.directory import Directory, sip_user
 
 # Message subtypes that carry a person's new text; every other subtype (message_changed,
 # message_deleted, channel_join, bot_message, ...) is not a new text.

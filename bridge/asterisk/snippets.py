@@ -1,6 +1,6 @@
 """`bridge asterisk-config`: the Asterisk config snippets that match this bridge's config.
 
-The canonical snippets live in `bridge/asterisk_templates/` (package data, so a pip-installed
+The canonical snippets live in `bridge/asterisk/templates/` (package data, so a pip-installed
 bridge has them; `config/asterisk/` in the repository holds identical copies, and a test keeps
 them identical). From them and the settings this renders:
 - extensions.conf: the shipped dialplan, verbatim (it does not depend on the config);
@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 from importlib import resources
 
-from bridge.config import Settings
-from bridge.directory import Endpoint
+from bridge.core.directory import Endpoint
+from bridge.settings.config import Settings
 
 FILES = ("extensions.conf", "manager.conf", "pjsip.conf")
 INBOUND_CONTEXT = "slack-bridge-inbound"
@@ -34,7 +34,7 @@ def template(name: str) -> str:
     """The shipped text of one snippet (`extensions.conf`, `manager.conf` or `pjsip.conf`)."""
     if name not in FILES:
         raise ValueError(f"no such template: {name}")
-    return resources.files("bridge").joinpath("asterisk_templates", name).read_text("utf-8")
+    return resources.files("bridge.asterisk").joinpath("templates", name).read_text("utf-8")
 
 
 def render_all(settings: Settings) -> dict[str, str]:

@@ -15,12 +15,12 @@ import os
 import sys
 from collections.abc import Mapping
 
-from bridge.asterisk_config import FILES, render_text
-from bridge.check import check
-from bridge.config import Settings, load_settings
+from bridge.asterisk.snippets import FILES, render_text
+from bridge.core.errors import ConfigError
 from bridge.demo.cli import add_demo_command, run_demo_command
-from bridge.errors import ConfigError
-from bridge.logs import add_secrets
+from bridge.ops.check import check
+from bridge.ops.logs import add_secrets
+from bridge.settings.config import Settings, load_settings
 
 EXIT_CONFIG = 2
 

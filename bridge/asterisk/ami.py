@@ -6,7 +6,7 @@
 - pings on its own schedule and checks the answer, so a half-open TCP link is noticed
   (panoramisk's own ping never looks at the reply);
 - sends `MessageSend` with a timeout and turns every outcome into our own result or
-  exception (`bridge.errors`): panoramisk futures can otherwise hang across reconnects;
+  exception (`bridge.core.errors`): panoramisk futures can otherwise hang across reconnects;
 - turns the dialplan's `UserEvent(SlackBridgeText, ...)` into `InboundText` values;
 - speaks TLS when `[ami] tls = true` (Asterisk's manager.conf `tlsenable`), verifying the
   certificate against `ca_file` (or the system's CAs) and the host name by default.
@@ -28,21 +28,21 @@ from typing import Any
 
 import panoramisk
 
-from bridge.config import AmiSettings
-from bridge.errors import (
+from bridge.core.errors import (
     AmiActionFailed,
     AmiError,
     AmiLoginRefused,
     AmiTimeout,
     AmiUnavailable,
 )
-from bridge.texts import (
+from bridge.core.texts import (
     TEXT_EVENT,
     InboundText,
     MalformedEvent,
     decode_spool_entry,
     decode_text_event,
 )
+from bridge.settings.config import AmiSettings
 
 log = logging.getLogger(__name__)
 

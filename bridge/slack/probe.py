@@ -9,7 +9,7 @@ One of the Slack modules (it imports slack_sdk). It asks Slack, read-only:
 - `apps.connections.open` with the app-level token in Socket Mode: does that token work
   (it only issues a WebSocket URL; nothing connects to it).
 
-Everything comes back as plain values; `bridge/check.py` decides what is a problem. No call
+Everything comes back as plain values; `bridge/ops/check.py` decides what is a problem. No call
 is retried for long: the whole probe is bounded by one timeout.
 """
 
@@ -25,7 +25,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
-from bridge.config import SlackSettings
+from bridge.settings.config import SlackSettings
 
 _DEFAULT_API_URL = "https://slack.com/api/"
 

@@ -1,4 +1,4 @@
-"""Logging set-up: LOG_LEVEL, LOG_FORMAT (text, or json: bridge.log_json), and a filter
+"""Logging set-up: LOG_LEVEL, LOG_FORMAT (text, or json: bridge.ops.log_json), and a filter
 that blanks every configured secret.
 
 Secrets are kept out of log calls by construction (`Secret` never prints itself); the
@@ -13,7 +13,7 @@ import os
 import sys
 import urllib.parse
 
-from bridge.log_json import JsonFormatter
+from bridge.ops.log_json import JsonFormatter
 
 _MASK = "[redacted]"
 

@@ -1,5 +1,5 @@
 """The `[access]`, `[[numbers]]` and `[audit]` parts of the config, and per-phone `allow_*`
-keys, read into an `AccessPolicy` (bridge/policy.py). Problems go to the shared reader."""
+keys, read into an `AccessPolicy` (bridge/core/policy.py). Problems go to the shared reader."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from bridge.config_reader import ConfigReader
-from bridge.policy import AccessPolicy, NumberPattern, RateLimit, Rule
+from bridge.core.policy import AccessPolicy, NumberPattern, RateLimit, Rule
+from bridge.settings.reader import ConfigReader
 
 ACCESS_KEYS = {"default", "users", "usergroups", "channels", "user_rate", "endpoint_rate",
                "default_country_code"}

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.directory import Directory, Endpoint
-from bridge.errors import (
+from bridge.core.directory import Directory, Endpoint
+from bridge.core.errors import (
     AmiActionFailed,
     AmiError,
     AmiLoginRefused,
@@ -20,10 +20,10 @@ from bridge.errors import (
     AmiUnavailable,
     TextRejected,
 )
-from bridge.outbound import PartlySent, UnknownRecipient
-from bridge.slack_text import escape
-from bridge.store import Backlog
-from bridge.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
+from bridge.core.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
+from bridge.delivery.outbound import PartlySent, UnknownRecipient
+from bridge.slack.text import escape
+from bridge.store.sqlite import Backlog
 
 # Slack refuses a plain_text / section text longer than this.
 _SECTION_MAX = 3000

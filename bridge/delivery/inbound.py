@@ -28,14 +28,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge import metrics
-from bridge.config import DeliverySettings
-from bridge.directory import Directory, normalize_uri
-from bridge.replies import PostItem, inbound_post, item_size, late_note
-from bridge.slack_client import PostFailed
-from bridge.store import Conversation, InboundRow, NewInbound, Store
-from bridge.tasks import TaskSet
-from bridge.texts import EchoText, InboundText, MalformedEvent
+from bridge.core.directory import Directory, normalize_uri
+from bridge.core.tasks import TaskSet
+from bridge.core.texts import EchoText, InboundText, MalformedEvent
+from bridge.ops import metrics
+from bridge.settings.config import DeliverySettings
+from bridge.slack.client import PostFailed
+from bridge.slack.messages import PostItem, inbound_post, item_size, late_note
+from bridge.store.sqlite import Conversation, InboundRow, NewInbound, Store
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bridge.config import SlackSettings
-from bridge.errors import BridgeError
+from bridge.core.errors import BridgeError
+from bridge.settings.config import SlackSettings
 
 log = logging.getLogger(__name__)
 

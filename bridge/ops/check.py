@@ -23,10 +23,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from bridge.ami import AmiProbe, probe_ami
-from bridge.config import Settings
-from bridge.errors import AmiActionFailed, AmiError, AmiLoginRefused, AmiTimeout
-from bridge.slack_probe import ChannelState, SlackProbe, probe_slack
+from bridge.asterisk.ami import AmiProbe, probe_ami
+from bridge.core.errors import AmiActionFailed, AmiError, AmiLoginRefused, AmiTimeout
+from bridge.settings.config import Settings
+from bridge.slack.probe import ChannelState, SlackProbe, probe_slack
 
 # Seconds each side (AMI, Slack) may take; they run at the same time, so the whole check
 # stays well under 10 s even when both hosts are unreachable.

@@ -10,7 +10,7 @@
         └── AmiActionFailed    Asterisk answered `Response: Error`: nothing was sent
 
 Lower-layer errors (panoramisk, OSError, asyncio.TimeoutError) are converted where they
-enter, in `bridge/ami.py`, so the rest of the bridge only ever sees these.
+enter, in `bridge/asterisk/ami.py`, so the rest of the bridge only ever sees these.
 """
 
 from __future__ import annotations

@@ -12,12 +12,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bridge import metrics
-from bridge.directory import Directory, Endpoint
-from bridge.errors import TextRejected
-from bridge.outbound import UnknownRecipient
-from bridge.policy import AccessPolicy, RateLimiter, normalize_number, resolve
-from bridge.store import AuditEntry, OutboundRow, Store
+from bridge.core.directory import Directory, Endpoint
+from bridge.core.errors import TextRejected
+from bridge.core.policy import AccessPolicy, RateLimiter, normalize_number, resolve
+from bridge.delivery.outbound import UnknownRecipient
+from bridge.ops import metrics
+from bridge.store.sqlite import AuditEntry, OutboundRow, Store
 
 log = logging.getLogger(__name__)
 

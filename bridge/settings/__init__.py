@@ -1,0 +1,1 @@
+"""Reading the TOML config and the environment into one frozen, validated `Settings`."""

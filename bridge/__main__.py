@@ -17,7 +17,7 @@ import time
 import aiohttp
 
 from bridge.asterisk.ami import AmiLink
-from bridge.core.errors import ConfigError
+from bridge.core.errors import ConfigError, StoreError
 from bridge.core.tasks import TaskSet
 from bridge.delivery.inbound import InboundRelay
 from bridge.delivery.outbound import Outbox
@@ -29,7 +29,7 @@ from bridge.ops.metrics import Metrics, install
 from bridge.settings.config import Settings, load_settings
 from bridge.slack.client import SlackPoster, make_web_client
 from bridge.slack.frontend import SlackFrontend
-from bridge.store.sqlite import Store, StoreError
+from bridge.store.sqlite import Store
 
 log = logging.getLogger("bridge")
 

@@ -29,10 +29,10 @@ from conftest import (
 from fake_slack import FakeSlack
 from ops_view import get, health, scrape, value, wait_health
 
+from bridge.core.model import Backlog
 from bridge.ops import metrics
 from bridge.ops.health import SlackReachability, health_report
 from bridge.ops.metrics import Metrics
-from bridge.store.sqlite import Backlog
 
 SECRETS = (BOT_TOKEN, SIGNING_SECRET, APP_TOKEN, AMI_SECRET)
 EMPTY = Backlog(inbound_waiting=0, inbound_oldest=None, outbound_waiting=0,

@@ -30,12 +30,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sip_ua import SipPhone
 from slack_view import wait_phone_posts
 
-from bridge.core.errors import AmiActionFailed, AmiUnavailable
-from bridge.delivery.outbound import GaveUp, PartlySent
+from bridge.core.errors import AmiActionFailed, AmiUnavailable, GaveUp, PartlySent, PostFailed
+from bridge.core.model import Backlog
 from bridge.ops import metrics
 from bridge.ops.metrics import Metrics, post_failure_reason, send_failure_reason
-from bridge.slack.client import PostFailed
-from bridge.store.sqlite import Backlog
 
 METRIC_NAMES = {
     "bridge_texts_in", "bridge_texts_out", "bridge_delivery_failures", "bridge_slack_posts",

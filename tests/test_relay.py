@@ -14,12 +14,13 @@ from fake_slack import FakeSlack
 from slack_view import shown_echoes
 
 from bridge.core.directory import Directory, Endpoint
+from bridge.core.model import NewInbound
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.delivery.inbound import InboundRelay
 from bridge.settings.config import DeliverySettings, Secret, SlackSettings
 from bridge.slack.client import SlackPoster, make_web_client
-from bridge.store.sqlite import NewInbound, Store
+from bridge.store.sqlite import Store
 
 DIRECTORY = Directory((Endpoint("alice", "pjsip:alice", "C0ALICE00"),
                        Endpoint("bob", "pjsip:bob", "C0BOB0000")))

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from bridge.core.errors import StoreError
+from bridge.core.model import NewInbound
 from bridge.core.texts import InboundText
-from bridge.store.sqlite import SCHEMA_VERSION, NewInbound, Store, StoreError
+from bridge.store.sqlite import SCHEMA_VERSION, Store
 
 
 def text(body: str) -> InboundText:

@@ -13,23 +13,15 @@ import time
 from collections.abc import Awaitable, Callable
 
 from bridge.core.directory import Directory, Endpoint
-from bridge.core.errors import TextRejected
+from bridge.core.errors import NotAllowed, RateLimited, TextRejected, UnknownRecipient
+from bridge.core.model import AuditEntry, OutboundRow, Source
 from bridge.core.policy import AccessPolicy, RateLimiter, normalize_number, resolve
-from bridge.delivery.outbound import UnknownRecipient
 from bridge.ops import metrics
-from bridge.store.sqlite import AuditEntry, OutboundRow, Store
+from bridge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
 GroupLookup = Callable[[str], Awaitable[frozenset[str]]]
-
-
-class NotAllowed(TextRejected):
-    """The sender may not text this recipient."""
-
-
-class RateLimited(TextRejected):
-    """The sender (or the phone) has had too many texts recently."""
 
 
 def refusal_reason(exc: TextRejected) -> str:
@@ -53,7 +45,7 @@ class Gate:
         self._per_user = RateLimiter(policy.user_rate)
         self._per_endpoint = RateLimiter(policy.endpoint_rate)
 
-    async def admit(self, *, recipient: str, user: str, channel: str, source: str,
+    async def admit(self, *, recipient: str, user: str, channel: str, source: Source,
                     text: str) -> Endpoint:
         """The endpoint to send to, or TextRejected (audited and logged) saying why not."""
         try:
@@ -70,7 +62,7 @@ class Gate:
             raise
         return endpoint
 
-    async def accepted(self, row: OutboundRow, *, recipient: str, source: str) -> None:
+    async def accepted(self, row: OutboundRow, *, recipient: str, source: Source) -> None:
         """Record a text that passed and was stored for sending."""
         log.info("audit: slack_user=%s channel=%s source=%s recipient=%r endpoint=%s "
                  "destination=%s result=accepted id=%d", row.slack_user, row.slack_channel,

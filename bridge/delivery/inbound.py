@@ -29,13 +29,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.core.directory import Directory, normalize_uri
+from bridge.core.errors import PostFailed
+from bridge.core.model import Conversation, InboundRow, InboundState, NewInbound
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.ops import metrics
 from bridge.settings.config import DeliverySettings
-from bridge.slack.client import PostFailed
 from bridge.slack.messages import PostItem, inbound_post, item_size, late_note
-from bridge.store.sqlite import Conversation, InboundRow, NewInbound, Store
+from bridge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -470,13 +471,11 @@ class InboundRelay:
         return "ok"
 
 
-def _with_state(row: InboundRow, state: str) -> InboundRow:
-    return InboundRow(id=row.id, channel=row.channel, endpoint=row.endpoint, text=row.text,
-                      received_at=row.received_at, state=state, attempts=row.attempts)
+def _with_state(row: InboundRow, state: InboundState) -> InboundRow:
+    return dataclasses.replace(row, state=state)
 
 
 def _moved(row: InboundRow, channel: str) -> InboundRow:
-    # Reset to pending: the refused post certainly did not arrive.
-    return InboundRow(id=row.id, channel=channel, endpoint=row.endpoint, text=row.text,
-                      received_at=row.received_at, state="pending", attempts=row.attempts)
-
+    # Reset to pending: the refused post certainly did not arrive. Everything else (the
+    # conversation above all) stays as it was.
+    return dataclasses.replace(row, channel=channel, state="pending")

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.core.directory import Endpoint
-from bridge.core.errors import AmiActionFailed, AmiError, TextRejected
+from bridge.core.errors import AmiActionFailed, AmiError, GaveUp, PartlySent, TextRejected
+from bridge.core.model import OutboundRow, Source
 from bridge.core.segments import segment_body
 from bridge.ops import metrics
-from bridge.store.sqlite import OutboundRow, Store
+from bridge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class OutboundText:
     slack_user: str  # user ID
     slack_channel: str
     response_url: str | None = None
-    source: str = "slash"  # slash: /sip command; reply: a message in a conversation
+    source: Source = "slash"  # slash: /sip command; reply: a message in a conversation
     feedback_ts: str | None = None  # the Slack message that shows the state (replies)
     thread_ts: str | None = None
 
@@ -67,27 +68,6 @@ class Outcome:
 
 
 Teller = Callable[[Outcome], Awaitable[bool]]
-
-
-class UnknownRecipient(TextRejected):
-    def __init__(self, recipient: str, suggestions: list[str]) -> None:
-        self.recipient = recipient
-        self.suggestions = suggestions
-        super().__init__(f"no endpoint called '{recipient}'")
-
-
-class GaveUp(AmiError):
-    """Asterisk stayed unreachable longer than the text may wait."""
-
-
-class PartlySent(AmiError):
-    """Some segments went out, then one failed; the rest were not sent."""
-
-    def __init__(self, sent: int, total: int, cause: Exception) -> None:
-        self.sent = sent
-        self.total = total
-        self.cause = cause
-        super().__init__(f"sent {sent} of {total} parts, then: {cause}")
 
 
 def check_text(text: str) -> None:

@@ -25,8 +25,8 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bridge.core.model import Backlog
 from bridge.ops import metrics
-from bridge.store.sqlite import Backlog
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from bridge.core.errors import AmiActionFailed, AmiError
-from bridge.slack.client import PostFailed
-from bridge.store.sqlite import Backlog
+from bridge.core.errors import AmiActionFailed, AmiError, PostFailed
+from bridge.core.model import Backlog
 
 # Label values (bounded by construction).
 IN_RESULTS = ("posted", "recovered")  # recovered: found already posted after a timeout/crash

@@ -18,7 +18,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bridge.core.errors import BridgeError
+from bridge.core.errors import PostFailed
 from bridge.settings.config import SlackSettings
 
 log = logging.getLogger(__name__)
@@ -34,24 +34,6 @@ _PERMANENT = frozenset({
 _DEFAULT_API_URL = "https://slack.com/api/"
 _RESPONSE_URL_LIFETIME = 29 * 60
 _GROUP_CACHE_SECONDS = 300.0
-
-
-class PostFailed(BridgeError):
-    """A post did not (knowingly) reach Slack.
-
-    `permanent`: the same request will keep failing (wrong channel, bot not in it).
-    `ambiguous`: the request may have been processed (timeout, connection dropped mid-way).
-    `retry_after`: Slack's Retry-After, for 429.
-    """
-
-    def __init__(self, channel: str, error: str, *, permanent: bool = False,
-                 ambiguous: bool = False, retry_after: float | None = None) -> None:
-        self.channel = channel
-        self.error = error
-        self.permanent = permanent
-        self.ambiguous = ambiguous
-        self.retry_after = retry_after
-        super().__init__(f"Slack refused the post to {channel}: {error}")
 
 
 def make_web_client(settings: SlackSettings, *, timeout: float | None = None,

@@ -25,6 +25,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.core.directory import Endpoint
 from bridge.core.errors import TextRejected
+from bridge.core.model import OutboundRow
 from bridge.core.texts import EchoText
 from bridge.core.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
 from bridge.delivery.gate import Gate
@@ -45,7 +46,7 @@ from bridge.slack.messages import (
     status_text,
 )
 from bridge.slack.text import escape, slack_to_plain, user_ids
-from bridge.store.sqlite import OutboundRow, Store
+from bridge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 

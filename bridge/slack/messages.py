@@ -18,12 +18,13 @@ from bridge.core.errors import (
     AmiLoginRefused,
     AmiTimeout,
     AmiUnavailable,
+    PartlySent,
     TextRejected,
+    UnknownRecipient,
 )
+from bridge.core.model import Backlog
 from bridge.core.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
-from bridge.delivery.outbound import PartlySent, UnknownRecipient
 from bridge.slack.text import escape
-from bridge.store.sqlite import Backlog
 
 # Slack refuses a plain_text / section text longer than this.
 _SECTION_MAX = 3000

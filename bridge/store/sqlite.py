@@ -15,20 +15,30 @@ Asterisk has accepted so a restart resumes after the last one.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import queue
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.core.errors import BridgeError
+from bridge.core.errors import StoreError
+from bridge.core.model import (
+    AuditEntry,
+    Backlog,
+    Conversation,
+    InboundRow,
+    InboundState,
+    NewInbound,
+    OutboundRow,
+    OutboundState,
+    Source,
+    ThreadOwner,
+)
 from bridge.core.texts import EchoText, InboundText
+from bridge.store.engine import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -125,217 +135,32 @@ _MIGRATIONS: list[str] = [
 ]
 
 
-class StoreError(BridgeError):
-    """The store file cannot be used (newer schema, not a database, unwritable)."""
-
-
-@dataclass(frozen=True)
-class InboundRow:
-    """Something to post into Slack: a phone's text, or the echo of a /sip text."""
-
-    id: int
-    channel: str
-    endpoint: str | None
-    text: InboundText | EchoText
-    received_at: float
-    state: str
-    attempts: int
-    conversation: str = ""
-
-
-@dataclass(frozen=True)
-class OutboundRow:
-    id: int
-    slack_user: str
-    slack_channel: str
-    endpoint: str
-    destination: str
-    body: str
-    response_url: str | None
-    created_at: float
-    state: str
-    segments_sent: int
-    segments_total: int
-    last_error: str | None
-    notified: bool
-    source: str = "slash"  # slash | reply
-    feedback_channel: str | None = None
-    feedback_ts: str | None = None
-    thread_ts: str | None = None
-    feedback_done: bool = False
-
-
-@dataclass(frozen=True)
-class NewInbound:
-    channel: str
-    endpoint: str | None
-    text: InboundText | EchoText
-    received_at: float
-    conversation: str = ""
-
-
-@dataclass(frozen=True)
-class AuditEntry:
-    """One send or refusal: who, to whom, when, what happened (the text only if configured)."""
-
-    at: float
-    slack_user: str
-    slack_channel: str
-    source: str
-    recipient: str
-    endpoint: str | None
-    destination: str | None
-    result: str
-    reason: str | None
-    outbound_id: int | None
-    text: str | None
-
-
-@dataclass(frozen=True)
-class Conversation:
-    key: str
-    channel: str
-    thread_ts: str
-    last_activity: float
-
-
-@dataclass(frozen=True)
-class ThreadOwner:
-    conversation: str
-    endpoint: str | None
-
-
-@dataclass(frozen=True)
-class Backlog:
-    inbound_waiting: int
-    inbound_oldest: float | None  # unix time of the oldest waiting inbound text
-    outbound_waiting: int
-    outbound_oldest: float | None
-    outbound_unnotified: int
-
-
-@dataclass
-class _Job:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    raw: bool  # runs alone, outside the shared transaction (open, close)
-    loop: asyncio.AbstractEventLoop
-    future: asyncio.Future[Any]
-
-
-# How many queued operations one transaction may take (group commit).
-_GROUP_MAX = 256
-
-
 class Store:
-    """Async facade over one SQLite connection owned by one thread.
-
-    Group commit: the thread runs every operation waiting for it in one transaction (each in
-    a savepoint of its own, so one failing operation does not undo the others) and commits
-    once, then answers them all. An operation's future resolves only after the commit that
-    holds it, so "stored" still means on disk; under load, many texts share one commit.
-    """
+    """Async facade over one SQLite connection owned by one thread (`GroupCommit`: many
+    operations share one commit under load, and each answers only after its commit)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._serve, name="store", daemon=True)
         self._db: sqlite3.Connection | None = None
+        self._engine = GroupCommit(self._conn, name="store")
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
         store = cls(Path(path))
-        store._thread.start()
+        store._engine.start()
         try:
             await store._run(store._open, raw=True)
         except BaseException:
-            store._jobs.put(None)
+            store._engine.abandon()
             raise
         return store
 
     async def close(self) -> None:
         await self._run(self._close, raw=True)
-        self._jobs.put(None)
-        await asyncio.get_running_loop().run_in_executor(None, self._thread.join)
+        await self._engine.stop()
 
     async def _run(self, fn: Callable[..., T], *args: Any, raw: bool = False) -> T:
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._jobs.put(_Job(fn, args, raw, loop, future))
-        return await future
-
-    def _serve(self) -> None:
-        """The store thread: take waiting jobs in groups, one transaction per group."""
-        while True:
-            job = self._jobs.get()
-            if job is None:
-                return
-            group = [job]
-            stop = False
-            while not job.raw and len(group) < _GROUP_MAX:
-                try:
-                    following = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if following is None:
-                    stop = True
-                    break
-                if following.raw:  # runs alone, after this group
-                    self._settle(self._run_group(group))
-                    group = [following]
-                    break
-                group.append(following)
-            self._settle(self._run_raw(group[0]) if group[0].raw else self._run_group(group))
-            if stop:
-                return
-
-    @staticmethod
-    def _run_raw(job: _Job) -> list[tuple[_Job, bool, Any]]:
-        try:
-            return [(job, True, job.fn(*job.args))]
-        except Exception as exc:  # noqa: BLE001 - raised in the awaiting coroutine instead
-            return [(job, False, exc)]
-
-    def _run_group(self, group: list[_Job]) -> list[tuple[_Job, bool, Any]]:
-        outcomes: list[tuple[_Job, bool, Any]] = []
-        try:
-            db = self._conn()
-            db.execute("BEGIN IMMEDIATE")
-        except Exception as exc:  # noqa: BLE001 - raised in every awaiting coroutine
-            return [(job, False, exc) for job in group]
-        for job in group:
-            try:
-                db.execute("SAVEPOINT job")
-                value = job.fn(*job.args)
-                db.execute("RELEASE job")
-                outcomes.append((job, True, value))
-            except Exception as exc:  # noqa: BLE001 - raised in the awaiting coroutine
-                try:
-                    db.execute("ROLLBACK TO job")
-                    db.execute("RELEASE job")
-                except sqlite3.Error:
-                    pass
-                outcomes.append((job, False, exc))
-        try:
-            db.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - nothing was stored: every job fails
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            return [(job, False, exc) for job in group]
-        return outcomes
-
-    @staticmethod
-    def _settle(outcomes: list[tuple[_Job, bool, Any]]) -> None:
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
-        for outcome in outcomes:
-            by_loop.setdefault(outcome[0].loop, []).append(outcome)
-        for loop, done in by_loop.items():
-            try:
-                loop.call_soon_threadsafe(_resolve, done)
-            except RuntimeError:  # the loop is closed; nobody is waiting any more
-                pass
+        return await self._engine.run(fn, *args, raw=raw)
 
     # -- runs on the store thread --------------------------------------------------------
 
@@ -343,6 +168,7 @@ class Store:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.row_factory = sqlite3.Row  # rows are read by column name, never by position
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
@@ -430,17 +256,13 @@ class Store:
         cursor = self._conn().execute(
             "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
             " conversation FROM inbound WHERE state != 'posted' ORDER BY id")
-        return [InboundRow(id=r[0], channel=r[1], endpoint=r[2],
-                           text=(EchoText if r[7] == "echo" else InboundText)(
-                               **json.loads(r[3])),
-                           received_at=r[4], state=r[5], attempts=r[6],
-                           conversation=r[8] or "") for r in cursor]
+        return [_inbound_row(r) for r in cursor]
 
-    async def mark_inbound(self, ids: Iterable[int], state: str, *, error: str | None = None,
+    async def mark_inbound(self, ids: Iterable[int], state: InboundState, *, error: str | None = None,
                            slack_ts: str | None = None) -> None:
         await self._run(self._mark_inbound, list(ids), state, error, slack_ts)
 
-    def _mark_inbound(self, ids: list[int], state: str, error: str | None,
+    def _mark_inbound(self, ids: list[int], state: InboundState, error: str | None,
                       slack_ts: str | None) -> None:
         now = time.time()
 
@@ -468,7 +290,7 @@ class Store:
 
     async def add_outbound(self, *, slack_user: str, slack_channel: str, endpoint: str,
                            destination: str, body: str, response_url: str | None,
-                           segments_total: int, source: str = "slash",
+                           segments_total: int, source: Source = "slash",
                            feedback_ts: str | None = None,
                            thread_ts: str | None = None) -> OutboundRow:
         return await self._run(self._add_outbound, slack_user, slack_channel, endpoint,
@@ -477,7 +299,7 @@ class Store:
 
     def _add_outbound(self, slack_user: str, slack_channel: str, endpoint: str,
                       destination: str, body: str, response_url: str | None,
-                      segments_total: int, source: str, feedback_ts: str | None,
+                      segments_total: int, source: Source, feedback_ts: str | None,
                       thread_ts: str | None) -> OutboundRow:
         now = time.time()
         feedback_channel = slack_channel if feedback_ts else None
@@ -549,7 +371,8 @@ class Store:
     def _conversation(self, key: str) -> Conversation | None:
         row = self._conn().execute("SELECT key, channel, thread_ts, last_activity FROM"
                                    " conversations WHERE key=?", (key,)).fetchone()
-        return Conversation(*row) if row else None
+        return Conversation(key=row["key"], channel=row["channel"], thread_ts=row["thread_ts"],
+                            last_activity=row["last_activity"]) if row else None
 
     async def start_conversation(self, *, key: str, channel: str, thread_ts: str,
                                  endpoint: str | None, now: float) -> None:
@@ -575,7 +398,8 @@ class Store:
     def _thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
         row = self._conn().execute("SELECT conversation, endpoint FROM threads WHERE"
                                    " channel=? AND thread_ts=?", (channel, thread_ts)).fetchone()
-        return ThreadOwner(*row) if row else None
+        return ThreadOwner(conversation=row["conversation"],
+                           endpoint=row["endpoint"]) if row else None
 
     async def first_sight_of_event(self, event_id: str) -> bool:
         """Record a Slack event ID; False if it was seen before (a retried delivery)."""
@@ -592,7 +416,7 @@ class Store:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET segments_sent=? WHERE id=?", (segments_sent, row_id)))
 
-    async def finish_outbound(self, row_id: int, state: str, error: str | None = None, *,
+    async def finish_outbound(self, row_id: int, state: OutboundState, error: str | None = None, *,
                               segments_sent: int | None = None) -> None:
         """Record a text's outcome, in its row and in its audit entry (one transaction)."""
         now = time.time()
@@ -651,22 +475,23 @@ _OUTBOUND_COLUMNS = (
     " feedback_ts, thread_ts, feedback_done")
 
 
-def _outbound_row(r: tuple[Any, ...]) -> OutboundRow:
-    return OutboundRow(id=r[0], slack_user=r[1], slack_channel=r[2], endpoint=r[3],
-                       destination=r[4], body=r[5], response_url=r[6], created_at=r[7],
-                       state=r[8], segments_sent=r[9], segments_total=r[10], last_error=r[11],
-                       notified=bool(r[12]), source=r[13], feedback_channel=r[14],
-                       feedback_ts=r[15], thread_ts=r[16], feedback_done=bool(r[17]))
+def _outbound_row(r: sqlite3.Row) -> OutboundRow:
+    return OutboundRow(id=r["id"], slack_user=r["slack_user"], slack_channel=r["slack_channel"],
+                       endpoint=r["endpoint"], destination=r["destination"], body=r["body"],
+                       response_url=r["response_url"], created_at=r["created_at"],
+                       state=r["state"], segments_sent=r["segments_sent"],
+                       segments_total=r["segments_total"], last_error=r["last_error"],
+                       notified=bool(r["notified"]), source=r["source"],
+                       feedback_channel=r["feedback_channel"], feedback_ts=r["feedback_ts"],
+                       thread_ts=r["thread_ts"], feedback_done=bool(r["feedback_done"]))
 
 
-def _resolve(done: list[tuple[_Job, bool, Any]]) -> None:
-    for job, ok, value in done:
-        if job.future.cancelled():
-            continue
-        if ok:
-            job.future.set_result(value)
-        else:
-            job.future.set_exception(value)
+def _inbound_row(r: sqlite3.Row) -> InboundRow:
+    kind = EchoText if r["kind"] == "echo" else InboundText
+    return InboundRow(id=r["id"], channel=r["channel"], endpoint=r["endpoint"],
+                      text=kind(**json.loads(r["text_json"])), received_at=r["received_at"],
+                      state=r["state"], attempts=r["attempts"],
+                      conversation=r["conversation"] or "")
 
 
 def _split_sql(script: str) -> list[str]:

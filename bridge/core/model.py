@@ -1,0 +1,106 @@
+"""The bridge's stored values: what the store holds and hands back, as frozen dataclasses.
+
+The store's backends map their rows to these by column name; the rest of the bridge changes a
+row only with `dataclasses.replace`, so no field is ever dropped on the way (that is how a
+retried text once lost its thread).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from bridge.core.texts import EchoText, InboundText
+
+# A text from a phone (or the echo of a /sip text) on its way to Slack: `posting` is written
+# before the post is sent, so after a crash the bridge knows which posts may be in Slack.
+InboundState = Literal["pending", "posting", "posted"]
+# A text to a phone: queued until Asterisk took every segment (sent) or it failed.
+OutboundState = Literal["queued", "sent", "failed"]
+# Where a text to a phone came from: the slash command, or a reply in a phone's thread.
+Source = Literal["slash", "reply"]
+
+
+@dataclass(frozen=True)
+class InboundRow:
+    """Something to post into Slack: a phone's text, or the echo of a /sip text."""
+
+    id: int
+    channel: str
+    endpoint: str | None
+    text: InboundText | EchoText
+    received_at: float
+    state: InboundState
+    attempts: int
+    conversation: str = ""
+
+
+@dataclass(frozen=True)
+class OutboundRow:
+    id: int
+    slack_user: str
+    slack_channel: str
+    endpoint: str
+    destination: str
+    body: str
+    response_url: str | None
+    created_at: float
+    state: OutboundState
+    segments_sent: int
+    segments_total: int
+    last_error: str | None
+    notified: bool
+    source: Source = "slash"
+    feedback_channel: str | None = None
+    feedback_ts: str | None = None
+    thread_ts: str | None = None
+    feedback_done: bool = False
+
+
+@dataclass(frozen=True)
+class NewInbound:
+    channel: str
+    endpoint: str | None
+    text: InboundText | EchoText
+    received_at: float
+    conversation: str = ""
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One send or refusal: who, to whom, when, what happened (the text only if configured)."""
+
+    at: float
+    slack_user: str
+    slack_channel: str
+    source: str
+    recipient: str
+    endpoint: str | None
+    destination: str | None
+    result: str
+    reason: str | None
+    outbound_id: int | None
+    text: str | None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    key: str
+    channel: str
+    thread_ts: str
+    last_activity: float
+
+
+@dataclass(frozen=True)
+class ThreadOwner:
+    conversation: str
+    endpoint: str | None
+
+
+@dataclass(frozen=True)
+class Backlog:
+    inbound_waiting: int
+    inbound_oldest: float | None  # unix time of the oldest waiting inbound text
+    outbound_waiting: int
+    outbound_oldest: float | None
+    outbound_unnotified: int

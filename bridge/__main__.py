@@ -1,151 +1,24 @@
-"""Command line and lifecycle: `python -m bridge run --config PATH` (or `bridge run`).
+"""The command line: `python -m bridge run --config PATH` (or `bridge run`), and the admin
+commands (`check`, `asterisk-config`, `demo`, ...).
 
-Start in order (config, AMI link, inbound relay, Slack), wait for SIGTERM/SIGINT, stop in
-reverse. A configuration problem is reported whole and exits 2 before anything connects.
+`run` reads and checks the whole config first: a problem is reported whole and exits 2 before
+anything connects; then `bridge.app.run` owns the lifecycle.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
-import signal
 import sys
-import time
 
-import aiohttp
-
-from bridge.asterisk.ami import AmiLink
-from bridge.core.errors import ConfigError, StoreError
-from bridge.core.tasks import TaskSet
-from bridge.delivery.inbound import InboundRelay
-from bridge.delivery.outbound import Outbox
+from bridge import app
+from bridge.core.errors import ConfigError
 from bridge.ops.admin_cli import add_admin_commands, run_admin_command
-from bridge.ops.health import SlackReachability
-from bridge.ops.http import OpsEndpoints
 from bridge.ops.logs import add_secrets, setup_logging
-from bridge.ops.metrics import Metrics, install
-from bridge.settings.config import Settings, load_settings
-from bridge.slack.client import SlackPoster, make_web_client
-from bridge.slack.frontend import SlackFrontend
-from bridge.store.sqlite import Store
-
-log = logging.getLogger("bridge")
+from bridge.settings.config import load_settings
 
 EXIT_CONFIG = 2
-EXIT_STORE = 3
-_BACKLOG_REPORT_SECONDS = 30.0
-_KEEP_DELIVERED_SECONDS = 3 * 86400  # well beyond Asterisk's ~22 h spool
-
-
-async def run(settings: Settings) -> int:
-    try:
-        store = await Store.open(settings.store_path)
-    except StoreError as exc:
-        log.error("store: %s", exc)
-        return EXIT_STORE
-    tasks = TaskSet()
-    # One pool of Slack connections for the whole run. slack_sdk applies its own timeout only
-    # to sessions it creates, so the shared one carries it.
-    # Every answer on it tells /healthz that Slack is reachable (bridge.ops.health).
-    slack_health = SlackReachability()
-    session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=settings.slack.timeout),
-                                    trace_configs=[slack_health.trace_config()])
-    client = make_web_client(settings.slack, session=session)
-    slack_health.api_url = client.base_url
-    relay = InboundRelay(store=store, directory=settings.directory,
-                         default_channel=settings.slack.default_channel,
-                         poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
-                         thread_idle=settings.slack.thread_idle)
-    ami = AmiLink(settings.ami, on_text=relay.submit)
-    outbox = Outbox(store=store, sender=ami,
-                    from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
-    frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
-                             store=store, relay=relay)
-    outbox.set_teller(frontend.tell)
-    relay.set_echo_listener(frontend)
-    metrics = Metrics()
-    metrics.watch(ami=ami, slack=slack_health)
-    install(metrics)
-    ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
-    frontend.extra_routes = ops.add_routes  # HTTP mode: /healthz, /metrics beside /slack/events
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    log.info("starting: %d endpoints, AMI %s:%d as %s, Slack %s, store %s", len(
-        settings.directory.endpoints), settings.ami.host, settings.ami.port,
-        settings.ami.username, "Socket Mode" if settings.slack.socket_mode else "HTTP",
-        settings.store_path)
-    await relay.start()
-    tasks.spawn(outbox.run(), name="outbox")
-    await ami.start()
-    tasks.spawn(slack_health.probe_loop(client.auth_test), name="slack-health")
-    try:
-        await frontend.start()
-        if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics
-            await ops.serve(settings.slack.port)
-    except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
-        log.error("could not start the Slack side: %s", exc)
-        await ami.stop()
-        await tasks.cancel_all()
-        await store.close()
-        await session.close()
-        return 1
-    tasks.spawn(_report_backlog(store), name="backlog-report")
-    log.info("bridge running")
-
-    stopper = asyncio.create_task(stop.wait())
-    crashed = asyncio.create_task(tasks.failed.wait())
-    await asyncio.wait({stopper, crashed}, return_when=asyncio.FIRST_COMPLETED)
-    stopper.cancel()
-    crashed.cancel()
-    drain = settings.delivery.drain_timeout
-    log.info("stopping: no new commands; finishing what is in flight (up to %.0f s)", drain)
-    await frontend.stop()
-    await ops.stop()
-    await outbox.stop(drain)  # needs AMI for the text it is sending
-    await ami.stop()  # no more texts from phones
-    await relay.stop(drain)
-    await tasks.cancel_all()
-    backlog = await store.backlog()
-    await store.close()
-    await session.close()
-    log.info("stopped; left in the store for the next start: %d texts from phones, %d to "
-             "phones", backlog.inbound_waiting, backlog.outbound_waiting)
-    return 1 if tasks.failed.is_set() else 0
-
-
-async def _report_backlog(store: Store) -> None:
-    """Log queue depths and the oldest waiting text whenever something is waiting; forget
-    delivered texts after a few days."""
-    last: tuple[int, int] = (0, 0)
-    next_prune = 0.0
-    while True:
-        if time.monotonic() >= next_prune:
-            pruned = await store.prune(time.time() - _KEEP_DELIVERED_SECONDS)
-            if pruned:
-                log.info("store: forgot %d delivered texts older than %d days", pruned,
-                         _KEEP_DELIVERED_SECONDS // 86400)
-            next_prune = time.monotonic() + 3600
-        await asyncio.sleep(_BACKLOG_REPORT_SECONDS)
-        backlog = await store.backlog()
-        now = time.time()
-        current = (backlog.inbound_waiting, backlog.outbound_waiting)
-        if current == (0, 0) and last == (0, 0):
-            continue
-        last = current
-        log.info("backlog: %d texts from phones waiting for Slack%s; %d texts to phones "
-                 "waiting for Asterisk%s", backlog.inbound_waiting,
-                 _age(backlog.inbound_oldest, now), backlog.outbound_waiting,
-                 _age(backlog.outbound_oldest, now))
-
-
-def _age(oldest: float | None, now: float) -> str:
-    return f" (oldest {now - oldest:.0f} s)" if oldest is not None else ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     add_secrets(settings.secrets())
-    return asyncio.run(run(settings))
+    return asyncio.run(app.run(settings))
 
 
 if __name__ == "__main__":

@@ -57,7 +57,7 @@ class Harness:
         self.store: Store | None = None
         self.relay: InboundRelay | None = None
 
-    async def start(self, timeout: float = 2) -> InboundRelay:
+    async def start(self, timeout: float = 2, feedback: Echoes | None = None) -> InboundRelay:
         self.store = await Store.open(self.store_path)
         slack = SlackSettings(command="/sip", default_channel="C0DEFAULT0",
                               bot_token=Secret("xoxb-relay"), signing_secret=None,
@@ -65,7 +65,7 @@ class Harness:
         poster = SlackPoster(make_web_client(slack, timeout=timeout))
         self.relay = InboundRelay(store=self.store, directory=DIRECTORY,
                                   default_channel="C0DEFAULT0", poster=poster,
-                                  delivery=self.settings, tasks=self.tasks)
+                                  delivery=self.settings, tasks=self.tasks, feedback=feedback)
         await self.relay.start()
         return self.relay
 
@@ -235,9 +235,8 @@ class Echoes:
 
 async def test_an_echo_shows_its_outcome_inline_when_it_is_already_known(
         harness: Harness, fake: FakeSlack) -> None:
-    relay = await harness.start()
     echoes = Echoes({7: ":white_check_mark: sent"})
-    relay.set_echo_listener(echoes)
+    relay = await harness.start(feedback=echoes)
     await relay.post_echo(EchoText(body="known", slack_user="U1", slack_user_name="ann",
                                    endpoint="alice", outbound_id=7), channel="C0ALICE00")
     await relay.post_echo(EchoText(body="pending", slack_user="U1", slack_user_name="ann",

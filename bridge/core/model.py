@@ -104,3 +104,14 @@ class Backlog:
     outbound_waiting: int
     outbound_oldest: float | None
     outbound_unnotified: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a stored text, for telling its sender."""
+
+    row: OutboundRow
+    endpoint: str
+    sent: bool
+    segments_sent: int
+    reason: Exception | None  # why it failed

@@ -106,7 +106,7 @@ class ChannelPacer:
 
 
 class EchoListener(Protocol):
-    """The Slack side's view of the texts whose echoes the relay posts."""
+    """What the relay tells about the echoes it posts (implemented by DeliveryFeedback)."""
 
     def state_of(self, outbound_id: int) -> str | None:
         """The text's final state as a note for its echo (escaped), if it is known yet."""
@@ -144,24 +144,43 @@ class _ChannelState:
         return self.gap < _BUSY_GAP
 
 
+class Inbox:
+    """Texts from phones as the AMI link hands them over, until the relay's intake stores them.
+
+    Built before both (the AMI link puts, the relay takes), so neither needs the other.
+    """
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[InboundText | MalformedEvent] = asyncio.Queue()
+        self.accepting = True
+
+    def submit(self, item: InboundText | MalformedEvent) -> None:
+        """Take one text event (called from the AMI event callback)."""
+        if not self.accepting:
+            log.warning("text in: arrived while stopping; Asterisk has it, the bridge does not")
+            return
+        self.queue.put_nowait(item)
+
+
 class InboundRelay:
     def __init__(self, *, store: Store, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
+                 inbox: Inbox | None = None, feedback: EchoListener | None = None,
                  thread_idle: float = 86400.0) -> None:
         self._store = store
         self._thread_idle = thread_idle
-        self._echoes: EchoListener | None = None
+        self._echoes = feedback
+        self._inbox = inbox if inbox is not None else Inbox()
         self._directory = directory
         self._default_channel = default_channel
         self._poster = poster
         self._delivery = delivery
         self._tasks = tasks
         self._pacer = ChannelPacer(delivery.channel_rate, delivery.channel_burst)
-        self._intake: asyncio.Queue[InboundText | MalformedEvent] = asyncio.Queue()
+        self._intake = self._inbox.queue
         self._intake_task: asyncio.Task[None] | None = None
         self._channels: dict[str, _ChannelState] = {}
         self._conversations: dict[str, Conversation] = {}
-        self._accepting = True
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -176,7 +195,7 @@ class InboundRelay:
 
     async def stop(self, timeout: float) -> None:
         """Stop intake, store what was received, let in-flight posts finish (bounded)."""
-        self._accepting = False
+        self._inbox.accepting = False
         deadline = time.monotonic() + timeout
         while not self._intake.empty() and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -195,11 +214,8 @@ class InboundRelay:
     # -- intake ----------------------------------------------------------------------------
 
     def submit(self, item: InboundText | MalformedEvent) -> None:
-        """Take one text event (called from the AMI event callback)."""
-        if not self._accepting:
-            log.warning("text in: arrived while stopping; Asterisk has it, the bridge does not")
-            return
-        self._intake.put_nowait(item)
+        """Take one text event, as the AMI link does through the inbox."""
+        self._inbox.submit(item)
 
     async def _run_intake(self) -> None:
         while True:
@@ -233,9 +249,6 @@ class InboundRelay:
                           endpoint=name, text=item,
                           received_at=min(item.asterisk_time or now, now),
                           conversation=conversation_key(name, item.sender_uri))
-
-    def set_echo_listener(self, listener: EchoListener) -> None:
-        self._echoes = listener
 
     async def post_echo(self, echo: EchoText, channel: str) -> None:
         """Show a text sent from Slack with /sip in its phone's conversation."""

@@ -4,7 +4,7 @@
 sent from the request handler. `Outbox.run` sends stored texts one after another, segment by
 segment, recording each segment Asterisk accepted, so a restart resumes after the last one.
 While AMI is down texts wait; a text that waited longer than `outbound_max_wait` fails. Each
-outcome is told to the sender through `tell` (the Slack side decides where).
+outcome goes to the delivery feedback (`bridge/delivery/feedback.py`), which tells the sender.
 
 At-least-once window: a crash or a lost AMI connection between Asterisk accepting a segment
 and the store recording it sends that segment again.
@@ -15,13 +15,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 from bridge.core.directory import Endpoint
 from bridge.core.errors import AmiActionFailed, AmiError, GaveUp, PartlySent, TextRejected
-from bridge.core.model import OutboundRow, Source
+from bridge.core.model import OutboundRow, Outcome, Source
 from bridge.core.segments import segment_body
 from bridge.ops import metrics
 from bridge.store.sqlite import Store
@@ -30,7 +29,6 @@ log = logging.getLogger(__name__)
 
 _EXPIRY_CHECK = 1.0
 _RETELL_INTERVAL = 30.0
-_TELLERS = 4  # outcomes told to Slack concurrently, apart from the send loop
 
 
 class MessageSender(Protocol):
@@ -56,18 +54,10 @@ class OutboundText:
     thread_ts: str | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What became of a stored text, for telling its sender."""
+class OutcomeSink(Protocol):
+    """Where outcomes go (implemented by `bridge.delivery.feedback.DeliveryFeedback`)."""
 
-    row: OutboundRow
-    endpoint: str
-    sent: bool
-    segments_sent: int
-    reason: Exception | None  # why it failed
-
-
-Teller = Callable[[Outcome], Awaitable[bool]]
+    def outcome(self, outcome: Outcome) -> None: ...
 
 
 def check_text(text: str) -> None:
@@ -87,23 +77,17 @@ class Outbox:
     """The durable queue of texts to phones, and the one worker that sends them."""
 
     def __init__(self, *, store: Store, sender: MessageSender,
-                 from_: str | None, max_wait: float) -> None:
+                 feedback: OutcomeSink, from_: str | None, max_wait: float) -> None:
         self._store = store
         self._sender = sender
+        self._feedback = feedback
         self._from = from_
         self._max_wait = max_wait
         self._wakeup = asyncio.Event()
-        self._teller: Teller | None = None
         self._stopping = False
         self._idle = asyncio.Event()
         self._idle.set()
-        self._tells: asyncio.Queue[Outcome] = asyncio.Queue()
-        self._telling: set[int] = set()  # rows whose outcome is being told right now
-        self._tellers: list[asyncio.Task[None]] = []
         self.waiting = 0
-
-    def set_teller(self, teller: Teller) -> None:
-        self._teller = teller
 
     async def accept(self, request: OutboundText, endpoint: Endpoint) -> OutboundRow:
         """Store a text for `endpoint` (resolved and admitted by the gate); raise
@@ -121,9 +105,6 @@ class Outbox:
 
     async def run(self) -> None:
         """Send stored texts in order, forever (resumes what the store holds)."""
-        if self._teller is not None and not self._tellers:
-            self._tellers = [asyncio.create_task(self._run_teller(), name=f"teller-{i}")
-                             for i in range(_TELLERS)]
         while not self._stopping:
             self._wakeup.clear()
             rows = await self._store.unfinished_outbound()
@@ -159,12 +140,6 @@ class Outbox:
         except TimeoutError:
             log.warning("text out: stopped in the middle of a text; it resumes at the next "
                         "start after its last accepted segment")
-        deadline = time.monotonic() + timeout
-        while (self._telling or not self._tells.empty()) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        for task in self._tellers:
-            task.cancel()
-        await asyncio.gather(*self._tellers, return_exceptions=True)
 
     async def _deliver(self, row: OutboundRow) -> None:
         segments = segment_body(row.body)
@@ -222,21 +197,6 @@ class Outbox:
 
     async def _tell(self, row: OutboundRow, *, sent: bool, segments_sent: int = 0,
                     reason: Exception | None = None) -> None:
-        """Hand an outcome to the tellers; the send loop does not wait for Slack."""
-        if self._teller is None or row.id in self._telling:
-            return
-        self._telling.add(row.id)
-        self._tells.put_nowait(Outcome(row=row, endpoint=row.endpoint, sent=sent,
+        """Hand an outcome to the feedback; the send loop does not wait for Slack."""
+        self._feedback.outcome(Outcome(row=row, endpoint=row.endpoint, sent=sent,
                                        segments_sent=segments_sent, reason=reason))
-
-    async def _run_teller(self) -> None:
-        assert self._teller is not None
-        while True:
-            outcome = await self._tells.get()
-            try:
-                if await self._teller(outcome):
-                    await self._store.outbound_notified(outcome.row.id)
-            except Exception:  # one failed notice must not stop the others
-                log.exception("text out: id=%d could not tell the sender", outcome.row.id)
-            finally:
-                self._telling.discard(outcome.row.id)

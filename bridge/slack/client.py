@@ -36,6 +36,11 @@ _RESPONSE_URL_LIFETIME = 29 * 60
 _GROUP_CACHE_SECONDS = 300.0
 
 
+def api_url(settings: SlackSettings) -> str:
+    """The Web API's base URL (SLACK_API_URL for GovSlack-style hosts and tests)."""
+    return settings.api_url or _DEFAULT_API_URL
+
+
 def make_web_client(settings: SlackSettings, *, timeout: float | None = None,
                     session: aiohttp.ClientSession | None = None) -> AsyncWebClient:
     """The shared client. No SDK-level retries: the relay retries, paces and reconciles itself,
@@ -45,7 +50,7 @@ def make_web_client(settings: SlackSettings, *, timeout: float | None = None,
     """
     return AsyncWebClient(
         token=settings.bot_token.reveal(),
-        base_url=settings.api_url or _DEFAULT_API_URL,
+        base_url=api_url(settings),
         timeout=int(max(1, timeout if timeout is not None else settings.timeout)),
         retry_handlers=[],
         session=session,

@@ -7,7 +7,7 @@ connects out with the app-level token and needs no public URL.
 Every command is acknowledged well inside Slack's 3-second limit: help, list, status and
 refusals are answered in the ack itself; a text is stored by the Outbox and acked with
 "Sending…" (or "Queued…" while Asterisk is unreachable), and its outcome follows later
-through `tell()` (response_url while valid, else the configured fallback).
+through the delivery feedback (`bridge/delivery/feedback.py`).
 """
 
 from __future__ import annotations
@@ -28,33 +28,26 @@ from bridge.core.errors import TextRejected
 from bridge.core.model import OutboundRow
 from bridge.core.texts import EchoText
 from bridge.core.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
+from bridge.delivery.feedback import DeliveryFeedback
 from bridge.delivery.gate import Gate
 from bridge.delivery.inbound import InboundRelay
-from bridge.delivery.outbound import OutboundText, Outbox, Outcome, check_text
+from bridge.delivery.outbound import OutboundText, Outbox, check_text
 from bridge.ops import metrics
 from bridge.settings.config import Settings
-from bridge.slack.client import Notifier, SlackActions
+from bridge.slack.client import SlackActions
 from bridge.slack.commands import Help, ListDirectory, Status, parse_command
 from bridge.slack.messages import (
-    failure_reason,
     help_text,
     list_text,
     not_sent_text,
     queued_text,
     sending_text,
-    sent_text,
     status_text,
 )
-from bridge.slack.text import escape, slack_to_plain, user_ids
+from bridge.slack.text import slack_to_plain, user_ids
 from bridge.store.sqlite import Store
 
 log = logging.getLogger(__name__)
-
-# Reactions that show a text's state on the Slack message that caused it.
-_QUEUED = "hourglass_flowing_sand"
-_SENT = "white_check_mark"
-_FAILED = "x"
-
 
 class AmiState(Protocol):
     """What the command handler needs to know about AMI (implemented by AmiLink)."""
@@ -68,21 +61,19 @@ class AmiState(Protocol):
 class SlackFrontend:
     """Receives slash commands over HTTP or Socket Mode and answers them."""
 
-    def __init__(self, *, settings: Settings, client: AsyncWebClient, outbox: Outbox,
-                 ami: AmiState, store: Store, relay: InboundRelay) -> None:
+    def __init__(self, *, settings: Settings, client: AsyncWebClient, actions: SlackActions,
+                 outbox: Outbox, ami: AmiState, store: Store, relay: InboundRelay,
+                 feedback: DeliveryFeedback,
+                 extra_routes: Callable[[web.Application], None] | None = None) -> None:
         self._settings = settings
         self._outbox = outbox
         self._ami = ami
         self._store = store
         self._relay = relay
-        self._notifier = Notifier(client, fallback=settings.delivery.notify)
-        self._actions = SlackActions(client, usergroups=settings.access.usergroups)
+        self._feedback = feedback
+        self._actions = actions
         self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
-                          groups=self._actions.user_groups_of)
-        # Outcomes of /sip texts whose echo is not posted yet: (sent, reason).
-        self._outcomes: dict[int, tuple[bool, str]] = {}
-        self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
-        self._started = time.time()
+                          groups=actions.user_groups_of)
         slack = settings.slack
         self.app = AsyncApp(
             client=client,
@@ -100,7 +91,7 @@ class SlackFrontend:
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
-        self.extra_routes: Callable[[web.Application], None] | None = None
+        self._extra_routes = extra_routes
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -114,8 +105,8 @@ class SlackFrontend:
         else:
             web_app = web.Application()
             web_app.router.add_post("/slack/events", self._http_events)
-            if self.extra_routes is not None:
-                self.extra_routes(web_app)
+            if self._extra_routes is not None:
+                self._extra_routes(web_app)
             self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
             site = web.TCPSite(self._runner, host="0.0.0.0", port=slack.port)
@@ -210,13 +201,13 @@ class SlackFrontend:
             await self._actions.ephemeral(channel, user, f":x: Not sent to "
                                           f"{decision.recipient}: {exc}.",
                                           thread_ts=thread_ts or None)
-            await self._actions.react(channel, ts, _FAILED)
+            await self._feedback.show_refused(channel, ts)
             return
         if decision.thread_ts:
             owner_key = owner.conversation if owner else endpoint.name
             await self._relay.touch(owner_key)
         if not self._ami.ready:
-            await self._show_queued(channel, ts)
+            await self._feedback.show_queued(channel, ts)
 
     async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
         """Check a text (sendable, allowed, within limits), then store it for sending."""
@@ -232,77 +223,3 @@ class SlackFrontend:
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row
-
-    # -- delivery state -------------------------------------------------------------------
-
-    def state_of(self, outbound_id: int) -> str | None:
-        """For the relay: the final state to print in a text's echo, once known."""
-        outcome = self._outcomes.get(outbound_id)
-        if outcome is None:
-            return None
-        sent, reason = outcome
-        return f":{_SENT}: sent" if sent else f":{_FAILED}: not sent: {escape(reason)}"
-
-    async def posted(self, outbound_id: int, channel: str, ts: str, *,
-                     shown_final: bool) -> None:
-        """For the relay: the echo of a /sip text is in Slack; it now carries the state."""
-        if shown_final:
-            self._outcomes.pop(outbound_id, None)
-            await self._store.set_feedback_target(outbound_id, channel, ts, done=True)
-            return
-        await self._store.set_feedback_target(outbound_id, channel, ts)
-        row = await self._store.get_outbound(outbound_id)
-        if row is None:
-            return
-        if row.state == "queued":
-            if not self._ami.ready:
-                await self._show_queued(channel, ts)
-            return
-        if not row.feedback_done:
-            _, reason = self._outcomes.pop(row.id, (True, ""))
-            await self._show_outcome(row, sent=row.state == "sent",
-                                     reason=reason or row.last_error or "")
-
-    async def _show_queued(self, channel: str, ts: str) -> None:
-        self._shown_queued.add((channel, ts))
-        await self._actions.react(channel, ts, _QUEUED)
-
-    async def _show_outcome(self, row: OutboundRow, *, sent: bool, reason: str) -> None:
-        channel, ts = row.feedback_channel, row.feedback_ts
-        if not channel or not ts:
-            return  # the echo is not posted yet; posted() shows it then
-        # Only a message that showed ⏳ has one to take off; for texts from before a restart
-        # the bridge cannot know, so it tries.
-        if (channel, ts) in self._shown_queued or row.created_at < self._started:
-            self._shown_queued.discard((channel, ts))
-            await self._actions.react(channel, ts, _QUEUED, remove=True)
-        await self._actions.react(channel, ts, _SENT if sent else _FAILED)
-        if not sent:
-            thread = row.thread_ts
-            if not thread:
-                conversation = await self._store.conversation(row.endpoint)
-                thread = conversation.thread_ts if conversation else ts
-            await self._actions.note_in_thread(
-                channel, thread, f":x: Not sent to *{escape(row.endpoint)}*: "
-                f"{escape(reason or 'unknown reason')}")
-        await self._store.feedback_done(row.id)
-
-    async def tell(self, outcome: Outcome) -> bool:
-        """Tell a text's sender what became of it (the Outbox calls this)."""
-        row = await self._store.get_outbound(outcome.row.id) or outcome.row
-        reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
-        if not row.feedback_ts and row.source == "slash":
-            self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
-        if not row.feedback_done:
-            await self._show_outcome(row, sent=outcome.sent, reason=reason)
-        if row.source == "reply":
-            return True  # the reaction on their message is how they hear it
-        if outcome.sent:
-            text = sent_text(outcome.endpoint, outcome.segments_sent,
-                             time.time() - row.created_at)
-        else:
-            text = not_sent_text(outcome.reason or Exception("not sent"),
-                                 self._settings.slack.command, outcome.endpoint)
-        return await self._notifier.tell(user=row.slack_user, channel=row.slack_channel,
-                                         response_url=row.response_url,
-                                         created_at=row.created_at, text=text)

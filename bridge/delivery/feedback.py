@@ -1,0 +1,195 @@
+"""Delivery feedback: the one owner of what a sender sees of their text's fate.
+
+A text sent from Slack shows its state in three places, and this object keeps them consistent:
+
+* the Slack message that caused the send (a reply in a phone's thread, or the echo of a `/sip`
+  text the relay posts there) gets a reaction: ⏳ queued while Asterisk is unreachable, ✅ sent,
+  ❌ failed, with the reason as a note in the thread;
+* an echo posted after the outcome is known shows it in its own line instead (the relay asks
+  `state_of` before posting, and reports the post through `posted`);
+* the sender of a `/sip` text is told the outcome (response_url while valid, else the fallback).
+
+The outbox hands every outcome to `outcome()` and never waits for Slack: a few teller tasks
+tell them concurrently, each outcome once at a time, and the store records who has been told,
+so a restart tells whoever had not heard yet. Built first, it is given to the outbox, the relay
+and the Slack frontend, so none of them holds a piece of this state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Protocol
+
+from bridge.core.model import OutboundRow, Outcome
+from bridge.slack.messages import failure_reason, not_sent_text, sent_text
+from bridge.slack.text import escape
+from bridge.store.sqlite import Store
+
+log = logging.getLogger(__name__)
+
+# Reactions that show a text's state on the Slack message that caused it.
+QUEUED = "hourglass_flowing_sand"
+SENT = "white_check_mark"
+FAILED = "x"
+
+_TELLERS = 4  # outcomes told to Slack concurrently, apart from the send loop
+
+
+class Reactions(Protocol):
+    """The Slack calls feedback makes (implemented by `bridge.slack.client.SlackActions`)."""
+
+    async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None: ...
+
+    async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool: ...
+
+
+class Teller(Protocol):
+    """Tells a user something about their text (implemented by `bridge.slack.client.Notifier`)."""
+
+    async def tell(self, *, user: str, channel: str, response_url: str | None,
+                   created_at: float, text: str) -> bool: ...
+
+
+class LinkState(Protocol):
+    @property
+    def ready(self) -> bool: ...
+
+
+class DeliveryFeedback:
+    def __init__(self, *, store: Store, reactions: Reactions, teller: Teller, ami: LinkState,
+                 command: str) -> None:
+        self._store = store
+        self._reactions = reactions
+        self._teller = teller
+        self._ami = ami
+        self._command = command
+        # Outcomes of /sip texts whose echo is not posted yet: (sent, reason).
+        self._outcomes: dict[int, tuple[bool, str]] = {}
+        self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
+        self._started = time.time()
+        self._tells: asyncio.Queue[Outcome] = asyncio.Queue()
+        self._telling: set[int] = set()  # rows whose outcome is being told right now
+        self._tellers: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if not self._tellers:
+            self._tellers = [asyncio.create_task(self._run_teller(), name=f"teller-{i}")
+                             for i in range(_TELLERS)]
+
+    async def stop(self, timeout: float) -> None:
+        """Finish telling what is being told (bounded); the rest is told at the next start."""
+        deadline = time.monotonic() + timeout
+        while (self._telling or not self._tells.empty()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        for task in self._tellers:
+            task.cancel()
+        await asyncio.gather(*self._tellers, return_exceptions=True)
+        self._tellers = []
+
+    # -- from the outbox --------------------------------------------------------------------
+
+    def outcome(self, outcome: Outcome) -> None:
+        """A stored text was sent or failed: tell its sender (the outbox does not wait)."""
+        if outcome.row.id in self._telling:
+            return
+        self._telling.add(outcome.row.id)
+        self._tells.put_nowait(outcome)
+
+    async def _run_teller(self) -> None:
+        while True:
+            outcome = await self._tells.get()
+            try:
+                if await self.tell(outcome):
+                    await self._store.outbound_notified(outcome.row.id)
+            except Exception:  # one failed notice must not stop the others
+                log.exception("text out: id=%d could not tell the sender", outcome.row.id)
+            finally:
+                self._telling.discard(outcome.row.id)
+
+    async def tell(self, outcome: Outcome) -> bool:
+        """Show a text's outcome; True once its sender has heard (or cannot be told)."""
+        row = await self._store.get_outbound(outcome.row.id) or outcome.row
+        reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
+        if not row.feedback_ts and row.source == "slash":
+            self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
+        if not row.feedback_done:
+            await self._show_outcome(row, sent=outcome.sent, reason=reason)
+        if row.source == "reply":
+            return True  # the reaction on their message is how they hear it
+        if outcome.sent:
+            text = sent_text(outcome.endpoint, outcome.segments_sent,
+                             time.time() - row.created_at)
+        else:
+            text = not_sent_text(outcome.reason or Exception("not sent"), self._command,
+                                 outcome.endpoint)
+        return await self._teller.tell(user=row.slack_user, channel=row.slack_channel,
+                                       response_url=row.response_url,
+                                       created_at=row.created_at, text=text)
+
+    # -- from the relay -----------------------------------------------------------------------
+
+    def state_of(self, outbound_id: int) -> str | None:
+        """The final state to print in a text's echo (escaped mrkdwn), once it is known."""
+        outcome = self._outcomes.get(outbound_id)
+        if outcome is None:
+            return None
+        sent, reason = outcome
+        return f":{SENT}: sent" if sent else f":{FAILED}: not sent: {escape(reason)}"
+
+    async def posted(self, outbound_id: int, channel: str, ts: str, *,
+                     shown_final: bool) -> None:
+        """The echo of a /sip text is in Slack at `ts`; from now on it carries the state.
+        `shown_final`: it was posted already showing the outcome."""
+        if shown_final:
+            self._outcomes.pop(outbound_id, None)
+            await self._store.set_feedback_target(outbound_id, channel, ts, done=True)
+            return
+        await self._store.set_feedback_target(outbound_id, channel, ts)
+        row = await self._store.get_outbound(outbound_id)
+        if row is None:
+            return
+        if row.state == "queued":
+            if not self._ami.ready:
+                await self.show_queued(channel, ts)
+            return
+        if not row.feedback_done:
+            _, reason = self._outcomes.pop(row.id, (True, ""))
+            await self._show_outcome(row, sent=row.state == "sent",
+                                     reason=reason or row.last_error or "")
+
+    # -- from the Slack frontend --------------------------------------------------------------
+
+    async def show_queued(self, channel: str, ts: str) -> None:
+        """The message's text waits for Asterisk."""
+        self._shown_queued.add((channel, ts))
+        await self._reactions.react(channel, ts, QUEUED)
+
+    async def show_refused(self, channel: str, ts: str) -> None:
+        """The message was refused before it was stored (its author was told why)."""
+        await self._reactions.react(channel, ts, FAILED)
+
+    # -- the reactions --------------------------------------------------------------------------
+
+    async def _show_outcome(self, row: OutboundRow, *, sent: bool, reason: str) -> None:
+        channel, ts = row.feedback_channel, row.feedback_ts
+        if not channel or not ts:
+            return  # the echo is not posted yet; posted() shows it then
+        # Only a message that showed ⏳ has one to take off; for texts from before a restart
+        # the bridge cannot know, so it tries.
+        if (channel, ts) in self._shown_queued or row.created_at < self._started:
+            self._shown_queued.discard((channel, ts))
+            await self._reactions.react(channel, ts, QUEUED, remove=True)
+        await self._reactions.react(channel, ts, SENT if sent else FAILED)
+        if not sent:
+            thread = row.thread_ts
+            if not thread:
+                conversation = await self._store.conversation(row.endpoint)
+                thread = conversation.thread_ts if conversation else ts
+            await self._reactions.note_in_thread(
+                channel, thread, f":x: Not sent to *{escape(row.endpoint)}*: "
+                f"{escape(reason or 'unknown reason')}")
+        await self._store.feedback_done(row.id)

@@ -34,7 +34,14 @@ from bridge.ops.health import SlackReachability
 from bridge.ops.http import OpsEndpoints
 from bridge.ops.metrics import Metrics, install
 from bridge.settings.config import Settings
-from bridge.slack.client import Notifier, SlackActions, SlackPoster, api_url, make_web_client
+from bridge.slack.client import (
+    Notifier,
+    SlackActions,
+    SlackPoster,
+    api_url,
+    auth_probe,
+    make_web_client,
+)
 from bridge.slack.frontend import SlackFrontend
 from bridge.store.sqlite import Store
 
@@ -110,7 +117,7 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     stack.push_async_callback(feedback.stop, drain)
     tasks.spawn(outbox.run(), name="outbox")
     stack.push_async_callback(outbox.stop, drain)  # needs AMI for the text it is sending
-    tasks.spawn(slack_health.probe_loop(client.auth_test), name="slack-health")
+    tasks.spawn(slack_health.probe_loop(auth_probe(client)), name="slack-health")
     try:
         await frontend.start()
         stack.push_async_callback(frontend.stop)

@@ -29,6 +29,7 @@ from conftest import (
 from fake_slack import FakeSlack
 from ops_view import get, health, scrape, value, wait_health
 
+from bridge.core.errors import SlackRefused
 from bridge.core.model import Backlog
 from bridge.ops import metrics
 from bridge.ops.health import SlackReachability, health_report
@@ -46,14 +47,6 @@ class FakeAmi:
         self.last_error = last_error
         self.reconnects = 0
         self.connected_since: float | None = 0.0 if ready else None
-
-
-class SlackRefusal(Exception):
-    """What slack_sdk raises for an `ok: false` answer: the answer rides along."""
-
-    def __init__(self, error: str) -> None:
-        super().__init__(f"The server responded with: {{'ok': False, 'error': '{error}'}}")
-        self.response = {"ok": False, "error": error}
 
 
 def test_healthy_when_ami_is_logged_in_and_slack_answered() -> None:
@@ -121,7 +114,8 @@ async def test_a_refused_probe_is_unhealthy_until_accepted_again() -> None:
     async def auth_test() -> None:
         slack.answered("auth.test", 200)  # Slack answers HTTP 200 with ok: false
         if refuse:
-            raise SlackRefusal("invalid_auth")
+            # What bridge.slack.client.auth_probe raises for an `ok: false` answer.
+            raise SlackRefused("auth.test", "invalid_auth")
 
     await slack.probe_once(auth_test)
     assert slack.problem() == "Slack refused auth.test: invalid_auth"

@@ -25,6 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
+from bridge.core.errors import SlackRefused
 from bridge.core.model import Backlog
 from bridge.ops import metrics
 
@@ -148,20 +149,18 @@ class SlackReachability:
             # arrives as the call completes, and the bridge would not stop.
             async with asyncio.timeout(self.interval):
                 await probe()
-        except Exception as exc:  # noqa: BLE001 - any failure is a health fact, not a crash
-            # slack_sdk's SlackApiError carries Slack's answer; its `error` is a short code.
-            answer: Any = getattr(exc, "response", None)
-            error = answer.get("error") if hasattr(answer, "get") else None
-            if error and self._answered_at != before:
+        except SlackRefused as exc:
+            if self._answered_at != before:
                 # Slack answered, and said no (invalid_auth, token_revoked, ...).
-                if self.refused != str(error):
+                if self.refused != exc.error:
                     log.error("Slack: auth.test refused (%s): the bridge cannot use Slack; "
-                              "check SLACK_BOT_TOKEN", error)
-                self.refused = str(error)
-            else:
-                if isinstance(exc, TimeoutError):  # the trace hook saw no end to it
-                    self.last_problem = f"auth.test: no answer within {self.interval:g} s"
-                log.debug("Slack: health probe failed: %s", self.last_problem)
+                              "check SLACK_BOT_TOKEN", exc.error)
+                self.refused = exc.error
+            return
+        except Exception as exc:  # noqa: BLE001 - any failure is a health fact, not a crash
+            if isinstance(exc, TimeoutError):  # the trace hook saw no end to it
+                self.last_problem = f"auth.test: no answer within {self.interval:g} s"
+            log.debug("Slack: health probe failed: %s", self.last_problem)
             return
         if self.refused:
             log.info("Slack: auth.test accepted again")

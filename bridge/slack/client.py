@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bridge.core.errors import PostFailed
+from bridge.core.errors import PostFailed, SlackError, SlackRefused, SlackUnreachable
 from bridge.settings.config import SlackSettings
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,45 @@ _PERMANENT = frozenset({
 _DEFAULT_API_URL = "https://slack.com/api/"
 _RESPONSE_URL_LIFETIME = 29 * 60
 _GROUP_CACHE_SECONDS = 300.0
+
+
+T = TypeVar("T")
+
+
+async def slack_call(method: str, call: Awaitable[T]) -> T:
+    """Await one Web API call: the one place slack_sdk's and aiohttp's errors become ours.
+
+    Slack answered with an error (`ok: false`, an HTTP error status, a 429): `SlackRefused`
+    with Slack's error code (or `HTTP <status>` when the answer was not Slack's JSON, e.g. a
+    proxy's HTML page) and Retry-After. No answer: `SlackUnreachable`, `ambiguous` unless the
+    connection was never made (then Slack certainly did nothing).
+    """
+    try:
+        return await call
+    except SlackApiError as exc:
+        response = exc.response
+        status = int(getattr(response, "status_code", 0) or 0)
+        data = getattr(response, "data", None)
+        error = data.get("error") if isinstance(data, dict) else None
+        retry_after = None
+        if status == 429:
+            headers = getattr(response, "headers", None) or {}
+            header = headers.get("Retry-After") or headers.get("retry-after")
+            retry_after = float(header) if header and str(header).isdigit() else 1.0
+        raise SlackRefused(method, str(error or f"HTTP {status}"), status=status or None,
+                           retry_after=retry_after) from exc
+    except aiohttp.ClientConnectorError as exc:  # never reached Slack
+        raise SlackUnreachable(method, f"cannot connect: {exc}", ambiguous=False) from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise SlackUnreachable(method, f"{type(exc).__name__}: {exc}".rstrip(": "),
+                               ambiguous=True) from exc
+
+
+def auth_probe(client: AsyncWebClient) -> Callable[[], Awaitable[object]]:
+    """`auth.test` as the health probe calls it (raising our errors)."""
+    async def probe() -> object:
+        return await slack_call("auth.test", client.auth_test())
+    return probe
 
 
 def api_url(settings: SlackSettings) -> str:
@@ -79,23 +119,14 @@ class SlackPoster:
             extra["metadata"] = {"event_type": METADATA_EVENT,
                                  "event_payload": {"marker": marker}}
         try:
-            response = await self._client.chat_postMessage(
+            response = await slack_call("chat.postMessage", self._client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, unfurl_links=False,
-                unfurl_media=False, **extra)
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", "") or f"HTTP {exc.response.status_code}")
-            retry_after = None
-            if exc.response.status_code == 429:
-                header = exc.response.headers.get("Retry-After") or \
-                    exc.response.headers.get("retry-after")
-                retry_after = float(header) if header and str(header).isdigit() else 1.0
-            raise PostFailed(channel, error, permanent=error in _PERMANENT,
-                             retry_after=retry_after) from exc
-        except aiohttp.ClientConnectorError as exc:  # never reached Slack
-            raise PostFailed(channel, f"cannot connect: {exc}") from exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PostFailed(channel, f"{type(exc).__name__}: {exc}".rstrip(": "),
-                             ambiguous=True) from exc
+                unfurl_media=False, **extra))
+        except SlackRefused as exc:
+            raise PostFailed(channel, exc.error, permanent=exc.error in _PERMANENT,
+                             retry_after=exc.retry_after) from exc
+        except SlackUnreachable as exc:
+            raise PostFailed(channel, exc.error, ambiguous=exc.ambiguous) from exc
         return str(response.get("ts", ""))
 
     async def find_posted(self, *, channel: str, first: int,
@@ -113,9 +144,10 @@ class SlackPoster:
         cursor: str | None = None
         try:
             for _ in range(10):  # at most 1,000 messages back
-                response = await self._client.conversations_history(
-                    channel=channel, oldest=f"{since - 5:.6f}", limit=100,
-                    include_all_metadata=True, cursor=cursor)
+                response = await slack_call(
+                    "conversations.history", self._client.conversations_history(
+                        channel=channel, oldest=f"{since - 5:.6f}", limit=100,
+                        include_all_metadata=True, cursor=cursor))
                 messages: list[dict[str, Any]] = response.get("messages", [])
                 for message in messages:
                     metadata = message.get("metadata") or {}
@@ -127,8 +159,8 @@ class SlackPoster:
                 cursor = (response.get("response_metadata") or {}).get("next_cursor")
                 if not cursor:
                     return None
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", ""))
+        except SlackRefused as exc:
+            error = exc.error
             if error in ("missing_scope", "not_allowed_token_type"):
                 log.warning("Slack: cannot read channel history (%s): after a timeout the "
                             "bridge cannot tell whether a post arrived, so it posts again; "
@@ -136,8 +168,8 @@ class SlackPoster:
                 self.history_available = False
                 return None
             raise PostFailed(channel, error or "history unavailable") from exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PostFailed(channel, f"{type(exc).__name__}: {exc}") from exc
+        except SlackUnreachable as exc:
+            raise PostFailed(channel, exc.error) from exc
         return None
 
 
@@ -156,27 +188,27 @@ class Notifier:
         if response_url and time.time() - created_at < _RESPONSE_URL_LIFETIME:
             try:
                 webhook = AsyncWebhookClient(response_url, timeout=10, session=self._session)
-                answer = await webhook.send(text=text, response_type="ephemeral")
+                answer = await slack_call("response_url", webhook.send(
+                    text=text, response_type="ephemeral"))
                 if answer.status_code == 200:
                     return True
                 log.info("Slack: response_url answered %s; using the %s fallback",
                          answer.status_code, self._fallback)
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.info("Slack: response_url failed (%s); using the %s fallback", exc,
+            except SlackError as exc:
+                log.info("Slack: response_url failed (%s); using the %s fallback", exc.error,
                          self._fallback)
         try:
             if self._fallback == "dm":
-                await self._client.chat_postMessage(channel=user, text=text)
+                await slack_call("chat.postMessage",
+                                 self._client.chat_postMessage(channel=user, text=text))
             elif self._fallback == "channel":
-                await self._client.chat_postEphemeral(channel=channel, user=user, text=text)
+                await slack_call("chat.postEphemeral", self._client.chat_postEphemeral(
+                    channel=channel, user=user, text=text))
             return True
-        except SlackApiError as exc:
-            log.warning("Slack: could not tell %s about their text (%s)", user,
-                        exc.response.get("error"))
-            return exc.response.get("error") in _PERMANENT
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not tell %s about their text (%s)", user, exc)
-            return False
+        except SlackError as exc:
+            log.warning("Slack: could not tell %s about their text (%s)", user, exc.error)
+            # Refused for good (no such user, no access): nobody can be told; don't keep trying.
+            return isinstance(exc, SlackRefused) and exc.error in _PERMANENT
 
 
 class SlackActions:
@@ -197,9 +229,10 @@ class SlackActions:
             members: dict[str, frozenset[str]] = {}
             for group in sorted(self._usergroups):
                 try:
-                    answer = await self._client.usergroups_users_list(usergroup=group)
+                    answer = await slack_call("usergroups.users.list",
+                                              self._client.usergroups_users_list(usergroup=group))
                     members[group] = frozenset(answer.get("users") or [])
-                except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                except SlackError as exc:
                     log.warning("Slack: cannot list user group %s (%s); its members are "
                                 "refused until it can be read (scope usergroups:read)",
                                 group, exc)
@@ -210,32 +243,33 @@ class SlackActions:
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
         try:
             if remove:
-                await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
+                await slack_call("reactions.remove", self._client.reactions_remove(
+                    channel=channel, timestamp=ts, name=name))
             else:
-                await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
-        except SlackApiError as exc:
-            error = exc.response.get("error")
-            if error not in ("already_reacted", "no_reaction"):
+                await slack_call("reactions.add", self._client.reactions_add(
+                    channel=channel, timestamp=ts, name=name))
+        except SlackError as exc:
+            if exc.error not in ("already_reacted", "no_reaction"):
                 log.warning("Slack: could not %s :%s: on %s/%s (%s)",
-                            "remove" if remove else "add", name, channel, ts, error)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not set :%s: on %s/%s (%s)", name, channel, ts, exc)
+                            "remove" if remove else "add", name, channel, ts, exc.error)
 
     async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool:
         try:
-            await self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
-        except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts, exc)
+            await slack_call("chat.postMessage", self._client.chat_postMessage(
+                channel=channel, thread_ts=thread_ts, text=text))
+        except SlackError as exc:
+            log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts,
+                        exc.error)
             return False
         return True
 
     async def ephemeral(self, channel: str, user: str, text: str,
                         thread_ts: str | None = None) -> None:
         try:
-            await self._client.chat_postEphemeral(channel=channel, user=user, text=text,
-                                                  thread_ts=thread_ts)
-        except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not tell %s in %s (%s)", user, channel, exc)
+            await slack_call("chat.postEphemeral", self._client.chat_postEphemeral(
+                channel=channel, user=user, text=text, thread_ts=thread_ts))
+        except SlackError as exc:
+            log.warning("Slack: could not tell %s in %s (%s)", user, channel, exc.error)
 
     async def display_names(self, user_ids: list[str]) -> dict[str, str]:
         """Display names for user IDs (users.info; the ID itself when Slack cannot say)."""
@@ -243,9 +277,9 @@ class SlackActions:
             if user_id in self._names:
                 continue
             try:
-                answer = await self._client.users_info(user=user_id)
-            except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.info("Slack: no name for %s (%s)", user_id, exc)
+                answer = await slack_call("users.info", self._client.users_info(user=user_id))
+            except SlackError as exc:
+                log.info("Slack: no name for %s (%s)", user_id, exc.error)
                 continue
             user = answer.get("user") or {}
             profile = user.get("profile") or {}

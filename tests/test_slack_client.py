@@ -1,0 +1,54 @@
+"""The Slack error boundary: every way a Web API call can fail becomes one of our errors."""
+
+from __future__ import annotations
+
+import types
+
+import aiohttp
+import pytest
+from slack_sdk.errors import SlackApiError
+
+from bridge.core.errors import SlackRefused, SlackUnreachable
+from bridge.slack.client import slack_call
+
+
+def _answer(status: int, data: object, headers: dict[str, str] | None = None) -> object:
+    return types.SimpleNamespace(status_code=status, data=data, headers=headers or {})
+
+
+async def _raising(exc: BaseException) -> None:
+    raise exc
+
+
+async def test_an_ok_false_answer_is_refused_with_slacks_code() -> None:
+    exc = SlackApiError("no", _answer(200, {"ok": False, "error": "channel_not_found"}))
+    with pytest.raises(SlackRefused) as caught:
+        await slack_call("chat.postMessage", _raising(exc))
+    assert caught.value.error == "channel_not_found" and caught.value.retry_after is None
+
+
+async def test_an_html_answer_from_a_proxy_is_refused_with_its_status() -> None:
+    exc = SlackApiError("no", _answer(502, "<html><body>Bad Gateway</body></html>"))
+    with pytest.raises(SlackRefused) as caught:
+        await slack_call("conversations.history", _raising(exc))
+    assert caught.value.error == "HTTP 502" and caught.value.status == 502
+
+
+async def test_a_429_carries_retry_after() -> None:
+    exc = SlackApiError("slow down", _answer(429, {"ok": False, "error": "ratelimited"},
+                                             {"Retry-After": "7"}))
+    with pytest.raises(SlackRefused) as caught:
+        await slack_call("chat.postMessage", _raising(exc))
+    assert caught.value.retry_after == 7.0
+
+
+async def test_no_answer_is_unreachable_and_ambiguous_unless_never_connected() -> None:
+    with pytest.raises(SlackUnreachable) as caught:
+        await slack_call("chat.postMessage", _raising(TimeoutError()))
+    assert caught.value.ambiguous
+    refused = aiohttp.ClientConnectorError(
+        types.SimpleNamespace(ssl=None, host="slack", port=443),  # type: ignore[arg-type]
+        ConnectionRefusedError(111, "refused"))
+    with pytest.raises(SlackUnreachable) as caught:
+        await slack_call("chat.postMessage", _raising(refused))
+    assert not caught.value.ambiguous

@@ -48,7 +48,7 @@ from bench.watch import AmiCounter, ProcStats
 
 log = logging.getLogger("bench")
 
-SPOOL_FAMILY = "slack-bridge-spool"  # config/asterisk/extensions.conf keeps recent texts here
+SPOOL_FAMILY = "slack-bridge-spool"  # bridge/asterisk/templates/extensions.conf keeps recent texts here
 
 ArrivalsOf = Callable[[str], dict[int, Arrival]]
 

@@ -1,8 +1,8 @@
 """`bridge asterisk-config`: the Asterisk config snippets that match this bridge's config.
 
-The canonical snippets live in `bridge/asterisk/templates/` (package data, so a pip-installed
-bridge has them; `config/asterisk/` in the repository holds identical copies, and a test keeps
-them identical). From them and the settings this renders:
+The snippets live in one place, `bridge/asterisk/templates/` (package data, so a pip-installed
+bridge has them; `config/asterisk/README.md` points there). From them and the settings this
+renders:
 - extensions.conf: the shipped dialplan, verbatim (it does not depend on the config);
 - manager.conf: the shipped least-privilege AMI user, named as `[ami] username` says, with the
   placeholder secret (never the real one);

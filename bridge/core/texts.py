@@ -1,6 +1,6 @@
 """The bridge's own values for texts, and the translation of the dialplan's AMI event into them.
 
-The dialplan in `config/asterisk/extensions.conf` emits, for each SIP MESSAGE a phone sends:
+The dialplan in `bridge/asterisk/templates/extensions.conf` emits, for each SIP MESSAGE a phone sends:
 
     Event: UserEvent
     UserEvent: SlackBridgeText

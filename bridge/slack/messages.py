@@ -224,8 +224,8 @@ def _who(item: PostItem, text: InboundText, label: str) -> str:
 def _shown_body(text: InboundText) -> str:
     if text.problem:
         return (f":warning: A text reached Asterisk but could not be read: "
-                f"{escape(text.problem)}. Check that the dialplan snippet in "
-                f"config/asterisk/extensions.conf is the current one.")
+                f"{escape(text.problem)}. Check that Asterisk runs the dialplan snippet "
+                f"that `bridge asterisk-config` prints (the current one).")
     if text.body:
         return text.body
     if text.dropped_by_asterisk:

@@ -5,8 +5,8 @@ extra AMI users, AMI over TLS, free ports kept across restarts); see its docstri
 `tests/asterisk/build-sandbox.sh` builds (once) the chroot it runs Asterisk from. What the tests
 add here:
 
-* the shipped snippets are read from `config/asterisk/` in the checkout, exactly as shipped
-  (the package's copies are identical; a test keeps them so);
+* the shipped snippets are the package's own (`bridge/asterisk/templates/`), exactly as
+  `bridge asterisk-config` prints them;
 * run folders are `<chroot>/run/bridge-test-XXXX/`, and kept for debugging when a start is
   cancelled (e.g. by a test timeout), a test fails inside `async with`, or Asterisk dies;
 * `ami_secret` has a default, and `make_test_pki()` makes a throwaway CA on its own, e.g. a
@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-SHIPPED_CONFIG_DIR = REPO_ROOT / "config" / "asterisk"
+SHIPPED_CONFIG_DIR = REPO_ROOT / "bridge" / "asterisk" / "templates"
 
 
 def make_test_pki(names: Sequence[str] = ("127.0.0.1", "localhost"),

@@ -1,4 +1,4 @@
-"""The shipped Asterisk snippets (config/asterisk/) work on a real Asterisk.
+"""The shipped Asterisk snippets (bridge/asterisk/templates/) work on a real Asterisk.
 
 These tests talk to Asterisk the way the bridge will: AMI through panoramisk, and SIP MESSAGE
 through a test phone (tests/sip_ua.py). They pin down exactly what the bridge receives: the

@@ -59,3 +59,10 @@ def test_the_core_imports_no_io_library_and_no_other_part() -> None:
                                             "sqlite3", "psycopg", "asyncpg")
                      or (n.startswith("bridge.") and not n.startswith("bridge.core"))}
         assert not forbidden, f"{module} imports {sorted(forbidden)}"
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    readme = (PACKAGE.parent / "README.md").read_text("utf-8")
+    layout = readme[readme.index("## Layout"):]
+    missing = [m for m in _modules() if not m.endswith("__init__.py") and f"`{m}`" not in layout]
+    assert not missing, f"README's layout table misses {missing}"

@@ -25,7 +25,7 @@ from typing import Protocol
 from bridge.core.model import OutboundRow, Outcome
 from bridge.slack.messages import failure_reason, not_sent_text, sent_text
 from bridge.slack.text import escape
-from bridge.store.sqlite import Store
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ class LinkState(Protocol):
 
 
 class DeliveryFeedback:
-    def __init__(self, *, store: Store, reactions: Reactions, teller: Teller, ami: LinkState,
+    def __init__(self, *, store: StoreBackend, reactions: Reactions, teller: Teller, ami: LinkState,
                  command: str) -> None:
         self._store = store
         self._reactions = reactions

@@ -17,7 +17,7 @@ from bridge.core.errors import NotAllowed, RateLimited, TextRejected, UnknownRec
 from bridge.core.model import AuditEntry, OutboundRow, Source
 from bridge.core.policy import AccessPolicy, RateLimiter, normalize_number, resolve
 from bridge.ops import metrics
-from bridge.store.sqlite import Store
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def refusal_reason(exc: TextRejected) -> str:
 
 
 class Gate:
-    def __init__(self, *, directory: Directory, policy: AccessPolicy, store: Store,
+    def __init__(self, *, directory: Directory, policy: AccessPolicy, store: StoreBackend,
                  groups: GroupLookup) -> None:
         self._directory = directory
         self._policy = policy

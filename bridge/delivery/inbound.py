@@ -36,7 +36,7 @@ from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.ops import metrics
 from bridge.settings.config import DeliverySettings
 from bridge.slack.messages import PostItem, inbound_post, item_size, late_note
-from bridge.store.sqlite import Store
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -163,7 +163,7 @@ class Inbox:
 
 
 class InboundRelay:
-    def __init__(self, *, store: Store, directory: Directory, default_channel: str,
+    def __init__(self, *, store: StoreBackend, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
                  inbox: Inbox | None = None, feedback: EchoListener | None = None,
                  thread_idle: float = 86400.0) -> None:

@@ -23,7 +23,7 @@ from bridge.core.errors import AmiActionFailed, AmiError, GaveUp, PartlySent, Te
 from bridge.core.model import OutboundRow, Outcome, Source
 from bridge.core.segments import segment_body
 from bridge.ops import metrics
-from bridge.store.sqlite import Store
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +76,7 @@ def check_text(text: str) -> None:
 class Outbox:
     """The durable queue of texts to phones, and the one worker that sends them."""
 
-    def __init__(self, *, store: Store, sender: MessageSender,
+    def __init__(self, *, store: StoreBackend, sender: MessageSender,
                  feedback: OutcomeSink, from_: str | None, max_wait: float) -> None:
         self._store = store
         self._sender = sender

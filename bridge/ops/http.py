@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.ops.health import AmiHealth, SlackReachability, health_report
 from bridge.ops.metrics import Metrics
-from bridge.store.sqlite import Store
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 class OpsEndpoints:
     """Answers /healthz and /metrics from the live state of the bridge."""
 
-    def __init__(self, *, ami: AmiHealth, slack: SlackReachability, store: Store,
+    def __init__(self, *, ami: AmiHealth, slack: SlackReachability, store: StoreBackend,
                  metrics: Metrics) -> None:
         self._ami = ami
         self._slack = slack

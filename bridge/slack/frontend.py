@@ -45,7 +45,7 @@ from bridge.slack.messages import (
     status_text,
 )
 from bridge.slack.text import slack_to_plain, user_ids
-from bridge.store.sqlite import Store
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class SlackFrontend:
     """Receives slash commands over HTTP or Socket Mode and answers them."""
 
     def __init__(self, *, settings: Settings, client: AsyncWebClient, actions: SlackActions,
-                 outbox: Outbox, ami: AmiState, store: Store, relay: InboundRelay,
+                 outbox: Outbox, ami: AmiState, store: StoreBackend, relay: InboundRelay,
                  feedback: DeliveryFeedback,
                  extra_routes: Callable[[web.Application], None] | None = None) -> None:
         self._settings = settings

@@ -38,6 +38,7 @@ from bridge.core.model import (
     ThreadOwner,
 )
 from bridge.core.texts import EchoText, InboundText
+from bridge.store.backend import StoreBackend
 from bridge.store.engine import GroupCommit
 
 log = logging.getLogger(__name__)
@@ -258,8 +259,8 @@ class Store:
             " conversation FROM inbound WHERE state != 'posted' ORDER BY id")
         return [_inbound_row(r) for r in cursor]
 
-    async def mark_inbound(self, ids: Iterable[int], state: InboundState, *, error: str | None = None,
-                           slack_ts: str | None = None) -> None:
+    async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
+                           error: str | None = None, slack_ts: str | None = None) -> None:
         await self._run(self._mark_inbound, list(ids), state, error, slack_ts)
 
     def _mark_inbound(self, ids: list[int], state: InboundState, error: str | None,
@@ -416,7 +417,8 @@ class Store:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET segments_sent=? WHERE id=?", (segments_sent, row_id)))
 
-    async def finish_outbound(self, row_id: int, state: OutboundState, error: str | None = None, *,
+    async def finish_outbound(self, row_id: int, state: OutboundState,
+                              error: str | None = None, *,
                               segments_sent: int | None = None) -> None:
         """Record a text's outcome, in its row and in its audit entry (one transaction)."""
         now = time.time()
@@ -498,3 +500,7 @@ def _split_sql(script: str) -> list[str]:
     """Statements of a migration script (ours: no semicolons inside literals)."""
     without_comments = "\n".join(line.split("--", 1)[0] for line in script.splitlines())
     return [s.strip() for s in without_comments.split(";") if s.strip()]
+
+
+def _implements_the_interface(store: Store) -> StoreBackend:
+    return store  # mypy checks here that the SQLite store is a complete StoreBackend

@@ -1,0 +1,88 @@
+"""The store's interface: what the rest of the bridge may ask of wherever texts are kept.
+
+`bridge/store/sqlite.py` is the embedded backend (one process, one file). Every other part of
+the bridge is typed against `StoreBackend`, so a second backend (PostgreSQL, for several
+replicas) implements this one interface and nothing else changes. Values come and go as the
+frozen dataclasses of `bridge/core/model.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from bridge.core.model import (
+    AuditEntry,
+    Backlog,
+    Conversation,
+    InboundRow,
+    InboundState,
+    NewInbound,
+    OutboundRow,
+    OutboundState,
+    Source,
+    ThreadOwner,
+)
+
+
+class StoreBackend(Protocol):
+    """Everything the bridge keeps until it is delivered; every call is one transaction."""
+
+    async def close(self) -> None: ...
+
+    async def add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
+        """Store texts in one transaction; None in place of a duplicate (same message_id)."""
+
+    async def waiting_inbound(self) -> list[InboundRow]:
+        """Every inbound text not yet known to be posted, oldest first."""
+
+    async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
+                           error: str | None = None, slack_ts: str | None = None) -> None: ...
+
+    async def move_inbound(self, ids: Iterable[int], channel: str) -> None: ...
+
+    async def add_outbound(self, *, slack_user: str, slack_channel: str, endpoint: str,
+                           destination: str, body: str, response_url: str | None,
+                           segments_total: int, source: Source = "slash",
+                           feedback_ts: str | None = None,
+                           thread_ts: str | None = None) -> OutboundRow: ...
+
+    async def unfinished_outbound(self) -> list[OutboundRow]:
+        """Texts still to send, and finished ones whose sender has not been told yet."""
+
+    async def get_outbound(self, row_id: int) -> OutboundRow | None: ...
+
+    async def set_feedback_target(self, row_id: int, channel: str, ts: str, *,
+                                  done: bool = False) -> None:
+        """The Slack message that shows this text's state (e.g. its echo in the thread)."""
+
+    async def feedback_done(self, row_id: int) -> None: ...
+
+    async def add_audit(self, entry: AuditEntry) -> None: ...
+
+    async def conversation(self, key: str) -> Conversation | None: ...
+
+    async def start_conversation(self, *, key: str, channel: str, thread_ts: str,
+                                 endpoint: str | None, now: float) -> None: ...
+
+    async def touch_conversation(self, key: str, now: float) -> None: ...
+
+    async def thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
+        """Which conversation a Slack thread belongs to (old threads included)."""
+
+    async def first_sight_of_event(self, event_id: str) -> bool:
+        """Record a Slack event ID; False if it was seen before (a retried delivery)."""
+
+    async def outbound_progress(self, row_id: int, segments_sent: int) -> None: ...
+
+    async def finish_outbound(self, row_id: int, state: OutboundState,
+                              error: str | None = None, *,
+                              segments_sent: int | None = None) -> None:
+        """Record a text's outcome, in its row and in its audit entry (one transaction)."""
+
+    async def outbound_notified(self, row_id: int) -> None: ...
+
+    async def prune(self, older_than: float) -> int:
+        """Forget delivered texts finished before unix time `older_than`; returns how many."""
+
+    async def backlog(self) -> Backlog: ...

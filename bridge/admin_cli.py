@@ -3,7 +3,8 @@
 `__main__` adds them to its parser (`add_admin_commands`) and hands them over
 (`run_admin_command`). Both read the config like `run` (--config or $BRIDGE_CONFIG, every
 problem reported, exit 2). `asterisk-config` needs no secrets: it reads only the file, so an
-admin can run it on the PBX without the Slack tokens. `demo` needs no config at all; it
+admin can run it on the PBX without the Slack tokens; with AMI_SECRET (or AMI_EVENT_TOKEN) in
+the environment it also fills in the dialplan's event token. `demo` needs no config at all; it
 lives in `bridge/demo/`.
 """
 
@@ -19,8 +20,10 @@ from bridge.asterisk_config import FILES, render_text
 from bridge.check import check
 from bridge.config import Settings, load_settings
 from bridge.demo.cli import add_demo_command, run_demo_command
+from bridge.directory import asterisk_endpoint
 from bridge.errors import ConfigError
 from bridge.logs import add_secrets
+from bridge.texts import derive_event_token
 
 EXIT_CONFIG = 2
 
@@ -51,6 +54,10 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     snippets_parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG"),
                                  help=config_help)
     snippets_parser.add_argument("--only", choices=FILES, help="print just this snippet")
+    snippets_parser.add_argument(
+        "--endpoint", action="append", default=[], metavar="NAME",
+        help="also give this Asterisk endpoint (not in the directory) a context of its own, "
+             "so its texts are identified (repeatable)")
     add_demo_command(sub)
 
 
@@ -65,7 +72,16 @@ def run_admin_command(args: argparse.Namespace) -> int:
         settings = _load(args.config, environ, mode="http")
         if settings is None:
             return EXIT_CONFIG
-        sys.stdout.write(render_text(settings, args.only))
+        bad = [name for name in args.endpoint if asterisk_endpoint(f"pjsip:{name}") is None]
+        if bad:
+            print(f"bridge: --endpoint {bad[0]!r} is not a pjsip.conf section name (letters, "
+                  "digits and . _ + - only)", file=sys.stderr)
+            return EXIT_CONFIG
+        token = os.environ.get("AMI_EVENT_TOKEN") or None
+        if token is None and os.environ.get("AMI_SECRET"):
+            token = derive_event_token(os.environ["AMI_SECRET"])
+        sys.stdout.write(render_text(settings, args.only, extra_endpoints=args.endpoint,
+                                     event_token=token))
         return 0
     settings = _load(args.config, None, mode=args.mode)
     if settings is None:

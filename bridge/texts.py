@@ -23,11 +23,27 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 TEXT_EVENT = "SlackBridgeText"
+EVENT_TOKEN_GLOBAL = "SLACK_BRIDGE_EVENT_TOKEN"  # the dialplan global holding the token
+EVENT_TOKEN_PLACEHOLDER = "change-me-to-the-bridge-event-token"  # as shipped
+
+
+def derive_event_token(ami_secret: str) -> str:
+    """The default per-install event token: a one-way function of the AMI secret.
+
+    The dialplan puts it in every text event, so the bridge can tell its events from ones a
+    phone shaped; deriving it means an install has one secret less to manage, and the
+    dialplan holding it reveals nothing about the AMI secret.
+    """
+    digest = hmac.new(ami_secret.encode("utf-8"), b"slack-bridge event token v1",
+                      hashlib.sha256).hexdigest()
+    return digest[:32]
 
 # PJSIP hands the dialplan an empty body when the SIP body is this long or longer.
 ASTERISK_MAX_INBOUND_BYTES = 1024

@@ -14,7 +14,9 @@ import argparse
 import asyncio
 import os
 import sys
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 
 from bridge.asterisk_config import FILES, render_text
 from bridge.check import check
@@ -23,7 +25,6 @@ from bridge.demo.cli import add_demo_command, run_demo_command
 from bridge.directory import asterisk_endpoint
 from bridge.errors import ConfigError
 from bridge.logs import add_secrets
-from bridge.texts import derive_event_token
 
 EXIT_CONFIG = 2
 
@@ -66,9 +67,14 @@ def run_admin_command(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return run_demo_command(args)
     if args.command == "asterisk-config":
+        # The real AMI secret (environment or file) or event token, when given, only to fill
+        # in the dialplan's event token; it is never printed.
+        real = {k: os.environ[k] for k in ("AMI_SECRET", "AMI_EVENT_TOKEN") if os.environ.get(k)}
+        in_file = _file_has_ami_secret(args.config)
+        has_secret = bool(real) or in_file
         environ: Mapping[str, str] = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMI_"))},
-            **_NO_SECRETS}
+            **_NO_SECRETS, **({"AMI_SECRET": ""} if in_file else {}), **real}
         settings = _load(args.config, environ, mode="http")
         if settings is None:
             return EXIT_CONFIG
@@ -77,9 +83,7 @@ def run_admin_command(args: argparse.Namespace) -> int:
             print(f"bridge: --endpoint {bad[0]!r} is not a pjsip.conf section name (letters, "
                   "digits and . _ + - only)", file=sys.stderr)
             return EXIT_CONFIG
-        token = os.environ.get("AMI_EVENT_TOKEN") or None
-        if token is None and os.environ.get("AMI_SECRET"):
-            token = derive_event_token(os.environ["AMI_SECRET"])
+        token = settings.ami.event_token.reveal() if has_secret else None
         sys.stdout.write(render_text(settings, args.only, extra_endpoints=args.endpoint,
                                      event_token=token))
         return 0
@@ -88,6 +92,16 @@ def run_admin_command(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     add_secrets(settings.secrets())
     return asyncio.run(check(settings, send_test=args.send_test))
+
+
+def _file_has_ami_secret(path: str | None) -> bool:
+    """Whether the config file sets ami.secret (then it, not a stand-in, gives the token)."""
+    try:
+        data = tomllib.loads(Path(path or "").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # load_settings reports the problem
+    ami = data.get("ami")
+    return isinstance(ami, dict) and bool(ami.get("secret"))
 
 
 def _load(path: str | None, environ: Mapping[str, str] | None, *, mode: str) -> Settings | None:

@@ -36,6 +36,7 @@ from bridge.slack_client import PostFailed
 from bridge.store import Conversation, InboundRow, NewInbound, Store
 from bridge.tasks import TaskSet
 from bridge.texts import EchoText, InboundText, MalformedEvent
+from bridge.thread_replies import CLAIMED_PREFIX, IDENTIFIED_PREFIX
 
 log = logging.getLogger(__name__)
 
@@ -115,9 +116,18 @@ class EchoListener(Protocol):
         """The echo is in Slack at `ts`; `shown_final`: it already shows the final state."""
 
 
-def conversation_key(endpoint: str | None, sender_uri: str) -> str:
-    """Which conversation (Slack thread) a text belongs to: its phone."""
-    return endpoint if endpoint else f"uri:{normalize_uri(sender_uri)}"
+def conversation_key(endpoint: str | None, sender_uri: str, asterisk_endpoint: str = "") -> str:
+    """Which conversation (Slack thread) a text belongs to: its phone.
+
+    A directory phone's is its name; an endpoint Asterisk identified that is not in the
+    directory is `pjsip:<endpoint>` (replies go back to it); a text nobody identified (the
+    shared dialplan context) is `uri:<the From it claims>`, and cannot be replied to.
+    """
+    if endpoint:
+        return endpoint
+    if asterisk_endpoint:
+        return f"{IDENTIFIED_PREFIX}{asterisk_endpoint}"
+    return f"{CLAIMED_PREFIX}{normalize_uri(sender_uri)}"
 
 
 @dataclass
@@ -226,12 +236,15 @@ class InboundRelay:
             return NewInbound(channel=self._default_channel, endpoint=None,
                               text=item.as_notice(), received_at=now,
                               conversation="unreadable")
-        endpoint = self._directory.sender(item.sender_uri)
+        # Who sent it is the endpoint Asterisk identified, never what From claims.
+        endpoint = (self._directory.by_asterisk_endpoint(item.asterisk_endpoint)
+                    if item.asterisk_endpoint else None)
         name = endpoint.name if endpoint else None
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
                           endpoint=name, text=item,
                           received_at=min(item.asterisk_time or now, now),
-                          conversation=conversation_key(name, item.sender_uri))
+                          conversation=conversation_key(name, item.sender_uri,
+                                                        item.asterisk_endpoint))
 
     def set_echo_listener(self, listener: EchoListener) -> None:
         self._echoes = listener

@@ -77,7 +77,8 @@ class SlackFrontend:
         self._notifier = Notifier(client, fallback=settings.delivery.notify)
         self._actions = SlackActions(client, usergroups=settings.access.usergroups)
         self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
-                          groups=self._actions.user_groups_of)
+                          groups=self._actions.user_groups_of,
+                          default_channel=settings.slack.default_channel)
         # Outcomes of /sip texts whose echo is not posted yet: (sent, reason).
         self._outcomes: dict[int, tuple[bool, str]] = {}
         self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
@@ -202,7 +203,8 @@ class SlackFrontend:
         ts = str(event.get("ts") or "")
         request = OutboundText(recipient=decision.recipient, text=text, slack_user=user,
                                slack_channel=channel, source="reply", feedback_ts=ts,
-                               thread_ts=decision.thread_ts or ts)
+                               thread_ts=decision.thread_ts or ts,
+                               reply_endpoint=decision.reply_endpoint)
         try:
             endpoint, _row = await self._admit_and_store(request)
         except TextRejected as exc:
@@ -227,7 +229,8 @@ class SlackFrontend:
         endpoint = await self._gate.admit(recipient=request.recipient,
                                           user=request.slack_user,
                                           channel=request.slack_channel,
-                                          source=request.source, text=request.text)
+                                          source=request.source, text=request.text,
+                                          reply_endpoint=request.reply_endpoint)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row

@@ -8,9 +8,12 @@ child process. The configuration is what an admin would have:
 * `manager.conf`: a `[general]` section, then the shipped `manager.conf` snippet pulled in with
   `#include`, with its placeholder secret replaced (plus any extra `AmiUser`s);
 * `extensions.conf`: a `[general]` section, then the shipped dialplan verbatim;
-* `pjsip.conf`: one UDP transport and, per phone (`Peer`), an endpoint using
-  `message_context = slack-bridge-inbound`, without auth and with a static contact, so a phone
-  can text Asterisk and be texted without REGISTER.
+* `pjsip.conf`: one UDP transport and, per phone (`Peer`), an endpoint with its own
+  `message_context = slack-bridge-from-<name>` (and that context, as `bridge asterisk-config`
+  prints it), without auth unless the peer has a password, and with a static contact, so a
+  phone can text Asterisk and be texted without REGISTER;
+* the shipped dialplan's placeholder event token replaced with the one the bridge derives
+  from the AMI secret (or `event_token`).
 
 Ports are picked free at the first start and kept across `restart()`, so a bridge can reconnect
 to "the same" Asterisk after it was killed (`kill()` plays a crash). With `ami_tls=True` AMI also
@@ -46,7 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from bridge.asterisk_config import INBOUND_CONTEXT, template
+from bridge.asterisk_config import endpoint_context, render_endpoint_contexts, template
 from bridge.texts import EVENT_TOKEN_GLOBAL, derive_event_token
 
 log = logging.getLogger(__name__)
@@ -119,8 +122,10 @@ class SipPeer:
     `identify_by` is the endpoint's pjsip.conf setting: "username" (the default: the From
     user part names the endpoint), "auth_username" (the digest username does; needs
     `password`) or "ip" (the source address `host` does, through a `type = identify`
-    section). `message_context` replaces the shared inbound context, e.g. with the
-    endpoint's own one that `bridge asterisk-config` prints (see `AsteriskSandbox.dialplan`).
+    section). By default the endpoint uses its own context `slack-bridge-from-<name>`, as
+    `bridge asterisk-config` renders it (the sandbox writes those contexts too), so its texts
+    reach the bridge identified; `message_context` replaces it, e.g. with the shared
+    `slack-bridge-inbound`, through which texts arrive unidentified.
     """
 
     name: str
@@ -373,8 +378,15 @@ class AsteriskSandbox:
         return MODULES
 
     def _message_context(self, peer: Peer) -> str:
-        """The dialplan context a peer's texts (and calls) go to."""
-        return getattr(peer, "message_context", "") or INBOUND_CONTEXT
+        """The dialplan context a peer's texts (and calls) go to: by default its own."""
+        return getattr(peer, "message_context", "") or endpoint_context(peer.name)
+
+    def _endpoint_dialplan(self) -> str:
+        """The per-endpoint contexts `bridge asterisk-config` would print for these peers,
+        then any extra dialplan."""
+        own = [peer.name for peer in self.peers
+               if self._message_context(peer) == endpoint_context(peer.name)]
+        return render_endpoint_contexts(own) + "\n" + self.dialplan
 
     def _extensions_conf(self) -> str:
         return EXTENSIONS_CONF
@@ -626,7 +638,7 @@ class AsteriskSandbox:
             "extensions.conf": self._extensions_conf(),
             # Verbatim: the dialplan is exactly what an admin pastes in.
             "slack-bridge-extensions.conf": self._shipped_extensions_conf(),
-            "slack-bridge-endpoints.conf": self.dialplan,
+            "slack-bridge-endpoints.conf": self._endpoint_dialplan(),
             "pjsip.conf": self._pjsip_conf(),
             **QUIETING_CONFS,
         }

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from bridge.asterisk.snippets import INBOUND_CONTEXT as BRIDGE_CONTEXT
 from bridge.sandbox.launcher import MODULES, AsteriskSandbox, Peer, SipPeer
 
 CURL_CONTEXT = "bench-curl-inbound"
@@ -53,4 +52,4 @@ class BenchAsterisk(AsteriskSandbox):
         return base + curl_dialplan(self.webhook_url) if self.webhook_url else base
 
     def _message_context(self, peer: Peer) -> str:
-        return self.contexts.get(peer.name, BRIDGE_CONTEXT)
+        return self.contexts.get(peer.name) or super()._message_context(peer)

@@ -5,6 +5,7 @@ give the directory's endpoints the bridge's message_context."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import sys
@@ -16,10 +17,15 @@ from asterisk.harness import AsteriskSandbox, SipPeer, require_sandbox
 from bridge_runner import REPO, BridgeConfig, EndpointSpec, write_config
 
 from bridge.asterisk.ami import probe_ami
-from bridge.asterisk.snippets import INBOUND_CONTEXT, template
+from bridge.asterisk.snippets import template
+from bridge.core.texts import EVENT_TOKEN_PLACEHOLDER, derive_event_token
 from bridge.settings.config import load_settings
 
 REAL_SECRET = "file-ami-secret-6b1e"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 @dataclass
@@ -69,7 +75,15 @@ async def test_prints_every_snippet_for_the_directory(tmp_path: Path) -> None:
     assert printed.code == 0, printed.err
     snippets = printed.snippets()
     assert list(snippets) == ["extensions.conf", "manager.conf", "pjsip.conf"]
-    assert snippets["extensions.conf"] == template("extensions.conf")
+    # The shipped dialplan, with this install's event token (derived from the file's AMI
+    # secret, which itself is never printed), then one context per PJSIP endpoint.
+    token = derive_event_token(REAL_SECRET)
+    extensions = snippets["extensions.conf"]
+    assert template("extensions.conf").replace(EVENT_TOKEN_PLACEHOLDER, token) in extensions
+    assert EVENT_TOKEN_PLACEHOLDER not in extensions
+    assert re.findall(r"^\[(slack-bridge-from-[^\]]+)\]$", extensions, re.MULTILINE) == [
+        "slack-bridge-from-alice", "slack-bridge-from-bob"]
+    assert f"Set(SLACK_BRIDGE_ENDPOINT={b64('alice')})" in extensions
 
     manager = snippets["manager.conf"]
     assert re.search(r"^\[pbxbridge\]$", manager, re.MULTILINE)
@@ -84,7 +98,7 @@ async def test_prints_every_snippet_for_the_directory(tmp_path: Path) -> None:
     pjsip = snippets["pjsip.conf"]
     sections = re.findall(r"^\[([^\]]+)\]\(\+type=endpoint\)\nmessage_context = (\S+)$", pjsip,
                           re.MULTILINE)
-    assert sections == [("alice", INBOUND_CONTEXT), ("bob", INBOUND_CONTEXT)]
+    assert sections == [("alice", "slack-bridge-from-alice"), ("bob", "slack-bridge-from-bob")]
     assert "; bob: texts posted to C0BOB0000; bobby: texts posted to C0BOB0001" in pjsip
     assert "; alice (also front-desk): texts posted to C0ALICE00" in pjsip
     skipped = {name: why for name, _dest, why in
@@ -93,6 +107,27 @@ async def test_prints_every_snippet_for_the_directory(tmp_path: Path) -> None:
     assert "trunk" in skipped["mobile"]
     assert "URI" in skipped["desk"]
     assert "not a PJSIP endpoint" in skipped["chat"]
+
+
+async def test_without_a_secret_the_token_stays_a_placeholder_and_extra_endpoints(
+        tmp_path: Path) -> None:
+    config = tmp_path / "no-secret.toml"
+    config.write_text(directory_config(tmp_path).read_text().replace(
+        f'secret = "{REAL_SECRET}"\n', ""))
+    printed = await asterisk_config(config, "--endpoint", "carol")
+    assert printed.code == 0, printed.err
+    snippets = printed.snippets()
+    assert EVENT_TOKEN_PLACEHOLDER in snippets["extensions.conf"]
+    assert "placeholder" in snippets["extensions.conf"].splitlines()[0]
+    assert "[slack-bridge-from-carol]" in snippets["extensions.conf"]
+    assert "[carol](+type=endpoint)\nmessage_context = slack-bridge-from-carol" in \
+        snippets["pjsip.conf"]
+    # With AMI_EVENT_TOKEN set, that token is written.
+    printed = await asterisk_config(config, "--only", "extensions.conf",
+                                    env={"AMI_EVENT_TOKEN": "tok-0123456789abcdef"})
+    assert "SLACK_BRIDGE_EVENT_TOKEN = tok-0123456789abcdef" in printed.out
+    bad = await asterisk_config(config, "--endpoint", "x,y")
+    assert bad.code == 2 and "--endpoint" in bad.err
 
 
 async def test_only_one_snippet_and_remote_bridge_note(tmp_path: Path) -> None:
@@ -126,8 +161,10 @@ async def test_a_real_asterisk_takes_the_rendered_snippets(tmp_path: Path) -> No
         etc = pbx.run_dir / "etc"
         # The admin's endpoints, as they were before the bridge: no message_context.
         pjsip = (etc / "pjsip.conf").read_text()
-        pjsip = pjsip.replace(f"message_context = {INBOUND_CONTEXT}\n", "")
+        pjsip = pjsip.replace("message_context = slack-bridge-inbound\n", "")
         (etc / "pjsip.conf").write_text(pjsip + "\n" + snippets["pjsip.conf"])
+        # The rendered dialplan replaces the shipped one (it contains it).
+        (etc / "slack-bridge-extensions.conf").write_text(snippets["extensions.conf"])
         manager = snippets["manager.conf"].replace("change-me-to-a-long-random-string",
                                                    REAL_SECRET)
         (etc / "rendered-manager.conf").write_text(manager)
@@ -135,11 +172,16 @@ async def test_a_real_asterisk_takes_the_rendered_snippets(tmp_path: Path) -> No
             conf.write('\n#include "rendered-manager.conf"\n')
         await pbx.cli("module reload res_pjsip.so")
         await pbx.cli("manager reload")
+        await pbx.cli("dialplan reload")
 
         for name in ("alice", "bob"):
             shown = await pbx.cli(f"pjsip show endpoint {name}")
-            assert re.search(rf"^\s*message_context\s*:\s*{INBOUND_CONTEXT}\s*$", shown,
-                             re.MULTILINE), shown
+            assert re.search(rf"^\s*message_context\s*:\s*slack-bridge-from-{name}\s*$",
+                             shown, re.MULTILINE), shown
+            context = await pbx.cli(f"dialplan show slack-bridge-from-{name}")
+            assert f"SLACK_BRIDGE_ENDPOINT={b64(name)}" in context, context
+        token = await pbx.cli("dialplan show globals")
+        assert derive_event_token(REAL_SECRET) in token, token
 
         settings = load_settings(directory_config(tmp_path), {
             "SLACK_BOT_TOKEN": "xoxb-unused", "SLACK_SIGNING_SECRET": "unused"})

@@ -39,7 +39,7 @@ def text(body: str, *, sender: str = "alice", event_id: str | None = None) -> In
     return InboundText(event_id=event_id if event_id is not None else f"id-{body}",
                        sender_uri=f"sip:{sender}@10.0.0.5", display_name="", body=body,
                        declared_bytes=len(body.encode()), to_uri="sip:bridge@pbx",
-                       exten="bridge")
+                       exten="bridge", asterisk_endpoint=sender)
 
 
 def shown(posts: list[dict[str, Any]]) -> list[str]:

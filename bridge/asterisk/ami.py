@@ -7,7 +7,11 @@
   (panoramisk's own ping never looks at the reply);
 - sends `MessageSend` with a timeout and turns every outcome into our own result or
   exception (`bridge.core.errors`): panoramisk futures can otherwise hang across reconnects;
-- turns the dialplan's `UserEvent(SlackBridgeText, ...)` into `InboundText` values;
+- turns the dialplan's `UserEvent(SlackBridgeText, ...)` into `InboundText` values, but
+  only events carrying this install's event token: a phone can make Asterisk write
+  `Event: UserEvent` lines into other events (its Request-URI user part is their `Exten:`),
+  which an AMI user reading more than `system,user` without name filters receives; and
+  warns once per event name it receives without needing it (a too wide `read=`);
 - speaks TLS when `[ami] tls = true` (Asterisk's manager.conf `tlsenable`), verifying the
   certificate against `ca_file` (or the system's CAs) and the host name by default.
 
@@ -19,6 +23,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
+import hmac
 import logging
 import ssl
 import time
@@ -47,6 +53,9 @@ from bridge.settings.config import AmiSettings
 log = logging.getLogger(__name__)
 
 TEXT_EVENT_PATTERN = "UserEvent"
+# Every event the bridge asks for (the shipped manager.conf filters let only these through).
+_NEEDED_EVENTS = frozenset({"UserEvent", "FullyBooted", "DBGetTreeResponse",
+                            "DBGetTreeComplete"})
 SPOOL_FAMILY = "slack-bridge-spool"  # the AstDB family extensions.conf writes
 _PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 1.0
@@ -186,6 +195,8 @@ class AmiLink:
         self.connected_since: float | None = None
         self._held: list[InboundText | MalformedEvent] | None = None
         self._spool_warned = False
+        self._unneeded_seen: set[str] = set()  # event names warned about (once each)
+        self.forged_events = 0  # text events refused for a missing or wrong token
 
     @property
     def ready(self) -> bool:
@@ -305,6 +316,7 @@ class AmiLink:
                                         forgetable_actions=("ping", "login", "messagesend"))
         manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
         manager.register_event("FullyBooted", self._fully_booted)
+        manager.register_event("*", self._notice_unneeded)
         self._manager = manager
         await _connect_and_login(manager, settings, self.address,
                                  lambda: settings.connect_timeout)
@@ -359,6 +371,18 @@ class AmiLink:
     def _dispatch(self, _manager: object, event: Mapping[str, str]) -> None:
         if str(event.get("UserEvent", "")) != TEXT_EVENT:
             return
+        expected = self._settings.event_token.reveal()
+        token = str(event.get("Token", "")).strip()
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            # Never log either token. Forged events carry none (a phone cannot know it); a
+            # dialplan that is not current carries the placeholder, or another install's.
+            self.forged_events += 1
+            log.error(
+                "AMI: refused a %s event %s: it is not from this bridge's dialplan (forged "
+                "through another AMI event, or extensions.conf's SLACK_BRIDGE_EVENT_TOKEN is "
+                "not the one `bridge asterisk-config` prints for this bridge)", TEXT_EVENT,
+                "without a Token" if not token else "with a wrong Token")
+            return
         try:
             decoded = decode_text_event(event)
         except Exception:  # one bad event must not stop the event stream
@@ -404,6 +428,16 @@ class AmiLink:
             for text in held or []:
                 self._on_text(text)
 
+    def _notice_unneeded(self, _manager: object, event: Mapping[str, str]) -> None:
+        name = str(event.get("Event", ""))
+        if name in _NEEDED_EVENTS or name in self._unneeded_seen:
+            return
+        self._unneeded_seen.add(name)
+        log.warning("AMI: Asterisk sends this bridge %s events, which it does not need: the "
+                    "AMI user '%s' reads more than `system,user` or lacks the shipped "
+                    "eventfilter lines (see manager.conf from `bridge asterisk-config`)",
+                    name, self._settings.username)
+
     def _fully_booted(self, _manager: object, _event: Mapping[str, str]) -> None:
         log.debug("AMI: Asterisk at %s is fully booted", self.address)
 
@@ -421,6 +455,9 @@ class AmiProbe:
     version: str  # the AMI protocol version from the banner, e.g. "9.0.0"
     actions: frozenset[str]  # the actions this user may run (ListCommands), lower-cased
     reads_system: bool  # Asterisk sent FullyBooted right after login: read includes system
+    # Events the bridge does not need that arrived during the session, e.g. SuccessfulAuth
+    # (read includes security: `all` does) after its own login.
+    unneeded_events: frozenset[str] = frozenset()
     test_sent: bool | None = None  # None: no test text asked for
     test_error: AmiError | None = None  # why the test text was not queued
 
@@ -457,6 +494,13 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         settings, on_lost=lambda _exc: lost.set(),
         forgetable_actions=("ping", "login", "messagesend", "listcommands", "logoff"))
     manager.register_event("FullyBooted", lambda _m, _e: booted.set())
+    unneeded: set[str] = set()
+
+    def notice(_manager: object, event: Mapping[str, str]) -> None:
+        if str(event.get("Event", "")) not in _NEEDED_EVENTS:
+            unneeded.add(str(event.get("Event", "")))
+
+    manager.register_event("*", notice)
 
     async def action(fields: dict[str, str]) -> Mapping[str, str]:
         future = manager.send_action(dict(fields))
@@ -480,7 +524,7 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
                             if key.lower() not in _RESPONSE_HEADERS)
         protocol = getattr(manager, "protocol", None)
         probe = AmiProbe(version=str(getattr(protocol, "version", "") or ""), actions=actions,
-                         reads_system=booted.is_set())
+                         reads_system=booted.is_set(), unneeded_events=frozenset(unneeded))
         if test_destination is None:
             return probe
         message = {"Action": "MessageSend", "Destination": test_destination,
@@ -490,14 +534,11 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         try:
             sent = await action(message)
         except AmiError as exc:
-            return AmiProbe(version=probe.version, actions=actions,
-                            reads_system=probe.reads_system, test_sent=False, test_error=exc)
+            return dataclasses.replace(probe, test_sent=False, test_error=exc)
         if not getattr(sent, "success", False):
             error = AmiActionFailed("MessageSend", str(sent.get("Message", "")))
-            return AmiProbe(version=probe.version, actions=actions,
-                            reads_system=probe.reads_system, test_sent=False, test_error=error)
-        return AmiProbe(version=probe.version, actions=actions, reads_system=probe.reads_system,
-                        test_sent=True)
+            return dataclasses.replace(probe, test_sent=False, test_error=error)
+        return dataclasses.replace(probe, test_sent=True)
     finally:
         manager.callbacks.clear()
         manager.patterns.clear()

@@ -3,13 +3,25 @@
 Pure: built from validated config, no I/O. Answers three questions:
 - `lookup("front-desk")`: which endpoint a Slack user means,
 - `suggest("alce")`: which names they probably meant,
-- `sender("sip:alice@10.0.0.5:5060")`: which endpoint a SIP From URI belongs to.
+- `by_asterisk_endpoint("alice")`: which directory entry a text Asterisk identified as
+  coming from its PJSIP endpoint `alice` belongs to. That identity comes from the dialplan
+  (one context per endpoint), never from the From header, which a phone writes itself.
 """
 
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass
+
+# A destination that is just a PJSIP endpoint; group 1 is the endpoint (section) name.
+_PLAIN_PJSIP = re.compile(r"^pjsip:([A-Za-z0-9][A-Za-z0-9._+-]*)$")
+
+
+def asterisk_endpoint(destination: str) -> str | None:
+    """The PJSIP endpoint a plain `pjsip:<endpoint>` destination names, else None."""
+    match = _PLAIN_PJSIP.match(destination)
+    return match.group(1) if match else None
 
 
 @dataclass(frozen=True)
@@ -82,6 +94,14 @@ class Directory:
         """Names close to a mistyped `recipient`, best first."""
         return difflib.get_close_matches(recipient.casefold(), list(self._by_name), n=limit,
                                          cutoff=0.5)
+
+    def by_asterisk_endpoint(self, endpoint_id: str) -> Endpoint | None:
+        """The directory entry whose destination is `pjsip:<endpoint_id>` (exact: Asterisk
+        section names are case-sensitive), or None for an endpoint not in the directory."""
+        for endpoint in self.endpoints:
+            if asterisk_endpoint(endpoint.destination) == endpoint_id:
+                return endpoint
+        return None
 
     def sender(self, from_uri: str) -> Endpoint | None:
         """The endpoint a SIP From URI belongs to, or None for an unknown sender.

@@ -5,10 +5,14 @@ The dialplan in `bridge/asterisk/templates/extensions.conf` emits, for each SIP 
     Event: UserEvent
     UserEvent: SlackBridgeText
     Uniqueid: the message channel's; the SAME for every text, so useless as a text ID
-    MessageId: base64(Call-ID CSeq)  identifies one SIP MESSAGE transaction
+    MessageId: base64(Call-ID CSeq)  identifies one SIP MESSAGE transaction of one sender
     Time: unix time with microseconds when Asterisk handled it
-    Version: 1
-    From: base64(MESSAGE(from))      e.g. "Smith, John" <sip:bob@10.0.0.5>
+    Version: 2
+    Token: the per-install event token (checked by bridge.asterisk.ami, never stored or logged)
+    Endpoint: base64(the PJSIP endpoint Asterisk identified), written by that endpoint's own
+              context; absent when the text came through the shared one (not identified)
+    From: base64(MESSAGE(from))      e.g. "Smith, John" <sip:bob@10.0.0.5>; what the phone
+                                     CLAIMS: shown, never used to route
     To: base64(MESSAGE(to))
     ToExten: base64(EXTEN)           the Request-URI user part
     BodyLength: Content-Length of the SIP request
@@ -23,11 +27,29 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+import hmac
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bridge.core.directory import normalize_uri
+
 TEXT_EVENT = "SlackBridgeText"
+EVENT_TOKEN_GLOBAL = "SLACK_BRIDGE_EVENT_TOKEN"  # the dialplan global holding the token
+EVENT_TOKEN_PLACEHOLDER = "change-me-to-the-bridge-event-token"  # as shipped
+
+
+def derive_event_token(ami_secret: str) -> str:
+    """The default per-install event token: a one-way function of the AMI secret.
+
+    The dialplan puts it in every text event, so the bridge can tell its events from ones a
+    phone shaped; deriving it means an install has one secret less to manage, and the
+    dialplan holding it reveals nothing about the AMI secret.
+    """
+    digest = hmac.new(ami_secret.encode("utf-8"), b"slack-bridge event token v1",
+                      hashlib.sha256).hexdigest()
+    return digest[:32]
 
 # PJSIP hands the dialplan an empty body when the SIP body is this long or longer.
 ASTERISK_MAX_INBOUND_BYTES = 1024
@@ -39,7 +61,10 @@ _NAME_ADDR = re.compile(r"^\s*(?P<display>.*?)\s*<(?P<uri>[^<>]*)>\s*$", re.DOTA
 class InboundText:
     """A text a phone sent, as Asterisk reported it."""
 
-    event_id: str  # base64 of the SIP Call-ID and CSeq; one SIP MESSAGE, one ID
+    # One SIP MESSAGE of one sender: its endpoint (or, unidentified, its From) and the
+    # base64 of its Call-ID and CSeq, so one phone cannot reuse another's Call-ID to
+    # suppress its text. Version-1 events (no endpoint) keep the bare MessageId.
+    event_id: str
     sender_uri: str  # sip:bob@10.0.0.5
     display_name: str  # as the sender chose it; may be empty
     body: str
@@ -48,6 +73,9 @@ class InboundText:
     exten: str
     problem: str = ""  # set when the event could not be read; then body is empty
     asterisk_time: float | None = None  # unix time Asterisk handled it (the dialplan's Time)
+    # The PJSIP endpoint Asterisk identified (and authenticated) as the sender, from the
+    # dialplan; "" when the text came through the shared context and nobody knows.
+    asterisk_endpoint: str = ""
 
     @property
     def dropped_by_asterisk(self) -> bool:
@@ -112,9 +140,12 @@ def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
     """Translate one `UserEvent: SlackBridgeText` AMI event into an InboundText."""
     # Not the channel's Uniqueid: every text is run on the same Message/ast_msg_queue
     # channel, whose Uniqueid repeats for every message (measured on Asterisk 22.10).
-    event_id = str(event.get("MessageId", "")).strip()
+    message_id = str(event.get("MessageId", "")).strip()
+    event_id = message_id
     hint = ""
     try:
+        # An empty header value ("Endpoint: ") is dropped by the AMI parser: not identified.
+        endpoint = _b64(event, "Endpoint") if "Endpoint" in event else ""
         from_value = _b64(event, "From")
         display, uri = split_name_addr(from_value)
         hint = display or uri
@@ -125,6 +156,9 @@ def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
         exten = _b64(event, "ToExten") if "ToExten" in event else ""
     except ValueError as exc:
         return MalformedEvent(event_id=event_id, problem=str(exc), sender_hint=hint)
+    if str(event.get("Version", "")).strip() != "1":
+        event_id = (f"{endpoint}|{message_id}" if endpoint
+                    else f"?{normalize_uri(uri)}|{message_id}")
     length_text = str(event.get("BodyLength", "")).strip()
     declared = int(length_text) if length_text.isdigit() else None
     try:
@@ -140,20 +174,27 @@ def decode_text_event(event: Mapping[str, str]) -> InboundText | MalformedEvent:
         to_uri=split_name_addr(to_value)[1],
         exten=exten,
         asterisk_time=asterisk_time,
+        asterisk_endpoint=endpoint,
     )
 
 
-# The spool value the dialplan writes to AstDB: version 1, then these fields, "|"-separated.
-_SPOOL_FIELDS = ("Time", "From", "To", "ToExten", "MessageId", "BodyLength", "Body")
+# The spool value the dialplan writes to AstDB: the version, then these fields, "|"-separated
+# (version 2 added the endpoint at the end).
+_SPOOL_FIELDS = {
+    "1": ("Time", "From", "To", "ToExten", "MessageId", "BodyLength", "Body"),
+    "2": ("Time", "From", "To", "ToExten", "MessageId", "BodyLength", "Body", "Endpoint"),
+}
 
 
 def decode_spool_entry(value: str) -> InboundText | MalformedEvent:
     """Translate one AstDB spool value (see extensions.conf) like a live text event."""
     version, _, rest = value.partition("|")
     fields = rest.split("|")
-    if version != "1" or len(fields) != len(_SPOOL_FIELDS):
+    names = _SPOOL_FIELDS.get(version)
+    if names is None or len(fields) != len(names):
         return MalformedEvent(event_id="", problem=f"a spooled text has an unknown layout "
                               f"(version {version[:10]!r}, {len(fields)} fields)",
                               sender_hint="")
-    event = {key: field for key, field in zip(_SPOOL_FIELDS, fields, strict=True) if field}
+    event = {key: field for key, field in zip(names, fields, strict=True) if field}
+    event["Version"] = version
     return decode_text_event(event)

@@ -13,7 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from bridge.core.directory import Directory, sip_user
+from bridge.core.directory import Directory
+
+# Conversation keys of phones outside the directory (bridge.delivery.inbound.conversation_key): one
+# Asterisk identified, and one known only by the From it claims.
+IDENTIFIED_PREFIX = "pjsip:"
+CLAIMED_PREFIX = "uri:"
 
 # Message subtypes that carry a person's new text; every other subtype (message_changed,
 # message_deleted, channel_join, bot_message, ...) is not a new text.
@@ -32,8 +37,11 @@ class Refuse:
 
 @dataclass(frozen=True)
 class SendReply:
-    recipient: str  # a directory name, or a number for a conversation with a stranger
+    recipient: str  # a directory name, or the Asterisk endpoint of a phone outside it
     thread_ts: str | None  # the conversation's thread; None for a top-level message
+    # Set for a phone outside the directory: the PJSIP endpoint its text came from (the
+    # reply goes back there, never to what its From claimed).
+    reply_endpoint: str | None = None
 
 
 Decision = Ignore | Refuse | SendReply
@@ -82,9 +90,16 @@ def decide(event: Mapping[str, Any], *, directory: Directory, bot_user_id: str,
             return Refuse("this channel is read-only for phone texts (reply mode `off`), so "
                           "your reply was not sent to the phone")
         if thread.endpoint is None:
-            # A stranger: its number may still be allowed by a [[numbers]] pattern.
-            user_part = sip_user("sip:" + thread.conversation.removeprefix("uri:"))
-            return SendReply(recipient=user_part or thread.conversation, thread_ts=thread_ts)
+            if thread.conversation.startswith(IDENTIFIED_PREFIX):
+                endpoint_id = thread.conversation.removeprefix(IDENTIFIED_PREFIX)
+                return SendReply(recipient=endpoint_id, thread_ts=thread_ts,
+                                 reply_endpoint=endpoint_id)
+            # Its From is all anyone knows, and a phone writes that itself: texting the
+            # phone it names could reach someone else entirely.
+            return Refuse("the bridge cannot tell which phone sent this text (its endpoint "
+                          "has no `slack-bridge-from-...` context of its own; the PBX admin "
+                          "adds one with `bridge asterisk-config --endpoint NAME`), so it "
+                          "cannot send a reply to it")
         return SendReply(recipient=thread.endpoint, thread_ts=thread_ts)
     if mode != "channel":
         return Ignore("a top-level message (reply mode is not `channel`)")

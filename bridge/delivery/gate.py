@@ -12,10 +12,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bridge.core.directory import Directory, Endpoint
+from bridge.core.directory import Directory, Endpoint, asterisk_endpoint
 from bridge.core.errors import NotAllowed, RateLimited, TextRejected, UnknownRecipient
 from bridge.core.model import AuditEntry, OutboundRow, Source
-from bridge.core.policy import AccessPolicy, RateLimiter, normalize_number, resolve
+from bridge.core.policy import AccessPolicy, RateLimiter, Rule, normalize_number, resolve
 from bridge.ops import metrics
 from bridge.store.backend import StoreBackend
 
@@ -37,8 +37,9 @@ def refusal_reason(exc: TextRejected) -> str:
 
 class Gate:
     def __init__(self, *, directory: Directory, policy: AccessPolicy, store: StoreBackend,
-                 groups: GroupLookup) -> None:
+                 groups: GroupLookup, default_channel: str = "") -> None:
         self._directory = directory
+        self._default_channel = default_channel
         self._policy = policy
         self._store = store
         self._groups = groups
@@ -46,10 +47,15 @@ class Gate:
         self._per_endpoint = RateLimiter(policy.endpoint_rate)
 
     async def admit(self, *, recipient: str, user: str, channel: str, source: Source,
-                    text: str) -> Endpoint:
-        """The endpoint to send to, or TextRejected (audited and logged) saying why not."""
+                    text: str, reply_endpoint: str | None = None) -> Endpoint:
+        """The endpoint to send to, or TextRejected (audited and logged) saying why not.
+
+        `reply_endpoint`: a reply in the thread of a phone outside the directory goes to the
+        PJSIP endpoint its text came from, under the default rule.
+        """
         try:
-            endpoint = await self._check(recipient=recipient, user=user, channel=channel)
+            endpoint = await self._check(recipient=recipient, user=user, channel=channel,
+                                         reply_endpoint=reply_endpoint)
         except TextRejected as exc:
             metrics.outbound_refused(refusal_reason(exc))
             log.info("audit: slack_user=%s channel=%s source=%s recipient=%r result=refused "
@@ -73,9 +79,19 @@ class Gate:
             destination=row.destination, result="accepted", reason=None, outbound_id=row.id,
             text=row.body if self._policy.store_text else None))
 
-    async def _check(self, *, recipient: str, user: str, channel: str) -> Endpoint:
+    async def _check(self, *, recipient: str, user: str, channel: str,
+                     reply_endpoint: str | None) -> Endpoint:
         policy = self._policy
-        found = resolve(recipient, self._directory, policy)
+        found: tuple[Endpoint, Rule] | None
+        if reply_endpoint is not None:
+            if asterisk_endpoint(f"pjsip:{reply_endpoint}") is None:
+                # It becomes an AMI header: only a plain pjsip.conf section name may.
+                raise NotAllowed(f"`{reply_endpoint}` is not an endpoint name the bridge can "
+                                 f"send to")
+            found = (Endpoint(name=reply_endpoint, destination=f"pjsip:{reply_endpoint}",
+                              channel=self._default_channel), policy.default)
+        else:
+            found = resolve(recipient, self._directory, policy)
         if found is None:
             if normalize_number(recipient, policy.default_country_code) is not None:
                 raise NotAllowed(f"`{recipient}` is not in the directory, and texting numbers "

@@ -33,6 +33,7 @@ from bridge.core.errors import PostFailed
 from bridge.core.model import Conversation, InboundRow, InboundState, NewInbound
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
+from bridge.core.thread_replies import CLAIMED_PREFIX, IDENTIFIED_PREFIX
 from bridge.ops import metrics
 from bridge.settings.config import DeliverySettings
 from bridge.slack.messages import PostItem, inbound_post, item_size, late_note
@@ -116,9 +117,18 @@ class EchoListener(Protocol):
         """The echo is in Slack at `ts`; `shown_final`: it already shows the final state."""
 
 
-def conversation_key(endpoint: str | None, sender_uri: str) -> str:
-    """Which conversation (Slack thread) a text belongs to: its phone."""
-    return endpoint if endpoint else f"uri:{normalize_uri(sender_uri)}"
+def conversation_key(endpoint: str | None, sender_uri: str, asterisk_endpoint: str = "") -> str:
+    """Which conversation (Slack thread) a text belongs to: its phone.
+
+    A directory phone's is its name; an endpoint Asterisk identified that is not in the
+    directory is `pjsip:<endpoint>` (replies go back to it); a text nobody identified (the
+    shared dialplan context) is `uri:<the From it claims>`, and cannot be replied to.
+    """
+    if endpoint:
+        return endpoint
+    if asterisk_endpoint:
+        return f"{IDENTIFIED_PREFIX}{asterisk_endpoint}"
+    return f"{CLAIMED_PREFIX}{normalize_uri(sender_uri)}"
 
 
 @dataclass
@@ -243,12 +253,15 @@ class InboundRelay:
             return NewInbound(channel=self._default_channel, endpoint=None,
                               text=item.as_notice(), received_at=now,
                               conversation="unreadable")
-        endpoint = self._directory.sender(item.sender_uri)
+        # Who sent it is the endpoint Asterisk identified, never what From claims.
+        endpoint = (self._directory.by_asterisk_endpoint(item.asterisk_endpoint)
+                    if item.asterisk_endpoint else None)
         name = endpoint.name if endpoint else None
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
                           endpoint=name, text=item,
                           received_at=min(item.asterisk_time or now, now),
-                          conversation=conversation_key(name, item.sender_uri))
+                          conversation=conversation_key(name, item.sender_uri,
+                                                        item.asterisk_endpoint))
 
     async def post_echo(self, echo: EchoText, channel: str) -> None:
         """Show a text sent from Slack with /sip in its phone's conversation."""

@@ -52,6 +52,9 @@ class OutboundText:
     source: Source = "slash"  # slash: /sip command; reply: a message in a conversation
     feedback_ts: str | None = None  # the Slack message that shows the state (replies)
     thread_ts: str | None = None
+    # A reply to a phone outside the directory: the PJSIP endpoint its text came from. Only
+    # the thread sets this; what someone types after /sip never does.
+    reply_endpoint: str | None = None
 
 
 class OutcomeSink(Protocol):

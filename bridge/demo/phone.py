@@ -10,13 +10,19 @@ RFC 3261 / RFC 3428 for a local Asterisk, with no dependencies:
 * as UAC it sends MESSAGE requests, retransmits them on the non-INVITE client timer (500 ms
   doubling, capped at 4 s) until a final response, and returns its status code.
 
-Not handled: TCP/TLS, authentication challenges, header folding, multipart bodies.
+* with `password` set it answers a 401/407 digest challenge (MD5, `qop=auth` or none) once,
+  as `auth_user` (default: its name), so it can be an endpoint with `identify_by =
+  auth_username`; `host` picks the 127.x.y.z address it sends from (`identify_by = ip`).
+
+Not handled: TCP/TLS, header folding, multipart bodies.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+import re
 import secrets
 import time
 from collections.abc import Callable
@@ -113,11 +119,17 @@ class SipPhone(asyncio.DatagramProtocol):
         name: str,
         *,
         port: int = 0,
+        host: str = "127.0.0.1",
         asterisk_host: str = "127.0.0.1",
         asterisk_port: int,
+        auth_user: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.name = name
         self.port = port
+        self.host = host
+        self.auth_user = auth_user or name
+        self.password = password
         self.asterisk_host = asterisk_host
         self.asterisk_port = asterisk_port
         self.received: list[ReceivedMessage] = []
@@ -128,8 +140,8 @@ class SipPhone(asyncio.DatagramProtocol):
         self._arrived = asyncio.Event()
         # Responses we sent, by (Call-ID, CSeq), resent as-is when a request is retransmitted.
         self._answered: dict[tuple[str, str], bytes] = {}
-        # Our outstanding client transactions, by (Call-ID, CSeq), and their 1xx/final status.
-        self._pending: dict[tuple[str, str], asyncio.Queue[int]] = {}
+        # Our outstanding client transactions, by (Call-ID, CSeq), and their responses.
+        self._pending: dict[tuple[str, str], asyncio.Queue[_SipMessage]] = {}
         self._cseq = 0
 
     # ----------------------------------------------------------------- lifecycle
@@ -137,7 +149,7 @@ class SipPhone(asyncio.DatagramProtocol):
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_datagram_endpoint(
-            lambda: self, local_addr=("127.0.0.1", self.port)
+            lambda: self, local_addr=(self.host, self.port)
         )
         self._transport = transport
         self.port = transport.get_extra_info("sockname")[1]
@@ -249,68 +261,106 @@ class SipPhone(asyncio.DatagramProtocol):
     ) -> int:
         """Send one SIP MESSAGE to sip:`to_user`@Asterisk; return the final status code.
 
-        Asterisk answers 202 Accepted once it has queued the text for its dialplan.
-        Raises TimeoutError when no final response arrives within `timeout`.
+        Asterisk answers 202 Accepted once it has queued the text for its dialplan. A digest
+        challenge is answered once when the phone has a password. Raises TimeoutError when no
+        final response arrives within `timeout`.
         """
         if self._transport is None:
             raise RuntimeError("start() the phone first")
         raw = body.encode("utf-8") if isinstance(body, str) else body
         user = from_user if from_user is not None else self.name
-        here = f"127.0.0.1:{self.port}"
+        here = f"{self.host}:{self.port}"
         there = f"{self.asterisk_host}:{self.asterisk_port}"
         from_uri = f"<sip:{user}@{here}>"
         if display_name is not None:
             # A quoted-string: backslash-escape backslashes and quotes (RFC 3261 25.1).
             quoted = display_name.replace("\\", "\\\\").replace('"', '\\"')
             from_uri = f'"{quoted}" {from_uri}'
-        self._cseq += 1
-        call_id = f"{_token()}@127.0.0.1"
-        cseq = f"{self._cseq} MESSAGE"
-        head = "\r\n".join(
-            [
-                f"MESSAGE sip:{to_user}@{there} SIP/2.0",
-                f"Via: SIP/2.0/UDP {here};branch=z9hG4bK{_token()};rport",
-                "Max-Forwards: 70",
-                f"From: {from_uri};tag={_token()}",
-                f"To: <sip:{to_user}@{there}>",
-                f"Call-ID: {call_id}",
-                f"CSeq: {cseq}",
-                f"Content-Type: {content_type}",
-                f"Content-Length: {len(raw)}",  # bytes, not characters
-            ]
-        )
-        request = head.encode("utf-8") + b"\r\n\r\n" + raw
-        statuses: asyncio.Queue[int] = asyncio.Queue()
-        key = (call_id, cseq)
-        self._pending[key] = statuses
-        interval = T1
+        call_id = f"{_token()}@{self.host}"
+        request_uri = f"sip:{to_user}@{there}"
+        headers = [
+            f"From: {from_uri};tag={_token()}",
+            f"To: <{request_uri}>",
+            f"Call-ID: {call_id}",
+        ]
+        tail = [f"Content-Type: {content_type}",
+                f"Content-Length: {len(raw)}"]  # bytes, not characters
+        authorization: list[str] = []
         try:
             async with asyncio.timeout(timeout):
-                self._send(request, (self.asterisk_host, self.asterisk_port))
                 while True:
-                    try:
-                        status = await asyncio.wait_for(statuses.get(), interval)
-                    except TimeoutError:
-                        # Timer E: retransmit, doubling up to T2.
-                        self._send(request, (self.asterisk_host, self.asterisk_port))
-                        interval = min(interval * 2, T2)
+                    self._cseq += 1
+                    cseq = f"{self._cseq} MESSAGE"
+                    head = "\r\n".join([
+                        f"MESSAGE {request_uri} SIP/2.0",
+                        f"Via: SIP/2.0/UDP {here};branch=z9hG4bK{_token()};rport",
+                        "Max-Forwards: 70", *headers, f"CSeq: {cseq}", *authorization, *tail])
+                    response = await self._transact(
+                        head.encode("utf-8") + b"\r\n\r\n" + raw, (call_id, cseq))
+                    status = int(response.start_line.split(" ", 2)[1])
+                    if status in (401, 407) and self.password is not None \
+                            and not authorization:
+                        authorization = [self._authorization(response, status, request_uri)]
                         continue
-                    if status >= 200:
-                        return status
-                    interval = T2  # provisional: the server has it, retransmit slowly
+                    return status
         except TimeoutError:
             raise TimeoutError(
                 f"phone {self.name!r}: no final response to MESSAGE within {timeout} s"
             ) from None
+
+    def _authorization(self, challenge: _SipMessage, status: int, uri: str) -> str:
+        """The Authorization (or Proxy-Authorization) header answering a digest challenge."""
+        assert self.password is not None
+        header = challenge.header("www-authenticate" if status == 401 else "proxy-authenticate")
+        params = dict(re.findall(r'(\w+)="?([^",]*)"?', header))
+        realm, nonce = params.get("realm", ""), params.get("nonce", "")
+
+        def md5(text: str) -> str:
+            return hashlib.md5(text.encode(), usedforsecurity=False).hexdigest()
+
+        ha1 = md5(f"{self.auth_user}:{realm}:{self.password}")
+        ha2 = md5(f"MESSAGE:{uri}")
+        fields = [f'username="{self.auth_user}"', f'realm="{realm}"', f'nonce="{nonce}"',
+                  f'uri="{uri}"', "algorithm=MD5"]
+        if "auth" in params.get("qop", "").split(","):
+            cnonce = _token()
+            answer = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
+            fields += ["qop=auth", "nc=00000001", f'cnonce="{cnonce}"']
+        else:
+            answer = md5(f"{ha1}:{nonce}:{ha2}")
+        fields.append(f'response="{answer}"')
+        if "opaque" in params:
+            fields.append(f'opaque="{params["opaque"]}"')
+        name = "Authorization" if status == 401 else "Proxy-Authorization"
+        return f"{name}: Digest {', '.join(fields)}"
+
+    async def _transact(self, request: bytes, key: tuple[str, str]) -> _SipMessage:
+        """Send a request, retransmitting on timer E; return its final response."""
+        responses: asyncio.Queue[_SipMessage] = asyncio.Queue()
+        self._pending[key] = responses
+        interval = T1
+        try:
+            self._send(request, (self.asterisk_host, self.asterisk_port))
+            while True:
+                try:
+                    response = await asyncio.wait_for(responses.get(), interval)
+                except TimeoutError:
+                    # Timer E: retransmit, doubling up to T2.
+                    self._send(request, (self.asterisk_host, self.asterisk_port))
+                    interval = min(interval * 2, T2)
+                    continue
+                if int(response.start_line.split(" ", 2)[1]) >= 200:
+                    return response
+                interval = T2  # provisional: the server has it, retransmit slowly
         finally:
             del self._pending[key]
 
     def _on_response(self, response: _SipMessage) -> None:
         key = (response.header("call-id"), response.header("cseq"))
-        statuses = self._pending.get(key)
-        if statuses is None:
+        responses = self._pending.get(key)
+        if responses is None:
             return  # a retransmitted final response for a finished transaction
-        statuses.put_nowait(int(response.start_line.split(" ", 2)[1]))
+        responses.put_nowait(response)
 
     def _send(self, data: bytes, addr: tuple[str, int]) -> None:
         if self._transport is not None:

@@ -3,7 +3,8 @@
 `__main__` adds them to its parser (`add_admin_commands`) and hands them over
 (`run_admin_command`). Both read the config like `run` (--config or $BRIDGE_CONFIG, every
 problem reported, exit 2). `asterisk-config` needs no secrets: it reads only the file, so an
-admin can run it on the PBX without the Slack tokens. `demo` needs no config at all; it
+admin can run it on the PBX without the Slack tokens; with AMI_SECRET (or AMI_EVENT_TOKEN) in
+the environment it also fills in the dialplan's event token. `demo` needs no config at all; it
 lives in `bridge/demo/`.
 """
 
@@ -13,9 +14,12 @@ import argparse
 import asyncio
 import os
 import sys
+import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 
 from bridge.asterisk.snippets import FILES, render_text
+from bridge.core.directory import asterisk_endpoint
 from bridge.core.errors import ConfigError
 from bridge.demo.cli import add_demo_command, run_demo_command
 from bridge.ops.check import check
@@ -51,6 +55,10 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     snippets_parser.add_argument("--config", default=os.environ.get("BRIDGE_CONFIG"),
                                  help=config_help)
     snippets_parser.add_argument("--only", choices=FILES, help="print just this snippet")
+    snippets_parser.add_argument(
+        "--endpoint", action="append", default=[], metavar="NAME",
+        help="also give this Asterisk endpoint (not in the directory) a context of its own, "
+             "so its texts are identified (repeatable)")
     add_demo_command(sub)
 
 
@@ -59,19 +67,41 @@ def run_admin_command(args: argparse.Namespace) -> int:
     if args.command == "demo":
         return run_demo_command(args)
     if args.command == "asterisk-config":
+        # The real AMI secret (environment or file) or event token, when given, only to fill
+        # in the dialplan's event token; it is never printed.
+        real = {k: os.environ[k] for k in ("AMI_SECRET", "AMI_EVENT_TOKEN") if os.environ.get(k)}
+        in_file = _file_has_ami_secret(args.config)
+        has_secret = bool(real) or in_file
         environ: Mapping[str, str] = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMI_"))},
-            **_NO_SECRETS}
+            **_NO_SECRETS, **({"AMI_SECRET": ""} if in_file else {}), **real}
         settings = _load(args.config, environ, mode="http")
         if settings is None:
             return EXIT_CONFIG
-        sys.stdout.write(render_text(settings, args.only))
+        bad = [name for name in args.endpoint if asterisk_endpoint(f"pjsip:{name}") is None]
+        if bad:
+            print(f"bridge: --endpoint {bad[0]!r} is not a pjsip.conf section name (letters, "
+                  "digits and . _ + - only)", file=sys.stderr)
+            return EXIT_CONFIG
+        token = settings.ami.event_token.reveal() if has_secret else None
+        sys.stdout.write(render_text(settings, args.only, extra_endpoints=args.endpoint,
+                                     event_token=token))
         return 0
     settings = _load(args.config, None, mode=args.mode)
     if settings is None:
         return EXIT_CONFIG
     add_secrets(settings.secrets())
     return asyncio.run(check(settings, send_test=args.send_test))
+
+
+def _file_has_ami_secret(path: str | None) -> bool:
+    """Whether the config file sets ami.secret (then it, not a stand-in, gives the token)."""
+    try:
+        data = tomllib.loads(Path(path or "").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return False  # load_settings reports the problem
+    ami = data.get("ami")
+    return isinstance(ami, dict) and bool(ami.get("secret"))
 
 
 def _load(path: str | None, environ: Mapping[str, str] | None, *, mode: str) -> Settings | None:

@@ -149,12 +149,22 @@ def _ami_items(settings: Settings, result: AmiProbe | AmiError) -> list[CheckIte
                                "Asterisk sent no FullyBooted after the login: no read=system "
                                "(or Asterisk is still starting)",
                                f"in manager.conf [{user}] set `read = system,user`; {reload_}"))
+    if result.unneeded_events:
+        names = ", ".join(sorted(result.unneeded_events))
+        items.append(CheckItem(
+            Mark.WARN, f"AMI: '{user}' reads more than it needs (it got {names})",
+            "the bridge needs read = system,user and only its own events; with more (read = "
+            "all, dialplan, call, security, ...) and no name filters it receives every "
+            "channel event, whose Exten/Value headers a phone fills in (the bridge refuses "
+            "text events without its token, but need not see them at all)",
+            f"in manager.conf [{user}] set `read = system,user` and the eventfilter(...) lines "
+            f"of the shipped manager.conf; {reload_}"))
     items.append(CheckItem(
         Mark.WARN, f"AMI: not verifiable here: '{user}' gets the bridge's UserEvents (read=user)",
         "Asterisk shows a client its read permissions only by sending it events, and the "
         "bridge's UserEvent comes only with a text from a phone",
-        f"make sure manager.conf [{user}] has `read = system,user` and, if it has eventfilter "
-        "lines, `eventfilter = Event: UserEvent`; then text the bridge from a phone"))
+        f"make sure manager.conf [{user}] has `read = system,user` and the shipped "
+        "eventfilter(...) lines; then text the bridge from a phone"))
     return items
 
 

@@ -8,9 +8,12 @@ child process. The configuration is what an admin would have:
 * `manager.conf`: a `[general]` section, then the shipped `manager.conf` snippet pulled in with
   `#include`, with its placeholder secret replaced (plus any extra `AmiUser`s);
 * `extensions.conf`: a `[general]` section, then the shipped dialplan verbatim;
-* `pjsip.conf`: one UDP transport and, per phone (`Peer`), an endpoint using
-  `message_context = slack-bridge-inbound`, without auth and with a static contact, so a phone
-  can text Asterisk and be texted without REGISTER.
+* `pjsip.conf`: one UDP transport and, per phone (`Peer`), an endpoint with its own
+  `message_context = slack-bridge-from-<name>` (and that context, as `bridge asterisk-config`
+  prints it), without auth unless the peer has a password, and with a static contact, so a
+  phone can text Asterisk and be texted without REGISTER;
+* the shipped dialplan's placeholder event token replaced with the one the bridge derives
+  from the AMI secret (or `event_token`).
 
 Ports are picked free at the first start and kept across `restart()`, so a bridge can reconnect
 to "the same" Asterisk after it was killed (`kill()` plays a crash). With `ami_tls=True` AMI also
@@ -46,7 +49,12 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from bridge.asterisk.snippets import INBOUND_CONTEXT, template
+from bridge.asterisk.snippets import (
+    endpoint_context,
+    render_endpoint_contexts,
+    template,
+)
+from bridge.core.texts import EVENT_TOKEN_GLOBAL, derive_event_token
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +80,8 @@ MODULES: tuple[str, ...] = (
     "res_pjsip.so",
     "res_pjsip_session.so",
     "res_pjsip_pubsub.so",
-    "res_pjsip_endpoint_identifier_user.so",  # endpoint = From user part (identify_by=username)
+    "res_pjsip_endpoint_identifier_user.so",  # identify_by = username, auth_username
+    "res_pjsip_endpoint_identifier_ip.so",  # identify_by = ip (type = identify sections)
     "res_pjsip_authenticator_digest.so",
     "res_pjsip_outbound_authenticator_digest.so",
     "res_pjsip_nat.so",
@@ -112,10 +121,23 @@ class Peer(Protocol):
 
 @dataclass(frozen=True)
 class SipPeer:
-    """An endpoint whose phone (a SIP UA) listens on UDP 127.0.0.1:`port`."""
+    """An endpoint whose phone (a SIP UA) listens on UDP `host`:`port`.
+
+    `identify_by` is the endpoint's pjsip.conf setting: "username" (the default: the From
+    user part names the endpoint), "auth_username" (the digest username does; needs
+    `password`) or "ip" (the source address `host` does, through a `type = identify`
+    section). By default the endpoint uses its own context `slack-bridge-from-<name>`, as
+    `bridge asterisk-config` renders it (the sandbox writes those contexts too), so its texts
+    reach the bridge identified; `message_context` replaces it, e.g. with the shared
+    `slack-bridge-inbound`, through which texts arrive unidentified.
+    """
 
     name: str
     port: int
+    host: str = "127.0.0.1"
+    identify_by: str = "username"
+    password: str = ""
+    message_context: str = ""
 
 
 @dataclass(frozen=True)
@@ -260,8 +282,13 @@ class AsteriskSandbox:
     def __init__(self, *, peers: Sequence[Peer], ami_secret: str,
                  sandbox_dir: str | Path | None = None, ami_port: int | None = None,
                  sip_port: int | None = None, extra_ami_users: Sequence[AmiUser] = (),
-                 ami_tls: bool = False) -> None:
+                 ami_tls: bool = False, dialplan: str = "", event_token: str = "") -> None:
         self.sandbox_dir = Path(sandbox_dir or default_sandbox_dir())
+        # More dialplan after the shipped one, e.g. the per-endpoint contexts that
+        # `bridge asterisk-config` prints (they carry the event token).
+        self.dialplan = dialplan
+        # The dialplan's event token; default: the one the bridge derives from the AMI secret.
+        self.event_token = event_token
         self.peers = tuple(peers)
         self.ami_secret = ami_secret
         self.extra_ami_users = tuple(extra_ami_users)
@@ -355,8 +382,15 @@ class AsteriskSandbox:
         return MODULES
 
     def _message_context(self, peer: Peer) -> str:
-        """The dialplan context a peer's texts (and calls) go to."""
-        return INBOUND_CONTEXT
+        """The dialplan context a peer's texts (and calls) go to: by default its own."""
+        return getattr(peer, "message_context", "") or endpoint_context(peer.name)
+
+    def _endpoint_dialplan(self) -> str:
+        """The per-endpoint contexts `bridge asterisk-config` would print for these peers,
+        then any extra dialplan."""
+        own = [peer.name for peer in self.peers
+               if self._message_context(peer) == endpoint_context(peer.name)]
+        return render_endpoint_contexts(own) + "\n" + self.dialplan
 
     def _extensions_conf(self) -> str:
         return EXTENSIONS_CONF
@@ -607,7 +641,8 @@ class AsteriskSandbox:
             "slack-bridge-manager.conf": self._shipped_manager_conf(),
             "extensions.conf": self._extensions_conf(),
             # Verbatim: the dialplan is exactly what an admin pastes in.
-            "slack-bridge-extensions.conf": self._shipped_snippet("extensions.conf"),
+            "slack-bridge-extensions.conf": self._shipped_extensions_conf(),
+            "slack-bridge-endpoints.conf": self._endpoint_dialplan(),
             "pjsip.conf": self._pjsip_conf(),
             **QUIETING_CONFS,
         }
@@ -686,27 +721,49 @@ webenabled = no
                                f"[{self.ami_username}] user with one `secret =` line")
         return text
 
+    def _shipped_extensions_conf(self) -> str:
+        """The shipped dialplan with its placeholder event token replaced, as an admin does."""
+        text = self._shipped_snippet("extensions.conf")
+        token = self.event_token or derive_event_token(self.ami_secret)
+        text, count = re.subn(rf"^{EVENT_TOKEN_GLOBAL}\s*=.*$", f"{EVENT_TOKEN_GLOBAL} = {token}",
+                              text, flags=re.MULTILINE)
+        if count != 1:
+            raise RuntimeError("the shipped extensions.conf changed shape: expected one "
+                               f"`{EVENT_TOKEN_GLOBAL} =` line")
+        return text
+
     def _pjsip_conf(self) -> str:
         parts = ["[transport-udp]\ntype = transport\nprotocol = udp\n"
                  + f"bind = 127.0.0.1:{self.sip_port}\n"]
         for peer in self.peers:
-            # No auth: the phones need not answer digest challenges. PJSIP identifies the
-            # sender by the From user part (identify_by = username, the default).
+            # Without a password: no auth, the phones need not answer digest challenges, and
+            # PJSIP identifies the sender by the From user part (identify_by = username).
             context = self._message_context(peer)
+            identify_by = getattr(peer, "identify_by", "username")
+            password = getattr(peer, "password", "")
+            host = getattr(peer, "host", "127.0.0.1")
+            auth = f"auth = {peer.name}\n" if password else ""
             parts.append(f"""\
 [{peer.name}]
 type = endpoint
 transport = transport-udp
 context = {context}
 message_context = {context}
+identify_by = {identify_by}
 disallow = all
 allow = ulaw
-aors = {peer.name}
+{auth}aors = {peer.name}
 
 [{peer.name}]
 type = aor
-contact = sip:{peer.name}@127.0.0.1:{peer.port}
+contact = sip:{peer.name}@{host}:{peer.port}
 """)
+            if password:
+                parts.append(f"[{peer.name}]\ntype = auth\nauth_type = userpass\n"
+                             f"username = {peer.name}\npassword = {password}\n")
+            if identify_by == "ip":
+                parts.append(f"[{peer.name}-ip]\ntype = identify\nendpoint = {peer.name}\n"
+                             f"match = {host}\n")
         return "\n".join(parts)
 
 
@@ -741,8 +798,9 @@ EXTENSIONS_CONF = """\
 static = yes
 writeprotect = yes
 
-; The shipped dialplan, included as an admin would.
+; The shipped dialplan, included as an admin would, then the rendered per-endpoint part.
 #include "slack-bridge-extensions.conf"
+#include "slack-bridge-endpoints.conf"
 """
 
 

@@ -22,6 +22,7 @@ from typing import Any
 from bridge.core.directory import Directory, Endpoint
 from bridge.core.errors import ConfigError, ConfigProblem
 from bridge.core.policy import AccessPolicy
+from bridge.core.texts import derive_event_token
 from bridge.settings.access import ENDPOINT_ACCESS_KEYS, load_access
 from bridge.settings.reader import MAX_HEADER_VALUE, ConfigReader
 
@@ -74,6 +75,9 @@ class AmiSettings:
     ca_file: Path | None = None  # PEM CA(s) trusted for Asterisk's certificate; None: system CAs
     tls_verify: bool = True  # check the certificate chain and its name
     tls_server_name: str | None = None  # the name the certificate must carry; None: host
+    # What the dialplan's text events must carry as Token (AMI_EVENT_TOKEN, else derived
+    # from the AMI secret): events without it were not written by the shipped dialplan.
+    event_token: Secret = field(default=Secret(""), repr=False)
 
 
 @dataclass(frozen=True)
@@ -120,8 +124,8 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
-        found = [self.ami.secret, self.slack.bot_token, self.slack.signing_secret,
-                 self.slack.app_token]
+        found = [self.ami.secret, self.ami.event_token, self.slack.bot_token,
+                 self.slack.signing_secret, self.slack.app_token]
         return [s.reveal() for s in found if s is not None and s.reveal()]
 
 
@@ -274,13 +278,21 @@ def _load_ami(check: ConfigReader, table: dict[str, Any], env: Mapping[str, str]
     elif any(c in secret for c in "\r\n\0"):
         check.add("AMI_SECRET", "contains a line break or NUL",
                   "set it to the secret exactly as in manager.conf", source=ENV)
+    event_token = env.get("AMI_EVENT_TOKEN") or None
+    if event_token is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", event_token):
+        check.add("AMI_EVENT_TOKEN", "must be 16 to 128 letters, digits, - or _",
+                  "generate one with `python3 -c 'import secrets; print(secrets.token_hex(16))'`"
+                  " and put the same in extensions.conf (SLACK_BRIDGE_EVENT_TOKEN), or unset "
+                  "it to use the one derived from AMI_SECRET", source=ENV)
+        event_token = None
     if None in (host, username) or not secret:
         return None
     assert host is not None and username is not None
     return AmiSettings(host=host, port=port, username=username, secret=Secret(secret),
                        from_=from_, action_timeout=action_timeout,
                        connect_timeout=connect_timeout, tls=tls, ca_file=ca_file,
-                       tls_verify=tls_verify, tls_server_name=tls_server_name)
+                       tls_verify=tls_verify, tls_server_name=tls_server_name,
+                       event_token=Secret(event_token or derive_event_token(secret)))
 
 
 def _file_secret(check: ConfigReader, table: Mapping[str, Any]) -> str | None:

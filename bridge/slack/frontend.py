@@ -73,7 +73,8 @@ class SlackFrontend:
         self._feedback = feedback
         self._actions = actions
         self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
-                          groups=actions.user_groups_of)
+                          groups=actions.user_groups_of,
+                          default_channel=settings.slack.default_channel)
         slack = settings.slack
         self.app = AsyncApp(
             client=client,
@@ -194,7 +195,8 @@ class SlackFrontend:
         ts = str(event.get("ts") or "")
         request = OutboundText(recipient=decision.recipient, text=text, slack_user=user,
                                slack_channel=channel, source="reply", feedback_ts=ts,
-                               thread_ts=decision.thread_ts or ts)
+                               thread_ts=decision.thread_ts or ts,
+                               reply_endpoint=decision.reply_endpoint)
         try:
             endpoint, _row = await self._admit_and_store(request)
         except TextRejected as exc:
@@ -219,7 +221,8 @@ class SlackFrontend:
         endpoint = await self._gate.admit(recipient=request.recipient,
                                           user=request.slack_user,
                                           channel=request.slack_channel,
-                                          source=request.source, text=request.text)
+                                          source=request.source, text=request.text,
+                                          reply_endpoint=request.reply_endpoint)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row

@@ -132,10 +132,14 @@ def _ami_reason(error: AmiError) -> str:
 
 
 def sender_label(text: InboundText, endpoint: Endpoint | None) -> str:
-    """How a phone is named in Slack: directory name, else its display name, else its URI."""
+    """How a phone is named in Slack: what Asterisk identified (directory name, else the
+    endpoint), else - marked as unverified - the display name or URI its From claims."""
     if endpoint is not None:
         return endpoint.name
-    return text.display_name or text.sender_uri or "unknown sender"
+    if text.asterisk_endpoint:
+        return text.asterisk_endpoint
+    claimed = text.display_name or text.sender_uri
+    return f"unverified: {claimed}" if claimed else "unknown sender"
 
 
 @dataclass(frozen=True)
@@ -167,15 +171,17 @@ def inbound_post(items: list[PostItem]) -> tuple[str, list[dict[str, Any]]]:
         if isinstance(item.text, EchoText):
             echo = item.text
             blocks.append({"type": "context", "elements": [
-                {"type": "mrkdwn", "text": _echo_line(item, echo)}]})
+                {"type": "mrkdwn", "text": _echo_line(item, echo), "verbatim": True}]})
             blocks.extend(_plain_sections(echo.body))
             fallback.append(f"{escape(echo.slack_user_name)} to {escape(echo.endpoint)}: "
                             f"{escape(echo.body)}")
             continue
         label = sender_label(item.text, item.endpoint)
         body = _shown_body(item.text)
+        # verbatim: Slack must not turn a phone's name or URI into a link or a mention
+        # (they are escaped as well); only the bridge's own <!date> and <#C> parts are markup.
         blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": _who(item, item.text, label)}]})
+            {"type": "mrkdwn", "text": _who(item, item.text, label), "verbatim": True}]})
         if item.text.problem:
             blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body}})
         else:
@@ -208,13 +214,19 @@ def _clock(stamp_float: float) -> str:
 
 
 def _who(item: PostItem, text: InboundText, label: str) -> str:
+    identified = item.endpoint is not None or bool(text.asterisk_endpoint)
     who = f":iphone: *{escape(label)}*"
-    if text.display_name and text.display_name != label:
-        who += f" ({escape(text.display_name)})"
-    if text.sender_uri:
+    if identified:
+        # What the phone calls itself is its own claim: shown as such, after who it is.
+        if text.display_name and text.display_name != label:
+            who += f" (calls itself “{escape(text.display_name)}”)"
+        if text.sender_uri:
+            who += f" · From: {escape(text.sender_uri)}"
+    elif text.display_name and text.sender_uri:
         who += f" · {escape(text.sender_uri)}"
     if not item.endpoint and not text.problem:
-        who += " · not in the directory"
+        who += " · not in the directory" if identified else \
+            " · not identified by Asterisk (From may be forged)"
     who += f" · {_clock(item.received_at)}"
     if item.note:
         who += f" · {item.note}"

@@ -107,10 +107,13 @@ class AsteriskSandbox(launcher.AsteriskSandbox):
         ami_secret: str = "test-ami-secret",
         extra_ami_users: Sequence[AmiUser] = (),
         ami_tls: bool = False,
+        dialplan: str = "",
+        event_token: str = "",
     ) -> None:
         super().__init__(sandbox_dir=sandbox_dir, peers=peers, ami_port=ami_port,
                          sip_port=sip_port, ami_secret=ami_secret,
-                         extra_ami_users=extra_ami_users, ami_tls=ami_tls)
+                         extra_ami_users=extra_ami_users, ami_tls=ami_tls, dialplan=dialplan,
+                         event_token=event_token)
 
     def _sandbox_problem(self) -> str | None:
         return sandbox_problem(str(self.sandbox_dir))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -95,7 +96,10 @@ async def run(settings: Settings) -> int:
         await store.close()
         await session.close()
         return 1
-    tasks.spawn(_report_backlog(store), name="backlog-report")
+    tasks.spawn(_report_backlog(store, keep=max(_KEEP_DELIVERED_SECONDS,
+                                                settings.slack.thread_idle),
+                                keep_audit=settings.access.audit_keep_days * 86400),
+                name="backlog-report")
     log.info("bridge running")
 
     stopper = asyncio.create_task(stop.wait())
@@ -119,18 +123,26 @@ async def run(settings: Settings) -> int:
     return 1 if tasks.failed.is_set() else 0
 
 
-async def _report_backlog(store: Store) -> None:
+async def _report_backlog(store: Store, *, keep: float, keep_audit: float) -> None:
     """Log queue depths and the oldest waiting text whenever something is waiting; forget
-    delivered texts after a few days."""
+    delivered texts, idle conversations and their threads after `keep` seconds, audit entries
+    after `keep_audit`."""
     last: tuple[int, int] = (0, 0)
     next_prune = 0.0
     while True:
         if time.monotonic() >= next_prune:
-            pruned = await store.prune(time.time() - _KEEP_DELIVERED_SECONDS)
-            if pruned:
-                log.info("store: forgot %d delivered texts older than %d days", pruned,
-                         _KEEP_DELIVERED_SECONDS // 86400)
             next_prune = time.monotonic() + 3600
+            try:
+                pruned = await store.prune(time.time() - keep,
+                                           audit_older_than=time.time() - keep_audit)
+            except StoreError as exc:  # a full disk: try again in an hour
+                log.warning("store: could not prune: %s", exc)
+            else:
+                if any(dataclasses.astuple(pruned)):
+                    log.info("store: forgot %d delivered texts, %d idle conversations and %d "
+                             "threads older than %.0f days, %d audit entries older than %.0f "
+                             "days", pruned.texts, pruned.conversations, pruned.threads,
+                             keep / 86400, pruned.audit, keep_audit / 86400)
         await asyncio.sleep(_BACKLOG_REPORT_SECONDS)
         backlog = await store.backlog()
         now = time.time()

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import time
 
@@ -40,12 +41,18 @@ _BACKLOG_REPORT_SECONDS = 30.0
 _KEEP_DELIVERED_SECONDS = 3 * 86400  # well beyond Asterisk's ~22 h spool
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, *, replay_spool: bool = False) -> int:
     try:
         store = await Store.open(settings.store_path)
     except StoreError as exc:
         log.error("store: %s", exc)
         return EXIT_STORE
+    # A store newer than texts in Asterisk's spool does not know whether they are in Slack
+    # (it was deleted, replaced, or this is the first run): they are only relayed if asked.
+    spool_since = None if replay_spool else store.created_at
+    if replay_spool:
+        log.warning("store: --replay-spool: every text in Asterisk's spool that this store "
+                    "does not know is relayed, even if it may be in Slack already")
     tasks = TaskSet()
     # One pool of Slack connections for the whole run. slack_sdk applies its own timeout only
     # to sessions it creates, so the shared one carries it.
@@ -59,7 +66,7 @@ async def run(settings: Settings) -> int:
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
                          thread_idle=settings.slack.thread_idle)
-    ami = AmiLink(settings.ami, on_text=relay.submit)
+    ami = AmiLink(settings.ami, on_text=relay.submit, spool_since=spool_since)
     outbox = Outbox(store=store, sender=ami,
                     from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
     frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
@@ -82,9 +89,11 @@ async def run(settings: Settings) -> int:
         settings.ami.username, "Socket Mode" if settings.slack.socket_mode else "HTTP",
         settings.store_path)
     await relay.start()
+    tasks.spawn(store.watch(), name="store-watch")  # file replaced? disk writable again?
     tasks.spawn(outbox.run(), name="outbox")
     await ami.start()
     tasks.spawn(slack_health.probe_loop(client.auth_test), name="slack-health")
+    tasks.spawn(frontend.identity.learn(), name="slack-identity")
     try:
         await frontend.start()
         if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics
@@ -144,7 +153,10 @@ async def _report_backlog(store: Store, *, keep: float, keep_audit: float) -> No
                              "days", pruned.texts, pruned.conversations, pruned.threads,
                              keep / 86400, pruned.audit, keep_audit / 86400)
         await asyncio.sleep(_BACKLOG_REPORT_SECONDS)
-        backlog = await store.backlog()
+        try:
+            backlog = await store.backlog()
+        except (StoreError, sqlite3.Error):  # /healthz says why; nothing to report
+            continue
         now = time.time()
         current = (backlog.inbound_waiting, backlog.outbound_waiting)
         if current == (0, 0) and last == (0, 0):
@@ -170,6 +182,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--mode", choices=("auto", "http", "socket"), default="auto",
                             help="Slack transport: Socket Mode or HTTP (default: Socket Mode "
                                  "when SLACK_APP_TOKEN is set, else HTTP on $PORT)")
+    run_parser.add_argument("--replay-spool", action="store_true",
+                            help="relay the texts in Asterisk's spool that are older than the "
+                                 "store too (after the store was lost or replaced; they may "
+                                 "already be in Slack)")
     add_admin_commands(sub)
     args = parser.parse_args(argv)
     if args.command != "run":
@@ -187,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     add_secrets(settings.secrets())
-    return asyncio.run(run(settings))
+    return asyncio.run(run(settings, replay_spool=args.replay_spool))
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.health import AmiHealth, SlackReachability, health_report
 from bridge.metrics import Metrics
-from bridge.store import Store
+from bridge.store import Backlog, Store, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -50,8 +51,14 @@ class OpsEndpoints:
             self._runner = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        report = health_report(ami=self._ami, slack=self._slack,
-                               backlog=await self._store.backlog())
+        problem = self._store.problem
+        try:
+            backlog = await self._store.backlog()
+        except (StoreError, sqlite3.Error) as exc:  # an unreadable store is a health fact
+            backlog = Backlog(0, None, 0, None, 0)
+            problem = problem or f"the store {self._store.path} cannot be read: {exc}"
+        report = health_report(ami=self._ami, slack=self._slack, backlog=backlog,
+                               store_problem=problem)
         return web.Response(status=200 if report.healthy else 503,
                             text=json.dumps(report.body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})

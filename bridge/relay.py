@@ -33,7 +33,7 @@ from bridge.config import DeliverySettings
 from bridge.directory import Directory, normalize_uri
 from bridge.replies import PostItem, inbound_post, item_size, late_note
 from bridge.slack_client import PostFailed
-from bridge.store import Conversation, InboundRow, NewInbound, Store
+from bridge.store import Conversation, InboundRow, NewInbound, Store, StoreError
 from bridge.tasks import TaskSet
 from bridge.texts import EchoText, InboundText, MalformedEvent
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
+_STORE_RETRY_MAX = 5.0  # a store that could not write is tried this often: resume soon
 _DEAD_CHANNEL_RETRY = 300.0
 _INTAKE_BATCH = 500
 _TOUCH_STORE_INTERVAL = 60.0
@@ -207,7 +208,7 @@ class InboundRelay:
                 batch.append(self._intake.get_nowait())
             now = time.time()
             new = [self._placed(item, now) for item in batch]
-            rows = await self._store.add_inbound(new)
+            rows = await self._store_received(new)
             duplicates = 0
             for item, row in zip(new, rows, strict=True):
                 if row is None:
@@ -219,6 +220,19 @@ class InboundRelay:
                 self._enqueue(row)
             if duplicates:
                 log.debug("text in: %d already-relayed texts skipped", duplicates)
+
+    async def _store_received(self, new: list[NewInbound]) -> list[InboundRow | None]:
+        """Store received texts, waiting out a store that cannot take writes (disk full):
+        nothing later is stored ahead of them, and they are safe in Asterisk's spool."""
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                return await self._store.add_inbound(new)
+            except StoreError as exc:
+                log.warning("text in: %d texts wait for the store (%s); retrying in %.0f s",
+                            len(new), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORE_RETRY_MAX)
 
     def _placed(self, item: InboundText | MalformedEvent, now: float) -> NewInbound:
         if isinstance(item, MalformedEvent):
@@ -266,6 +280,10 @@ class InboundRelay:
             state.in_flight = 1
             try:
                 outcome = await self._step(channel, state.queue)
+            except StoreError as exc:
+                # The store cannot take writes (disk full): the texts stay queued, try again.
+                log.warning("text in: channel=%s waiting for the store: %s", channel, exc)
+                outcome = "backoff"
             finally:
                 state.in_flight = 0
             if outcome == "backoff":

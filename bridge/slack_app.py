@@ -12,9 +12,11 @@ through `tell()` (response_url while valid, else the configured fallback).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -32,6 +34,7 @@ from bridge.gate import Gate
 from bridge.outbound import OutboundText, Outbox, Outcome, check_text
 from bridge.relay import InboundRelay
 from bridge.replies import (
+    cannot_store_text,
     failure_reason,
     help_text,
     list_text,
@@ -42,8 +45,9 @@ from bridge.replies import (
     status_text,
 )
 from bridge.slack_client import Notifier, SlackActions
+from bridge.slack_identity import BotIdentity
 from bridge.slack_text import escape, slack_to_plain, user_ids
-from bridge.store import OutboundRow, Store
+from bridge.store import OutboundRow, Store, StoreError
 from bridge.texts import EchoText
 from bridge.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
 
@@ -83,8 +87,28 @@ class SlackFrontend:
         self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
         self._started = time.time()
         slack = settings.slack
-        self.app = AsyncApp(
+        # Bolt never calls auth.test per request: it gets the token and identity from here
+        # (learned once, in the background: bridge.slack_identity).
+        self.identity = BotIdentity(client, slack.bot_token.reveal())
+        # Bolt's client carries no token (the authorize result gives each request one), so
+        # bolt has nothing to warn about; it shares the bridge's session and Web API URL.
+        bolt_client = AsyncWebClient(token=None, base_url=client.base_url,
+                                     session=client.session, timeout=client.timeout,
+                                     logger=client.logger)
+        with _env_hidden("SLACK_BOT_TOKEN"):  # bolt warns when it finds a token there too
+            self.app = self._bolt_app(bolt_client)
+        self.app.command(slack.command)(self._on_command)
+        self.app.event("message")(self._on_message)
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
+        self.extra_routes: Callable[[web.Application], None] | None = None
+
+    def _bolt_app(self, client: AsyncWebClient) -> AsyncApp:
+        slack = self._settings.slack
+        return AsyncApp(
             client=client,
+            authorize=self.identity.authorize,
             signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "unused",
             # Socket Mode traffic is authenticated by the app token, not signatures; HTTP
             # requests are always verified (there is deliberately no switch to turn it off).
@@ -94,12 +118,6 @@ class SlackFrontend:
             process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
-        self.app.command(slack.command)(self._on_command)
-        self.app.event("message")(self._on_message)
-        self._runner: web.AppRunner | None = None
-        self._socket: AsyncSocketModeHandler | None = None
-        # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
-        self.extra_routes: Callable[[web.Application], None] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -160,17 +178,39 @@ class SlackFrontend:
         except TextRejected as exc:
             await ack(not_sent_text(exc, name))
             return
+        except StoreError as exc:  # disk full, store file gone: the bridge stays up
+            log.warning("text out: slack_user=%s result=not_stored reason=%s", user, exc)
+            await ack(cannot_store_text(parsed.recipient))
+            return
         await ack(sending_text(endpoint) if self._ami.ready else queued_text(endpoint))
         # The conversation's thread shows what was sent, by whom (its state as a reaction).
-        await self._relay.post_echo(EchoText(
-            body=parsed.text, slack_user=user,
-            slack_user_name=str(command.get("user_name") or user), endpoint=endpoint.name,
-            outbound_id=row.id), channel=endpoint.channel)
+        try:
+            await self._relay.post_echo(EchoText(
+                body=parsed.text, slack_user=user,
+                slack_user_name=str(command.get("user_name") or user), endpoint=endpoint.name,
+                outbound_id=row.id), channel=endpoint.channel)
+        except StoreError as exc:  # the text is stored and will be sent; only its echo is not
+            log.warning("text out: id=%d its echo in the thread could not be stored: %s",
+                        row.id, exc)
 
     # -- replies in conversations ---------------------------------------------------------
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any],
                           context: dict[str, Any]) -> None:
+        try:
+            await self._on_reply(event, body, context)
+        except StoreError as exc:  # disk full, store file gone: say so, stay up
+            channel = str(event.get("channel") or "")
+            user = str(event.get("user") or "")
+            log.warning("text out: slack_user=%s channel=%s result=not_stored reason=%s",
+                        user, channel, exc)
+            if user:
+                await self._actions.ephemeral(channel, user, cannot_store_text(),
+                                              thread_ts=str(event.get("thread_ts") or "")
+                                              or None)
+
+    async def _on_reply(self, event: dict[str, Any], body: dict[str, Any],
+                        context: dict[str, Any]) -> None:
         event_id = str(body.get("event_id") or "")
         if event_id and not await self._store.first_sight_of_event(event_id):
             log.info("Slack: event %s delivered again (retry); ignored", event_id)
@@ -305,3 +345,13 @@ class SlackFrontend:
         return await self._notifier.tell(user=row.slack_user, channel=row.slack_channel,
                                          response_url=row.response_url,
                                          created_at=row.created_at, text=text)
+
+
+@contextlib.contextmanager
+def _env_hidden(*names: str) -> Iterator[None]:
+    """Hide environment variables for a moment (while bolt's app is built)."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

@@ -354,7 +354,9 @@ class Store:
             found = f"it cannot be read ({exc.strerror})"
         else:
             if (st.st_dev, st.st_ino) == self._identity:
-                if st.st_size >= 100 or st.st_size == 0 and self._wal_only():
+                # The WAL switch writes the header into the main file at once, so a store
+                # shorter than SQLite's 100-byte header was cut by someone else.
+                if st.st_size >= 100:
                     return
                 found = f"it was truncated to {st.st_size} bytes"
             else:
@@ -363,10 +365,6 @@ class Store:
                          f"texts are no longer stored (phones' texts stay in Asterisk's spool); "
                          f"restore the file or restart the bridge (see README, the store)")
         log.error("store: %s", self.replaced)
-
-    def _wal_only(self) -> bool:
-        # A new store in WAL mode may hold everything in -wal until the first checkpoint.
-        return Path(f"{self.path}-wal").exists()
 
     def _test_write(self) -> None:
         # Runs in the group's transaction: a real write, so a full disk fails it.
@@ -525,7 +523,8 @@ class Store:
             damage = db.execute("PRAGMA quick_check(1)").fetchone()[0]
             if damage != "ok":
                 db.close()
-                raise sqlite3.DatabaseError(f"database disk image is malformed ({damage})")
+                log.debug("store: quick_check of %s: %s", self.path, damage)
+                raise sqlite3.DatabaseError("database disk image is malformed")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be used as the bridge's store: {exc}. Point "
                              f"[store] path at a new file, or restore this one") from exc

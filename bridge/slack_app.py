@@ -108,7 +108,7 @@ class SlackFrontend:
         slack = self._settings.slack
         return AsyncApp(
             client=client,
-            authorize=self.identity.authorize,
+            authorize=self.identity.authorizer(),
             signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "unused",
             # Socket Mode traffic is authenticated by the app token, not signatures; HTTP
             # requests are always verified (there is deliberately no switch to turn it off).

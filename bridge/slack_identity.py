@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.authorization import AuthorizeResult
@@ -71,13 +72,16 @@ class BotIdentity:
         log.info("Slack: the bot is %s (bot %s) in team %s", self.bot_user_id, self.bot_id,
                  self.team_id)
 
-    async def authorize(self, enterprise_id: str | None = None, team_id: str | None = None,
-                        user_id: str | None = None) -> AuthorizeResult:
-        """Bolt's authorize: the known token and identity, with no call to Slack."""
-        return AuthorizeResult(enterprise_id=self.enterprise_id or enterprise_id,
-                               team_id=self.team_id or team_id, bot_token=self._token,
-                               bot_user_id=self.bot_user_id, bot_id=self.bot_id,
-                               user_id=user_id)
+    def authorizer(self) -> Callable[..., Awaitable[AuthorizeResult]]:
+        """Bolt's `authorize`: the known token and identity, with no call to Slack. A plain
+        function, since bolt passes arguments by the names in its signature."""
+        async def authorize(enterprise_id: str | None = None, team_id: str | None = None,
+                            user_id: str | None = None) -> AuthorizeResult:
+            return AuthorizeResult(enterprise_id=self.enterprise_id or enterprise_id,
+                                   team_id=self.team_id or team_id, bot_token=self._token,
+                                   bot_user_id=self.bot_user_id, bot_id=self.bot_id,
+                                   user_id=user_id)
+        return authorize
 
 
 def _error_of(exc: SlackApiError) -> str:

@@ -31,6 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     run_parser.add_argument("--mode", choices=("auto", "http", "socket"), default="auto",
                             help="Slack transport: Socket Mode or HTTP (default: Socket Mode "
                                  "when SLACK_APP_TOKEN is set, else HTTP on $PORT)")
+    run_parser.add_argument("--replay-spool", action="store_true",
+                            help="relay the texts in Asterisk's spool that are older than the "
+                                 "store too (after the store was lost or replaced; they may "
+                                 "already be in Slack)")
     add_admin_commands(sub)
     args = parser.parse_args(argv)
     if args.command != "run":
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bridge: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     add_secrets(settings.secrets())
-    return asyncio.run(app.run(settings))
+    return asyncio.run(app.run(settings, replay_spool=args.replay_spool))
 
 
 if __name__ == "__main__":

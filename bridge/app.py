@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import time
@@ -52,7 +53,7 @@ _BACKLOG_REPORT_SECONDS = 30.0
 _KEEP_DELIVERED_SECONDS = 3 * 86400  # well beyond Asterisk's ~22 h spool
 
 
-async def run(settings: Settings) -> int:
+async def run(settings: Settings, *, replay_spool: bool = False) -> int:
     """Run the bridge until SIGTERM/SIGINT; the process's exit status."""
     try:
         store = await Store.open(settings.store_path)
@@ -61,12 +62,19 @@ async def run(settings: Settings) -> int:
         return EXIT_STORE
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(store.close)
-        return await _serve(settings, store, stack)
+        return await _serve(settings, store, stack, replay_spool=replay_spool)
     raise AssertionError("unreachable")  # pragma: no cover - mypy cannot see through the stack
 
 
-async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitStack) -> int:
+async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitStack, *,
+                 replay_spool: bool) -> int:
     drain = settings.delivery.drain_timeout
+    # A store newer than texts in Asterisk's spool does not know whether they are in Slack
+    # (it was deleted, replaced, or this is the first run): they are only relayed if asked.
+    spool_since = None if replay_spool else store.created_at
+    if replay_spool:
+        log.warning("store: --replay-spool: every text in Asterisk's spool that this store "
+                    "does not know is relayed, even if it may be in Slack already")
     # Every answer on the shared Slack session tells /healthz that Slack is reachable.
     slack_health = SlackReachability(api_url(settings.slack))
     # One pool of Slack connections for the whole run. slack_sdk applies its own timeout only
@@ -77,7 +85,7 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     client = make_web_client(settings.slack, session=session)
     actions = SlackActions(client, usergroups=settings.access.usergroups)
     inbox = Inbox()
-    ami = AmiLink(settings.ami, on_text=inbox.submit)
+    ami = AmiLink(settings.ami, on_text=inbox.submit, spool_since=spool_since)
     feedback = DeliveryFeedback(store=store, reactions=actions,
                                 teller=Notifier(client, fallback=settings.delivery.notify),
                                 ami=ami, command=settings.slack.command)
@@ -111,6 +119,7 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     stack.push_async_callback(tasks.cancel_all)
     await relay.start()
     stack.push_async_callback(relay.stop, drain)  # after AMI: no more texts from phones
+    tasks.spawn(store.watch(), name="store-watch")  # file replaced? disk writable again?
     await ami.start()
     stack.push_async_callback(ami.stop)
     feedback.start()
@@ -118,6 +127,7 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     tasks.spawn(outbox.run(), name="outbox")
     stack.push_async_callback(outbox.stop, drain)  # needs AMI for the text it is sending
     tasks.spawn(slack_health.probe_loop(auth_probe(client)), name="slack-health")
+    tasks.spawn(frontend.identity.learn(), name="slack-identity")
     try:
         await frontend.start()
         stack.push_async_callback(frontend.stop)
@@ -127,7 +137,10 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
         return 1
-    tasks.spawn(_report_backlog(store), name="backlog-report")
+    tasks.spawn(_report_backlog(store, keep=max(_KEEP_DELIVERED_SECONDS,
+                                                settings.slack.thread_idle),
+                                keep_audit=settings.access.audit_keep_days * 86400),
+                name="backlog-report")
     log.info("bridge running")
 
     stopper = asyncio.create_task(stop.wait())
@@ -146,20 +159,31 @@ async def _report_left(store: Store) -> None:
              "phones", backlog.inbound_waiting, backlog.outbound_waiting)
 
 
-async def _report_backlog(store: Store) -> None:
+async def _report_backlog(store: Store, *, keep: float, keep_audit: float) -> None:
     """Log queue depths and the oldest waiting text whenever something is waiting; forget
-    delivered texts after a few days."""
+    delivered texts, idle conversations and their threads after `keep` seconds, audit entries
+    after `keep_audit`."""
     last: tuple[int, int] = (0, 0)
     next_prune = 0.0
     while True:
         if time.monotonic() >= next_prune:
-            pruned = await store.prune(time.time() - _KEEP_DELIVERED_SECONDS)
-            if pruned:
-                log.info("store: forgot %d delivered texts older than %d days", pruned,
-                         _KEEP_DELIVERED_SECONDS // 86400)
             next_prune = time.monotonic() + 3600
+            try:
+                pruned = await store.prune(time.time() - keep,
+                                           audit_older_than=time.time() - keep_audit)
+            except StoreError as exc:  # a full disk: try again in an hour
+                log.warning("store: could not prune: %s", exc)
+            else:
+                if any(dataclasses.astuple(pruned)):
+                    log.info("store: forgot %d delivered texts, %d idle conversations and %d "
+                             "threads older than %.0f days, %d audit entries older than %.0f "
+                             "days", pruned.texts, pruned.conversations, pruned.threads,
+                             keep / 86400, pruned.audit, keep_audit / 86400)
         await asyncio.sleep(_BACKLOG_REPORT_SECONDS)
-        backlog = await store.backlog()
+        try:
+            backlog = await store.backlog()
+        except StoreError:  # /healthz says why; nothing to report
+            continue
         now = time.time()
         current = (backlog.inbound_waiting, backlog.outbound_waiting)
         if current == (0, 0) and last == (0, 0):

@@ -91,14 +91,16 @@ class BridgeProcess:
     def log(self) -> str:
         return "\n".join(self.lines)
 
-    async def start(self, *, wait_for: str | None = "bridge running", timeout: float = 20) -> None:
+    async def start(self, *, wait_for: str | None = "bridge running", timeout: float = 20,
+                    args: tuple[str, ...] = ()) -> None:
+        """Start `bridge run --config ...` (plus `args`); wait for a log line `wait_for`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "AMI_"))}
         env.update(self.env)
         env["PORT"] = str(self.port)
         env.setdefault("LOG_LEVEL", "DEBUG")
         env["PYTHONUNBUFFERED"] = "1"
         self._process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bridge", "run", "--config", str(self.config_path),
+            sys.executable, "-m", "bridge", "run", "--config", str(self.config_path), *args,
             env=env, cwd=REPO, stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         self._reader = asyncio.create_task(self._read())

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from bridge.core.errors import StoreError
-from bridge.core.model import NewInbound
+from bridge.core.errors import StoreError, StoreInUse
+from bridge.core.model import AuditEntry, NewInbound
 from bridge.core.texts import InboundText
-from bridge.store.sqlite import SCHEMA_VERSION, Store
+from bridge.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, Store
 
 
 def text(body: str) -> InboundText:
@@ -94,8 +94,8 @@ async def test_prune_forgets_only_old_delivered_texts(tmp_path: Path) -> None:
                                     for b in ("posted", "waiting")])
     assert rows[0] is not None
     await store.mark_inbound([rows[0].id], "posted", slack_ts="1.2")
-    assert await store.prune(time.time() - 60) == 0  # posted just now: kept
-    assert await store.prune(time.time() + 60) == 1
+    assert (await store.prune(time.time() - 60)).texts == 0  # posted just now: kept
+    assert (await store.prune(time.time() + 60)).texts == 1
     assert [r.text.body for r in await store.waiting_inbound()] == ["waiting"]
     await store.close()
 
@@ -125,3 +125,80 @@ async def test_concurrent_writes_share_commits_and_one_failure_undoes_only_itsel
         bodies = [json.loads(r[0])["body"] for r in db.execute(
             "SELECT text_json FROM inbound ORDER BY id")]
     assert bodies == [f"t{i}" for i in range(200)]  # the broken job's row is gone
+
+
+async def test_a_new_store_is_created_in_one_step_and_says_so_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("DEBUG", logger="bridge.store.sqlite")
+    store = await Store.open(tmp_path / "store.sqlite3")
+    assert store.created_now and store.created_at is not None
+    assert abs(store.created_at - time.time()) < 60
+    await store.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "bridge.store.sqlite"]
+    assert lines == [f"store: created {tmp_path / 'store.sqlite3'} (schema {SCHEMA_VERSION})"]
+    # Opening it again: nothing to create or upgrade, nothing logged, not "new".
+    caplog.clear()
+    store = await Store.open(tmp_path / "store.sqlite3")
+    assert not store.created_now
+    await store.close()
+    assert [r for r in caplog.records if r.name == "bridge.store.sqlite"] == []
+
+
+async def test_an_existing_store_is_still_upgraded_step_by_step(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "store.sqlite3"
+    with sqlite3.connect(path) as db:  # a store as schema 2 left it
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        for script in _MIGRATIONS[:2]:
+            db.executescript(script)
+        db.execute("INSERT INTO schema_version VALUES (2)")
+    caplog.set_level("INFO", logger="bridge.store.sqlite")
+    store = await Store.open(path)
+    assert store.created_at is None  # its history is unknown: not treated as new
+    await store.close()
+    upgrades = [r.getMessage() for r in caplog.records if "upgrading" in r.getMessage()]
+    assert len(upgrades) == SCHEMA_VERSION - 2
+    assert version(path) == SCHEMA_VERSION
+
+
+async def test_a_second_opener_of_the_same_store_is_refused_naming_the_holder(
+        tmp_path: Path) -> None:
+    import os
+    import socket
+
+    path = tmp_path / "store.sqlite3"
+    store = await Store.open(path)
+    with pytest.raises(StoreInUse, match=f"pid {os.getpid()} on host "
+                                         f"{socket.gethostname()}"):
+        await Store.open(path)
+    await store.close()
+    again = await Store.open(path)  # released with the store: the next one opens it
+    await again.close()
+
+
+async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path: Path) -> None:
+    store = await Store.open(tmp_path / "store.sqlite3")
+    old, recent = time.time() - 10 * 86400, time.time()
+    await store.start_conversation(key="alice", channel="C1", thread_ts="1.1", endpoint="alice",
+                                   now=old)
+    await store.start_conversation(key="bob", channel="C2", thread_ts="2.1", endpoint="bob",
+                                   now=old)
+    await store.start_conversation(key="bob", channel="C2", thread_ts="2.2", endpoint="bob",
+                                   now=recent)  # bob's new thread; 2.1 is an old one now
+    await store.touch_conversation("bob", recent)
+    for at in (old, recent):
+        await store.add_audit(AuditEntry(at=at, slack_user="U1", slack_channel="C1",
+                                         source="slash", recipient="alice", endpoint="alice",
+                                         destination="pjsip:alice", result="sent", reason=None,
+                                         outbound_id=None, text=None))
+    pruned = await store.prune(time.time() - 3 * 86400,
+                               audit_older_than=time.time() - 5 * 86400)
+    assert (pruned.conversations, pruned.threads, pruned.audit) == (1, 2, 1)
+    assert await store.conversation("alice") is None
+    assert await store.thread_owner("C1", "1.1") is None
+    assert await store.thread_owner("C2", "2.1") is None
+    assert await store.thread_owner("C2", "2.2") is not None  # still bob's current thread
+    assert (await store.conversation("bob")) is not None
+    # Without an audit retention the audit trail is kept.
+    assert (await store.prune(time.time() + 86400)).audit == 0
+    await store.close()

@@ -181,9 +181,13 @@ async def _connect_and_login(manager: _Manager, settings: AmiSettings, address: 
 class AmiLink:
     """One supervised, logged-in AMI connection."""
 
-    def __init__(self, settings: AmiSettings, *, on_text: TextHandler) -> None:
+    def __init__(self, settings: AmiSettings, *, on_text: TextHandler,
+                 spool_since: float | None = None) -> None:
         self._settings = settings
         self._on_text = on_text
+        # Spooled texts from before this unix time are not relayed: the store is newer than
+        # them, so it cannot tell whether they are in Slack already (None: relay all).
+        self._spool_since = spool_since
         self._manager: _Manager | None = None
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
@@ -419,6 +423,17 @@ class AmiLink:
             texts = [decode_spool_entry(str(entry.get("Val", ""))) for entry in entries
                      if entry.get("Event") == "DBGetTreeResponse"]
             texts.sort(key=lambda t: getattr(t, "asterisk_time", None) or 0.0)
+            since = self._spool_since
+            older = [t for t in texts if since is not None
+                     and (getattr(t, "asterisk_time", None) or 0.0) < since]
+            if older:
+                texts = texts[len(older):]
+                log.warning(
+                    "AMI: %d texts in Asterisk's spool are older than this store (created "
+                    "%s) and are NOT relayed: a new store cannot know whether they are in "
+                    "Slack already, and reposting them all could double every one. To relay "
+                    "them anyway, restart with `bridge run --replay-spool`", len(older),
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)))
             log.info("AMI: %d texts in Asterisk's spool (recent texts; already relayed ones "
                      "are skipped)", len(texts))
             for text in texts:

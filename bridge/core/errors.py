@@ -3,6 +3,8 @@
     BridgeError
     ├── ConfigError              the config file or environment is wrong (lists every problem)
     ├── StoreError               the store cannot be used (newer schema, damaged, unwritable)
+    │   ├── StoreInUse           another bridge process holds the store's lock
+    │   └── StoreUnavailable     the store cannot take writes right now (disk full, replaced)
     ├── TextRejected             a text cannot be sent as typed: tell the sender why
     │   ├── UnknownRecipient     no such name in the directory (carries suggestions)
     │   ├── NotAllowed           the access rules do not let this sender text this phone
@@ -89,6 +91,15 @@ class AmiActionFailed(AmiError):
 
 class StoreError(BridgeError):
     """The store cannot be used (newer schema, not a database, unwritable)."""
+
+
+class StoreInUse(StoreError):
+    """Another process holds the store's lock (a second bridge on the same store)."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take writes right now (disk full, read-only, I/O error, or its file
+    was replaced): nothing was stored."""
 
 
 class UnknownRecipient(TextRejected):

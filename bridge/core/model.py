@@ -98,6 +98,17 @@ class ThreadOwner:
 
 
 @dataclass(frozen=True)
+class Pruned:
+    """What one prune forgot."""
+
+    texts: int  # delivered inbound and finished outbound texts
+    threads: int
+    conversations: int
+    slack_events: int
+    audit: int
+
+
+@dataclass(frozen=True)
 class Backlog:
     inbound_waiting: int
     inbound_oldest: float | None  # unix time of the oldest waiting inbound text

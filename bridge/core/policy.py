@@ -62,6 +62,7 @@ class AccessPolicy:
     user_rate: RateLimit | None = None
     endpoint_rate: RateLimit | None = None
     store_text: bool = False  # audit trail keeps the texts themselves
+    audit_keep_days: float = 90.0  # audit entries older than this are pruned
 
     @property
     def usergroups(self) -> frozenset[str]:

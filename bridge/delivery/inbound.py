@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from bridge.core.directory import Directory, normalize_uri
-from bridge.core.errors import PostFailed
+from bridge.core.errors import PostFailed, StoreError
 from bridge.core.model import Conversation, InboundRow, InboundState, NewInbound
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 60.0
+_STORE_RETRY_MAX = 5.0  # a store that could not write is tried this often: resume soon
 _DEAD_CHANNEL_RETRY = 300.0
 _INTAKE_BATCH = 500
 _TOUCH_STORE_INTERVAL = 60.0
@@ -234,7 +235,7 @@ class InboundRelay:
                 batch.append(self._intake.get_nowait())
             now = time.time()
             new = [self._placed(item, now) for item in batch]
-            rows = await self._store.add_inbound(new)
+            rows = await self._store_received(new)
             duplicates = 0
             for item, row in zip(new, rows, strict=True):
                 if row is None:
@@ -246,6 +247,19 @@ class InboundRelay:
                 self._enqueue(row)
             if duplicates:
                 log.debug("text in: %d already-relayed texts skipped", duplicates)
+
+    async def _store_received(self, new: list[NewInbound]) -> list[InboundRow | None]:
+        """Store received texts, waiting out a store that cannot take writes (disk full):
+        nothing later is stored ahead of them, and they are safe in Asterisk's spool."""
+        delay = _BACKOFF_FIRST
+        while True:
+            try:
+                return await self._store.add_inbound(new)
+            except StoreError as exc:
+                log.warning("text in: %d texts wait for the store (%s); retrying in %.0f s",
+                            len(new), exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORE_RETRY_MAX)
 
     def _placed(self, item: InboundText | MalformedEvent, now: float) -> NewInbound:
         if isinstance(item, MalformedEvent):
@@ -293,6 +307,10 @@ class InboundRelay:
             state.in_flight = 1
             try:
                 outcome = await self._step(channel, state.queue)
+            except StoreError as exc:
+                # The store cannot take writes (disk full): the texts stay queued, try again.
+                log.warning("text in: channel=%s waiting for the store: %s", channel, exc)
+                outcome = "backoff"
             finally:
                 state.in_flight = 0
             if outcome == "backoff":

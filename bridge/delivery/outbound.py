@@ -15,11 +15,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.core.directory import Endpoint
-from bridge.core.errors import AmiActionFailed, AmiError, GaveUp, PartlySent, TextRejected
+from bridge.core.errors import (
+    AmiActionFailed,
+    AmiError,
+    GaveUp,
+    PartlySent,
+    StoreError,
+    TextRejected,
+)
 from bridge.core.model import OutboundRow, Outcome, Source
 from bridge.core.segments import segment_body
 from bridge.ops import metrics
@@ -29,6 +37,7 @@ log = logging.getLogger(__name__)
 
 _EXPIRY_CHECK = 1.0
 _RETELL_INTERVAL = 30.0
+_STORE_RETRY = 2.0  # seconds between tries of a store that cannot take writes (disk full)
 
 
 class MessageSender(Protocol):
@@ -110,7 +119,12 @@ class Outbox:
         """Send stored texts in order, forever (resumes what the store holds)."""
         while not self._stopping:
             self._wakeup.clear()
-            rows = await self._store.unfinished_outbound()
+            try:
+                rows = await self._store.unfinished_outbound()
+            except StoreError as exc:  # an unusable store file: the texts wait, in it
+                log.warning("text out: cannot read the store (%s); retrying", exc)
+                await asyncio.sleep(_STORE_RETRY)
+                continue
             queued = [row for row in rows if row.state == "queued"]
             self.waiting = len(queued)
             for row in rows:
@@ -176,8 +190,8 @@ class Outbox:
                 continue
             sent += 1
             if sent < len(segments):  # the last one is recorded with the outcome
-                await self._store.outbound_progress(row.id, sent)
-        await self._store.finish_outbound(row.id, "sent", segments_sent=sent)
+                await self._recorded(self._store.outbound_progress, row.id, sent)
+        await self._recorded(self._store.finish_outbound, row.id, "sent", segments_sent=sent)
         waited = time.time() - row.created_at
         metrics.outbound_sent(waited)
         log.info("text out: id=%d slack_user=%s channel=%s endpoint=%s destination=%s "
@@ -190,13 +204,26 @@ class Outbox:
     async def _fail(self, row: OutboundRow, sent: int, reason: Exception) -> None:
         if sent:
             reason = PartlySent(sent, row.segments_total, reason)
-        await self._store.finish_outbound(row.id, "failed", str(reason))
+        await self._recorded(self._store.finish_outbound, row.id, "failed", str(reason))
         metrics.outbound_failed(reason)
         log.warning("text out: id=%d slack_user=%s channel=%s endpoint=%s result=failed "
                     "sent=%d/%d latency_ms=%.0f reason=%s", row.id, row.slack_user,
                     row.slack_channel, row.endpoint, sent, row.segments_total,
                     (time.time() - row.created_at) * 1000, reason)
         await self._tell(row, sent=False, segments_sent=sent, reason=reason)
+
+    async def _recorded(self, write: Callable[..., Awaitable[None]], *args: Any,
+                        **kwargs: Any) -> None:
+        """Record what Asterisk did, waiting out a store that cannot take writes (disk
+        full): sending the segment again instead would text the phone twice."""
+        while True:
+            try:
+                await write(*args, **kwargs)
+                return
+            except StoreError as exc:
+                log.warning("text out: cannot record progress yet (%s); retrying in %.0f s",
+                            exc, _STORE_RETRY)
+                await asyncio.sleep(_STORE_RETRY)
 
     async def _tell(self, row: OutboundRow, *, sent: bool, segments_sent: int = 0,
                     reason: Exception | None = None) -> None:

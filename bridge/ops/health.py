@@ -1,4 +1,4 @@
-"""Is the bridge healthy? AMI logged in, and Slack answering.
+"""Is the bridge healthy? AMI logged in, Slack answering, and the store taking texts.
 
 "Slack answered recently" is `SlackReachability`: every HTTP answer from the Slack Web API
 (status below 500; a 429 is an answer too) on the bridge's shared aiohttp session counts,
@@ -150,7 +150,11 @@ class SlackReachability:
             async with asyncio.timeout(self.interval):
                 await probe()
         except SlackRefused as exc:
-            if self._answered_at != before:
+            if exc.status == 429 or exc.error == "ratelimited":
+                # Slack answered: it is there, only busy. A liveness probe must not restart
+                # the bridge during a Slack incident.
+                log.debug("Slack: health probe rate limited (HTTP 429): Slack answers")
+            elif (exc.status or 200) < 500 and self._answered_at != before:
                 # Slack answered, and said no (invalid_auth, token_revoked, ...).
                 if self.refused != exc.error:
                     log.error("Slack: auth.test refused (%s): the bridge cannot use Slack; "
@@ -174,10 +178,13 @@ class HealthReport:
 
 
 def health_report(*, ami: AmiHealth, slack: SlackReachability, backlog: Backlog,
-                  now: float | None = None) -> HealthReport:
-    """The `/healthz` answer: healthy when AMI is logged in and Slack answers."""
+                  now: float | None = None, store_problem: str | None = None) -> HealthReport:
+    """The `/healthz` answer: healthy when AMI is logged in, Slack answers and the store
+    takes writes (`store_problem` says why it does not)."""
     now = time.time() if now is None else now
     reasons = []
+    if store_problem:
+        reasons.append(store_problem)
     if not ami.ready:
         reasons.append(f"AMI not connected: {ami.last_error or 'connecting'}")
     slack_problem = slack.problem()
@@ -191,6 +198,7 @@ def health_report(*, ami: AmiHealth, slack: SlackReachability, backlog: Backlog,
                 else round(time.monotonic() - since, 1),
                 "reconnects": ami.reconnects, "last_error": ami.last_error or None},
         "slack": slack.report(),
+        "store": {"ok": not store_problem, "problem": store_problem or None},
         "backlog": {
             "inbound_waiting": backlog.inbound_waiting,
             "inbound_oldest_age_s": _age(backlog.inbound_oldest, now),

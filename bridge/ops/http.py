@@ -13,6 +13,7 @@ import logging
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from bridge.core.model import Backlog
 from bridge.ops.health import AmiHealth, SlackReachability, health_report
 from bridge.ops.metrics import Metrics
 from bridge.store.backend import StoreBackend
@@ -50,8 +51,14 @@ class OpsEndpoints:
             self._runner = None
 
     async def _healthz(self, _request: web.Request) -> web.Response:
-        report = health_report(ami=self._ami, slack=self._slack,
-                               backlog=await self._store.backlog())
+        problem = self._store.problem
+        try:
+            backlog = await self._store.backlog()
+        except Exception as exc:  # noqa: BLE001 - an unreadable store is a health fact
+            backlog = Backlog(0, None, 0, None, 0)
+            problem = problem or f"the store {self._store.location} cannot be read: {exc}"
+        report = health_report(ami=self._ami, slack=self._slack, backlog=backlog,
+                               store_problem=problem)
         return web.Response(status=200 if report.healthy else 503,
                             text=json.dumps(report.body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})

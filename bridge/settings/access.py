@@ -14,7 +14,7 @@ ACCESS_KEYS = {"default", "users", "usergroups", "channels", "user_rate", "endpo
                "default_country_code"}
 NUMBER_KEYS = {"name", "match", "destination", "channel", "allow_users", "allow_usergroups",
                "allow_channels"}
-AUDIT_KEYS = {"store_text"}
+AUDIT_KEYS = {"store_text", "keep_days"}
 ENDPOINT_ACCESS_KEYS = {"allow_users", "allow_usergroups", "allow_channels"}
 
 _USER = re.compile(r"^[UW][A-Z0-9]{4,}$")
@@ -61,6 +61,8 @@ def load_access(check: ConfigReader, data: Mapping[str, Any]) -> AccessPolicy:
         user_rate=_rate(check, access, "user_rate", "20/minute"),
         endpoint_rate=_rate(check, access, "endpoint_rate", "60/minute"),
         store_text=check.boolean(audit, "store_text", "audit.", default=False),
+        audit_keep_days=check.number(audit, "keep_days", "audit.", default=90.0, low=1.0,
+                                     high=36500.0),
     )
 
 

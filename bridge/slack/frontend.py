@@ -12,9 +12,11 @@ through the delivery feedback (`bridge/delivery/feedback.py`).
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from aiohttp import web
@@ -24,7 +26,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.core.directory import Endpoint
-from bridge.core.errors import TextRejected
+from bridge.core.errors import StoreError, TextRejected
 from bridge.core.model import OutboundRow
 from bridge.core.texts import EchoText
 from bridge.core.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
@@ -36,7 +38,9 @@ from bridge.ops import metrics
 from bridge.settings.config import Settings
 from bridge.slack.client import SlackActions
 from bridge.slack.commands import Help, ListDirectory, Status, parse_command
+from bridge.slack.identity import BotIdentity
 from bridge.slack.messages import (
+    cannot_store_text,
     help_text,
     list_text,
     not_sent_text,
@@ -76,8 +80,28 @@ class SlackFrontend:
                           groups=actions.user_groups_of,
                           default_channel=settings.slack.default_channel)
         slack = settings.slack
-        self.app = AsyncApp(
+        # Bolt never calls auth.test per request: it gets the token and identity from here
+        # (learned once, in the background: bridge.slack.identity).
+        self.identity = BotIdentity(client, slack.bot_token.reveal())
+        # Bolt's client carries no token (the authorize result gives each request one), so
+        # bolt has nothing to warn about; it shares the bridge's session and Web API URL.
+        bolt_client = AsyncWebClient(token=None, base_url=client.base_url,
+                                     session=client.session, timeout=client.timeout,
+                                     logger=client.logger)
+        with _env_hidden("SLACK_BOT_TOKEN"):  # bolt warns when it finds a token there too
+            self.app = self._bolt_app(bolt_client)
+        self.app.command(slack.command)(self._on_command)
+        self.app.event("message")(self._on_message)
+        self._runner: web.AppRunner | None = None
+        self._socket: AsyncSocketModeHandler | None = None
+        # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
+        self._extra_routes = extra_routes
+
+    def _bolt_app(self, client: AsyncWebClient) -> AsyncApp:
+        slack = self._settings.slack
+        return AsyncApp(
             client=client,
+            authorize=self.identity.authorizer(),
             signing_secret=slack.signing_secret.reveal() if slack.signing_secret else "unused",
             # Socket Mode traffic is authenticated by the app token, not signatures; HTTP
             # requests are always verified (there is deliberately no switch to turn it off).
@@ -87,12 +111,6 @@ class SlackFrontend:
             process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
-        self.app.command(slack.command)(self._on_command)
-        self.app.event("message")(self._on_message)
-        self._runner: web.AppRunner | None = None
-        self._socket: AsyncSocketModeHandler | None = None
-        # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
-        self._extra_routes = extra_routes
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -153,17 +171,39 @@ class SlackFrontend:
         except TextRejected as exc:
             await ack(not_sent_text(exc, name))
             return
+        except StoreError as exc:  # disk full, store file gone: the bridge stays up
+            log.warning("text out: slack_user=%s result=not_stored reason=%s", user, exc)
+            await ack(cannot_store_text(parsed.recipient))
+            return
         await ack(sending_text(endpoint) if self._ami.ready else queued_text(endpoint))
         # The conversation's thread shows what was sent, by whom (its state as a reaction).
-        await self._relay.post_echo(EchoText(
-            body=parsed.text, slack_user=user,
-            slack_user_name=str(command.get("user_name") or user), endpoint=endpoint.name,
-            outbound_id=row.id), channel=endpoint.channel)
+        try:
+            await self._relay.post_echo(EchoText(
+                body=parsed.text, slack_user=user,
+                slack_user_name=str(command.get("user_name") or user), endpoint=endpoint.name,
+                outbound_id=row.id), channel=endpoint.channel)
+        except StoreError as exc:  # the text is stored and will be sent; only its echo is not
+            log.warning("text out: id=%d its echo in the thread could not be stored: %s",
+                        row.id, exc)
 
     # -- replies in conversations ---------------------------------------------------------
 
     async def _on_message(self, event: dict[str, Any], body: dict[str, Any],
                           context: dict[str, Any]) -> None:
+        try:
+            await self._on_reply(event, body, context)
+        except StoreError as exc:  # disk full, store file gone: say so, stay up
+            channel = str(event.get("channel") or "")
+            user = str(event.get("user") or "")
+            log.warning("text out: slack_user=%s channel=%s result=not_stored reason=%s",
+                        user, channel, exc)
+            if user:
+                await self._actions.ephemeral(channel, user, cannot_store_text(),
+                                              thread_ts=str(event.get("thread_ts") or "")
+                                              or None)
+
+    async def _on_reply(self, event: dict[str, Any], body: dict[str, Any],
+                        context: dict[str, Any]) -> None:
         event_id = str(body.get("event_id") or "")
         if event_id and not await self._store.first_sight_of_event(event_id):
             log.info("Slack: event %s delivered again (retry); ignored", event_id)
@@ -226,3 +266,13 @@ class SlackFrontend:
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row
+
+
+@contextlib.contextmanager
+def _env_hidden(*names: str) -> Iterator[None]:
+    """Hide environment variables for a moment (while bolt's app is built)."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)

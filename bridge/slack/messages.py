@@ -65,6 +65,15 @@ def queued_text(endpoint: Endpoint) -> str:
             f"unreachable, the bridge will send it when it is back and tell you.")
 
 
+def cannot_store_text(endpoint: str | None = None) -> str:
+    """The bridge cannot store the text (its disk is full or its store file is unusable):
+    nothing was sent, and nothing was kept to send later."""
+    to = f" to *{escape(endpoint)}*" if endpoint else ""
+    return (f":warning: Not sent{to}: the bridge cannot store texts right now (its disk is "
+            f"full or its store is unusable), so nothing was sent or kept. Try again later; "
+            f"the bridge's admin has been told by its health check.")
+
+
 def sent_text(endpoint: str, segments: int, waited: float) -> str:
     parts = f" in {segments} parts (it was too long for one)" if segments > 1 else ""
     late = f" after waiting {waited / 60:.0f} min for Asterisk" if waited >= 60 else ""

@@ -20,6 +20,7 @@ from bridge.core.model import (
     NewInbound,
     OutboundRow,
     OutboundState,
+    Pruned,
     Source,
     ThreadOwner,
 )
@@ -27,6 +28,14 @@ from bridge.core.model import (
 
 class StoreBackend(Protocol):
     """Everything the bridge keeps until it is delivered; every call is one transaction."""
+
+    @property
+    def location(self) -> str:
+        """Where the store is, for messages (a path, or a database URL without password)."""
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot take texts right now (disk full, file replaced); None: fine."""
 
     async def close(self) -> None: ...
 
@@ -82,7 +91,9 @@ class StoreBackend(Protocol):
 
     async def outbound_notified(self, row_id: int) -> None: ...
 
-    async def prune(self, older_than: float) -> int:
-        """Forget delivered texts finished before unix time `older_than`; returns how many."""
+    async def prune(self, older_than: float, *, audit_older_than: float | None = None
+                    ) -> Pruned:
+        """Forget what was finished before `older_than` (audit entries before
+        `audit_older_than`; None keeps them)."""
 
     async def backlog(self) -> Backlog: ...

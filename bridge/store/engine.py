@@ -15,7 +15,7 @@ import sqlite3
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -32,11 +32,26 @@ class _Job:
     future: asyncio.Future[Any]
 
 
+class WriteHealth(Protocol):
+    """What the engine asks the store it serves about writing (on the store thread)."""
+
+    def refusal(self) -> Exception | None:
+        """An error to fail a whole group with instead of running it (None: run it)."""
+
+    def translate(self, exc: Exception) -> Exception:
+        """The error an operation's caller gets for `exc` (e.g. disk full -> StoreUnavailable)."""
+
+    def wrote(self) -> None:
+        """A commit that changed something reached the disk."""
+
+
 class GroupCommit:
     """Runs store operations on one thread, many per transaction."""
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection], *, name: str) -> None:
+    def __init__(self, connection: Callable[[], sqlite3.Connection], *, name: str,
+                 health: WriteHealth) -> None:
         self._connection = connection
+        self._health = health
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._serve, name=name, daemon=True)
 
@@ -92,11 +107,16 @@ class GroupCommit:
 
     def _run_group(self, group: list[_Job]) -> list[tuple[_Job, bool, Any]]:
         outcomes: list[tuple[_Job, bool, Any]] = []
+        refusal = self._health.refusal()
+        if refusal is not None:
+            return [(job, False, refusal) for job in group]
         try:
             db = self._connection()
+            changes = db.total_changes
             db.execute("BEGIN IMMEDIATE")
         except Exception as exc:  # noqa: BLE001 - raised in every awaiting coroutine
-            return [(job, False, exc) for job in group]
+            error = self._health.translate(exc)
+            return [(job, False, error) for job in group]
         for job in group:
             try:
                 db.execute("SAVEPOINT job")
@@ -109,7 +129,7 @@ class GroupCommit:
                     db.execute("RELEASE job")
                 except sqlite3.Error:
                     pass
-                outcomes.append((job, False, exc))
+                outcomes.append((job, False, self._health.translate(exc)))
         try:
             db.execute("COMMIT")
         except Exception as exc:  # noqa: BLE001 - nothing was stored: every job fails
@@ -117,7 +137,10 @@ class GroupCommit:
                 db.execute("ROLLBACK")
             except sqlite3.Error:
                 pass
-            return [(job, False, exc) for job in group]
+            error = self._health.translate(exc)
+            return [(job, False, error) for job in group]
+        if db.total_changes > changes:
+            self._health.wrote()
         return outcomes
 
     @staticmethod

@@ -5,7 +5,20 @@ waits on disk. `synchronous=NORMAL` in WAL mode makes every commit survive a cra
 bridge process (SIGKILL); only a power loss can take the last commits.
 
 The schema is versioned (`schema_version`) and upgraded in place by `_MIGRATIONS`; a file
-written by a newer bridge is refused with a clear error rather than touched.
+written by a newer bridge is refused with a clear error rather than touched. A new file is
+created at the current schema in one transaction (one log line, not one per migration) and
+remembers when it was created (`created_at`), so the bridge can tell texts in Asterisk's spool
+from before this store (they may already be in Slack) from texts it has never seen.
+
+One bridge per store: `open` takes an exclusive lock on `<store>.lock` for the process's life
+and refuses to start if another process holds it, naming its PID and host (two bridges on one
+store send every queued text twice).
+
+The store watches its own health (`problem`): a full disk, a read-only file or an I/O error
+makes writes fail with `StoreUnavailable` (the bridge stays up and says so on /healthz) until
+a test write succeeds again; a file deleted, replaced or truncated under the running bridge
+(its st_dev/st_ino changed, or it is gone) makes it unhealthy for good: writes are refused so
+texts stay in Asterisk's spool, and a restart is needed.
 
 Inbound texts (phone -> Slack) move pending -> posting -> posted. `posting` is written before
 the Slack request, so after a crash the bridge knows which posts may already be in Slack.
@@ -15,8 +28,13 @@ Asterisk has accepted so a restart resumes after the last one.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
 import logging
+import os
+import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
@@ -24,7 +42,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from bridge.core.errors import StoreError
+from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import (
     AuditEntry,
     Backlog,
@@ -34,6 +52,7 @@ from bridge.core.model import (
     NewInbound,
     OutboundRow,
     OutboundState,
+    Pruned,
     Source,
     ThreadOwner,
 )
@@ -45,7 +64,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -133,7 +152,21 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX audit_outbound ON audit (outbound_id);
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 3 -> 4: facts about the store file itself (created_at: when a new store was created).
+    """
+    CREATE TABLE store_info (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE INDEX threads_started ON threads (started);
+    CREATE INDEX conversations_activity ON conversations (last_activity);
+    """,
 ]
+
+
+# SQLite error texts that mean "the disk/file cannot take writes now", not a bug of ours.
+_UNWRITABLE = ("disk is full", "readonly", "read-only", "disk i/o error", "unable to open",
+               "malformed", "not a database")
 
 
 class Store:
@@ -143,7 +176,13 @@ class Store:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
-        self._engine = GroupCommit(self._conn, name="store")
+        self._engine = GroupCommit(self._conn, name="store", health=self)
+        self._lock_fd: int | None = None
+        self._identity: tuple[int, int] | None = None  # (st_dev, st_ino) of the open file
+        self.created_at: float | None = None  # None: created before the store knew (schema < 4)
+        self.created_now = False  # this open created the store
+        self.unwritable = ""  # why writes fail right now (disk full, read-only, ...)
+        self.replaced = ""  # the file was deleted/replaced under us: permanent until restart
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
@@ -153,27 +192,157 @@ class Store:
             await store._run(store._open, raw=True)
         except BaseException:
             store._engine.abandon()
+            store._unlock()
             raise
         return store
 
     async def close(self) -> None:
         await self._run(self._close, raw=True)
         await self._engine.stop()
+        self._unlock()
+
+    # -- health ------------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot take texts right now; None when it can."""
+        if self.replaced:
+            return self.replaced
+        if self.unwritable:
+            return f"the store {self.path} cannot take writes: {self.unwritable}"
+        return None
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Forever: notice the file being deleted or replaced, and find out when a store
+        that could not take writes (disk full) can again."""
+        while True:
+            await asyncio.sleep(interval)
+            self.check_identity()
+            if self.unwritable and not self.replaced:
+                try:
+                    await self._run(self._test_write)
+                except Exception as exc:  # noqa: BLE001 - still unwritable (logged once)
+                    log.debug("store: still cannot write: %s", exc)
+                    continue
+                log.info("store: %s takes writes again", self.path)
+
+    def check_identity(self) -> None:
+        """Compare the file at `path` with the one open; on a difference, go unhealthy."""
+        if self.replaced or self._identity is None:
+            return
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            found = "it is gone"
+        except OSError as exc:
+            found = f"it cannot be read ({exc.strerror})"
+        else:
+            if (st.st_dev, st.st_ino) == self._identity:
+                # The WAL switch writes the header into the main file at once, so a store
+                # shorter than SQLite's 100-byte header was cut by someone else.
+                if st.st_size >= 100:
+                    return
+                found = f"it was truncated to {st.st_size} bytes"
+            else:
+                found = "another file is there now"
+        self.replaced = (f"the store file {self.path} changed under the running bridge ({found}): "
+                         f"texts are no longer stored (phones' texts stay in Asterisk's spool); "
+                         f"restore the file or restart the bridge (see README, the store)")
+        log.error("store: %s", self.replaced)
+
+    def _test_write(self) -> None:
+        # Runs in the group's transaction: a real write, so a full disk fails it.
+        self._conn().execute(
+            "INSERT OR REPLACE INTO store_info (key, value) VALUES ('last_write_test', ?)",
+            (str(time.time()),))
+
+    def _lock(self) -> None:
+        """Take `<store>.lock` for this process's life, or raise StoreInUse naming the holder."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise StoreError(f"cannot create the store's lock file {lock_path}: "
+                             f"{exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = ""
+            with contextlib.suppress(OSError):
+                holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip()
+            os.close(fd)
+            raise StoreInUse(
+                f"the store {self.path} is in use by another bridge ({holder or 'unknown'}); "
+                f"two bridges on one store would send every queued text twice. Stop the "
+                f"other one, or give this one its own [store] path") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}, since "
+                      f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def _unlock(self) -> None:
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)  # closing releases the flock; the file stays (harmless, reused)
 
     async def _run(self, fn: Callable[..., T], *args: Any, raw: bool = False) -> T:
         return await self._engine.run(fn, *args, raw=raw)
+
+    # -- the engine's view of the store's health (runs on the store thread) -----------------
+
+    def refusal(self) -> Exception | None:
+        """Why no group may run now: writing into a file nobody will open again loses texts."""
+        return StoreUnavailable(self.replaced) if self.replaced else None
+
+    def translate(self, exc: Exception) -> Exception:
+        return self._unwritable_error(exc)
+
+    def wrote(self) -> None:
+        if self.unwritable:
+            self.unwritable = ""  # a write reached the disk again
+
+    def _unwritable_error(self, exc: Exception) -> Exception:
+        """A SQLite error that means the disk or file cannot take writes becomes
+        StoreUnavailable (and the store unhealthy); anything else is returned as it is."""
+        if not isinstance(exc, sqlite3.Error):
+            return exc
+        text = str(exc)
+        if not any(marker in text.lower() for marker in _UNWRITABLE):
+            return exc
+        if text != self.unwritable:
+            log.error("store: %s cannot take writes: %s; texts are not stored until it can "
+                      "(phones' texts stay in Asterisk's spool)", self.path, text)
+        self.unwritable = text
+        return StoreUnavailable(f"the store cannot take writes: {text}")
 
     # -- runs on the store thread --------------------------------------------------------
 
     def _open(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot open the store at {self.path}: {exc}") from exc
+        self._lock()
+        try:
+            existed = self.path.exists()
+            empty = existed and self.path.stat().st_size == 0
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row  # rows are read by column name, never by position
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             version = self._schema_version(db)
+            # A damaged page anywhere (not only in the header) is found now, with the same
+            # message as a damaged header, rather than as a traceback at the first query.
+            damage = db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if damage != "ok":
+                db.close()
+                log.debug("store: quick_check of %s: %s", self.path, damage)
+                raise sqlite3.DatabaseError("database disk image is malformed")
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path} cannot be used as the bridge's store: {exc}. Point "
                              f"[store] path at a new file, or restore this one") from exc
@@ -185,19 +354,42 @@ class Store:
                 f"{self.path} was written by a newer version of the bridge (store schema "
                 f"{version}; this bridge knows up to {SCHEMA_VERSION}). Upgrade the bridge, or "
                 f"point [store] path at another file; the store was left untouched")
-        for target in range(version, SCHEMA_VERSION):
+        if version == 0:
+            # A new store: every migration in one transaction, one log line.
+            self._migrate(db, 0, SCHEMA_VERSION, created_at=time.time())
+            self.created_now = True
+            if empty:
+                log.warning("store: %s existed but was empty (0 bytes); started a new store "
+                            "there (schema %d)", self.path, SCHEMA_VERSION)
+            else:
+                log.info("store: created %s (schema %d)", self.path, SCHEMA_VERSION)
+        for target in range(version, SCHEMA_VERSION) if version else range(0):
             log.info("store: upgrading %s from schema %d to %d", self.path, target, target + 1)
-            db.execute("BEGIN IMMEDIATE")
-            try:
+            self._migrate(db, target, target + 1)
+        row = db.execute("SELECT value FROM store_info WHERE key='created_at'").fetchone()
+        self.created_at = float(row[0]) if row else None
+        st = os.stat(self.path)
+        self._identity = (st.st_dev, st.st_ino)
+        self._db = db
+
+    @staticmethod
+    def _migrate(db: sqlite3.Connection, start: int, end: int, *,
+                 created_at: float | None = None) -> None:
+        """Run migrations start..end-1 in one transaction."""
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for target in range(start, end):
                 for statement in _split_sql(_MIGRATIONS[target]):
                     db.execute(statement)
-                db.execute("DELETE FROM schema_version")
-                db.execute("INSERT INTO schema_version (version) VALUES (?)", (target + 1,))
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
-        self._db = db
+            db.execute("DELETE FROM schema_version")
+            db.execute("INSERT INTO schema_version (version) VALUES (?)", (end,))
+            if created_at is not None:
+                db.execute("INSERT INTO store_info (key, value) VALUES ('created_at', ?)",
+                           (repr(created_at),))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
 
     @staticmethod
     def _schema_version(db: sqlite3.Connection) -> int:
@@ -435,22 +627,38 @@ class Store:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET notified=1 WHERE id=?", (row_id,)))
 
-    async def prune(self, older_than: float) -> int:
-        """Forget delivered texts finished before unix time `older_than`; returns how many.
+    async def prune(self, older_than: float, *, audit_older_than: float | None = None
+                    ) -> Pruned:
+        """Forget what was finished before unix time `older_than`: delivered texts, Slack
+        event IDs, conversations idle since then and their threads (a reply in such an old
+        thread is no longer mapped to its phone), and audit entries before
+        `audit_older_than` (None: keep the audit trail).
 
-        Keep them longer than Asterisk's spool (about 22 h): their message IDs are what
+        Keep texts longer than Asterisk's spool (about 22 h): their message IDs are what
         recognises a spooled text as already relayed.
         """
-        return await self._run(self._prune, older_than)
+        return await self._run(self._prune, older_than, audit_older_than)
 
-    def _prune(self, older_than: float) -> int:
-        def delete(db: sqlite3.Connection) -> int:
+    def _prune(self, older_than: float, audit_older_than: float | None) -> Pruned:
+        def delete(db: sqlite3.Connection) -> Pruned:
             inbound = db.execute("DELETE FROM inbound WHERE state='posted' AND posted_at < ?",
                                  (older_than,)).rowcount
             outbound = db.execute("DELETE FROM outbound WHERE state!='queued' AND notified=1"
                                   " AND finished_at < ?", (older_than,)).rowcount
-            db.execute("DELETE FROM slack_events WHERE received_at < ?", (older_than,))
-            return int(inbound) + int(outbound)
+            events = db.execute("DELETE FROM slack_events WHERE received_at < ?",
+                                (older_than,)).rowcount
+            conversations = db.execute("DELETE FROM conversations WHERE last_activity < ?",
+                                       (older_than,)).rowcount
+            # A thread still some conversation's current one stays, however old it is.
+            threads = db.execute(
+                "DELETE FROM threads WHERE started < ? AND NOT EXISTS (SELECT 1 FROM"
+                " conversations c WHERE c.channel = threads.channel AND"
+                " c.thread_ts = threads.thread_ts)", (older_than,)).rowcount
+            audit = 0 if audit_older_than is None else db.execute(
+                "DELETE FROM audit WHERE at < ?", (audit_older_than,)).rowcount
+            return Pruned(texts=int(inbound) + int(outbound), threads=int(threads),
+                          conversations=int(conversations), slack_events=int(events),
+                          audit=int(audit))
         return self._transaction(delete)
 
     # -- reporting -------------------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""Slack incidents seen from a user and an operator: a 429 storm on auth.test at start-up does
+not touch `/sip` (normal answers, acks within 3 s) nor /healthz (a 429 is an answer).
+
+AMI is the small fake AMI server (tests/fake_ami.py): the point here is Slack's side, and the
+fake answers MessageSend with Success as Asterisk does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from bridge_runner import ack_text
+from conftest import start_bridge
+from fake_ami import FakeAmi
+from fake_slack import BOT_USER_ID, FakeSlack
+from ops_view import health
+
+
+@pytest.fixture
+async def fake_ami() -> AsyncIterator[FakeAmi]:
+    ami = FakeAmi()
+    await ami.start()
+    yield ami
+    await ami.stop()
+
+
+async def test_a_429_storm_on_auth_test_at_start_leaves_commands_and_health_alone(
+        tmp_path: Path, slack: FakeSlack, fake_ami: FakeAmi) -> None:
+    slack.fail_next("auth.test", status=429, times=10**6, retry_after=1)
+    bridge = await start_bridge(tmp_path, slack, fake_ami.port)
+    try:
+        async def slash(i: int) -> tuple[float, int, str]:
+            body, headers = slack.signed_slash_command(
+                slack.slash_command_payload(text=f"alice storm {i}"))
+            started = time.monotonic()
+            status, answer = await bridge.post_signed(body, headers)
+            return time.monotonic() - started, status, ack_text(answer)
+
+        results = await asyncio.gather(*(slash(i) for i in range(20)))
+        for took, status, text in results:
+            assert status == 200, bridge.log[-4000:]
+            assert text == "Sending to *alice*…", text  # not bolt's "reinstall" answer
+            assert took < 3.0, f"ack took {took:.1f} s"
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while len(fake_ami.actions_named("MessageSend")) < 20 and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        assert len(fake_ami.actions_named("MessageSend")) == 20
+        # auth.test answers, with 429s: Slack is there, so the bridge is healthy.
+        status, body = await health(bridge.port)
+        assert status == 200, body
+        assert body["slack"]["auth_refused"] is None
+        assert "check SLACK_BOT_TOKEN" not in bridge.log
+        # The commands did not each ask auth.test: only the start-up learner and the probe do.
+        assert len(slack.calls_of("auth.test")) < 10
+        # When the storm ends the identity is learned, in the background.
+        slack.clear_faults()
+        await bridge.wait_for_log(f"Slack: the bot is {BOT_USER_ID}", timeout=10)
+        assert (await health(bridge.port))[0] == 200
+    finally:
+        assert await bridge.stop() == 0

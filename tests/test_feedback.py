@@ -342,3 +342,39 @@ async def test_a_refused_reply_shows_a_cross(store: Store, view: SlackView,
                                              feedback: DeliveryFeedback) -> None:
     await feedback.show_refused(ALICE, REPLY_TS)
     assert view.on(ALICE, REPLY_TS) == {FAILED}
+
+
+@pytest.mark.parametrize("first", ["outcome", "echo"])
+async def test_an_echo_posted_while_its_failure_is_being_shown_gets_one_note(
+        store: Store, teller: Told, ami: Ami, first: str) -> None:
+    # Asterisk refuses the text while the relay is posting its echo: the teller and the
+    # echo's post both come to show the failure. The thread gets the note once.
+    await store.start_conversation(key="alice", channel=ALICE, thread_ts=PARENT_TS,
+                                   endpoint="alice", now=time.time())
+    view = SlackView(delay=0.02)  # Slack's round trips, so the two overlap
+    racing = DeliveryFeedback(store=store, reactions=view, teller=teller, ami=ami,
+                              command="/sip")
+    racing.start()
+    try:
+        row = await slash_text(store)
+        outcome = await finish(store, row, sent=False)
+        if first == "outcome":
+            racing.outcome(outcome)
+            await racing.posted(row.id, ALICE, ECHO_TS, shown_final=False)
+        else:
+            echo = asyncio.create_task(racing.posted(row.id, ALICE, ECHO_TS,
+                                                     shown_final=False))
+            await until(lambda: bool(view.reactions))  # its ❌ is on the way to Slack
+            racing.outcome(outcome)
+            await echo
+        await until_notified(store, row.id)
+        await asyncio.sleep(0.1)  # anything still on its way to Slack lands
+    finally:
+        await racing.stop(1)
+    assert view.on(ALICE, ECHO_TS) == {FAILED}
+    # When the echo's post shows it first, the note has the reason as stored with the row
+    # (as after a restart) rather than the sender's wording; either says why.
+    [(channel, thread, note)] = view.notes
+    assert (channel, thread) == (ALICE, PARENT_TS)
+    assert note.startswith(":x: Not sent to *alice*: ") and "Endpoint not found" in note
+    assert teller.told == [(USER, RESPONSE_URL, FAILED_TOLD)]

@@ -136,7 +136,7 @@ def test_an_allowed_bot_posting_as_an_integration_is_texted(config: Settings) ->
     message(SHARED, subtype="message_changed", user=None, hidden=True,
             message={"type": "message", "user": HUMAN, "text": "on my way (edited)",
                      "ts": REPLY_TS, "thread_ts": PARENT_TS}),
-    # An edit as some workspaces deliver it, with the editor at the top level.
+    # An edit is never a new text, even with an author at the top level.
     message(SHARED, subtype="message_changed", text="on my way (edited)"),
     message(SHARED, subtype="message_deleted", user=None, hidden=True,
             deleted_ts=REPLY_TS, previous_message={"user": HUMAN, "text": "on my way"}),

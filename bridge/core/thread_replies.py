@@ -21,7 +21,7 @@ IDENTIFIED_PREFIX = "pjsip:"
 CLAIMED_PREFIX = "uri:"
 
 # Message subtypes that carry a person's new text; every other subtype (message_changed,
-# message_deleted, channel_join, bot_message, ...) is not a new text.
+# message_deleted, channel_join, ...) is not a new text, bot_message only from an allowed bot.
 _TEXT_SUBTYPES = frozenset({"", "thread_broadcast", "file_share", "me_message"})
 
 
@@ -70,10 +70,12 @@ def decide(event: Mapping[str, Any], *, directory: Directory, bot_user_id: str,
     subtype = str(event.get("subtype") or "")
     if subtype == "message_changed":
         return Ignore("an edit is not a new text")
-    if subtype not in _TEXT_SUBTYPES:
-        return Ignore(f"subtype {subtype}")
     user = str(event.get("user") or "")
     bot_id = str(event.get("bot_id") or "")
+    # An integration's post (incoming webhook, an app posting under its own name) arrives as
+    # bot_message with a bot_id and no user: a text if that bot is allowed (checked below).
+    if subtype not in _TEXT_SUBTYPES and not (subtype == "bot_message" and bot_id):
+        return Ignore(f"subtype {subtype}")
     if user and user == bot_user_id:
         return Ignore("the bridge's own post")
     if bot_id and bot_id not in allowed_bots:

@@ -68,6 +68,7 @@ class DeliveryFeedback:
         # Outcomes of /sip texts whose echo is not posted yet: (sent, reason).
         self._outcomes: dict[int, tuple[bool, str]] = {}
         self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
+        self._showing: set[int] = set()  # rows whose outcome is being shown right now
         self._started = time.time()
         self._tells: asyncio.Queue[Outcome] = asyncio.Queue()
         self._telling: set[int] = set()  # rows whose outcome is being told right now
@@ -178,6 +179,23 @@ class DeliveryFeedback:
         channel, ts = row.feedback_channel, row.feedback_ts
         if not channel or not ts:
             return  # the echo is not posted yet; posted() shows it then
+        # The echo's post (posted) and the teller can both get here for one text when the
+        # outcome comes while the echo is being posted: one shows it, the other finds it shown
+        # (else a failure's note appears twice in the thread).
+        if row.id in self._showing:
+            return
+        self._showing.add(row.id)
+        try:
+            current = await self._store.get_outbound(row.id)
+            if current is None or current.feedback_done:
+                return
+            await self._show(row, channel, ts, sent=sent, reason=reason)
+            await self._store.feedback_done(row.id)
+        finally:
+            self._showing.discard(row.id)
+
+    async def _show(self, row: OutboundRow, channel: str, ts: str, *, sent: bool,
+                    reason: str) -> None:
         # Only a message that showed ⏳ has one to take off; for texts from before a restart
         # the bridge cannot know, so it tries.
         if (channel, ts) in self._shown_queued or row.created_at < self._started:
@@ -192,4 +210,3 @@ class DeliveryFeedback:
             await self._reactions.note_in_thread(
                 channel, thread, f":x: Not sent to *{escape(row.endpoint)}*: "
                 f"{escape(reason or 'unknown reason')}")
-        await self._store.feedback_done(row.id)

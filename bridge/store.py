@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -121,6 +121,28 @@ _MIGRATIONS: list[str] = [
     );
     CREATE INDEX audit_outbound ON audit (outbound_id);
     CREATE INDEX audit_at ON audit (at);
+    """,
+    # 3 -> 4: an index for every query a text, a start, a scrape or a prune runs, so none of
+    # them costs more as delivered rows pile up. The partial indexes hold waiting rows only
+    # (a handful), the prune ones let old rows be found without reading the young ones.
+    # The two indexes of version 1 led no query to its rows (`state != ...` cannot use them)
+    # and cost a write per text each.
+    # spool_mark: the newest Asterisk time of any text stored, kept apart from the rows (which
+    # are pruned), so the spool read at login skips everything older (bridge/ami.py).
+    """
+    DROP INDEX inbound_waiting;
+    DROP INDEX outbound_waiting;
+    CREATE INDEX inbound_unposted ON inbound (id, received_at) WHERE state != 'posted';
+    CREATE INDEX inbound_posted ON inbound (posted_at) WHERE state = 'posted';
+    CREATE INDEX outbound_queued ON outbound (created_at) WHERE state = 'queued';
+    CREATE INDEX outbound_unfinished ON outbound (id) WHERE state = 'queued' OR notified = 0;
+    CREATE INDEX outbound_untold ON outbound (id) WHERE state != 'queued' AND notified = 0;
+    CREATE INDEX outbound_told ON outbound (finished_at) WHERE state != 'queued' AND notified = 1;
+    CREATE INDEX slack_events_age ON slack_events (received_at);
+    CREATE TABLE spool_mark (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        asterisk_time REAL NOT NULL
+    );
     """,
 ]
 
@@ -225,6 +247,8 @@ class _Job:
 
 # How many queued operations one transaction may take (group commit).
 _GROUP_MAX = 256
+# How many rows of each table one prune job deletes.
+_PRUNE_BATCH = 500
 
 
 class Store:
@@ -419,8 +443,25 @@ class Store:
                                        endpoint=item.endpoint, text=item.text,
                                        received_at=item.received_at, state="pending",
                                        attempts=0, conversation=item.conversation))
+            newest = max((item.text.asterisk_time for item in items
+                          if isinstance(item.text, InboundText) and item.text.asterisk_time),
+                         default=None)
+            if newest is not None:
+                db.execute("INSERT INTO spool_mark (id, asterisk_time) VALUES (1, ?)"
+                           " ON CONFLICT(id) DO UPDATE SET"
+                           " asterisk_time=MAX(asterisk_time, excluded.asterisk_time)",
+                           (newest,))
             return rows
         return self._transaction(insert)
+
+    async def spool_mark(self) -> float | None:
+        """The newest Asterisk time of any text from a phone the store ever took (None before
+        the first): spooled texts older than this are already here, or were, before a prune."""
+        return await self._run(self._spool_mark)
+
+    def _spool_mark(self) -> float | None:
+        row = self._conn().execute("SELECT asterisk_time FROM spool_mark WHERE id=1").fetchone()
+        return float(row[0]) if row else None
 
     async def waiting_inbound(self) -> list[InboundRow]:
         """Every inbound text not yet known to be posted, oldest first."""
@@ -612,19 +653,29 @@ class Store:
     async def prune(self, older_than: float) -> int:
         """Forget delivered texts finished before unix time `older_than`; returns how many.
 
-        Keep them longer than Asterisk's spool (about 22 h): their message IDs are what
-        recognises a spooled text as already relayed.
+        Keep them longer than Asterisk's spool (about 25 h): their message IDs are what
+        recognises a spooled text as already relayed. Deletes in batches of a few hundred
+        rows, each its own store job, so texts arriving meanwhile wait for one batch at most.
         """
-        return await self._run(self._prune, older_than)
+        total = 0
+        while True:
+            deleted, more = await self._run(self._prune, older_than, _PRUNE_BATCH)
+            total += deleted
+            if not more:
+                return total
 
-    def _prune(self, older_than: float) -> int:
-        def delete(db: sqlite3.Connection) -> int:
-            inbound = db.execute("DELETE FROM inbound WHERE state='posted' AND posted_at < ?",
-                                 (older_than,)).rowcount
-            outbound = db.execute("DELETE FROM outbound WHERE state!='queued' AND notified=1"
-                                  " AND finished_at < ?", (older_than,)).rowcount
-            db.execute("DELETE FROM slack_events WHERE received_at < ?", (older_than,))
-            return int(inbound) + int(outbound)
+    def _prune(self, older_than: float, limit: int) -> tuple[int, bool]:
+        def delete(db: sqlite3.Connection) -> tuple[int, bool]:
+            inbound = ("DELETE FROM inbound WHERE id IN (SELECT id FROM inbound"
+                       " WHERE state='posted' AND posted_at < ? LIMIT ?)")
+            outbound = ("DELETE FROM outbound WHERE id IN (SELECT id FROM outbound WHERE"
+                        " state!='queued' AND notified=1 AND finished_at < ? LIMIT ?)")
+            counts = [int(db.execute(sql, (older_than, limit)).rowcount)
+                      for sql in (inbound, outbound)]
+            events = int(db.execute(
+                "DELETE FROM slack_events WHERE event_id IN (SELECT event_id FROM slack_events"
+                " WHERE received_at < ? LIMIT ?)", (older_than, limit)).rowcount)
+            return sum(counts), any(count >= limit for count in (*counts, events))
         return self._transaction(delete)
 
     # -- reporting -------------------------------------------------------------------------

@@ -58,7 +58,7 @@ async def run(settings: Settings) -> int:
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
                          thread_idle=settings.slack.thread_idle)
-    ami = AmiLink(settings.ami, on_text=relay.submit)
+    ami = AmiLink(settings.ami, on_text=relay.submit, spool_mark=store.spool_mark)
     outbox = Outbox(store=store, sender=ami,
                     from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
     frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,

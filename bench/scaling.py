@@ -69,7 +69,7 @@ def directory_ratio(small: int = 10, large: int = 10_000) -> dict[str, Any]:
 # ------------------------------------------------------------------ store
 
 
-def _fill(path: Path, rows: int) -> None:
+def fill_store(path: Path, rows: int) -> None:
     """`rows` delivered texts from phones (posted within the last two days, so nothing is old
     enough to prune) and rows // 10 delivered texts to phones, written straight to the file."""
     now = time.time()
@@ -138,7 +138,7 @@ async def store_scrape(rows: int = 1_000_000, repeats: int = 20) -> dict[str, An
         for path in (empty, full):
             await (await Store.open(path)).close()  # the schema, as the bridge makes it
         began = time.perf_counter()
-        _fill(full, rows)
+        fill_store(full, rows)
         fill_s = time.perf_counter() - began
         result: dict[str, Any] = {"rows": rows, "fill_s": round(fill_s, 1),
                                   "empty": await _store_figures(empty, repeats),

@@ -61,7 +61,8 @@ class RunningBridge:
     process: BridgeProcess
     stats: ProcStats
     workdir: Path
-    started_s: float  # from spawn to the first post
+    started_s: float  # from spawn to the end of the warm-up
+    first_post_s: float = 0.0  # from spawn to the first text visible in Slack
     profiler: asyncio.subprocess.Process | None = None
     profile_path: Path | None = None
 
@@ -100,6 +101,7 @@ class RunningBridge:
 async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
                        arrivals: Callable[[str], Mapping[int, object]],
                        delivery: Mapping[str, object] | None = None,
+                       store_path: Path | None = None,
                        timeout: float = 30.0) -> RunningBridge:
     """Start the bridge in HTTP mode; return once it has relayed warm-up texts.
 
@@ -111,6 +113,8 @@ async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
                           default_channel=DEFAULT_CHANNEL)
     if delivery:
         config.delivery = dict(delivery)
+    if store_path is not None:  # kept by the caller; else a new one in workdir
+        config.store_path = str(store_path)
     # One synthetic user sends every command: the per-user and per-phone rate limits (20 and
     # 60 a minute by default, right for people) would refuse most of a load test.
     config.tail = '[access]\nuser_rate = ""\nendpoint_rate = ""\n'
@@ -123,17 +127,20 @@ async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
     assert process._process is not None
     running = RunningBridge(process, ProcStats(process._process.pid), workdir, 0.0)
     try:
-        await _warm_up(process, sip_port=sip_port, arrivals=arrivals, timeout=timeout)
+        first = await _warm_up(process, sip_port=sip_port, arrivals=arrivals,
+                               timeout=timeout)
     except BaseException:
         with contextlib.suppress(Exception):
             await running.stop()
         raise
     running.started_s = time.monotonic() - began
+    running.first_post_s = first - began
     return running
 
 
 async def _warm_up(process: BridgeProcess, *, sip_port: int,
-                   arrivals: Callable[[str], Mapping[int, object]], timeout: float) -> None:
+                   arrivals: Callable[[str], Mapping[int, object]], timeout: float) -> float:
+    """Warm the bridge up; returns when (time.monotonic()) its first text was visible."""
     global _warmups
     _warmups += 1
     run = f"warm{_warmups}"
@@ -162,10 +169,11 @@ async def _warm_up(process: BridgeProcess, *, sip_port: int,
                 raise RuntimeError(f"the bridge relayed no warm-up text:\n{process.log}")
             seq += 1
             await phone.send_message(text(seq), to_user="bridge")
-            for _ in range(10):
-                await asyncio.sleep(0.05)
+            for _ in range(20):
+                await asyncio.sleep(0.01)
                 if arrivals(run):
                     break
+        first = time.monotonic()
         for _ in range(_WARM_UP_TEXTS):
             seq += 1
             await phone.send_message(text(seq), to_user="bridge")
@@ -174,6 +182,7 @@ async def _warm_up(process: BridgeProcess, *, sip_port: int,
                 raise RuntimeError(f"the bridge relayed {len(arrivals(run))} of {seq} warm-up "
                                    f"texts within {timeout} s:\n{process.log}")
             await asyncio.sleep(0.05)
+    return first
 
 
 def pid_alive(pid: int) -> bool:

@@ -15,16 +15,20 @@ Every figure says how it was measured in its field names; `bench.report` adds th
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
+import panoramisk
 from asterisk.harness import SipPeer, free_port
 from bridge_runner import ack_text
 from sip_ua import SipPhone
@@ -42,9 +46,11 @@ from bench.bridge_proc import (
     start_bridge,
 )
 from bench.sandbox import CURL_CONTEXT, BenchAsterisk
+from bench.scaling import fill_store
 from bench.sipp import SippRun
 from bench.slack_side import Arrival, TimedFakeSlack, WebhookReceiver
 from bench.watch import AmiCounter, ProcStats
+from bridge.store import Store
 
 log = logging.getLogger("bench")
 
@@ -78,10 +84,16 @@ def percentiles(values_ms: Sequence[float]) -> dict[str, float | None]:
 
 @dataclass
 class Lab:
-    """The Asterisk every bridge and baseline measurement shares, and its phones' ports."""
+    """The Asterisk every bridge and baseline measurement shares, and its phones' ports.
+
+    The dialplan's spool is never cleared: it grows over the whole run as the dialplan leaves
+    it, and the bridge runs share one store, as one bridge restarted would (so each new
+    bridge knows which spooled texts it already has).
+    """
 
     asterisk: BenchAsterisk
     uas_port: int
+    store_dir: Path
 
     @classmethod
     async def start(cls) -> Lab:
@@ -90,15 +102,20 @@ class Lab:
                  SipPeer(RECEIVER, uas_port)]
         asterisk = BenchAsterisk(peers=peers, ami_secret=AMI_SECRET)
         await asterisk.start()
-        return cls(asterisk, uas_port)
+        return cls(asterisk, uas_port, Path(tempfile.mkdtemp(prefix="bench-store-")))
 
     async def stop(self) -> None:
         await self.asterisk.stop()
+        shutil.rmtree(self.store_dir, ignore_errors=True)
 
-    async def clear_spool(self) -> None:
-        """Empty the dialplan's AstDB spool, so a new bridge (with a new store) does not
-        replay the texts of earlier runs when it connects."""
-        await self.asterisk.cli(f"database deltree {SPOOL_FAMILY}")
+    @property
+    def store_path(self) -> Path:
+        return self.store_dir / "bridge-store.sqlite3"
+
+    async def spool_size(self) -> int:
+        """How many texts the dialplan's spool holds right now."""
+        listing = await self.asterisk.cli(f"database show {SPOOL_FAMILY}", timeout=60)
+        return listing.count(f"/{SPOOL_FAMILY}/")
 
     def asterisk_stats(self) -> ProcStats:
         assert self.asterisk.pid is not None
@@ -117,10 +134,9 @@ UNPACED = {"channel_rate": 0}
 
 async def _bridge_for(lab: Lab, slack: TimedFakeSlack, *,
                       delivery: dict[str, Any] | None = UNPACED) -> RunningBridge:
-    await lab.clear_spool()
     return await start_bridge(api_url=slack.api_url, ami_port=lab.asterisk.ami_port,
                               sip_port=lab.asterisk.sip_port, arrivals=slack.arrivals,
-                              delivery=delivery)
+                              delivery=delivery, store_path=lab.store_path)
 
 
 # ------------------------------------------------------------------ inbound
@@ -145,7 +161,8 @@ async def _wait_arrivals(arrivals: ArrivalsOf, run: str, want: int, *, idle_s: f
 async def send_texts(*, lab_sip_port: int, arrivals: ArrivalsOf, run: str, count: int,
                      rate: float, from_user: str = INBOUND, idle_s: float = 3.0,
                      cap_s: float = 60.0,
-                     watch: Mapping[str, ProcStats] | None = None) -> dict[str, Any]:
+                     watch: Mapping[str, ProcStats] | None = None,
+                     duplicates: Callable[[str], int] | None = None) -> dict[str, Any]:
     """sipp sends `count` texts at `rate`; wait for them at the far end; summarise.
 
     `watch` names processes ("bridge", "asterisk") whose CPU time (and, for the bridge, peak
@@ -169,6 +186,7 @@ async def send_texts(*, lab_sip_port: int, arrivals: ArrivalsOf, run: str, count
         "sip_failed": stats.failed, "sip_timeouts": stats.timeouts,
         "sip_retransmissions": stats.retransmissions, "delivered": len(got),
         "lost": max(0, count - len(got)), "sipp_exit": sipp.returncode,
+        "duplicates": duplicates(run) if duplicates is not None else None,
     }
     if got:
         sent = [a.marker.sent_ns for a in got.values()]
@@ -202,11 +220,11 @@ async def baseline_runs(lab: Lab, rates: Sequence[float], count: int, *,
     results = []
     try:
         for rate in rates:
-            await lab.clear_spool()  # the same starting point as each bridge run
             run = new_run("b")
             result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
                                       arrivals=counter.arrivals, run=run, count=count,
-                                      rate=rate, watch={"asterisk": lab.asterisk_stats()})
+                                      rate=rate, watch={"asterisk": lab.asterisk_stats()},
+                                      duplicates=counter.duplicates)
             results.append({"system": "baseline", "measure": label, **result})
             log.info("baseline %s %s/s: %s", label, rate, _brief(result))
     finally:
@@ -229,9 +247,11 @@ async def bridge_runs(lab: Lab, rates: Sequence[float], count: int, *,
             result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
                                       arrivals=slack.arrivals, run=run, count=count, rate=rate,
                                       watch={"bridge": bridge.stats,
-                                             "asterisk": lab.asterisk_stats()})
+                                             "asterisk": lab.asterisk_stats()},
+                                      duplicates=slack.duplicates)
             result["posts"] = slack.posts_for(run)
             result["bridge_start_s"] = round(bridge.started_s, 2)
+            result["spool_size"] = await lab.spool_size()
             results.append({"system": "bridge", "measure": label, **result})
             log.info("bridge %s %s/s: %s", label, rate, _brief(result))
         finally:
@@ -509,3 +529,110 @@ async def _probe_after(asterisk: BenchAsterisk, counter: AmiCounter,
     return {"sip_status": status, "sip_answer_ms": round(answered * 1000, 1),
             "ami_event_s": round(event_s, 3) if event_s is not None else None}
 
+
+
+async def outbound_reference(lab: Lab, rates: Sequence[float],
+                             duration_s: float) -> list[dict[str, Any]]:
+    """Per rate: a bare AMI client (panoramisk, in this process) sends `rate * duration_s`
+    MessageSend actions open-loop to a sipp UAS: Asterisk's own outbound ceiling, and what
+    the least a client can spend per text (CPU of this process while it runs)."""
+    results = []
+    for rate in rates:
+        count = max(1, int(rate * duration_s))
+        run = new_run("p")
+        uas = await SippRun.uas(port=lab.uas_port, count=count,
+                                timeout_s=duration_s + max(30.0, count / 50) + 30)
+        manager = panoramisk.Manager(loop=asyncio.get_running_loop(), host="127.0.0.1",
+                                     port=lab.asterisk.ami_port,
+                                     username=lab.asterisk.ami_username, secret=AMI_SECRET,
+                                     ping_delay=10**6, reconnect_timeout=10**6)
+        try:
+            await asyncio.wait_for(manager.connect(), 10)
+            while not manager.authenticated:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.5)  # let sipp bind its port
+            cpu_before = time.process_time()
+            started_wall = time.time()
+            t0 = time.perf_counter()
+            futures: list[asyncio.Future[Any]] = []
+            sent = 0
+            while sent < count:
+                due = min(count, int((time.perf_counter() - t0) * rate) + 1)
+                while sent < due:
+                    sent += 1
+                    body = f"{RECEIVER} out {run} #{sent}".encode()
+                    futures.append(manager.send_action({
+                        "Action": "MessageSend", "Destination": f"pjsip:{RECEIVER}",
+                        "Base64Body": base64.b64encode(body).decode("ascii")}))
+                await asyncio.sleep(0.001)
+            send_span = time.perf_counter() - t0
+            answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
+            cpu = time.process_time() - cpu_before
+            deadline = time.monotonic() + max(30.0, count / 50)
+            while uas.returncode is None and time.monotonic() < deadline:
+                if await uas.wait(0.25) is not None:
+                    break
+                if len(_uas_arrivals(uas.logged_lines(), run)) >= count:
+                    break
+            await uas.stop()
+            arrived = _uas_arrivals(uas.logged_lines(), run)
+            result: dict[str, Any] = {
+                "system": "ami-reference", "rate_offered": rate, "commands": count,
+                "send_rate_actual": round((count - 1) / send_span, 1) if send_span else None,
+                "accepted": sum(1 for a in answers if getattr(a, "success", False)),
+                "received_at_phone": len(arrived), "lost": count - len(arrived),
+                "client_cpu_s_per_1000": round(cpu / count * 1000, 3),
+            }
+            if arrived:
+                span = (max(arrived.values()) / 1e9) - started_wall
+                result["throughput_per_s"] = round(len(arrived) / span, 1) if span > 0 else None
+            results.append(result)
+            log.info("outbound reference %s/s: %s", rate, result)
+        finally:
+            manager.close()
+            await uas.stop()
+            uas.cleanup()
+    return results
+
+
+# ------------------------------------------------------------------ startup and store size
+
+
+async def startup(lab: Lab, rows: int, scrapes: int = 20) -> dict[str, Any]:
+    """A bridge started on an empty store and on one holding `rows` delivered texts: how
+    long until its first text is visible in Slack, and what GET /metrics then takes."""
+    result: dict[str, Any] = {"rows": rows}
+    for label, size in (("empty", 0), ("full", rows)):
+        folder = Path(tempfile.mkdtemp(prefix="bench-startup-"))
+        path = folder / "store.sqlite3"
+        await (await Store.open(path)).close()
+        if size:
+            fill_store(path, size)
+        slack = new_fake_slack()
+        await slack.start()
+        bridge = None
+        try:
+            bridge = await start_bridge(api_url=slack.api_url, ami_port=lab.asterisk.ami_port,
+                                        sip_port=lab.asterisk.sip_port, arrivals=slack.arrivals,
+                                        delivery=UNPACED, store_path=path)
+            samples = []
+            async with aiohttp.ClientSession() as session:
+                url = f"http://127.0.0.1:{bridge.process.port}/metrics"
+                for _ in range(scrapes):
+                    began = time.perf_counter()
+                    async with session.get(url) as response:
+                        await response.read()
+                        if response.status != 200:
+                            raise RuntimeError(f"/metrics answered {response.status}")
+                    samples.append((time.perf_counter() - began) * 1000)
+            samples.sort()
+            result[label] = {"first_post_s": round(bridge.first_post_s, 3),
+                             "metrics_ms": round(samples[len(samples) // 2], 2)}
+        finally:
+            if bridge is not None:
+                await bridge.stop()
+            await slack.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+    result["metrics_ratio"] = round(result["full"]["metrics_ms"]
+                                    / max(result["empty"]["metrics_ms"], 0.01), 2)
+    return result

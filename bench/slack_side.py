@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import re
 import time
 from collections.abc import Iterator
@@ -81,11 +82,25 @@ class Arrival:
 class TimedFakeSlack(FakeSlack):
     """FakeSlack that records when each bench text arrived, and in which post."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, answer_ms: tuple[float, float] = (50.0, 150.0),
+                 **kwargs: Any) -> None:
+        """`answer_ms`: every Web API call is answered after a random time in this range
+        (Slack's own answers take about that long); a text counts as arrived when its post's
+        request comes in, before the answer."""
         super().__init__(**kwargs)
+        self.answer_ms = answer_ms
         self.accepted = 0  # chat.postMessage calls that became posts
         self._arrivals: dict[str, dict[int, Arrival]] = {}
+        self._duplicates: dict[str, int] = {}
         self._posts_by_run: dict[str, int] = {}
+        self._random = random.Random(7)
+
+    async def _handle_api(self, request: web.Request) -> web.StreamResponse:
+        response = await super()._handle_api(request)
+        low, high = self.answer_ms
+        if high > 0:
+            await asyncio.sleep(self._random.uniform(low, high) / 1000)
+        return response
 
     async def _chat_post_message(self, params: Params) -> Params:
         received_ns = time.time_ns()
@@ -96,8 +111,11 @@ class TimedFakeSlack(FakeSlack):
         for text in texts_in_post(params):
             for marker in markers(text):
                 runs.add(marker.run)
-                self._arrivals.setdefault(marker.run, {}).setdefault(
-                    marker.seq, Arrival(marker, received_ns, index))
+                seen = self._arrivals.setdefault(marker.run, {})
+                if marker.seq in seen:
+                    self._duplicates[marker.run] = self._duplicates.get(marker.run, 0) + 1
+                    continue
+                seen[marker.seq] = Arrival(marker, received_ns, index)
         for run in runs:
             self._posts_by_run[run] = self._posts_by_run.get(run, 0) + 1
         return result
@@ -105,6 +123,10 @@ class TimedFakeSlack(FakeSlack):
     def arrivals(self, run: str) -> dict[int, Arrival]:
         """First arrival of every text of `run`, by sequence number."""
         return self._arrivals.get(run, {})
+
+    def duplicates(self, run: str) -> int:
+        """How many texts of `run` arrived again after their first arrival."""
+        return self._duplicates.get(run, 0)
 
     def posts_for(self, run: str) -> int:
         """How many posts carried at least one text of `run`."""

@@ -33,6 +33,7 @@ class AmiCounter:
         self._manager: Any = None
         self.events = 0
         self._arrivals: dict[str, dict[int, Arrival]] = {}
+        self._duplicates: dict[str, int] = {}
 
     async def start(self, timeout: float = 10.0) -> None:
         manager = panoramisk.Manager(loop=asyncio.get_running_loop(), ping_delay=10**6,
@@ -62,11 +63,17 @@ class AmiCounter:
         except (binascii.Error, ValueError):
             return
         for marker in markers(body):
-            self._arrivals.setdefault(marker.run, {}).setdefault(
-                marker.seq, Arrival(marker, received_ns, self.events - 1))
+            seen = self._arrivals.setdefault(marker.run, {})
+            if marker.seq in seen:
+                self._duplicates[marker.run] = self._duplicates.get(marker.run, 0) + 1
+            else:
+                seen[marker.seq] = Arrival(marker, received_ns, self.events - 1)
 
     def arrivals(self, run: str) -> dict[int, Arrival]:
         return self._arrivals.get(run, {})
+
+    def duplicates(self, run: str) -> int:
+        return self._duplicates.get(run, 0)
 
 
 @dataclass(frozen=True)

@@ -85,7 +85,8 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     client = make_web_client(settings.slack, session=session)
     actions = SlackActions(client, usergroups=settings.access.usergroups)
     inbox = Inbox()
-    ami = AmiLink(settings.ami, on_text=inbox.submit, spool_since=spool_since)
+    ami = AmiLink(settings.ami, on_text=inbox.submit, spool_mark=store.spool_mark,
+                  spool_since=spool_since)
     feedback = DeliveryFeedback(store=store, reactions=actions,
                                 teller=Notifier(client, fallback=settings.delivery.notify),
                                 ami=ami, command=settings.slack.command)

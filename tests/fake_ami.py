@@ -3,7 +3,7 @@
 It reads actions the way Asterisk's manager does (a line ends at LF, a CR before it is
 dropped, a blank line ends the action), so a header value carrying CR/LF would show up here
 as an extra header or an extra action, exactly as Asterisk would see it. It answers Login
-with success, sends `FullyBooted`, answers `DBGetTree` with an empty spool list and every
+with success, sends `FullyBooted`, answers `DBGet` and `DBGetTree` with an empty spool and every
 other action with `Response: Success` and the action's ActionID.
 """
 
@@ -76,6 +76,9 @@ class FakeAmi:
                          f"Message: Authentication accepted\r\n\r\n".encode())
             writer.write(b"Event: FullyBooted\r\nPrivilege: system,all\r\n"
                          b"Status: Fully Booted\r\n\r\n")
+        elif name == "dbget":  # the spool's list of hours: none yet
+            writer.write(f"Response: Error\r\nActionID: {action_id}\r\n"
+                         f"Message: Database entry not found\r\n\r\n".encode())
         elif name == "dbgettree":
             writer.write(f"Response: Success\r\nActionID: {action_id}\r\nEventList: start\r\n"
                          f"Message: Result will follow\r\n\r\n"

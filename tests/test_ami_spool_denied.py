@@ -1,4 +1,4 @@
-"""An AMI user without `write = reporting`: Asterisk answers DBGetTree with `Response: Error`
+"""An AMI user without `write = reporting`: Asterisk answers DBGet and DBGetTree with `Response: Error`
 (`Permission denied`, measured on Asterisk 22). The bridge must warn once and keep its link,
 not wait for an answer that panoramisk never delivers and reconnect in a loop."""
 
@@ -17,7 +17,7 @@ from bridge.asterisk.ami import AmiLink
 
 class NoReportingAmi(FakeAmi):
     async def _answer(self, action: dict[str, str], writer: asyncio.StreamWriter) -> None:
-        if action.get("Action", "").lower() == "dbgettree":
+        if action.get("Action", "").lower() in ("dbget", "dbgettree"):
             writer.write(f"Response: Error\r\nActionID: {action.get('ActionID', '')}\r\n"
                          f"Message: Permission denied\r\n\r\n".encode())
             await writer.drain()

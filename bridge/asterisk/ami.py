@@ -12,6 +12,8 @@
   `Event: UserEvent` lines into other events (its Request-URI user part is their `Exten:`),
   which an AMI user reading more than `system,user` without name filters receives; and
   warns once per event name it receives without needing it (a too wide `read=`);
+- at each login, reads the dialplan's AstDB spool of recent texts, only the hours newer than
+  the newest text the bridge has, streamed one entry at a time (`_catch_up`);
 - speaks TLS when `[ami] tls = true` (Asterisk's manager.conf `tlsenable`), verifying the
   certificate against `ca_file` (or the system's CAs) and the host name by default.
 
@@ -28,11 +30,12 @@ import hmac
 import logging
 import ssl
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import panoramisk
+import panoramisk.actions
 
 from bridge.core.errors import (
     AmiActionFailed,
@@ -57,11 +60,62 @@ TEXT_EVENT_PATTERN = "UserEvent"
 _NEEDED_EVENTS = frozenset({"UserEvent", "FullyBooted", "DBGetTreeResponse",
                             "DBGetTreeComplete"})
 SPOOL_FAMILY = "slack-bridge-spool"  # the AstDB family extensions.conf writes
+# Where extensions.conf keeps the hours that hold texts ("-"-separated YYYYMMDDHH).
+SPOOL_STATE_FAMILY = "slack-bridge-spool-state"
+SPOOL_HOURS_KEY = "hours"
+# The dialplan deletes an hour once it is more than 24 h old, but only when a text arrives:
+# after a quiet spell older ones may still be there. The bridge never reads past this.
+SPOOL_KEEP_SECONDS = 25 * 3600
 _PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 10.0
 
 TextHandler = Callable[[InboundText | MalformedEvent], None]
+SpoolMark = Callable[[], Awaitable[float | None]]
+
+
+class _StreamedList(panoramisk.actions.Action):  # type: ignore[misc]
+    """A list action (DBGetTree) whose events are handed to `on_event` as they arrive.
+
+    panoramisk keeps every event of a list action until the list is complete: for a spool of
+    100,000 texts that was half a gigabyte. This keeps none; its future resolves to the
+    action's response once the `...Complete` event (or an error) arrives.
+    """
+
+    def __init__(self, fields: dict[str, str],
+                 on_event: Callable[[Mapping[str, str]], None]) -> None:
+        super().__init__(fields)
+        self._on_event = on_event
+        self.events = 0
+
+    def add_message(self, message: Any) -> bool:
+        if not self.responses:  # the response to the action itself
+            self.responses.append(message)
+            if getattr(message, "success", False):
+                return False  # a list follows
+        elif str(message.get("Event", "")).endswith("Complete"):
+            pass
+        else:
+            self.events += 1
+            self._on_event(message)
+            return False
+        if not self.future.done():
+            self.future.set_result(self.responses[0])
+        return True
+
+
+def spool_hour(unix_time: float) -> str:
+    """The spool's bucket (UTC YYYYMMDDHH) a text of `unix_time` is kept in."""
+    return time.strftime("%Y%m%d%H", time.gmtime(unix_time))
+
+
+def spool_entry_time(key: str) -> float | None:
+    """The Asterisk time in a spool key `/slack-bridge-spool/<hour>/<time>-<sha1>`."""
+    leaf = key.rsplit("/", 1)[-1].partition("-")[0]
+    try:
+        return float(leaf)
+    except ValueError:
+        return None
 
 
 class _Manager(panoramisk.Manager):  # type: ignore[misc]
@@ -182,11 +236,15 @@ class AmiLink:
     """One supervised, logged-in AMI connection."""
 
     def __init__(self, settings: AmiSettings, *, on_text: TextHandler,
+                 spool_mark: SpoolMark | None = None,
                  spool_since: float | None = None) -> None:
+        """`spool_mark` gives the newest Asterisk time of a text the bridge has stored: the
+        spool read at login skips what is older (None: read the whole spool). Spooled texts
+        from before `spool_since` (unix time) are not relayed: the store is newer than them,
+        so it cannot tell whether they are in Slack already (None: relay all)."""
         self._settings = settings
         self._on_text = on_text
-        # Spooled texts from before this unix time are not relayed: the store is newer than
-        # them, so it cannot tell whether they are in Slack already (None: relay all).
+        self._spool_mark = spool_mark
         self._spool_since = spool_since
         self._manager: _Manager | None = None
         self._ready = asyncio.Event()
@@ -400,15 +458,28 @@ class AmiLink:
     async def _catch_up(self) -> None:
         """Hand over texts spooled in AstDB while the bridge was away, oldest first.
 
-        The dialplan keeps a copy of every text in AstDB for about 22 hours. Texts the
-        bridge already has are recognised by their MessageId and dropped by the store.
-        Live texts arriving meanwhile are held and handed over after the spool.
+        The dialplan keeps a copy of every text in AstDB for 24-25 hours, one family per hour
+        (see extensions.conf). Only the hours from the newest text the store has onwards are
+        read, each streamed entry by entry in time order, and entries older than that text are
+        skipped before they are decoded: what is left is what the bridge does not have yet
+        (give or take the last moments before it went away; the store drops those repeats by
+        their MessageId). Live texts arriving meanwhile are held and handed over after.
         """
         self._held = []
         try:
             try:
-                entries = await self._list_action({"Action": "DBGetTree",
-                                                   "Family": SPOOL_FAMILY})
+                hours = await self._spool_hours()
+                mark = await self._spool_mark() if self._spool_mark is not None else None
+                since = max(mark or 0.0, time.time() - SPOOL_KEEP_SECONDS)
+                created = self._spool_since
+                first = spool_hour(since)
+                relayed = skipped = older = 0
+                for hour in sorted(h for h in hours if h >= first):
+                    got, passed, before_store = await self._read_spool_hour(hour, since,
+                                                                            created)
+                    relayed += got
+                    skipped += passed
+                    older += before_store
             except AmiActionFailed as exc:
                 if not self._spool_warned:
                     self._spool_warned = True
@@ -420,24 +491,16 @@ class AmiLink:
             except AmiError as exc:
                 log.warning("AMI: reading the spool failed (%s); will retry on reconnect", exc)
                 return
-            texts = [decode_spool_entry(str(entry.get("Val", ""))) for entry in entries
-                     if entry.get("Event") == "DBGetTreeResponse"]
-            texts.sort(key=lambda t: getattr(t, "asterisk_time", None) or 0.0)
-            since = self._spool_since
-            older = [t for t in texts if since is not None
-                     and (getattr(t, "asterisk_time", None) or 0.0) < since]
             if older:
-                texts = texts[len(older):]
                 log.warning(
                     "AMI: %d texts in Asterisk's spool are older than this store (created "
                     "%s) and are NOT relayed: a new store cannot know whether they are in "
                     "Slack already, and reposting them all could double every one. To relay "
-                    "them anyway, restart with `bridge run --replay-spool`", len(older),
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since)))
-            log.info("AMI: %d texts in Asterisk's spool (recent texts; already relayed ones "
-                     "are skipped)", len(texts))
-            for text in texts:
-                self._on_text(text)
+                    "them anyway, restart with `bridge run --replay-spool`", older,
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0.0)))
+            log.info("AMI: %d texts from Asterisk's spool handed over, %d older ones the bridge "
+                     "already had skipped (hours read: %d)", relayed, skipped,
+                     sum(1 for h in hours if h >= first))
         finally:
             held, self._held = self._held, None
             for text in held or []:
@@ -452,6 +515,76 @@ class AmiLink:
                     "AMI user '%s' reads more than `system,user` or lacks the shipped "
                     "eventfilter lines (see manager.conf from `bridge asterisk-config`)",
                     name, self._settings.username)
+
+    async def _spool_hours(self) -> list[str]:
+        """The spool's hours that hold texts, from the dialplan's own list (one AstDB read)."""
+        try:
+            answer = await self._list_action({"Action": "DBGet", "Family": SPOOL_STATE_FAMILY,
+                                              "Key": SPOOL_HOURS_KEY})
+        except AmiActionFailed as exc:
+            if "not found" in exc.asterisk_message.lower():
+                return []  # no text has reached the dialplan's spool yet
+            raise
+        value = next((str(event.get("Val", "")) for event in answer
+                      if event.get("Event") == "DBGetResponse"), "")
+        return [hour for hour in value.split("-") if len(hour) == 10 and hour.isdigit()]
+
+    async def _read_spool_hour(self, hour: str, since: float,
+                               created: float | None) -> tuple[int, int, int]:
+        """Stream one hour of the spool into the bridge; (handed over, skipped as already
+        had, not relayed as older than the store)."""
+        counts = [0, 0, 0]
+
+        def on_entry(entry: Mapping[str, str]) -> None:
+            if entry.get("Event") != "DBGetTreeResponse":
+                return
+            at = spool_entry_time(str(entry.get("Key", "")))
+            # At the mark itself is the newest text the store took (one message thread
+            # stamps them: no two texts share a microsecond).
+            if at is not None and at <= since:
+                counts[1] += 1
+                return
+            if at is not None and created is not None and at < created:
+                counts[2] += 1
+                return
+            counts[0] += 1
+            self._on_text(decode_spool_entry(str(entry.get("Val", ""))))
+
+        action = _StreamedList({"Action": "DBGetTree", "Family": f"{SPOOL_FAMILY}/{hour}"},
+                               on_entry)
+        try:
+            await self._streamed(action)
+        except AmiActionFailed as exc:
+            if "not found" not in exc.asterisk_message.lower():
+                raise  # else: the hour was deleted meanwhile, or never held a text
+        return counts[0], counts[1], counts[2]
+
+    async def _streamed(self, action: _StreamedList) -> None:
+        """Send a streamed list action; wait while its events keep coming."""
+        manager = self._manager
+        if not self.ready or manager is None:
+            raise AmiUnavailable(f"not connected to Asterisk at {self.address} "
+                                 f"({self.last_error})")
+        future: asyncio.Future[Any] = manager.send_action(action)
+        self._pending.add(future)
+        try:
+            seen = -1
+            while True:
+                try:
+                    response = await asyncio.wait_for(asyncio.shield(future),
+                                                      self._settings.action_timeout)
+                    break
+                except TimeoutError:
+                    if action.events == seen:  # nothing arrived for a whole timeout
+                        if manager is self._manager:
+                            self._connection_lost(None)
+                        raise AmiTimeout(f"Asterisk stopped answering {action['Action']} "
+                                         f"for {self._settings.action_timeout:g} s") from None
+                    seen = action.events
+        finally:
+            self._pending.discard(future)
+        if not getattr(response, "success", False):
+            raise AmiActionFailed(str(action["Action"]), str(response.get("Message", "")))
 
     def _fully_booted(self, _manager: object, _event: Mapping[str, str]) -> None:
         log.debug("AMI: Asterisk at %s is fully booted", self.address)

@@ -102,6 +102,7 @@ MODULES: tuple[str, ...] = (
     "app_db.so",
     "func_sha1.so",
     "func_math.so",
+    "app_stack.so",  # GosubIf: the spool's hourly expiry
 )
 
 # Sandboxes whose Asterisk is still running: killed at interpreter exit, as a last resort

@@ -96,4 +96,8 @@ class StoreBackend(Protocol):
         """Forget what was finished before `older_than` (audit entries before
         `audit_older_than`; None keeps them)."""
 
+    async def spool_mark(self) -> float | None:
+        """The newest Asterisk time of any text ever stored (None: none yet); the spool read
+        at login skips what is older."""
+
     async def backlog(self) -> Backlog: ...

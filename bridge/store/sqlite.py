@@ -38,7 +38,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict
+from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -64,7 +64,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -161,12 +161,37 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX threads_started ON threads (started);
     CREATE INDEX conversations_activity ON conversations (last_activity);
     """,
+    # 4 -> 5: an index for every query a text, a start, a scrape or a prune runs, so none of
+    # them costs more as delivered rows pile up. The partial indexes hold waiting rows only
+    # (a handful), the prune ones let old rows be found without reading the young ones.
+    # The two indexes of version 1 led no query to its rows (`state != ...` cannot use them)
+    # and cost a write per text each.
+    # spool_mark: the newest Asterisk time of any text stored, kept apart from the rows (which
+    # are pruned), so the spool read at login skips everything older (bridge/asterisk/ami.py).
+    """
+    DROP INDEX inbound_waiting;
+    DROP INDEX outbound_waiting;
+    CREATE INDEX inbound_unposted ON inbound (id, received_at) WHERE state != 'posted';
+    CREATE INDEX inbound_posted ON inbound (posted_at) WHERE state = 'posted';
+    CREATE INDEX outbound_queued ON outbound (created_at) WHERE state = 'queued';
+    CREATE INDEX outbound_unfinished ON outbound (id) WHERE state = 'queued' OR notified = 0;
+    CREATE INDEX outbound_untold ON outbound (id) WHERE state != 'queued' AND notified = 0;
+    CREATE INDEX outbound_told ON outbound (finished_at) WHERE state != 'queued' AND notified = 1;
+    CREATE INDEX slack_events_age ON slack_events (received_at);
+    CREATE INDEX conversations_thread ON conversations (channel, thread_ts);
+    CREATE TABLE spool_mark (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        asterisk_time REAL NOT NULL
+    );
+    """,
 ]
 
 
 # SQLite error texts that mean "the disk/file cannot take writes now", not a bug of ours.
 _UNWRITABLE = ("disk is full", "readonly", "read-only", "disk i/o error", "unable to open",
                "malformed", "not a database")
+# How many rows of each table one prune job deletes.
+_PRUNE_BATCH = 500
 
 
 class Store:
@@ -438,8 +463,25 @@ class Store:
                                        endpoint=item.endpoint, text=item.text,
                                        received_at=item.received_at, state="pending",
                                        attempts=0, conversation=item.conversation))
+            newest = max((item.text.asterisk_time for item in items
+                          if isinstance(item.text, InboundText) and item.text.asterisk_time),
+                         default=None)
+            if newest is not None:
+                db.execute("INSERT INTO spool_mark (id, asterisk_time) VALUES (1, ?)"
+                           " ON CONFLICT(id) DO UPDATE SET"
+                           " asterisk_time=MAX(asterisk_time, excluded.asterisk_time)",
+                           (newest,))
             return rows
         return self._transaction(insert)
+
+    async def spool_mark(self) -> float | None:
+        """The newest Asterisk time of any text from a phone the store ever took (None before
+        the first): spooled texts older than this are already here, or were, before a prune."""
+        return await self._run(self._spool_mark)
+
+    def _spool_mark(self) -> float | None:
+        row = self._conn().execute("SELECT asterisk_time FROM spool_mark WHERE id=1").fetchone()
+        return float(row[0]) if row else None
 
     async def waiting_inbound(self) -> list[InboundRow]:
         """Every inbound text not yet known to be posted, oldest first."""
@@ -634,31 +676,45 @@ class Store:
         thread is no longer mapped to its phone), and audit entries before
         `audit_older_than` (None: keep the audit trail).
 
-        Keep texts longer than Asterisk's spool (about 22 h): their message IDs are what
-        recognises a spooled text as already relayed.
+        Keep texts longer than Asterisk's spool (about 25 h): their message IDs are what
+        recognises a spooled text as already relayed. Deletes in batches of a few hundred
+        rows, each its own store job, so texts arriving meanwhile wait for one batch at most.
         """
-        return await self._run(self._prune, older_than, audit_older_than)
+        total = Pruned(texts=0, threads=0, conversations=0, slack_events=0, audit=0)
+        while True:
+            batch, more = await self._run(self._prune, older_than, audit_older_than,
+                                          _PRUNE_BATCH)
+            total = Pruned(*(a + b for a, b in zip(astuple(total), astuple(batch),
+                                                   strict=True)))
+            if not more:
+                return total
 
-    def _prune(self, older_than: float, audit_older_than: float | None) -> Pruned:
-        def delete(db: sqlite3.Connection) -> Pruned:
-            inbound = db.execute("DELETE FROM inbound WHERE state='posted' AND posted_at < ?",
-                                 (older_than,)).rowcount
-            outbound = db.execute("DELETE FROM outbound WHERE state!='queued' AND notified=1"
-                                  " AND finished_at < ?", (older_than,)).rowcount
-            events = db.execute("DELETE FROM slack_events WHERE received_at < ?",
-                                (older_than,)).rowcount
-            conversations = db.execute("DELETE FROM conversations WHERE last_activity < ?",
-                                       (older_than,)).rowcount
+    def _prune(self, older_than: float, audit_older_than: float | None,
+               limit: int) -> tuple[Pruned, bool]:
+        def delete(db: sqlite3.Connection) -> tuple[Pruned, bool]:
+            def batch(sql: str, before: float) -> int:
+                return int(db.execute(sql, (before, limit)).rowcount)
+            inbound = batch("DELETE FROM inbound WHERE id IN (SELECT id FROM inbound"
+                            " WHERE state='posted' AND posted_at < ? LIMIT ?)", older_than)
+            outbound = batch("DELETE FROM outbound WHERE id IN (SELECT id FROM outbound WHERE"
+                             " state!='queued' AND notified=1 AND finished_at < ? LIMIT ?)",
+                             older_than)
+            events = batch("DELETE FROM slack_events WHERE event_id IN (SELECT event_id FROM"
+                           " slack_events WHERE received_at < ? LIMIT ?)", older_than)
+            conversations = batch("DELETE FROM conversations WHERE key IN (SELECT key FROM"
+                                  " conversations WHERE last_activity < ? LIMIT ?)", older_than)
             # A thread still some conversation's current one stays, however old it is.
-            threads = db.execute(
-                "DELETE FROM threads WHERE started < ? AND NOT EXISTS (SELECT 1 FROM"
-                " conversations c WHERE c.channel = threads.channel AND"
-                " c.thread_ts = threads.thread_ts)", (older_than,)).rowcount
-            audit = 0 if audit_older_than is None else db.execute(
-                "DELETE FROM audit WHERE at < ?", (audit_older_than,)).rowcount
-            return Pruned(texts=int(inbound) + int(outbound), threads=int(threads),
-                          conversations=int(conversations), slack_events=int(events),
-                          audit=int(audit))
+            threads = batch(
+                "DELETE FROM threads WHERE rowid IN (SELECT rowid FROM threads WHERE started < ?"
+                " AND NOT EXISTS (SELECT 1 FROM conversations c WHERE c.channel ="
+                " threads.channel AND c.thread_ts = threads.thread_ts) LIMIT ?)", older_than)
+            audit = 0 if audit_older_than is None else batch(
+                "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < ? LIMIT ?)",
+                audit_older_than)
+            counts = (inbound, outbound, events, conversations, threads, audit)
+            return (Pruned(texts=inbound + outbound, threads=threads,
+                           conversations=conversations, slack_events=events, audit=audit),
+                    any(count >= limit for count in counts))
         return self._transaction(delete)
 
     # -- reporting -------------------------------------------------------------------------

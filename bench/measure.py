@@ -50,7 +50,7 @@ from bench.scaling import fill_store
 from bench.sipp import SippRun
 from bench.slack_side import Arrival, TimedFakeSlack, WebhookReceiver
 from bench.watch import AmiCounter, ProcStats
-from bridge.store import Store
+from bridge.store.sqlite import Store
 
 log = logging.getLogger("bench")
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.core.directory import Directory, Endpoint
+from bridge.core.model import NewInbound
 from bridge.core.texts import InboundText
-from bridge.store.sqlite import NewInbound, Store
+from bridge.store.sqlite import Store
 
 # ------------------------------------------------------------------ directory
 

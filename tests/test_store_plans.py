@@ -13,8 +13,9 @@ import statistics
 import time
 from pathlib import Path
 
+from bridge.core.model import AuditEntry, NewInbound
 from bridge.core.texts import EchoText, InboundText
-from bridge.store.sqlite import AuditEntry, NewInbound, Store
+from bridge.store.sqlite import Store
 
 
 def text(n: int, at: float | None = None) -> InboundText:

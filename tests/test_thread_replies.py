@@ -201,15 +201,23 @@ def test_channel_mode_with_two_phones_in_the_channel_texts_neither(tmp_path: Pat
         SendReply(recipient="bob", thread_ts=PARENT_TS)
 
 
-@pytest.mark.parametrize(("conversation", "recipient"), [
-    ("uri:+15551234567@203.0.113.7", "+15551234567"),
-    ("uri:guest@pbx.example.com", "guest"),
-    ("uri:frank@10.0.0.9:5060", "frank"),
+def test_a_reply_to_a_phone_outside_the_directory_goes_back_to_its_endpoint(
+        config: Settings) -> None:
+    # Asterisk identified the phone (its own slack-bridge-from-<endpoint> context), but the
+    # directory does not list it: the reply goes to the endpoint the text came from.
+    identified = ThreadInfo(conversation="pjsip:frontdesk-7", endpoint=None)
+    assert run(config, message(SHARED), identified) == \
+        SendReply(recipient="frontdesk-7", thread_ts=PARENT_TS, reply_endpoint="frontdesk-7")
+
+
+@pytest.mark.parametrize("conversation", [
+    "uri:+15551234567@203.0.113.7", "uri:guest@pbx.example.com", "uri:frank@10.0.0.9:5060",
 ])
-def test_a_reply_to_a_strangers_thread_goes_to_its_number(
-        config: Settings, conversation: str, recipient: str) -> None:
-    # A phone outside the directory texted in; the reply is addressed to its number (or user
-    # part), which the gate then allows only through a [[numbers]] pattern.
+def test_a_reply_to_an_unidentified_phone_is_refused_with_the_reason(
+        config: Settings, conversation: str) -> None:
+    # Only its From is known, which the phone writes itself: texting whoever it names could
+    # reach someone else, so the author is told why nothing was sent.
     stranger = ThreadInfo(conversation=conversation, endpoint=None)
-    assert run(config, message(SHARED), stranger) == \
-        SendReply(recipient=recipient, thread_ts=PARENT_TS)
+    decision = run(config, message(SHARED), stranger)
+    assert isinstance(decision, Refuse)
+    assert "cannot tell which phone sent this text" in decision.reason

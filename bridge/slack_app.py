@@ -24,7 +24,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge import metrics
-from bridge.commands import Help, ListDirectory, Status, parse_command
+from bridge.commands import Compose, Help, ListDirectory, Status, parse_command
 from bridge.config import Settings
 from bridge.directory import Endpoint
 from bridge.errors import TextRejected
@@ -42,6 +42,14 @@ from bridge.replies import (
     status_text,
 )
 from bridge.slack_client import Notifier, SlackActions
+from bridge.slack_compose import (
+    COMPOSE_SHORTCUT,
+    COMPOSE_VIEW,
+    MESSAGE_SHORTCUT,
+    RECIPIENT_ACTION,
+    ComposeFlow,
+    ComposeOrigin,
+)
 from bridge.slack_text import escape, slack_to_plain, user_ids
 from bridge.store import OutboundRow, Store
 from bridge.texts import EchoText
@@ -96,6 +104,15 @@ class SlackFrontend:
         )
         self.app.command(slack.command)(self._on_command)
         self.app.event("message")(self._on_message)
+        # The compose window (bridge.slack_compose): shortcuts, picker type-ahead, Send.
+        self._compose = ComposeFlow(client=client, directory=settings.directory,
+                                    policy=settings.access, admit=self._submit,
+                                    display_names=self._actions.display_names,
+                                    presence=lambda name: "unknown")
+        self.app.shortcut(COMPOSE_SHORTCUT)(self._compose.on_shortcut)
+        self.app.shortcut(MESSAGE_SHORTCUT)(self._compose.on_message_shortcut)
+        self.app.options(RECIPIENT_ACTION)(self._compose.on_options)
+        self.app.view(COMPOSE_VIEW)(self._compose.on_submit)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
@@ -141,6 +158,13 @@ class SlackFrontend:
         directory = self._settings.directory
         parsed = parse_command(str(command.get("text", "")))
         user = str(command.get("user_id", ""))
+        if isinstance(parsed, Compose):
+            origin = ComposeOrigin(channel=str(command.get("channel_id", "")),
+                                   response_url=str(command.get("response_url") or ""))
+            if await self._compose.open(str(command.get("trigger_id") or ""), origin):
+                await ack()
+                return
+            parsed = Help()  # no window (an old trigger?): the typed way, then
         if isinstance(parsed, Help):
             await ack(help_text(name, directory))
             return
@@ -217,6 +241,14 @@ class SlackFrontend:
         if not self._ami.ready:
             await self._show_queued(channel, ts)
 
+    async def _submit(self, request: OutboundText, user_name: str) -> Endpoint:
+        """A text from the compose window: the /sip checks, then its echo in the thread."""
+        endpoint, row = await self._admit_and_store(request)
+        await self._relay.post_echo(EchoText(
+            body=request.text, slack_user=request.slack_user, slack_user_name=user_name,
+            endpoint=endpoint.name, outbound_id=row.id), channel=endpoint.channel)
+        return endpoint
+
     async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
         """Check a text (sendable, allowed, within limits), then store it for sending."""
         try:
@@ -290,7 +322,7 @@ class SlackFrontend:
         """Tell a text's sender what became of it (the Outbox calls this)."""
         row = await self._store.get_outbound(outcome.row.id) or outcome.row
         reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
-        if not row.feedback_ts and row.source == "slash":
+        if not row.feedback_ts and row.source != "reply":  # /sip or the compose window
             self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
         if not row.feedback_done:
             await self._show_outcome(row, sent=outcome.sent, reason=reason)

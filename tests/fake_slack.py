@@ -754,6 +754,10 @@ class FakeSlack:
         self._triggers[trigger] = time.monotonic()
         return trigger
 
+    def expire_trigger(self, trigger_id: str) -> None:
+        """Age a trigger_id past its 3 s (a slow app, or a delivery Slack retried late)."""
+        self._triggers[trigger_id] = time.monotonic() - TRIGGER_LIFETIME - 1
+
     async def _views_open(self, params: Params) -> Params:
         trigger = str(params.get("trigger_id") or "")
         view = params.get("view")

@@ -50,8 +50,10 @@ class Via:
         answer, _took = await self.slack.interact(payload, events_url=self.events_url)
         return answer
 
-    async def command(self, text: str, **fields: Any) -> str:
+    async def command(self, text: str, *, expired: bool = False, **fields: Any) -> str:
         payload = self.slack.slash_command_payload(text=text, **fields)
+        if expired:
+            self.slack.expire_trigger(payload["trigger_id"])
         if self.events_url is None:
             ack = await self.slack.send_socket_envelope("slash_commands", payload)
             return str((ack.get("payload") or {}).get("text", ""))
@@ -170,3 +172,11 @@ async def test_a_trigger_opens_one_modal_only(via: Via, slack: FakeSlack) -> Non
     await via.interact(payload)  # Slack delivers it again (a retry): the trigger is spent
     await via.bridge.wait_for_log("could not open the compose window \\(exchanged_trigger_id")
     assert len(slack.opened_views) == 1
+
+
+async def test_sip_without_text_answers_with_help_when_the_window_cannot_open(
+        via: Via, slack: FakeSlack) -> None:
+    ack = await via.command("", expired=True)
+    assert "/sip <recipient> <text>" in ack
+    assert not slack.opened_views
+    assert slack.calls_of("views.open")  # it tried, and Slack said expired_trigger_id

@@ -50,6 +50,7 @@ from bridge.slack_compose import (
     ComposeFlow,
     ComposeOrigin,
 )
+from bridge.slack_retry import RETRY_ACTION, RetryButton, failure_notice_blocks
 from bridge.slack_text import escape, slack_to_plain, user_ids
 from bridge.store import OutboundRow, Store
 from bridge.texts import EchoText
@@ -113,6 +114,9 @@ class SlackFrontend:
         self.app.shortcut(MESSAGE_SHORTCUT)(self._compose.on_message_shortcut)
         self.app.options(RECIPIENT_ACTION)(self._compose.on_options)
         self.app.view(COMPOSE_VIEW)(self._compose.on_submit)
+        # The Retry button on a failed text's notice (bridge.slack_retry).
+        self._retry = RetryButton(store=store, admit=self._submit)
+        self.app.action(RETRY_ACTION)(self._retry.on_press)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
@@ -313,9 +317,10 @@ class SlackFrontend:
             if not thread:
                 conversation = await self._store.conversation(row.endpoint)
                 thread = conversation.thread_ts if conversation else ts
-            await self._actions.note_in_thread(
-                channel, thread, f":x: Not sent to *{escape(row.endpoint)}*: "
-                f"{escape(reason or 'unknown reason')}")
+            note = (f":x: Not sent to *{escape(row.endpoint)}*: "
+                    f"{escape(reason or 'unknown reason')}")
+            await self._actions.note_in_thread(channel, thread, note,
+                                               blocks=failure_notice_blocks(note, row.id))
         await self._store.feedback_done(row.id)
 
     async def tell(self, outcome: Outcome) -> bool:

@@ -234,9 +234,11 @@ class SlackActions:
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("Slack: could not set :%s: on %s/%s (%s)", name, channel, ts, exc)
 
-    async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool:
+    async def note_in_thread(self, channel: str, thread_ts: str, text: str,
+                             blocks: list[dict[str, Any]] | None = None) -> bool:
         try:
-            await self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
+            await self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text,
+                                                blocks=blocks)
         except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
             log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts, exc)
             return False

@@ -28,16 +28,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+import aiohttp
 from aiohttp import WSMsgType, web
 from slack_sdk.signature import SignatureVerifier
 
-from bridge.demo.slack_web_api import (
-    MessageClock,
-    Params,
-    SlackRefusal,
-    read_params,
-    slack_escape,
-)
+from bridge.demo.slack_web_api import MessageClock, Params, SlackRefusal, read_params, slack_escape
 
 # Identities the fake answers with; tests can compare against these.
 TEAM_ID = "T0TEAM1"
@@ -62,6 +57,16 @@ MAX_BLOCKS_TOTAL_TEXT = 12000
 MAX_MESSAGE_TEXT = 40000
 # Slack allows a response_url to be used 5 times (within 30 minutes).
 MAX_RESPONSE_URL_USES = 5
+# Views (modals and the App Home) and interactivity.
+TRIGGER_LIFETIME = 3.0  # a trigger_id opens one view, within 3 s of the user's action
+MAX_VIEW_BLOCKS = 100
+MAX_VIEW_TITLE = 24  # title, submit and close labels
+MAX_PRIVATE_METADATA = 3000
+MAX_CALLBACK_ID = 255
+MAX_OPTIONS = 100  # per block_suggestion answer
+MAX_OPTION_TEXT = 75
+MAX_OPTION_VALUE = 150
+INTERACTION_DEADLINE = 3.0  # options and view_submission must be answered within 3 s
 
 # Methods that take the app-level (xapp-) token; every other method takes the bot token.
 _APP_TOKEN_METHODS = frozenset({"apps.connections.open"})
@@ -164,6 +169,67 @@ def check_blocks(blocks: Any) -> None:
         raise SlackRefusal("msg_blocks_too_long")
 
 
+def _label(obj: Any, limit: int) -> None:
+    if not isinstance(obj, dict) or obj.get("type") != "plain_text":
+        raise SlackRefusal("invalid_arguments")
+    body = _text_of(obj)
+    if not body or len(body) > limit:
+        raise SlackRefusal("invalid_arguments")
+
+
+def check_view(view: Any, *, kind: str) -> None:
+    """Raise SlackRefusal for a view (``modal`` or ``home``) that Slack would refuse."""
+    if not isinstance(view, dict) or view.get("type") != kind:
+        raise SlackRefusal("invalid_arguments")
+    blocks = view.get("blocks")
+    if not isinstance(blocks, list) or len(blocks) > MAX_VIEW_BLOCKS:
+        raise SlackRefusal("invalid_arguments")
+    if kind == "modal":
+        _label(view.get("title"), MAX_VIEW_TITLE)
+        for key in ("submit", "close"):
+            if key in view:
+                _label(view[key], MAX_VIEW_TITLE)
+        if any(b.get("type") == "input" for b in blocks if isinstance(b, dict)) \
+                and "submit" not in view:
+            raise SlackRefusal("invalid_arguments")  # inputs need a submit button
+    if len(str(view.get("private_metadata", ""))) > MAX_PRIVATE_METADATA:
+        raise SlackRefusal("invalid_arguments")
+    if len(str(view.get("callback_id", ""))) > MAX_CALLBACK_ID:
+        raise SlackRefusal("invalid_arguments")
+    block_ids = [b.get("block_id") for b in blocks if isinstance(b, dict) and b.get("block_id")]
+    if len(block_ids) != len(set(block_ids)):
+        raise SlackRefusal("invalid_arguments")  # duplicate block_id
+    for block in blocks:
+        if not isinstance(block, dict):
+            raise SlackRefusal("invalid_blocks")
+        if block.get("type") == "input":
+            _label(block.get("label"), 2000)
+            element = block.get("element")
+            if not isinstance(element, dict) or not element.get("type"):
+                raise SlackRefusal("invalid_blocks")
+            if element.get("type") == "plain_text_input":
+                initial = element.get("initial_value")
+                limit = int(element.get("max_length") or 3000)
+                if limit > 3000 or (isinstance(initial, str) and len(initial) > limit):
+                    raise SlackRefusal("invalid_blocks")
+        else:
+            check_blocks([block])  # the message rules for section, header, ...
+
+
+def check_options_answer(answer: Any) -> list[dict[str, Any]]:
+    """The options of a block_suggestion answer; AssertionError where Slack would refuse it
+    (and show the user "no results")."""
+    assert isinstance(answer, dict) and isinstance(answer.get("options"), list), answer
+    options: list[dict[str, Any]] = answer["options"]
+    assert len(options) <= MAX_OPTIONS, f"{len(options)} options (Slack shows at most 100)"
+    for option in options:
+        text = option.get("text") or {}
+        assert text.get("type") == "plain_text", option
+        assert 0 < len(text.get("text", "")) <= MAX_OPTION_TEXT, option
+        assert 0 < len(str(option.get("value", ""))) <= MAX_OPTION_VALUE, option
+    return options
+
+
 class FakeSlack:
     """A local Slack: start it, point the bridge at ``api_url``, assert on what arrived."""
 
@@ -196,6 +262,11 @@ class FakeSlack:
         self.calls: list[tuple[str, dict[str, Any]]] = []
         # Every message received from Socket Mode clients that carried an envelope_id.
         self.socket_acks: list[dict[str, Any]] = []
+        # Modals opened (views.open, accepted ones) and App Home views published, per user.
+        self.opened_views: list[dict[str, Any]] = []
+        self.home_views: dict[str, list[dict[str, Any]]] = {}
+        self._triggers: dict[str, float] = {}  # trigger_id -> monotonic time issued
+        self._used_triggers: set[str] = set()
 
         self._port: int | None = None
         self._runner: web.AppRunner | None = None
@@ -224,6 +295,8 @@ class FakeSlack:
             "reactions.remove": self._reactions_remove,
             "usergroups.users.list": self._usergroups_users_list,
             "apps.connections.open": self._apps_connections_open,
+            "views.open": self._views_open,
+            "views.publish": self._views_publish,
         }
         self._handlers = handlers
 
@@ -371,6 +444,8 @@ class FakeSlack:
         self.usergroups.clear()
         self._faults.clear()
         self._limits.clear()
+        self.opened_views.clear()
+        self.home_views.clear()
 
     def rate_limit(
         self,
@@ -664,6 +739,74 @@ class FakeSlack:
         self._socket_ids.add(sid)
         return {"ok": True, "url": f"ws://127.0.0.1:{self._port}/socket-mode/{sid}"}
 
+    # ------------------------------------------------------------------ views
+
+    def new_trigger_id(self) -> str:
+        """A trigger_id as Slack puts in a user's action: opens one view, within 3 s."""
+        self._ids += 1
+        trigger = f"{self._ids}.1700000000.{uuid.uuid4().hex}"
+        self._triggers[trigger] = time.monotonic()
+        return trigger
+
+    def expire_trigger(self, trigger_id: str) -> None:
+        """Age a trigger_id past its 3 s (a slow app, or a delivery Slack retried late)."""
+        self._triggers[trigger_id] = time.monotonic() - TRIGGER_LIFETIME - 1
+
+    async def _views_open(self, params: Params) -> Params:
+        trigger = str(params.get("trigger_id") or "")
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                raise SlackRefusal("invalid_arguments") from None
+        issued = self._triggers.get(trigger)
+        if issued is None:
+            raise SlackRefusal("invalid_trigger_id")
+        if trigger in self._used_triggers:
+            raise SlackRefusal("exchanged_trigger_id")
+        if time.monotonic() - issued > TRIGGER_LIFETIME:
+            raise SlackRefusal("expired_trigger_id")
+        check_view(view, kind="modal")
+        self._used_triggers.add(trigger)
+        opened = {**view, "id": f"V{self._new_id().upper()}"}
+        self.opened_views.append(opened)
+        await self._notify()
+        return {"ok": True, "view": opened}
+
+    async def _views_publish(self, params: Params) -> Params:
+        user = str(params.get("user_id") or "")
+        view = params.get("view")
+        if isinstance(view, str):
+            try:
+                view = json.loads(view)
+            except ValueError:
+                raise SlackRefusal("invalid_arguments") from None
+        if not user.startswith(("U", "W")):
+            raise SlackRefusal("invalid_arguments")
+        check_view(view, kind="home")
+        published = {**view, "id": f"V{self._new_id().upper()}"}
+        self.home_views.setdefault(user, []).append(published)
+        await self._notify()
+        return {"ok": True, "view": published}
+
+    async def wait_for_view(self, n: int = 1, timeout: float = 5.0) -> dict[str, Any]:
+        """Wait until ``n`` modals were opened; the ``n``-th."""
+        await self._wait_until(
+            lambda: len(self.opened_views) >= n, timeout,
+            lambda: f"expected {n} modals opened, got {len(self.opened_views)}; "
+                    + self._describe_calls())
+        return self.opened_views[n - 1]
+
+    async def wait_for_home(self, user: str, n: int = 1,
+                            timeout: float = 5.0) -> dict[str, Any]:
+        """Wait until ``n`` App Home views were published for ``user``; the latest."""
+        await self._wait_until(
+            lambda: len(self.home_views.get(user, [])) >= n, timeout,
+            lambda: f"expected {n} Home views for {user}, got "
+                    f"{len(self.home_views.get(user, []))}; " + self._describe_calls())
+        return self.home_views[user][-1]
+
     # ------------------------------------------------------------------ response_url
 
     async def _handle_response_url(self, request: web.Request) -> web.Response:
@@ -826,7 +969,7 @@ class FakeSlack:
             "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": self.new_response_url(),
-            "trigger_id": f"{self._ids}.1700000000.{uuid.uuid4().hex}",
+            "trigger_id": self.new_trigger_id(),
         }
 
     def message_event_payload(
@@ -922,3 +1065,121 @@ class FakeSlack:
             "X-Slack-Signature": signature,
         }
         return body.encode("utf-8"), headers
+
+    # ------------------------------------------------------------------ interactivity
+
+    @staticmethod
+    def _user(user_id: str, user_name: str) -> dict[str, str]:
+        return {"id": user_id, "username": user_name, "name": user_name, "team_id": TEAM_ID}
+
+    def _interaction(self, kind: str, user_id: str, user_name: str,
+                     **fields: Any) -> dict[str, Any]:
+        return {"type": kind, "token": VERIFICATION_TOKEN, "api_app_id": APP_ID,
+                "team": {"id": TEAM_ID, "domain": TEAM_DOMAIN},
+                "user": self._user(user_id, user_name), "is_enterprise_install": False,
+                **fields}
+
+    def shortcut_payload(self, *, callback_id: str, user_id: str = "U0USER1",
+                         user_name: str = "alice.smith") -> dict[str, Any]:
+        """A global shortcut (lightning menu), as Slack sends it."""
+        return self._interaction("shortcut", user_id, user_name, callback_id=callback_id,
+                                 trigger_id=self.new_trigger_id(), action_ts=self._next_ts())
+
+    def message_action_payload(self, *, callback_id: str, text: str,
+                               user_id: str = "U0USER1", user_name: str = "alice.smith",
+                               channel_id: str = "C0CHAN1", escaped: bool = False,
+                               author: str = "U0USER2") -> dict[str, Any]:
+        """A message shortcut on a message whose text is ``text`` (escaped like Slack's)."""
+        ts = self._next_ts()
+        return self._interaction(
+            "message_action", user_id, user_name, callback_id=callback_id,
+            trigger_id=self.new_trigger_id(), action_ts=ts, message_ts=ts,
+            response_url=self.new_response_url(),
+            channel={"id": channel_id, "name": channel_id.lower()},
+            message={"type": "message", "user": author, "ts": ts,
+                     "text": text if escaped else slack_escape(text)})
+
+    @staticmethod
+    def _view_state(view: dict[str, Any], values: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {**view, "team_id": TEAM_ID, "app_id": APP_ID, "bot_id": BOT_ID,
+                "state": {"values": values}, "hash": uuid.uuid4().hex[:16]}
+
+    def block_suggestion_payload(self, *, view: dict[str, Any], block_id: str,
+                                 action_id: str, value: str, user_id: str = "U0USER1",
+                                 user_name: str = "alice.smith") -> dict[str, Any]:
+        """What Slack sends to the options load URL while the user types in a picker."""
+        return self._interaction("block_suggestion", user_id, user_name, block_id=block_id,
+                                 action_id=action_id, value=value,
+                                 container={"type": "view", "view_id": view.get("id")},
+                                 view=self._view_state(view, {}))
+
+    def view_submission_payload(self, *, view: dict[str, Any],
+                                values: dict[str, dict[str, Any]], user_id: str = "U0USER1",
+                                user_name: str = "alice.smith") -> dict[str, Any]:
+        """A modal's Send: ``values`` is Slack's view.state.values (block -> action -> value).
+
+        Input values arrive as typed (Slack does not escape what is typed in an input)."""
+        return self._interaction("view_submission", user_id, user_name,
+                                 trigger_id=self.new_trigger_id(),
+                                 view=self._view_state(view, values), response_urls=[])
+
+    def block_actions_payload(self, *, message: dict[str, Any], action: dict[str, Any],
+                              user_id: str = "U0USER1",
+                              user_name: str = "alice.smith") -> dict[str, Any]:
+        """A button pressed on a message the bot posted (``message``: one of ``posts``)."""
+        pressed = {**action, "action_ts": self._next_ts()}
+        return self._interaction(
+            "block_actions", user_id, user_name, trigger_id=self.new_trigger_id(),
+            container={"type": "message", "message_ts": message["ts"],
+                       "channel_id": message["channel"], "is_ephemeral": False},
+            channel={"id": message["channel"], "name": str(message["channel"]).lower()},
+            message=self._bot_message(message, message["ts"]),
+            response_url=self.new_response_url(), actions=[pressed])
+
+    def app_home_opened_payload(self, *, user_id: str = "U0USER1") -> dict[str, Any]:
+        """An ``event_callback`` for the user opening the app's Home tab."""
+        ts = self._next_ts()
+        return {"token": VERIFICATION_TOKEN, "team_id": TEAM_ID, "api_app_id": APP_ID,
+                "type": "event_callback", "event_id": f"Ev{uuid.uuid4().hex[:10].upper()}",
+                "event_time": int(float(ts)),
+                "event": {"type": "app_home_opened", "user": user_id, "channel": "D0HOME",
+                          "tab": "home", "event_ts": ts},
+                "authorizations": [{"enterprise_id": None, "team_id": TEAM_ID,
+                                    "user_id": BOT_USER_ID, "is_bot": True,
+                                    "is_enterprise_install": False}]}
+
+    def signed_interaction(self, payload: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+        """The body (``payload=<json>``, urlencoded) and headers of an interactivity request,
+        signed like slash commands."""
+        return self.signed_slash_command({"payload": json.dumps(payload)})
+
+    async def interact(self, payload: dict[str, Any], *,
+                       events_url: str | None = None) -> tuple[dict[str, Any], float]:
+        """Deliver an interactivity payload (or an ``event_callback``) as Slack would: signed
+        over HTTP to ``events_url``, else as a Socket Mode envelope. Returns the app's answer
+        (``{}`` for an empty 200) and how long it took; AssertionError when the app answered
+        anything but 200, or later than Slack waits (3 s)."""
+        is_event = payload.get("type") == "event_callback"
+        started = time.monotonic()
+        if events_url is None:
+            ack = await self.send_socket_envelope(
+                "events_api" if is_event else "interactive", payload,
+                timeout=INTERACTION_DEADLINE)
+            answer = ack.get("payload") or {}
+        else:
+            body, headers = (self.signed_event(payload) if is_event
+                             else self.signed_interaction(payload))
+            async with aiohttp.ClientSession() as session, session.post(
+                    events_url, data=body, headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=INTERACTION_DEADLINE)) as response:
+                text = await response.text()
+                assert response.status == 200, (response.status, text)
+            answer = json.loads(text) if text.strip().startswith("{") else {}
+        took = time.monotonic() - started
+        assert took <= INTERACTION_DEADLINE, f"answered after {took:.2f} s"
+        if payload.get("type") == "block_suggestion":
+            check_options_answer(answer)
+        if payload.get("type") == "view_submission" and answer:
+            assert answer.get("response_action") in ("errors", "update", "push", "clear"), \
+                answer
+        return answer, took

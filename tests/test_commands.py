@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from bridge.slack.commands import Help, ListDirectory, Send, parse_command
+from bridge.slack.commands import Compose, Help, ListDirectory, Send, parse_command
 
 
 def test_subcommands() -> None:
-    assert parse_command("") == Help()
+    assert parse_command("") == Compose()
+    assert parse_command("  ") == Compose()
     assert parse_command("  help ") == Help()
     assert parse_command("LIST") == ListDirectory()
 

@@ -42,6 +42,6 @@ async def test_refusals_are_answered_in_the_socket_ack(
     ack = await slack.send_socket_envelope(
         "slash_commands", slack.slash_command_payload(text="nobody hi"))
     assert "no phone called `nobody`" in ack["payload"]["text"]
-    ack = await slack.send_socket_envelope("slash_commands", slack.slash_command_payload(text=""))
+    ack = await slack.send_socket_envelope("slash_commands", slack.slash_command_payload(text="help"))
     assert "/sip <recipient> <text>" in ack["payload"]["text"]
     assert all(not p.received for p in phones.values())

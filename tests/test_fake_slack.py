@@ -418,3 +418,47 @@ async def test_socket_connection_needs_an_issued_url_and_unacked_envelopes_fail(
 
     with pytest.raises(AssertionError, match="no Socket Mode client"):
         await fake.wait_socket_connected(timeout=0.2)
+
+
+# ---------------------------------------------------------------- views
+
+
+def modal(**changes: Any) -> dict[str, Any]:
+    view: dict[str, Any] = {"type": "modal", "title": {"type": "plain_text", "text": "Text a phone"},
+                            "submit": {"type": "plain_text", "text": "Send"},
+                            "blocks": [section("hi")]}
+    view.update(changes)
+    return view
+
+
+async def test_a_trigger_opens_one_view_within_3_seconds(fake: FakeSlack) -> None:
+    client = web_client(fake)
+    trigger = fake.new_trigger_id()
+    assert (await client.views_open(trigger_id=trigger, view=modal()))["ok"] is True
+    again = await refusal(client.views_open(trigger_id=trigger, view=modal()))
+    assert again.response["error"] == "exchanged_trigger_id"
+    late = fake.new_trigger_id()
+    fake.expire_trigger(late)
+    assert (await refusal(client.views_open(trigger_id=late, view=modal()))
+            ).response["error"] == "expired_trigger_id"
+    assert (await refusal(client.views_open(trigger_id="1.2.made-up", view=modal()))
+            ).response["error"] == "invalid_trigger_id"
+    assert len(fake.opened_views) == 1
+
+
+async def test_views_over_slacks_limits_are_refused(fake: FakeSlack) -> None:
+    client = web_client(fake)
+    too_long = modal(title={"type": "plain_text", "text": "x" * 25})
+    too_many = modal(blocks=[section(str(i)) for i in range(101)])
+    for view in (too_long, too_many):
+        error = await refusal(client.views_open(trigger_id=fake.new_trigger_id(), view=view))
+        assert error.response["error"] == "invalid_arguments"
+    assert (await client.views_open(trigger_id=fake.new_trigger_id(),
+                                    view=modal(blocks=[section(str(i)) for i in range(100)]))
+            )["ok"] is True
+    home = {"type": "home", "blocks": [section(str(i)) for i in range(101)]}
+    error = await refusal(client.views_publish(user_id="U0USER1", view=home))
+    assert error.response["error"] == "invalid_arguments"
+    home["blocks"] = home["blocks"][:100]
+    assert (await client.views_publish(user_id="U0USER1", view=home))["ok"] is True
+    assert len(fake.home_views["U0USER1"]) == 1

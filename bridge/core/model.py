@@ -17,8 +17,9 @@ from bridge.core.texts import EchoText, InboundText
 InboundState = Literal["pending", "posting", "posted"]
 # A text to a phone: queued until Asterisk took every segment (sent) or it failed.
 OutboundState = Literal["queued", "sent", "failed"]
-# Where a text to a phone came from: the slash command, or a reply in a phone's thread.
-Source = Literal["slash", "reply"]
+# Where a text to a phone came from: the slash command, the compose window, a reply in a
+# phone's thread, or the Retry button on a failed text's notice.
+Source = Literal["slash", "modal", "reply", "retry"]
 
 
 @dataclass(frozen=True)

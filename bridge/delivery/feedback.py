@@ -20,10 +20,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.core.model import OutboundRow, Outcome
-from bridge.slack.messages import failure_reason, not_sent_text, sent_text
+from bridge.slack.messages import (
+    failure_notice_blocks,
+    failure_reason,
+    not_sent_text,
+    sent_text,
+)
 from bridge.slack.text import escape
 from bridge.store.backend import StoreBackend
 
@@ -42,7 +47,8 @@ class Reactions(Protocol):
 
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None: ...
 
-    async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool: ...
+    async def note_in_thread(self, channel: str, thread_ts: str, text: str,
+                             blocks: list[dict[str, Any]] | None = None) -> bool: ...
 
 
 class Teller(Protocol):
@@ -115,7 +121,7 @@ class DeliveryFeedback:
         """Show a text's outcome; True once its sender has heard (or cannot be told)."""
         row = await self._store.get_outbound(outcome.row.id) or outcome.row
         reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
-        if not row.feedback_ts and row.source == "slash":
+        if not row.feedback_ts and row.source != "reply":  # /sip, the compose window, Retry
             self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
         if not row.feedback_done:
             await self._show_outcome(row, sent=outcome.sent, reason=reason)
@@ -207,6 +213,8 @@ class DeliveryFeedback:
             if not thread:
                 conversation = await self._store.conversation(row.endpoint)
                 thread = conversation.thread_ts if conversation else ts
-            await self._reactions.note_in_thread(
-                channel, thread, f":x: Not sent to *{escape(row.endpoint)}*: "
-                f"{escape(reason or 'unknown reason')}")
+            note = (f":x: Not sent to *{escape(row.endpoint)}*: "
+                    f"{escape(reason or 'unknown reason')}")
+            # The notice carries a Retry button only its sender may press (bridge.slack.retry).
+            await self._reactions.note_in_thread(channel, thread, note,
+                                                 blocks=failure_notice_blocks(note, row.id))

@@ -58,7 +58,7 @@ class OutboundText:
     slack_user: str  # user ID
     slack_channel: str
     response_url: str | None = None
-    source: Source = "slash"  # slash: /sip command; reply: a message in a conversation
+    source: Source = "slash"  # slash: /sip; modal: the compose window; reply: in a thread
     feedback_ts: str | None = None  # the Slack message that shows the state (replies)
     thread_ts: str | None = None
     # A reply to a phone outside the directory: the PJSIP endpoint its text came from. Only

@@ -253,10 +253,11 @@ class SlackActions:
                 log.warning("Slack: could not %s :%s: on %s/%s (%s)",
                             "remove" if remove else "add", name, channel, ts, exc.error)
 
-    async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool:
+    async def note_in_thread(self, channel: str, thread_ts: str, text: str,
+                             blocks: list[dict[str, Any]] | None = None) -> bool:
         try:
             await slack_call("chat.postMessage", self._client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text))
+                channel=channel, thread_ts=thread_ts, text=text, blocks=blocks))
         except SlackError as exc:
             log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts,
                         exc.error)

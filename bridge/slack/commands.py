@@ -1,6 +1,6 @@
 """Parsing what a Slack user typed after the slash command. Pure.
 
-    /sip                    -> Help
+    /sip                    -> Compose (the compose window; help where it cannot open)
     /sip help               -> Help
     /sip list               -> ListDirectory
     /sip status             -> Status (AMI state, queue depths)
@@ -23,6 +23,11 @@ class Help:
 
 
 @dataclass(frozen=True)
+class Compose:
+    pass
+
+
+@dataclass(frozen=True)
 class ListDirectory:
     pass
 
@@ -38,14 +43,14 @@ class Send:
     text: str  # plain text as the user saw it; may be empty (the sender is told)
 
 
-Command = Help | ListDirectory | Status | Send
+Command = Compose | Help | ListDirectory | Status | Send
 
 
 def parse_command(text: str) -> Command:
     """Turn the slash command's `text` field into a Command."""
     stripped = text.strip()
     if not stripped:
-        return Help()
+        return Compose()
     parts = stripped.split(None, 1)
     word = parts[0]
     rest = parts[1] if len(parts) > 1 else ""

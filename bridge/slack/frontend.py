@@ -37,9 +37,18 @@ from bridge.delivery.outbound import OutboundText, Outbox, check_text
 from bridge.ops import metrics
 from bridge.settings.config import Settings
 from bridge.slack.client import SlackActions
-from bridge.slack.commands import Help, ListDirectory, Status, parse_command
+from bridge.slack.commands import Compose, Help, ListDirectory, Status, parse_command
+from bridge.slack.compose import (
+    COMPOSE_SHORTCUT,
+    COMPOSE_VIEW,
+    MESSAGE_SHORTCUT,
+    RECIPIENT_ACTION,
+    ComposeFlow,
+    ComposeOrigin,
+)
 from bridge.slack.identity import BotIdentity
 from bridge.slack.messages import (
+    RETRY_ACTION,
     cannot_store_text,
     help_text,
     list_text,
@@ -48,6 +57,7 @@ from bridge.slack.messages import (
     sending_text,
     status_text,
 )
+from bridge.slack.retry import RetryButton
 from bridge.slack.text import slack_to_plain, user_ids
 from bridge.store.backend import StoreBackend
 
@@ -92,6 +102,18 @@ class SlackFrontend:
             self.app = self._bolt_app(bolt_client)
         self.app.command(slack.command)(self._on_command)
         self.app.event("message")(self._on_message)
+        # The compose window (bridge.slack.compose): shortcuts, picker type-ahead, Send.
+        self._compose = ComposeFlow(client=client, directory=settings.directory,
+                                    policy=settings.access, admit=self._submit,
+                                    display_names=self._actions.display_names,
+                                    presence=lambda name: "unknown")
+        self.app.shortcut(COMPOSE_SHORTCUT)(self._compose.on_shortcut)
+        self.app.shortcut(MESSAGE_SHORTCUT)(self._compose.on_message_shortcut)
+        self.app.options(RECIPIENT_ACTION)(self._compose.on_options)
+        self.app.view(COMPOSE_VIEW)(self._compose.on_submit)
+        # The Retry button on a failed text's notice (bridge.slack.retry).
+        self._retry = RetryButton(store=store, admit=self._submit)
+        self.app.action(RETRY_ACTION)(self._retry.on_press)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
@@ -111,7 +133,6 @@ class SlackFrontend:
             process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
-
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -152,6 +173,13 @@ class SlackFrontend:
         directory = self._settings.directory
         parsed = parse_command(str(command.get("text", "")))
         user = str(command.get("user_id", ""))
+        if isinstance(parsed, Compose):
+            origin = ComposeOrigin(channel=str(command.get("channel_id", "")),
+                                   response_url=str(command.get("response_url") or ""))
+            if await self._compose.open(str(command.get("trigger_id") or ""), origin):
+                await ack()
+                return
+            parsed = Help()  # no window (an old trigger?): the typed way, then
         if isinstance(parsed, Help):
             await ack(help_text(name, directory))
             return
@@ -250,6 +278,14 @@ class SlackFrontend:
             await self._relay.touch(owner_key)
         if not self._ami.ready:
             await self._feedback.show_queued(channel, ts)
+
+    async def _submit(self, request: OutboundText, user_name: str) -> Endpoint:
+        """A text from the compose window: the /sip checks, then its echo in the thread."""
+        endpoint, row = await self._admit_and_store(request)
+        await self._relay.post_echo(EchoText(
+            body=request.text, slack_user=request.slack_user, slack_user_name=user_name,
+            endpoint=endpoint.name, outbound_id=row.id), channel=endpoint.channel)
+        return endpoint
 
     async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
         """Check a text (sendable, allowed, within limits), then store it for sending."""

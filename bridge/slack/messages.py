@@ -269,3 +269,17 @@ def _duration(seconds: float) -> str:
     if seconds < 172800:
         return f"{seconds // 3600} h"
     return f"{seconds // 86400} days"
+
+
+# The action_id of the Retry button on a failed text's notice (bridge/slack/retry.py).
+RETRY_ACTION = "retry_text"
+
+
+def failure_notice_blocks(text: str, row_id: int) -> list[dict[str, Any]]:
+    """A failure notice (mrkdwn `text`) with a Retry button for stored text `row_id`."""
+    return [
+        {"type": "section", "text": {"type": "mrkdwn", "text": text[:3000]}},
+        {"type": "actions", "block_id": f"retry-{row_id}", "elements": [
+            {"type": "button", "action_id": RETRY_ACTION, "value": str(row_id),
+             "text": {"type": "plain_text", "text": "Retry"}}]},
+    ]

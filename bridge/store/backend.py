@@ -96,6 +96,9 @@ class StoreBackend(Protocol):
         """Forget what was finished before `older_than` (audit entries before
         `audit_older_than`; None keeps them)."""
 
+    async def forget_event(self, event_id: str) -> None:
+        """Forget a recorded event ID, so its next sight counts as the first again."""
+
     async def spool_mark(self) -> float | None:
         """The newest Asterisk time of any text ever stored (None: none yet); the spool read
         at login skips what is older."""

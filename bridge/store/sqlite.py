@@ -647,6 +647,11 @@ class Store:
             return cursor.rowcount == 1
         return self._transaction(insert)
 
+    async def forget_event(self, event_id: str) -> None:
+        """Forget a recorded event ID, so its next sight counts as the first again."""
+        await self._run(self._transaction, lambda db: db.execute(
+            "DELETE FROM slack_events WHERE event_id=?", (event_id,)))
+
     async def outbound_progress(self, row_id: int, segments_sent: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(
             "UPDATE outbound SET segments_sent=? WHERE id=?", (segments_sent, row_id)))

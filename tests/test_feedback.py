@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,7 @@ class SlackView:
     def __init__(self, *, delay: float = 0.0) -> None:
         self.reactions: dict[tuple[str, str], set[str]] = {}
         self.notes: list[tuple[str, str, str]] = []  # (channel, thread_ts, text)
+        self.buttons: list[list[str]] = []  # the buttons under each note, in order
         self._delay = delay  # each call's round trip, to let concurrent callers interleave
 
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
@@ -50,9 +52,12 @@ class SlackView:
         else:
             shown.add(name)
 
-    async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool:
+    async def note_in_thread(self, channel: str, thread_ts: str, text: str,
+                             blocks: list[dict[str, Any]] | None = None) -> bool:
         await asyncio.sleep(self._delay)
         self.notes.append((channel, thread_ts, text))
+        buttons = [e for b in blocks or [] if b.get("type") == "actions" for e in b["elements"]]
+        self.buttons.append([e["text"]["text"] for e in buttons])
         return True
 
     def on(self, channel: str, ts: str) -> set[str]:
@@ -230,6 +235,7 @@ async def test_a_failure_is_a_cross_and_a_note_with_the_reason_in_the_thread(
     assert view.on(ALICE, ECHO_TS) == {FAILED}
     # The note goes in the conversation's thread, where everyone following it reads it.
     assert view.notes == [(ALICE, PARENT_TS, FAILED_NOTE)]
+    assert view.buttons == [["Retry"]]  # its sender may try again from the notice
     assert teller.told == [(USER, RESPONSE_URL, FAILED_TOLD)]
 
 

@@ -299,6 +299,9 @@ class InboundRelay:
             except PostFailed as exc:
                 log.warning("text in: channel=%s cannot check for an earlier post (%s)",
                             channel, exc.error)
+                if exc.retry_after is not None:
+                    self._pacer.pause(channel, exc.retry_after)
+                    return "paced"
                 return "backoff"
             if found is not None:
                 ts, last = found
@@ -471,12 +474,12 @@ class InboundRelay:
 
 
 def _with_state(row: InboundRow, state: str) -> InboundRow:
-    return InboundRow(id=row.id, channel=row.channel, endpoint=row.endpoint, text=row.text,
-                      received_at=row.received_at, state=state, attempts=row.attempts)
+    # replace(), not a rebuilt row: every other field (the conversation above all, which
+    # decides the thread a retried post goes into) must survive a retry.
+    return dataclasses.replace(row, state=state)
 
 
 def _moved(row: InboundRow, channel: str) -> InboundRow:
     # Reset to pending: the refused post certainly did not arrive.
-    return InboundRow(id=row.id, channel=channel, endpoint=row.endpoint, text=row.text,
-                      received_at=row.received_at, state="pending", attempts=row.attempts)
+    return dataclasses.replace(row, channel=channel, state="pending")
 

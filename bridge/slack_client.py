@@ -1,16 +1,20 @@
 """The Slack Web API client and posting: one of the two modules that import slack_sdk.
 
 `make_web_client` builds the AsyncWebClient every part of the bridge shares (base URL from
-SLACK_API_URL for GovSlack-style hosts and tests). `SlackPoster.post` turns slack_sdk's errors
-into `PostFailed`, which says whether trying again can help and whether the post may have
-arrived anyway; `find_posted` answers that from the channel history. `Notifier` tells a user
-what became of their text (response_url while valid, else a DM or an ephemeral message).
+SLACK_API_URL for GovSlack-style hosts and tests). Every Web API call goes through `_answer`,
+the one place where whatever comes back (slack_sdk's errors, a proxy's HTML page, JSON of the
+wrong shape, a timeout) becomes either a dict or `CallFailed`; nothing else in the bridge sees
+a slack_sdk exception. `SlackPoster.post` turns a failure into `PostFailed`, which says whether
+trying again can help, whether the post may have arrived anyway and whether Slack refused its
+*content*; `find_posted` answers "did it arrive" from the channel history. `Notifier` tells a
+user what became of their text (response_url while valid, else a DM or an ephemeral message).
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp
@@ -30,17 +34,98 @@ _PERMANENT = frozenset({
     "msg_blocks_too_long", "no_text", "restricted_action", "ekm_access_denied",
     "team_access_not_granted", "invalid_arguments", "too_many_attachments",
 })
+# Of those, the ones about the message itself (its blocks, text or size), not the channel:
+# the same channel takes a post rendered differently.
+_CONTENT = frozenset({
+    "invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long",
+    "no_text", "too_many_attachments", "invalid_attachments", "invalid_arguments",
+    "invalid_metadata_format", "invalid_metadata_schema", "metadata_too_large",
+    "markdown_text_conflict",
+})
+# Slack documents these as "it is possible some aspect of the operation succeeded before the
+# error was raised": the post may be in the channel, as after a timeout.
+_MAY_HAVE_HAPPENED = frozenset({"internal_error", "fatal_error"})
 
 _DEFAULT_API_URL = "https://slack.com/api/"
 _RESPONSE_URL_LIFETIME = 29 * 60
 _GROUP_CACHE_SECONDS = 300.0
 
 
+class CallFailed(BridgeError):
+    """A Web API call did not (knowingly) do what was asked; any answer shape ends here.
+
+    `error`: Slack's error code, else a short description ("HTTP 502 (not a Slack answer)").
+    `ambiguous`: the request may have been processed anyway (timeout, connection dropped
+    mid-way, a gateway's 5xx, Slack's internal_error/fatal_error).
+    `retry_after`: Slack's Retry-After, for 429.
+    """
+
+    def __init__(self, error: str, *, ambiguous: bool = False,
+                 retry_after: float | None = None) -> None:
+        self.error = error
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after
+        super().__init__(error)
+
+
+def _failure_of(response: object) -> CallFailed:
+    """What a refused call's response says, whatever its shape: slack_sdk hands over a
+    SlackResponse (its data a dict, {} for an HTML page, None for an empty body) or, when
+    the body was not JSON at all, aiohttp's own ClientResponse."""
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    status = status if isinstance(status, int) else 0
+    data = getattr(response, "data", None)
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, str) or not error:
+        error = f"HTTP {status}" + ("" if isinstance(data, dict) and data
+                                    else " (not a Slack answer)")
+    retry_after = None
+    if status == 429:
+        headers = getattr(response, "headers", None) or {}
+        try:
+            header = headers.get("Retry-After") or headers.get("retry-after")
+        except (AttributeError, TypeError):
+            header = None
+        retry_after = float(header) if header and str(header).isdigit() else 1.0
+    # A 5xx may come from a gateway that passed the request on before failing; 503 is
+    # Slack (or the gateway) saying it did not take the request.
+    ambiguous = error in _MAY_HAVE_HAPPENED or (status >= 500 and status != 503)
+    return CallFailed(error, ambiguous=ambiguous, retry_after=retry_after)
+
+
+async def _answer(call: Awaitable[Any]) -> dict[str, Any]:
+    """Await one Web API call and return its answer as a dict; raise CallFailed otherwise.
+
+    The single place slack_sdk's and aiohttp's errors are mapped: a refusal, a proxy's HTML
+    page, JSON of the wrong shape, a refused connection and a timeout all become CallFailed.
+    """
+    try:
+        response = await call
+    except SlackApiError as exc:
+        raise _failure_of(exc.response) from exc
+    except aiohttp.ClientConnectorError as exc:  # never reached Slack
+        raise CallFailed(f"cannot connect: {exc}") from exc
+    except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        raise CallFailed(f"{type(exc).__name__}: {exc}".rstrip(": "), ambiguous=True) from exc
+    except (AttributeError, TypeError, ValueError) as exc:
+        # slack_sdk trips over some answers itself (a JSON array: 'list' has no 'get').
+        raise CallFailed(f"unreadable answer from Slack ({type(exc).__name__}: {exc})",
+                         ambiguous=True) from exc
+    data = getattr(response, "data", None)
+    if not isinstance(data, dict):
+        raise CallFailed("unreadable answer from Slack (not a JSON object)", ambiguous=True)
+    return data
+
+
 class PostFailed(BridgeError):
     """A post did not (knowingly) reach Slack.
 
-    `permanent`: the same request will keep failing (wrong channel, bot not in it).
-    `ambiguous`: the request may have been processed (timeout, connection dropped mid-way).
+    `permanent`: the same request will keep failing (wrong channel, bot not in it, or a
+    content Slack refuses).
+    `content`: Slack refused the message itself (too long, blocks it cannot take): the same
+    channel takes it rendered differently.
+    `ambiguous`: the request may have been processed (timeout, connection dropped mid-way,
+    Slack's internal_error).
     `retry_after`: Slack's Retry-After, for 429.
     """
 
@@ -52,6 +137,15 @@ class PostFailed(BridgeError):
         self.ambiguous = ambiguous
         self.retry_after = retry_after
         super().__init__(f"Slack refused the post to {channel}: {error}")
+
+    @property
+    def content(self) -> bool:
+        return self.error in _CONTENT
+
+    @classmethod
+    def of(cls, channel: str, failure: CallFailed) -> PostFailed:
+        return cls(channel, failure.error, permanent=failure.error in _PERMANENT,
+                   ambiguous=failure.ambiguous, retry_after=failure.retry_after)
 
 
 def make_web_client(settings: SlackSettings, *, timeout: float | None = None,
@@ -92,24 +186,16 @@ class SlackPoster:
             extra["metadata"] = {"event_type": METADATA_EVENT,
                                  "event_payload": {"marker": marker}}
         try:
-            response = await self._client.chat_postMessage(
+            answer = await _answer(self._client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, unfurl_links=False,
-                unfurl_media=False, **extra)
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", "") or f"HTTP {exc.response.status_code}")
-            retry_after = None
-            if exc.response.status_code == 429:
-                header = exc.response.headers.get("Retry-After") or \
-                    exc.response.headers.get("retry-after")
-                retry_after = float(header) if header and str(header).isdigit() else 1.0
-            raise PostFailed(channel, error, permanent=error in _PERMANENT,
-                             retry_after=retry_after) from exc
-        except aiohttp.ClientConnectorError as exc:  # never reached Slack
-            raise PostFailed(channel, f"cannot connect: {exc}") from exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PostFailed(channel, f"{type(exc).__name__}: {exc}".rstrip(": "),
-                             ambiguous=True) from exc
-        return str(response.get("ts", ""))
+                unfurl_media=False, **extra))
+        except CallFailed as failure:
+            raise PostFailed.of(channel, failure) from failure
+        ts = answer.get("ts")
+        if not isinstance(ts, str) or not ts:
+            # Slack said ok but named no message: it may well be there; check the history.
+            raise PostFailed(channel, "the answer names no message ts", ambiguous=True)
+        return ts
 
     async def find_posted(self, *, channel: str, first: int,
                           since: float) -> tuple[str, int] | None:
@@ -124,34 +210,49 @@ class SlackPoster:
             return None
         prefix = f"{first}-"
         cursor: str | None = None
-        try:
-            for _ in range(10):  # at most 1,000 messages back
-                response = await self._client.conversations_history(
+        for _ in range(10):  # at most 1,000 messages back
+            try:
+                answer = await _answer(self._client.conversations_history(
                     channel=channel, oldest=f"{since - 5:.6f}", limit=100,
-                    include_all_metadata=True, cursor=cursor)
-                messages: list[dict[str, Any]] = response.get("messages", [])
-                for message in messages:
-                    metadata = message.get("metadata") or {}
-                    payload = metadata.get("event_payload") or {}
-                    marker = str(payload.get("marker", ""))
-                    if metadata.get("event_type") == METADATA_EVENT and \
-                            marker.startswith(prefix) and marker[len(prefix):].isdigit():
-                        return str(message.get("ts", "")), int(marker[len(prefix):])
-                cursor = (response.get("response_metadata") or {}).get("next_cursor")
-                if not cursor:
+                    include_all_metadata=True, cursor=cursor))
+            except CallFailed as failure:
+                if failure.error in ("missing_scope", "not_allowed_token_type"):
+                    log.warning("Slack: cannot read channel history (%s): after a timeout the "
+                                "bridge cannot tell whether a post arrived, so it posts again; "
+                                "add the channels:history and groups:history scopes",
+                                failure.error)
+                    self.history_available = False
                     return None
-        except SlackApiError as exc:
-            error = str(exc.response.get("error", ""))
-            if error in ("missing_scope", "not_allowed_token_type"):
-                log.warning("Slack: cannot read channel history (%s): after a timeout the "
-                            "bridge cannot tell whether a post arrived, so it posts again; "
-                            "add the channels:history and groups:history scopes", error)
-                self.history_available = False
+                raise PostFailed(channel, f"history unavailable: {failure.error}",
+                                 retry_after=failure.retry_after) from failure
+            messages = answer.get("messages")
+            if not isinstance(messages, list):
+                raise PostFailed(channel, "history unreadable: no list of messages")
+            for message in messages:
+                found = _marked(message, prefix)
+                if found is not None:
+                    return found
+            metadata = answer.get("response_metadata")
+            cursor = metadata.get("next_cursor") if isinstance(metadata, dict) else None
+            if not isinstance(cursor, str) or not cursor:
                 return None
-            raise PostFailed(channel, error or "history unavailable") from exc
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise PostFailed(channel, f"{type(exc).__name__}: {exc}") from exc
         return None
+
+
+def _marked(message: object, prefix: str) -> tuple[str, int] | None:
+    """A history message's ts and last store ID if it is our post marked `prefix`..."""
+    if not isinstance(message, dict):
+        return None
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    marker = str(payload.get("marker", "")) if isinstance(payload, dict) else ""
+    ts = message.get("ts")
+    if marker.startswith(prefix) and marker[len(prefix):].isdigit() and \
+            isinstance(ts, str) and ts:
+        return ts, int(marker[len(prefix):])
+    return None
 
 
 class Notifier:
@@ -179,17 +280,14 @@ class Notifier:
                          self._fallback)
         try:
             if self._fallback == "dm":
-                await self._client.chat_postMessage(channel=user, text=text)
+                await _answer(self._client.chat_postMessage(channel=user, text=text))
             elif self._fallback == "channel":
-                await self._client.chat_postEphemeral(channel=channel, user=user, text=text)
+                await _answer(self._client.chat_postEphemeral(channel=channel, user=user,
+                                                              text=text))
             return True
-        except SlackApiError as exc:
-            log.warning("Slack: could not tell %s about their text (%s)", user,
-                        exc.response.get("error"))
-            return exc.response.get("error") in _PERMANENT
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not tell %s about their text (%s)", user, exc)
-            return False
+        except CallFailed as failure:
+            log.warning("Slack: could not tell %s about their text (%s)", user, failure.error)
+            return failure.error in _PERMANENT
 
 
 class SlackActions:
@@ -210,12 +308,15 @@ class SlackActions:
             members: dict[str, frozenset[str]] = {}
             for group in sorted(self._usergroups):
                 try:
-                    answer = await self._client.usergroups_users_list(usergroup=group)
-                    members[group] = frozenset(answer.get("users") or [])
-                except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    answer = await _answer(self._client.usergroups_users_list(usergroup=group))
+                    users = answer.get("users")
+                    if not isinstance(users, list):
+                        raise CallFailed("no list of users in the answer")
+                    members[group] = frozenset(str(u) for u in users)
+                except CallFailed as failure:
                     log.warning("Slack: cannot list user group %s (%s); its members are "
                                 "refused until it can be read (scope usergroups:read)",
-                                group, exc)
+                                group, failure.error)
                     members[group] = self._members.get(group, frozenset())
             self._members, self._members_at = members, time.monotonic()
         return frozenset(g for g, users in self._members.items() if user in users)
@@ -223,32 +324,33 @@ class SlackActions:
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
         try:
             if remove:
-                await self._client.reactions_remove(channel=channel, timestamp=ts, name=name)
+                await _answer(self._client.reactions_remove(channel=channel, timestamp=ts,
+                                                            name=name))
             else:
-                await self._client.reactions_add(channel=channel, timestamp=ts, name=name)
-        except SlackApiError as exc:
-            error = exc.response.get("error")
-            if error not in ("already_reacted", "no_reaction"):
+                await _answer(self._client.reactions_add(channel=channel, timestamp=ts,
+                                                         name=name))
+        except CallFailed as failure:
+            if failure.error not in ("already_reacted", "no_reaction"):
                 log.warning("Slack: could not %s :%s: on %s/%s (%s)",
-                            "remove" if remove else "add", name, channel, ts, error)
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not set :%s: on %s/%s (%s)", name, channel, ts, exc)
+                            "remove" if remove else "add", name, channel, ts, failure.error)
 
     async def note_in_thread(self, channel: str, thread_ts: str, text: str) -> bool:
         try:
-            await self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, text=text)
-        except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts, exc)
+            await _answer(self._client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                        text=text))
+        except CallFailed as failure:
+            log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts,
+                        failure.error)
             return False
         return True
 
     async def ephemeral(self, channel: str, user: str, text: str,
                         thread_ts: str | None = None) -> None:
         try:
-            await self._client.chat_postEphemeral(channel=channel, user=user, text=text,
-                                                  thread_ts=thread_ts)
-        except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not tell %s in %s (%s)", user, channel, exc)
+            await _answer(self._client.chat_postEphemeral(channel=channel, user=user, text=text,
+                                                          thread_ts=thread_ts))
+        except CallFailed as failure:
+            log.warning("Slack: could not tell %s in %s (%s)", user, channel, failure.error)
 
     async def display_names(self, user_ids: list[str]) -> dict[str, str]:
         """Display names for user IDs (users.info; the ID itself when Slack cannot say)."""
@@ -256,12 +358,14 @@ class SlackActions:
             if user_id in self._names:
                 continue
             try:
-                answer = await self._client.users_info(user=user_id)
-            except (SlackApiError, TimeoutError, aiohttp.ClientError, OSError) as exc:
-                log.info("Slack: no name for %s (%s)", user_id, exc)
+                answer = await _answer(self._client.users_info(user=user_id))
+            except CallFailed as failure:
+                log.info("Slack: no name for %s (%s)", user_id, failure.error)
                 continue
-            user = answer.get("user") or {}
-            profile = user.get("profile") or {}
+            user = answer.get("user")
+            user = user if isinstance(user, dict) else {}
+            profile = user.get("profile")
+            profile = profile if isinstance(profile, dict) else {}
             name = (profile.get("display_name") or profile.get("real_name")
                     or user.get("name") or user_id)
             self._names[user_id] = str(name)

@@ -76,6 +76,9 @@ class _Fault:
     retry_after: int | None
     error: str | None
     delay: float
+    processed: bool = False  # the call takes effect, then the error is answered anyway
+    body: str | None = None  # answer this raw body instead of Slack's JSON
+    content_type: str = "text/html"
 
 
 @dataclass
@@ -346,6 +349,9 @@ class FakeSlack:
         retry_after: int | None = None,
         error: str | None = None,
         delay: float = 0.0,
+        processed: bool = False,
+        body: str | None = None,
+        content_type: str = "text/html",
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail.
 
@@ -354,8 +360,13 @@ class FakeSlack:
         ``retry_after`` is given. With ``status=200`` and an ``error`` the answer is Slack's usual
         HTTP 200 refusal. With ``status=200`` and no ``error`` the call is answered normally, only
         late. ``delay`` seconds pass before answering, to simulate a hang past a client timeout.
+        ``processed``: the call takes effect (the message is posted) before the error is
+        answered, as Slack warns may happen with ``internal_error``. ``body``: the answer is
+        this raw body (``content_type``, HTML by default) with ``status``, as a proxy in front
+        of Slack sends, or any odd shape (``'[1]'``, ``'{"ok": true}'``) to test a client.
         """
-        fault = _Fault(status, times, retry_after, error, delay)
+        fault = _Fault(status, times, retry_after, error, delay, processed, body,
+                       content_type)
         self._faults.setdefault(method, []).append(fault)
 
     def clear_faults(self) -> None:
@@ -436,6 +447,16 @@ class FakeSlack:
         if fault is not None:
             if fault.delay > 0:
                 await self._sleep_unless_stopping(fault.delay)
+            if fault.processed:
+                handler = self._handlers.get(method)
+                if handler is not None:
+                    try:
+                        await handler(params)
+                    except SlackRefusal:
+                        pass
+            if fault.body is not None:
+                return web.Response(status=fault.status, text=fault.body,
+                                    content_type=fault.content_type)
             if not (fault.status == 200 and fault.error is None):
                 error = fault.error or ("ratelimited" if fault.status == 429 else "fatal_error")
                 fault_headers = dict(headers)

@@ -250,3 +250,89 @@ async def test_an_echo_shows_its_outcome_inline_when_it_is_already_known(
              if b["type"] == "context"]
     assert ":white_check_mark: sent" in lines[0] and ":white_check_mark:" not in lines[1]
     assert echoes.posted_calls == [(7, True), (8, False)]
+
+
+async def wait_posts(fake: FakeSlack, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+    return await fake.wait_for_posts(n, timeout=timeout)
+
+
+RETRIED_FAULTS = {
+    "429": {"status": 429, "retry_after": 1},
+    "ok-false": {"status": 503, "error": "service_unavailable"},
+    # Slack never answers within the client's 2 s and never took the post.
+    "timeout": {"status": 500, "delay": 3},
+}
+
+
+@pytest.mark.parametrize("fault", list(RETRIED_FAULTS), ids=list(RETRIED_FAULTS))
+async def test_a_retried_post_keeps_its_thread_and_replies_map_back(
+        harness: Harness, fake: FakeSlack, fault: str) -> None:
+    relay = await harness.start(timeout=2)
+    # The first text of the conversation is retried (it starts the thread once it is in),
+    # then one inside the thread is.
+    fake.fail_next("chat.postMessage", **RETRIED_FAULTS[fault])
+    relay.submit(text("first"))
+    [first] = await wait_posts(fake, 1)
+    fake.fail_next("chat.postMessage", **RETRIED_FAULTS[fault])
+    relay.submit(text("second"))
+    [_, second] = await wait_posts(fake, 2)
+    assert shown(fake.posts) == ["first", "second"]
+    assert "thread_ts" not in first
+    assert second.get("thread_ts") == first["ts"], "the retried text left its thread"
+    # A reply in the thread reaches alice: the store maps the thread to her conversation.
+    assert harness.store is not None
+    owner = await harness.store.thread_owner("C0ALICE00", second["thread_ts"])
+    assert owner is not None and owner.endpoint == "alice"
+
+
+async def test_internal_error_is_checked_in_the_history_not_reposted(
+        harness: Harness, fake: FakeSlack) -> None:
+    # Slack posts the message, then answers ok:false internal_error ("it's possible some
+    # aspect of the operation succeeded").
+    fake.fail_next("chat.postMessage", status=200, error="internal_error", processed=True)
+    relay = await harness.start()
+    relay.submit(text("only once"))
+    relay_posts = await wait_posts(fake, 1)
+    await asyncio.sleep(1.5)  # a repost would come after the 1 s backoff
+    assert shown(fake.posts) == ["only once"], relay_posts
+    assert fake.calls_of("conversations.history"), "the history was not checked"
+    assert harness.store is not None
+    assert await harness.store.waiting_inbound() == []
+
+
+ODD_ANSWERS = {
+    "html-502": {"status": 502, "body": "<html><body><h1>502 Bad Gateway</h1></body></html>"},
+    "html-405": {"status": 405, "body": "<html><body>Method Not Allowed</body></html>"},
+    "html-as-json": {"status": 200, "body": "<html>maintenance</html>",
+                     "content_type": "application/json"},
+    "json-array": {"status": 200, "body": "[1, 2]", "content_type": "application/json"},
+    "ok-wrong-types": {"status": 200, "content_type": "application/json",
+                       "body": '{"ok": true, "ts": 17, "messages": "none",'
+                               ' "response_metadata": []}'},
+    "empty": {"status": 200, "body": "", "content_type": "application/json"},
+}
+
+
+@pytest.mark.parametrize("answer", list(ODD_ANSWERS), ids=list(ODD_ANSWERS))
+async def test_odd_answers_from_slack_are_retried_never_crash(
+        harness: Harness, fake: FakeSlack, answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.relay._BACKOFF_MAX", 0.5)  # keeps the test short
+    # The first post hangs past the client timeout (so the history is checked next), then
+    # every call answers the odd shape a few times; once Slack is back the text is posted
+    # exactly once.
+    fake.fail_next("chat.postMessage", status=500, delay=3)
+    fake.fail_next("conversations.history", times=2, **ODD_ANSWERS[answer])
+    fake.fail_next("chat.postMessage", times=2, **ODD_ANSWERS[answer])
+    relay = await harness.start(timeout=2)
+    relay.submit(text("through the storm"))
+    deadline = time.monotonic() + 20
+    while not shown(fake.posts) or len(fake.calls_of("chat.postMessage")) < 4:
+        assert not harness.tasks.failed.is_set(), "a relay task crashed"
+        assert time.monotonic() < deadline, fake.calls
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)
+    assert not harness.tasks.failed.is_set(), "a relay task crashed"
+    assert shown(fake.posts) == ["through the storm"]
+    assert harness.store is not None
+    assert await harness.store.waiting_inbound() == []

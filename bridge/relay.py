@@ -52,8 +52,8 @@ class Poster(Protocol):
     async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]],
                    marker: str = "", thread_ts: str | None = None) -> str: ...
 
-    async def find_posted(self, *, channel: str, first: int,
-                          since: float) -> tuple[str, int] | None: ...
+    async def find_posted(self, *, channel: str, first: int, since: float,
+                          thread_ts: str | None = None) -> tuple[str, int] | None: ...
 
 
 class ChannelPacer:
@@ -294,8 +294,9 @@ class InboundRelay:
         if head.state == "posting":
             # Sent before a crash or a timeout: Slack may have it already.
             try:
-                found = await self._poster.find_posted(channel=channel, first=head.id,
-                                                       since=head.received_at)
+                found = await self._poster.find_posted(
+                    channel=channel, first=head.id, since=head.received_at,
+                    thread_ts=await self._current_thread(head.conversation, channel))
             except PostFailed as exc:
                 log.warning("text in: channel=%s cannot check for an earlier post (%s)",
                             channel, exc.error)

@@ -197,24 +197,40 @@ class SlackPoster:
             raise PostFailed(channel, "the answer names no message ts", ambiguous=True)
         return ts
 
-    async def find_posted(self, *, channel: str, first: int,
-                          since: float) -> tuple[str, int] | None:
+    async def find_posted(self, *, channel: str, first: int, since: float,
+                          thread_ts: str | None = None) -> tuple[str, int] | None:
         """Our post in `channel` (after unix time `since`) whose texts start at store ID
         `first`: its ts and the last store ID it carried; None if there is none.
 
+        A post inside a thread is not in the channel's history (Slack lists replies only in
+        conversations.replies), so with `thread_ts` that thread is searched first.
         Raises PostFailed when Slack cannot be asked right now. Without the history scope
         (channels:history / groups:history) the answer is always None: then a timed-out post
         is sent again, and may show twice.
         """
         if not self.history_available:
             return None
+        if thread_ts:
+            found = await self._search(channel, first, since, thread_ts)
+            if found is not None or not self.history_available:
+                return found
+        return await self._search(channel, first, since, None)
+
+    async def _search(self, channel: str, first: int, since: float,
+                      thread_ts: str | None) -> tuple[str, int] | None:
         prefix = f"{first}-"
         cursor: str | None = None
         for _ in range(10):  # at most 1,000 messages back
             try:
-                answer = await _answer(self._client.conversations_history(
-                    channel=channel, oldest=f"{since - 5:.6f}", limit=100,
-                    include_all_metadata=True, cursor=cursor))
+                if thread_ts:
+                    call = self._client.conversations_replies(
+                        channel=channel, ts=thread_ts, oldest=f"{since - 5:.6f}", limit=100,
+                        include_all_metadata=True, cursor=cursor)
+                else:
+                    call = self._client.conversations_history(
+                        channel=channel, oldest=f"{since - 5:.6f}", limit=100,
+                        include_all_metadata=True, cursor=cursor)
+                answer = await _answer(call)
             except CallFailed as failure:
                 if failure.error in ("missing_scope", "not_allowed_token_type"):
                     log.warning("Slack: cannot read channel history (%s): after a timeout the "
@@ -222,6 +238,8 @@ class SlackPoster:
                                 "add the channels:history and groups:history scopes",
                                 failure.error)
                     self.history_available = False
+                    return None
+                if thread_ts and failure.error == "thread_not_found":
                     return None
                 raise PostFailed(channel, f"history unavailable: {failure.error}",
                                  retry_after=failure.retry_after) from failure

@@ -223,6 +223,7 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
             "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "usergroups.users.list": self._usergroups_users_list,
@@ -624,7 +625,8 @@ class FakeSlack:
         return {"ok": True, "members": [BOT_USER_ID], "response_metadata": {"next_cursor": ""}}
 
     async def _conversations_history(self, params: Params) -> Params:
-        """The channel's messages (posted through this fake), newest first, like Slack.
+        """The channel's top-level messages (posted through this fake), newest first, like
+        Slack: replies in a thread are not in the history (conversations.replies has them).
 
         Message metadata is included only with `include_all_metadata`, as Slack does.
         """
@@ -634,12 +636,38 @@ class FakeSlack:
         oldest = float(params.get("oldest") or 0)
         limit = int(params.get("limit") or 100)
         with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
-        found = [p for p in self.posts if p["channel"] == channel and float(p["ts"]) > oldest]
+        found = [p for p in self.posts if p["channel"] == channel and float(p["ts"]) > oldest
+                 and not p.get("thread_ts")]
         found.reverse()
         start = int(params.get("cursor") or 0)
         page = found[start:start + limit]
         messages = []
         for post in page:
+            message = self._bot_message(post, post["ts"])
+            if with_metadata and "metadata" in post:
+                message["metadata"] = post["metadata"]
+            messages.append(message)
+        more = start + limit < len(found)
+        return {"ok": True, "messages": messages, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    async def _conversations_replies(self, params: Params) -> Params:
+        """A thread: its parent, then its replies oldest first, like Slack."""
+        channel = params.get("channel")
+        thread = params.get("ts")
+        if not channel:
+            raise SlackRefusal("channel_not_found")
+        parent = [p for p in self.posts if p["channel"] == channel and p["ts"] == thread]
+        if not parent:
+            raise SlackRefusal("thread_not_found")
+        oldest = float(params.get("oldest") or 0)
+        limit = int(params.get("limit") or 100)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = parent + [p for p in self.posts if p["channel"] == channel
+                          and p.get("thread_ts") == thread and float(p["ts"]) > oldest]
+        start = int(params.get("cursor") or 0)
+        messages = []
+        for post in found[start:start + limit]:
             message = self._bot_message(post, post["ts"])
             if with_metadata and "metadata" in post:
                 message["metadata"] = post["metadata"]

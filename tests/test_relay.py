@@ -336,3 +336,19 @@ async def test_odd_answers_from_slack_are_retried_never_crash(
     assert shown(fake.posts) == ["through the storm"]
     assert harness.store is not None
     assert await harness.store.waiting_inbound() == []
+
+
+async def test_a_timed_out_post_inside_a_thread_is_found_not_doubled(
+        harness: Harness, fake: FakeSlack) -> None:
+    # Slack keeps replies out of conversations.history: a post that timed out inside the
+    # conversation's thread must be looked for in the thread.
+    relay = await harness.start(timeout=2)
+    relay.submit(text("opens the thread"))
+    await wait_posts(fake, 1)
+    fake.fail_next("chat.postMessage", status=200, delay=3)  # posted, answered too late
+    relay.submit(text("in the thread"))
+    [first, second] = await wait_posts(fake, 2)
+    await asyncio.sleep(2.5)
+    assert shown(fake.posts) == ["opens the thread", "in the thread"], "posted twice"
+    assert second["thread_ts"] == first["ts"]
+    assert fake.calls_of("conversations.replies")

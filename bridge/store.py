@@ -9,6 +9,8 @@ written by a newer bridge is refused with a clear error rather than touched.
 
 Inbound texts (phone -> Slack) move pending -> posting -> posted. `posting` is written before
 the Slack request, so after a crash the bridge knows which posts may already be in Slack.
+A text Slack refuses however it is rendered ends `set_aside`: kept (never pruned), no longer
+waiting, so it cannot hold up the texts behind it.
 Outbound texts (Slack -> phone) move queued -> sent | failed, and record how many segments
 Asterisk has accepted so a restart resumes after the last one.
 """
@@ -429,7 +431,8 @@ class Store:
     def _waiting_inbound(self) -> list[InboundRow]:
         cursor = self._conn().execute(
             "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
-            " conversation FROM inbound WHERE state != 'posted' ORDER BY id")
+            " conversation FROM inbound WHERE state NOT IN ('posted', 'set_aside')"
+            " ORDER BY id")
         return [InboundRow(id=r[0], channel=r[1], endpoint=r[2],
                            text=(EchoText if r[7] == "echo" else InboundText)(
                                **json.loads(r[3])),
@@ -635,7 +638,7 @@ class Store:
     def _backlog(self) -> Backlog:
         db = self._conn()
         inbound = db.execute("SELECT COUNT(*), MIN(received_at) FROM inbound"
-                             " WHERE state != 'posted'").fetchone()
+                             " WHERE state NOT IN ('posted', 'set_aside')").fetchone()
         outbound = db.execute("SELECT COUNT(*), MIN(created_at) FROM outbound"
                               " WHERE state = 'queued'").fetchone()
         unnotified = db.execute("SELECT COUNT(*) FROM outbound WHERE state != 'queued'"

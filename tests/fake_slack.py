@@ -55,6 +55,8 @@ BOT_SCOPES = (
 # Limits Slack enforces on messages (see /work/shared/FACTS.md, Slack section).
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
+MAX_TEXT_OBJECT = 3000
+MAX_CONTEXT_ELEMENTS = 10
 MAX_SECTION_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_HEADER_TEXT = 150
@@ -126,16 +128,39 @@ def _all_text_length(value: Any) -> int:
     return 0
 
 
+def _text_objects(value: Any) -> list[str]:
+    """Every text object's string anywhere in a block tree (mrkdwn or plain_text)."""
+    if isinstance(value, list):
+        return [t for v in value for t in _text_objects(v)]
+    if isinstance(value, dict):
+        if value.get("type") in ("mrkdwn", "plain_text") and isinstance(value.get("text"), str):
+            return [value["text"]]
+        return [t for v in value.values() for t in _text_objects(v)]
+    return []
+
+
 def check_blocks(blocks: Any) -> None:
     """Raise SlackRefusal for blocks Slack would refuse; the limits Slack documents."""
     if not isinstance(blocks, list):
         raise SlackRefusal("invalid_blocks_format")
     if len(blocks) > MAX_BLOCKS:
         raise SlackRefusal("invalid_blocks")
+    # Any text object (a context element, a section's text, a field...) holds at most 3,000
+    # characters, counted as sent (so after escaping: one "&" is five).
+    if any(len(t) > MAX_TEXT_OBJECT for t in _text_objects(blocks)):
+        raise SlackRefusal("invalid_blocks")
     for block in blocks:
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise SlackRefusal("invalid_blocks")
         kind = block["type"]
+        if kind == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not elements or \
+                    len(elements) > MAX_CONTEXT_ELEMENTS:
+                raise SlackRefusal("invalid_blocks")
+            if any(isinstance(e, dict) and e.get("type") in ("mrkdwn", "plain_text")
+                   and not _text_of(e) for e in elements):
+                raise SlackRefusal("invalid_blocks")
         if kind == "section":
             text = block.get("text")
             fields = block.get("fields")

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 from fake_slack import FakeSlack
-from slack_view import shown_echoes
+from slack_view import shown_echoes, shown_senders, shown_texts
 
 from bridge.config import DeliverySettings, Secret, SlackSettings
 from bridge.directory import Directory, Endpoint
@@ -352,3 +352,85 @@ async def test_a_timed_out_post_inside_a_thread_is_found_not_doubled(
     assert shown(fake.posts) == ["opens the thread", "in the thread"], "posted twice"
     assert second["thread_ts"] == first["ts"]
     assert fake.calls_of("conversations.replies")
+
+
+def stranger(body: str, *, name: str = "", event_id: str | None = None) -> InboundText:
+    return InboundText(event_id=event_id or f"id-{body}", sender_uri="sip:carol@10.9.9.9",
+                       display_name=name, body=body, declared_bytes=len(body.encode()),
+                       to_uri="sip:bridge@pbx", exten="bridge")
+
+
+async def test_a_name_of_2500_ampersands_is_shortened_and_nothing_behind_it_waits(
+        harness: Harness, fake: FakeSlack) -> None:
+    relay = await harness.start()
+    relay.submit(stranger("poisoned?", name="&" * 2500))
+    relay.submit(stranger("next one", event_id="next"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["poisoned?", "next one"]:
+        assert time.monotonic() < deadline, (shown_texts(fake.posts), fake.calls[-3:])
+        await asyncio.sleep(0.05)
+    [sender, _] = shown_senders(fake.posts)
+    assert "&&&&" in sender and "…" in sender  # the name, visibly shortened
+    assert all(p["channel"] == "C0DEFAULT0" for p in fake.posts)
+    refused = len(fake.calls_of("chat.postMessage")) - len(fake.posts)
+    assert refused == 0, "a post over Slack's limits was sent"
+
+
+async def test_a_14000_character_echo_continues_in_further_posts_of_its_thread(
+        harness: Harness, fake: FakeSlack) -> None:
+    relay = await harness.start()
+    relay.submit(text("hello"))
+    await wait_posts(fake, 1)
+    long_text = "".join(f"line {i:05d} & more!! " for i in range(700))  # 14,000 characters
+    assert len(long_text) == 14000
+    await relay.post_echo(EchoText(body=long_text, slack_user="U1", slack_user_name="ann",
+                                   endpoint="alice", outbound_id=9), channel="C0ALICE00")
+    relay.submit(text("after it"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["hello", "after it"]:
+        assert time.monotonic() < deadline, fake.calls[-3:]
+        await asyncio.sleep(0.05)
+    assert shown_echoes(fake.posts) == [long_text], "the long text was cut"
+    first = fake.posts[0]
+    assert all(p.get("thread_ts") == first["ts"] for p in fake.posts[1:])
+    assert len(fake.posts) >= 4  # hello, the echo in two posts or more, after it
+    assert len(fake.calls_of("chat.postMessage")) == len(fake.posts)
+
+
+async def test_a_post_slack_refuses_for_its_content_is_posted_smaller(
+        harness: Harness, fake: FakeSlack) -> None:
+    # Slack's limits are lower than measured one day: the first rendering is refused.
+    fake.fail_next("chat.postMessage", status=200, error="msg_blocks_too_long")
+    relay = await harness.start()
+    relay.submit(text("refused once"))
+    relay.submit(text("behind it"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["refused once", "behind it"]:
+        assert time.monotonic() < deadline, fake.calls[-3:]
+        await asyncio.sleep(0.05)
+    assert all(p["channel"] == "C0ALICE00" for p in fake.posts), "moved to another channel"
+
+
+async def test_a_text_slack_always_refuses_is_set_aside_with_a_notice(
+        harness: Harness, fake: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    fake.fail_next("chat.postMessage", status=200, error="invalid_blocks", times=3)
+    relay = await harness.start()
+    relay.submit(text("never fits"))
+    relay.submit(text("behind it"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["behind it"]:
+        assert time.monotonic() < deadline, fake.calls[-3:]
+        await asyncio.sleep(0.05)
+    notice = fake.posts[0]
+    assert notice["channel"] == "C0ALICE00"
+    assert "Slack refused a text from *alice*" in notice["text"]
+    assert "invalid_blocks" in notice["text"] and "set_aside" in notice["text"]
+    assert any(r.levelname == "ERROR" and "result=set-aside" in r.getMessage()
+               for r in caplog.records)
+    assert harness.store is not None
+    assert await harness.store.waiting_inbound() == []
+    assert (await harness.store.backlog()).inbound_waiting == 0
+    # Not retried: it waits in the store for an admin, not at the head of the queue.
+    calls = len(fake.calls_of("chat.postMessage"))
+    await asyncio.sleep(1.5)
+    assert len(fake.calls_of("chat.postMessage")) == calls

@@ -129,6 +129,21 @@ def conversation_key(endpoint: str | None, sender_uri: str) -> str:
     return endpoint if endpoint else f"uri:{normalize_uri(sender_uri)}"
 
 
+# The thread of a post combining texts of several senders not in the directory: a reply in
+# it cannot go to one of them (thread_replies refuses it with the reason).
+MIXED_CONVERSATION = "mixed:"
+
+
+def _combinable(first: InboundRow, row: InboundRow) -> bool:
+    """Whether `row` may share a post with `first`: the same conversation, or both from
+    senders not in the directory (each of whom would otherwise cost a post of its own, so a
+    flood from many addresses took one post per text)."""
+    if row.conversation == first.conversation:
+        return True
+    return all(r.endpoint is None and isinstance(r.text, InboundText)
+               and r.conversation.startswith("uri:") for r in (first, row))
+
+
 @dataclass
 class _ChannelState:
     queue: deque[InboundRow]
@@ -353,7 +368,10 @@ class InboundRelay:
         await self._store.mark_inbound(ids, "posting")
         for index, row in enumerate(batch):
             queue[index] = _with_state(row, "posting")
-        thread_ts = await self._current_thread(batch[0].conversation, channel)
+        mixed = any(row.conversation != batch[0].conversation for row in batch)
+        # A post of several strangers' texts is not in any one of their threads.
+        thread_ts = None if mixed else await self._current_thread(batch[0].conversation,
+                                                                  channel)
         first_ts = partial.first_ts if partial else ""
         thread = partial.thread_ts if partial else thread_ts
         started = time.monotonic()
@@ -371,7 +389,13 @@ class InboundRelay:
                 return await self._failed(channel, queue, batch, exc)
             if number == 0:
                 first_ts, thread = ts, thread_ts or ts
-                await self._threaded(batch[0], channel, thread, started=thread_ts is None)
+                if mixed:
+                    await self._store.start_conversation(
+                        key=MIXED_CONVERSATION, channel=channel, thread_ts=ts, endpoint=None,
+                        now=time.time())
+                else:
+                    await self._threaded(batch[0], channel, thread,
+                                         started=thread_ts is None)
             if not last:
                 # A text continued over several posts resumes after the last one Slack took.
                 self._partials[channel] = _Partial(tuple(ids), number + 1, thread or "",
@@ -446,7 +470,7 @@ class InboundRelay:
             if batch and (len(batch) >= self._delivery.max_texts_per_post
                           or size + chars > self._delivery.max_chars_per_post
                           or blocks + more > POST_BLOCKS_MAX
-                          or row.conversation != batch[0].conversation):
+                          or not _combinable(batch[0], row)):
                 break
             batch.append(row)
             size += chars

@@ -20,6 +20,7 @@ from bridge.slack_client import SlackPoster, make_web_client
 from bridge.store import NewInbound, Store
 from bridge.tasks import TaskSet
 from bridge.texts import EchoText, InboundText, MalformedEvent
+from bridge.thread_replies import Refuse, ThreadInfo, decide
 
 DIRECTORY = Directory((Endpoint("alice", "pjsip:alice", "C0ALICE00"),
                        Endpoint("bob", "pjsip:bob", "C0BOB0000")))
@@ -434,3 +435,37 @@ async def test_a_text_slack_always_refuses_is_set_aside_with_a_notice(
     calls = len(fake.calls_of("chat.postMessage"))
     await asyncio.sleep(1.5)
     assert len(fake.calls_of("chat.postMessage")) == calls
+
+
+async def test_texts_of_unknown_senders_from_many_hosts_are_combined_by_channel(
+        tmp_path: Path, fake: FakeSlack) -> None:
+    # Slack's pace (1 post a second per channel, bursts of 3), enforced by the fake too.
+    fake.rate_limit("chat.postMessage", per_channel_per_second=1.0, burst=3)
+    h = Harness(tmp_path / "store.sqlite3", fake, delivery(channel_rate=1.0, channel_burst=3))
+    relay = await h.start()
+    try:
+        sent = [f"flood {i:03d}" for i in range(300)]
+        for i, body in enumerate(sent):
+            relay.submit(InboundText(
+                event_id=f"f{i}", sender_uri=f"sip:+1555{i % 7}@10.{i % 250}.0.1",
+                display_name="", body=body, declared_bytes=len(body), to_uri="", exten=""))
+        started = time.monotonic()
+        relay.submit(stranger("a normal text after them", event_id="normal"))
+        assert await wait_shown(fake, 301, timeout=40) == [*sent, "a normal text after them"]
+        elapsed = time.monotonic() - started
+        print(f"300 texts from 300 hosts: {len(fake.posts)} posts, all shown after "
+              f"{elapsed:.1f} s")
+        assert len(fake.posts) <= 20 and elapsed < 20
+        assert all(p["channel"] == "C0DEFAULT0" for p in fake.posts)
+        # A reply in a combined post's thread cannot go to one sender: it is refused, not
+        # sent to whoever came first.
+        assert h.store is not None
+        owner = await h.store.thread_owner("C0DEFAULT0", fake.posts[0]["ts"])
+        assert owner is not None
+        decision = decide({"type": "message", "user": "U1", "text": "hi", "channel":
+                           "C0DEFAULT0", "ts": "2.0", "thread_ts": fake.posts[0]["ts"]},
+                          directory=DIRECTORY, bot_user_id="U0BOT", allowed_bots=frozenset(),
+                          mode="thread", thread=ThreadInfo(owner.conversation, owner.endpoint))
+        assert isinstance(decision, Refuse) and "several senders" in decision.reason
+    finally:
+        await h.stop()

@@ -50,6 +50,8 @@ BOT_SCOPES = (
 # Limits Slack enforces on messages (see /work/shared/FACTS.md, Slack section).
 MAX_BLOCKS = 50
 MAX_SECTION_TEXT = 3000
+MAX_TEXT_OBJECT = 3000
+MAX_CONTEXT_ELEMENTS = 10
 MAX_SECTION_FIELDS = 10
 MAX_FIELD_TEXT = 2000
 MAX_HEADER_TEXT = 150
@@ -81,6 +83,9 @@ class _Fault:
     retry_after: int | None
     error: str | None
     delay: float
+    processed: bool = False  # the call takes effect, then the error is answered anyway
+    body: str | None = None  # answer this raw body instead of Slack's JSON
+    content_type: str = "text/html"
 
 
 @dataclass
@@ -128,16 +133,39 @@ def _all_text_length(value: Any) -> int:
     return 0
 
 
+def _text_objects(value: Any) -> list[str]:
+    """Every text object's string anywhere in a block tree (mrkdwn or plain_text)."""
+    if isinstance(value, list):
+        return [t for v in value for t in _text_objects(v)]
+    if isinstance(value, dict):
+        if value.get("type") in ("mrkdwn", "plain_text") and isinstance(value.get("text"), str):
+            return [value["text"]]
+        return [t for v in value.values() for t in _text_objects(v)]
+    return []
+
+
 def check_blocks(blocks: Any) -> None:
     """Raise SlackRefusal for blocks Slack would refuse; the limits Slack documents."""
     if not isinstance(blocks, list):
         raise SlackRefusal("invalid_blocks_format")
     if len(blocks) > MAX_BLOCKS:
         raise SlackRefusal("invalid_blocks")
+    # Any text object (a context element, a section's text, a field...) holds at most 3,000
+    # characters, counted as sent (so after escaping: one "&" is five).
+    if any(len(t) > MAX_TEXT_OBJECT for t in _text_objects(blocks)):
+        raise SlackRefusal("invalid_blocks")
     for block in blocks:
         if not isinstance(block, dict) or not isinstance(block.get("type"), str):
             raise SlackRefusal("invalid_blocks")
         kind = block["type"]
+        if kind == "context":
+            elements = block.get("elements")
+            if not isinstance(elements, list) or not elements or \
+                    len(elements) > MAX_CONTEXT_ELEMENTS:
+                raise SlackRefusal("invalid_blocks")
+            if any(isinstance(e, dict) and e.get("type") in ("mrkdwn", "plain_text")
+                   and not _text_of(e) for e in elements):
+                raise SlackRefusal("invalid_blocks")
         if kind == "section":
             text = block.get("text")
             fields = block.get("fields")
@@ -291,6 +319,7 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
             "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
             "usergroups.users.list": self._usergroups_users_list,
@@ -419,6 +448,9 @@ class FakeSlack:
         retry_after: int | None = None,
         error: str | None = None,
         delay: float = 0.0,
+        processed: bool = False,
+        body: str | None = None,
+        content_type: str = "text/html",
     ) -> None:
         """Make the next ``times`` calls of ``method`` fail.
 
@@ -427,8 +459,13 @@ class FakeSlack:
         ``retry_after`` is given. With ``status=200`` and an ``error`` the answer is Slack's usual
         HTTP 200 refusal. With ``status=200`` and no ``error`` the call is answered normally, only
         late. ``delay`` seconds pass before answering, to simulate a hang past a client timeout.
+        ``processed``: the call takes effect (the message is posted) before the error is
+        answered, as Slack warns may happen with ``internal_error``. ``body``: the answer is
+        this raw body (``content_type``, HTML by default) with ``status``, as a proxy in front
+        of Slack sends, or any odd shape (``'[1]'``, ``'{"ok": true}'``) to test a client.
         """
-        fault = _Fault(status, times, retry_after, error, delay)
+        fault = _Fault(status, times, retry_after, error, delay, processed, body,
+                       content_type)
         self._faults.setdefault(method, []).append(fault)
 
     def clear_faults(self) -> None:
@@ -511,6 +548,16 @@ class FakeSlack:
         if fault is not None:
             if fault.delay > 0:
                 await self._sleep_unless_stopping(fault.delay)
+            if fault.processed:
+                handler = self._handlers.get(method)
+                if handler is not None:
+                    try:
+                        await handler(params)
+                    except SlackRefusal:
+                        pass
+            if fault.body is not None:
+                return web.Response(status=fault.status, text=fault.body,
+                                    content_type=fault.content_type)
             if not (fault.status == 200 and fault.error is None):
                 error = fault.error or ("ratelimited" if fault.status == 429 else "fatal_error")
                 fault_headers = dict(headers)
@@ -678,7 +725,8 @@ class FakeSlack:
         return {"ok": True, "members": [BOT_USER_ID], "response_metadata": {"next_cursor": ""}}
 
     async def _conversations_history(self, params: Params) -> Params:
-        """The channel's messages (posted through this fake), newest first, like Slack.
+        """The channel's top-level messages (posted through this fake), newest first, like
+        Slack: replies in a thread are not in the history (conversations.replies has them).
 
         Message metadata is included only with `include_all_metadata`, as Slack does.
         """
@@ -688,12 +736,38 @@ class FakeSlack:
         oldest = float(params.get("oldest") or 0)
         limit = int(params.get("limit") or 100)
         with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
-        found = [p for p in self.posts if p["channel"] == channel and float(p["ts"]) > oldest]
+        found = [p for p in self.posts if p["channel"] == channel and float(p["ts"]) > oldest
+                 and not p.get("thread_ts")]
         found.reverse()
         start = int(params.get("cursor") or 0)
         page = found[start:start + limit]
         messages = []
         for post in page:
+            message = self._bot_message(post, post["ts"])
+            if with_metadata and "metadata" in post:
+                message["metadata"] = post["metadata"]
+            messages.append(message)
+        more = start + limit < len(found)
+        return {"ok": True, "messages": messages, "has_more": more,
+                "response_metadata": {"next_cursor": str(start + limit) if more else ""}}
+
+    async def _conversations_replies(self, params: Params) -> Params:
+        """A thread: its parent, then its replies oldest first, like Slack."""
+        channel = params.get("channel")
+        thread = params.get("ts")
+        if not channel:
+            raise SlackRefusal("channel_not_found")
+        parent = [p for p in self.posts if p["channel"] == channel and p["ts"] == thread]
+        if not parent:
+            raise SlackRefusal("thread_not_found")
+        oldest = float(params.get("oldest") or 0)
+        limit = int(params.get("limit") or 100)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = parent + [p for p in self.posts if p["channel"] == channel
+                          and p.get("thread_ts") == thread and float(p["ts"]) > oldest]
+        start = int(params.get("cursor") or 0)
+        messages = []
+        for post in found[start:start + limit]:
             message = self._bot_message(post, post["ts"])
             if with_metadata and "metadata" in post:
                 message["metadata"] = post["metadata"]

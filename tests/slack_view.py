@@ -2,6 +2,8 @@
 
 A phone's text is a context block starting ":iphone:" (who, when) followed by plain_text
 sections; the echo of a /sip text is a context block starting ":outbox_tray:" and its text.
+A text too long for one post goes on in the next post, whose context block starts
+":arrow_right_hook:" and repeats the first line.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from bridge.slack.text import unescape
 
 PHONE = ":iphone:"
 ECHO = ":outbox_tray:"
+CONTINUED = ":arrow_right_hook:"
 
 
 def _texts(posts: list[dict[str, Any]], marker: str) -> list[str]:
@@ -24,6 +27,10 @@ def _texts(posts: list[dict[str, Any]], marker: str) -> list[str]:
                 if current is not None:
                     texts.append("".join(current))
                 line = block["elements"][0]["text"]
+                if line.startswith(CONTINUED) and marker in line and texts:
+                    # A text too long for one post goes on in the next: one text to a reader.
+                    current = [texts.pop()]
+                    continue
                 current = [] if line.startswith(marker) else None
             elif (block["type"] == "section" and block["text"]["type"] == "plain_text"
                   and current is not None):

@@ -118,7 +118,15 @@ async def test_oversize_blocks_are_refused_like_slack(fake: FakeSlack) -> None:
     header: dict[str, Any] = {"type": "header", "text": {"type": "plain_text", "text": "h" * 151}}
     assert await error_for([header]) == "invalid_blocks"
     assert await error_for([section("x" * 2900)] * 5) == "msg_blocks_too_long"
+    # A context element is a text object too: 3,000 characters as sent (escaped) at most.
+    context = {"type": "context", "elements": [{"type": "mrkdwn", "text": "&amp;" * 601}]}
+    assert await error_for([context]) == "invalid_blocks"
+    many = {"type": "context", "elements": [{"type": "mrkdwn", "text": "e"}] * 11}
+    assert await error_for([many]) == "invalid_blocks"
     assert fake.posts == []
+    context["elements"] = [{"type": "mrkdwn", "text": "&amp;" * 600}]
+    await client.chat_postMessage(channel="C1", text="t", blocks=[context])
+    fake.posts.clear()
 
     # Exactly at the limits is fine.
     header["text"]["text"] = "h" * 150

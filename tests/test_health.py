@@ -29,7 +29,7 @@ from conftest import (
 from fake_slack import FakeSlack
 from ops_view import get, health, scrape, value, wait_health
 
-from bridge.core.errors import SlackRefused
+from bridge.core.errors import SlackError
 from bridge.core.model import Backlog
 from bridge.ops import metrics
 from bridge.ops.health import SlackReachability, health_report
@@ -115,7 +115,7 @@ async def test_a_refused_probe_is_unhealthy_until_accepted_again() -> None:
         slack.answered("auth.test", 200)  # Slack answers HTTP 200 with ok: false
         if refuse:
             # What bridge.slack.client.auth_probe raises for an `ok: false` answer.
-            raise SlackRefused("auth.test", "invalid_auth")
+            raise SlackError("invalid_auth", status=200)
 
     await slack.probe_once(auth_test)
     assert slack.problem() == "Slack refused auth.test: invalid_auth"

@@ -11,12 +11,13 @@ from typing import Any
 
 import pytest
 from fake_slack import FakeSlack
-from slack_view import shown_echoes
+from slack_view import shown_echoes, shown_senders, shown_texts
 
 from bridge.core.directory import Directory, Endpoint
 from bridge.core.model import NewInbound
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
+from bridge.core.thread_replies import Refuse, ThreadInfo, decide
 from bridge.delivery.inbound import InboundRelay
 from bridge.settings.config import DeliverySettings, Secret, SlackSettings
 from bridge.slack.client import SlackPoster, make_web_client
@@ -250,3 +251,221 @@ async def test_an_echo_shows_its_outcome_inline_when_it_is_already_known(
              if b["type"] == "context"]
     assert ":white_check_mark: sent" in lines[0] and ":white_check_mark:" not in lines[1]
     assert echoes.posted_calls == [(7, True), (8, False)]
+
+
+async def wait_posts(fake: FakeSlack, n: int, timeout: float = 20) -> list[dict[str, Any]]:
+    return await fake.wait_for_posts(n, timeout=timeout)
+
+
+RETRIED_FAULTS = {
+    "429": {"status": 429, "retry_after": 1},
+    "ok-false": {"status": 503, "error": "service_unavailable"},
+    # Slack never answers within the client's 2 s and never took the post.
+    "timeout": {"status": 500, "delay": 3},
+}
+
+
+@pytest.mark.parametrize("fault", list(RETRIED_FAULTS), ids=list(RETRIED_FAULTS))
+async def test_a_retried_post_keeps_its_thread_and_replies_map_back(
+        harness: Harness, fake: FakeSlack, fault: str) -> None:
+    relay = await harness.start(timeout=2)
+    # The first text of the conversation is retried (it starts the thread once it is in),
+    # then one inside the thread is.
+    fake.fail_next("chat.postMessage", **RETRIED_FAULTS[fault])
+    relay.submit(text("first"))
+    [first] = await wait_posts(fake, 1)
+    fake.fail_next("chat.postMessage", **RETRIED_FAULTS[fault])
+    relay.submit(text("second"))
+    [_, second] = await wait_posts(fake, 2)
+    assert shown(fake.posts) == ["first", "second"]
+    assert "thread_ts" not in first
+    assert second.get("thread_ts") == first["ts"], "the retried text left its thread"
+    # A reply in the thread reaches alice: the store maps the thread to her conversation.
+    assert harness.store is not None
+    owner = await harness.store.thread_owner("C0ALICE00", second["thread_ts"])
+    assert owner is not None and owner.endpoint == "alice"
+
+
+async def test_internal_error_is_checked_in_the_history_not_reposted(
+        harness: Harness, fake: FakeSlack) -> None:
+    # Slack posts the message, then answers ok:false internal_error ("it's possible some
+    # aspect of the operation succeeded").
+    fake.fail_next("chat.postMessage", status=200, error="internal_error", processed=True)
+    relay = await harness.start()
+    relay.submit(text("only once"))
+    relay_posts = await wait_posts(fake, 1)
+    await asyncio.sleep(1.5)  # a repost would come after the 1 s backoff
+    assert shown(fake.posts) == ["only once"], relay_posts
+    assert fake.calls_of("conversations.history"), "the history was not checked"
+    assert harness.store is not None
+    assert await harness.store.waiting_inbound() == []
+
+
+ODD_ANSWERS = {
+    "html-502": {"status": 502, "body": "<html><body><h1>502 Bad Gateway</h1></body></html>"},
+    "html-405": {"status": 405, "body": "<html><body>Method Not Allowed</body></html>"},
+    "html-as-json": {"status": 200, "body": "<html>maintenance</html>",
+                     "content_type": "application/json"},
+    "json-array": {"status": 200, "body": "[1, 2]", "content_type": "application/json"},
+    "ok-wrong-types": {"status": 200, "content_type": "application/json",
+                       "body": '{"ok": true, "ts": 17, "messages": "none",'
+                               ' "response_metadata": []}'},
+    "empty": {"status": 200, "body": "", "content_type": "application/json"},
+}
+
+
+@pytest.mark.parametrize("answer", list(ODD_ANSWERS), ids=list(ODD_ANSWERS))
+async def test_odd_answers_from_slack_are_retried_never_crash(
+        harness: Harness, fake: FakeSlack, answer: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("bridge.delivery.inbound._BACKOFF_MAX", 0.5)  # keeps the test short
+    # The first post hangs past the client timeout (so the history is checked next), then
+    # every call answers the odd shape a few times; once Slack is back the text is posted
+    # exactly once.
+    fake.fail_next("chat.postMessage", status=500, delay=3)
+    fake.fail_next("conversations.history", times=2, **ODD_ANSWERS[answer])
+    fake.fail_next("chat.postMessage", times=2, **ODD_ANSWERS[answer])
+    relay = await harness.start(timeout=2)
+    relay.submit(text("through the storm"))
+    deadline = time.monotonic() + 20
+    while not shown(fake.posts) or len(fake.calls_of("chat.postMessage")) < 4:
+        assert not harness.tasks.failed.is_set(), "a relay task crashed"
+        assert time.monotonic() < deadline, fake.calls
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.5)
+    assert not harness.tasks.failed.is_set(), "a relay task crashed"
+    assert shown(fake.posts) == ["through the storm"]
+    assert harness.store is not None
+    assert await harness.store.waiting_inbound() == []
+
+
+async def test_a_timed_out_post_inside_a_thread_is_found_not_doubled(
+        harness: Harness, fake: FakeSlack) -> None:
+    # Slack keeps replies out of conversations.history: a post that timed out inside the
+    # conversation's thread must be looked for in the thread.
+    relay = await harness.start(timeout=2)
+    relay.submit(text("opens the thread"))
+    await wait_posts(fake, 1)
+    fake.fail_next("chat.postMessage", status=200, delay=3)  # posted, answered too late
+    relay.submit(text("in the thread"))
+    [first, second] = await wait_posts(fake, 2)
+    await asyncio.sleep(2.5)
+    assert shown(fake.posts) == ["opens the thread", "in the thread"], "posted twice"
+    assert second["thread_ts"] == first["ts"]
+    assert fake.calls_of("conversations.replies")
+
+
+def stranger(body: str, *, name: str = "", event_id: str | None = None) -> InboundText:
+    return InboundText(event_id=event_id or f"id-{body}", sender_uri="sip:carol@10.9.9.9",
+                       display_name=name, body=body, declared_bytes=len(body.encode()),
+                       to_uri="sip:bridge@pbx", exten="bridge")
+
+
+async def test_a_name_of_2500_ampersands_is_shortened_and_nothing_behind_it_waits(
+        harness: Harness, fake: FakeSlack) -> None:
+    relay = await harness.start()
+    relay.submit(stranger("poisoned?", name="&" * 2500))
+    relay.submit(stranger("next one", event_id="next"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["poisoned?", "next one"]:
+        assert time.monotonic() < deadline, (shown_texts(fake.posts), fake.calls[-3:])
+        await asyncio.sleep(0.05)
+    [sender, _] = shown_senders(fake.posts)
+    assert "&&&&" in sender and "…" in sender  # the name, visibly shortened
+    assert all(p["channel"] == "C0DEFAULT0" for p in fake.posts)
+    refused = len(fake.calls_of("chat.postMessage")) - len(fake.posts)
+    assert refused == 0, "a post over Slack's limits was sent"
+
+
+async def test_a_14000_character_echo_continues_in_further_posts_of_its_thread(
+        harness: Harness, fake: FakeSlack) -> None:
+    relay = await harness.start()
+    relay.submit(text("hello"))
+    await wait_posts(fake, 1)
+    long_text = "".join(f"line {i:05d} & more!! " for i in range(700))  # 14,000 characters
+    assert len(long_text) == 14000
+    await relay.post_echo(EchoText(body=long_text, slack_user="U1", slack_user_name="ann",
+                                   endpoint="alice", outbound_id=9), channel="C0ALICE00")
+    relay.submit(text("after it"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["hello", "after it"]:
+        assert time.monotonic() < deadline, fake.calls[-3:]
+        await asyncio.sleep(0.05)
+    assert shown_echoes(fake.posts) == [long_text], "the long text was cut"
+    first = fake.posts[0]
+    assert all(p.get("thread_ts") == first["ts"] for p in fake.posts[1:])
+    assert len(fake.posts) >= 4  # hello, the echo in two posts or more, after it
+    assert len(fake.calls_of("chat.postMessage")) == len(fake.posts)
+
+
+async def test_a_post_slack_refuses_for_its_content_is_posted_smaller(
+        harness: Harness, fake: FakeSlack) -> None:
+    # Slack's limits are lower than measured one day: the first rendering is refused.
+    fake.fail_next("chat.postMessage", status=200, error="msg_blocks_too_long")
+    relay = await harness.start()
+    relay.submit(text("refused once"))
+    relay.submit(text("behind it"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["refused once", "behind it"]:
+        assert time.monotonic() < deadline, fake.calls[-3:]
+        await asyncio.sleep(0.05)
+    assert all(p["channel"] == "C0ALICE00" for p in fake.posts), "moved to another channel"
+
+
+async def test_a_text_slack_always_refuses_is_set_aside_with_a_notice(
+        harness: Harness, fake: FakeSlack, caplog: pytest.LogCaptureFixture) -> None:
+    fake.fail_next("chat.postMessage", status=200, error="invalid_blocks", times=3)
+    relay = await harness.start()
+    relay.submit(text("never fits"))
+    relay.submit(text("behind it"))
+    deadline = time.monotonic() + 10
+    while shown_texts(fake.posts) != ["behind it"]:
+        assert time.monotonic() < deadline, fake.calls[-3:]
+        await asyncio.sleep(0.05)
+    notice = fake.posts[0]
+    assert notice["channel"] == "C0ALICE00"
+    assert "Slack refused a text from *alice*" in notice["text"]
+    assert "invalid_blocks" in notice["text"] and "set_aside" in notice["text"]
+    assert any(r.levelname == "ERROR" and "result=set-aside" in r.getMessage()
+               for r in caplog.records)
+    assert harness.store is not None
+    assert await harness.store.waiting_inbound() == []
+    assert (await harness.store.backlog()).inbound_waiting == 0
+    # Not retried: it waits in the store for an admin, not at the head of the queue.
+    calls = len(fake.calls_of("chat.postMessage"))
+    await asyncio.sleep(1.5)
+    assert len(fake.calls_of("chat.postMessage")) == calls
+
+
+async def test_texts_of_unknown_senders_from_many_hosts_are_combined_by_channel(
+        tmp_path: Path, fake: FakeSlack) -> None:
+    # Slack's pace (1 post a second per channel, bursts of 3), enforced by the fake too.
+    fake.rate_limit("chat.postMessage", per_channel_per_second=1.0, burst=3)
+    h = Harness(tmp_path / "store.sqlite3", fake, delivery(channel_rate=1.0, channel_burst=3))
+    relay = await h.start()
+    try:
+        sent = [f"flood {i:03d}" for i in range(300)]
+        for i, body in enumerate(sent):
+            relay.submit(InboundText(
+                event_id=f"f{i}", sender_uri=f"sip:+1555{i % 7}@10.{i % 250}.0.1",
+                display_name="", body=body, declared_bytes=len(body), to_uri="", exten=""))
+        started = time.monotonic()
+        relay.submit(stranger("a normal text after them", event_id="normal"))
+        assert await wait_shown(fake, 301, timeout=40) == [*sent, "a normal text after them"]
+        elapsed = time.monotonic() - started
+        print(f"300 texts from 300 hosts: {len(fake.posts)} posts, all shown after "
+              f"{elapsed:.1f} s")
+        assert len(fake.posts) <= 20 and elapsed < 20
+        assert all(p["channel"] == "C0DEFAULT0" for p in fake.posts)
+        # A reply in a combined post's thread cannot go to one sender: it is refused, not
+        # sent to whoever came first.
+        assert h.store is not None
+        owner = await h.store.thread_owner("C0DEFAULT0", fake.posts[0]["ts"])
+        assert owner is not None
+        decision = decide({"type": "message", "user": "U1", "text": "hi", "channel":
+                           "C0DEFAULT0", "ts": "2.0", "thread_ts": fake.posts[0]["ts"]},
+                          directory=DIRECTORY, bot_user_id="U0BOT", allowed_bots=frozenset(),
+                          mode="thread", thread=ThreadInfo(owner.conversation, owner.endpoint))
+        assert isinstance(decision, Refuse) and "several senders" in decision.reason
+    finally:
+        await h.stop()

@@ -7,13 +7,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from fake_slack import slack_escape
+from fake_slack import check_blocks, slack_escape
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from slack_view import shown_echoes, shown_texts
 
 from bridge.core.directory import Endpoint
-from bridge.core.texts import InboundText
-from bridge.slack.messages import PostItem, inbound_post
+from bridge.core.texts import EchoText, InboundText
+from bridge.slack.messages import PostItem, inbound_post, inbound_posts
 from bridge.slack.text import escape, slack_to_plain, unescape
 
 # Pieces that mean something to Slack, mixed into arbitrary text.
@@ -83,10 +84,13 @@ items = st.builds(
 @settings(max_examples=300)
 @given(st.lists(items, min_size=1, max_size=4))
 def test_no_phone_text_becomes_a_mention_reference_or_link(post_items: list[PostItem]) -> None:
-    text, blocks = inbound_post(post_items)
-    for field in mrkdwn_texts(text, blocks):
-        stripped = _OWN_DATE.sub("", field)
-        assert "<" not in stripped and ">" not in stripped, field
+    posts = inbound_posts(post_items)
+    blocks = [b for post in posts for b in post.blocks]
+    for post in posts:
+        check_blocks(post.blocks)  # within every limit Slack enforces
+        for field in mrkdwn_texts(post.text, post.blocks):
+            stripped = _OWN_DATE.sub("", field)
+            assert "<" not in stripped and ">" not in stripped, field
     # What the phone wrote is shown literally (plain_text), whole and in order.
     plain = ["".join(b["text"]["text"] for b in blocks
                      if b["type"] == "section" and b["text"]["type"] == "plain_text")]
@@ -104,3 +108,37 @@ def test_a_single_short_text_reads_as_typed_in_the_notification(body: str) -> No
     text, _ = inbound_post([item])
     if len(text) < 3000:  # the fallback is cut at 3,000 characters
         assert unescape(text).endswith(body)
+
+
+# What made Slack answer msg_blocks_too_long / invalid_blocks: names of thousands of "&"
+# (five characters each once escaped), long URIs, /sip texts of 14,000 characters.
+huge_names = st.one_of(st.just(""), st.text(max_size=30),
+                       st.integers(0, 5000).map(lambda n: "&" * n),
+                       st.integers(0, 5000).map(lambda n: "<>" * n))
+huge_bodies = st.one_of(st.text(max_size=50), st.integers(0, 40000).map(lambda n: "é&x" * n))
+phone_items = st.builds(
+    PostItem,
+    text=st.builds(InboundText, event_id=st.just("e"), sender_uri=huge_names,
+                   display_name=huge_names, body=huge_bodies.map(lambda b: b[:1023]),
+                   declared_bytes=st.none(), to_uri=st.just(""), exten=st.just("")),
+    endpoint=st.none(), received_at=st.just(1_700_000_000.0))
+echo_items = st.builds(
+    PostItem,
+    text=st.builds(EchoText, body=huge_bodies.filter(bool), slack_user=st.just("U1"),
+                   slack_user_name=huge_names, endpoint=huge_names, outbound_id=st.just(1)),
+    endpoint=st.none(), received_at=st.just(1_700_000_000.0))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(phone_items, echo_items), min_size=1, max_size=20))
+def test_every_post_is_within_slack_limits_and_no_text_is_cut(
+        post_items: list[PostItem]) -> None:
+    posts = inbound_posts(post_items)
+    for post in posts:
+        check_blocks(post.blocks)  # the fake refuses exactly what Slack refuses
+        assert len(post.text) <= 3000
+    wire = [{"blocks": post.blocks} for post in posts]
+    assert shown_texts(wire) == [i.text.body or "[empty text]" for i in post_items
+                                 if isinstance(i.text, InboundText)]
+    assert shown_echoes(wire) == [i.text.body for i in post_items
+                                  if isinstance(i.text, EchoText)]

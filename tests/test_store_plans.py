@@ -86,6 +86,7 @@ async def exercise(store: Store) -> set[str]:
     await call("touch_conversation", "alice", now + 1)
     await call("thread_owner", "C1", "5.5")
     await call("first_sight_of_event", "Ev-new")
+    await call("forget_event", "Ev-new")
     await call("backlog")
     await call("prune", now - 50_000, audit_older_than=now - 50_000)
     await store._run(store._test_write)

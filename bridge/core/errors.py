@@ -16,15 +16,15 @@
     │   ├── AmiActionFailed      Asterisk answered `Response: Error`: nothing was sent
     │   ├── GaveUp               Asterisk stayed unreachable longer than a text may wait
     │   └── PartlySent           some segments went out, then one failed
-    └── SlackError               anything that went wrong talking to Slack's Web API
-        ├── SlackRefused         Slack answered with an error (`ok: false`, 4xx, 429)
-        ├── SlackUnreachable     no answer: connection refused, timeout, dropped mid-way
-        └── PostFailed           a post did not (knowingly) reach Slack; says whether a retry
-                                 can help and whether the post may have arrived anyway
+    ├── SlackError               a Web API call did not (knowingly) do what was asked, whatever
+    │                            the answer's shape (refusal, 429, HTML page, no answer)
+    └── PostFailed               a post did not (knowingly) reach Slack; says whether a retry
+                                 can help, whether its content was refused, and whether it may
+                                 have arrived anyway
 
 Lower-layer errors are converted where they enter: panoramisk, OSError and TimeoutError in
-`bridge/asterisk/ami.py`; slack_sdk and aiohttp errors in `bridge/slack/client.py`
-(`slack_call`); sqlite3 errors in `bridge/store/`. The rest of the bridge only sees these.
+`bridge/asterisk/ami.py`; slack_sdk and aiohttp errors, and answers of any odd shape, in
+`bridge/slack/client.py` (`slack_call`); sqlite3 errors in `bridge/store/`. The rest of the bridge only sees these.
 """
 
 from __future__ import annotations
@@ -132,46 +132,42 @@ class PartlySent(AmiError):
 
 
 class SlackError(BridgeError):
-    """A Slack Web API call failed; `error` is Slack's code or what went wrong on the way."""
+    """A Web API call did not (knowingly) do what was asked; any answer shape ends here.
 
-    def __init__(self, method: str, error: str) -> None:
-        self.method = method
+    `error`: Slack's error code, else a short description ("HTTP 502 (not a Slack answer)").
+    `ambiguous`: the request may have been processed anyway (timeout, connection dropped
+    mid-way, a gateway's 5xx, Slack's internal_error/fatal_error).
+    `retry_after`: Slack's Retry-After, for 429. `status`: the HTTP status, when there was one.
+    """
+
+    def __init__(self, error: str, *, ambiguous: bool = False,
+                 retry_after: float | None = None, status: int | None = None) -> None:
         self.error = error
-        super().__init__(f"Slack {method}: {error}")
-
-
-class SlackRefused(SlackError):
-    """Slack answered, and said no (`ok: false` with `error`, or an HTTP error status)."""
-
-    def __init__(self, method: str, error: str, *, status: int | None = None,
-                 retry_after: float | None = None) -> None:
-        self.status = status
-        self.retry_after = retry_after  # seconds, for 429
-        super().__init__(method, error)
-
-
-class SlackUnreachable(SlackError):
-    """No answer from Slack. `ambiguous`: the request may have been processed anyway (a
-    timeout or a connection dropped after sending), unlike a refused connection."""
-
-    def __init__(self, method: str, error: str, *, ambiguous: bool) -> None:
         self.ambiguous = ambiguous
-        super().__init__(method, error)
+        self.retry_after = retry_after
+        self.status = status
+        super().__init__(error)
 
 
 class PostFailed(BridgeError):
     """A post did not (knowingly) reach Slack.
 
-    `permanent`: the same request will keep failing (wrong channel, bot not in it).
-    `ambiguous`: the request may have been processed (timeout, connection dropped mid-way).
+    `permanent`: the same request will keep failing (wrong channel, bot not in it, or a
+    content Slack refuses).
+    `content`: Slack refused the message itself (too long, blocks it cannot take): the same
+    channel takes it rendered differently.
+    `ambiguous`: the request may have been processed (timeout, connection dropped mid-way,
+    Slack's internal_error).
     `retry_after`: Slack's Retry-After, for 429.
     """
 
     def __init__(self, channel: str, error: str, *, permanent: bool = False,
-                 ambiguous: bool = False, retry_after: float | None = None) -> None:
+                 content: bool = False, ambiguous: bool = False,
+                 retry_after: float | None = None) -> None:
         self.channel = channel
         self.error = error
         self.permanent = permanent
+        self.content = content
         self.ambiguous = ambiguous
         self.retry_after = retry_after
         super().__init__(f"Slack refused the post to {channel}: {error}")

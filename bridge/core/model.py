@@ -13,8 +13,9 @@ from typing import Literal
 from bridge.core.texts import EchoText, InboundText
 
 # A text from a phone (or the echo of a /sip text) on its way to Slack: `posting` is written
-# before the post is sent, so after a crash the bridge knows which posts may be in Slack.
-InboundState = Literal["pending", "posting", "posted"]
+# before the post is sent, so after a crash the bridge knows which posts may be in Slack;
+# `set_aside`: Slack refused it however it was rendered (kept, with a notice in the channel).
+InboundState = Literal["pending", "posting", "posted", "set_aside"]
 # A text to a phone: queued until Asterisk took every segment (sent) or it failed.
 OutboundState = Literal["queued", "sent", "failed"]
 # Where a text to a phone came from: the slash command, the compose window, a reply in a

@@ -91,6 +91,10 @@ def decide(event: Mapping[str, Any], *, directory: Directory, bot_user_id: str,
         if mode == "off":
             return Refuse("this channel is read-only for phone texts (reply mode `off`), so "
                           "your reply was not sent to the phone")
+        if thread.conversation == "mixed:":  # relay.MIXED_CONVERSATION
+            return Refuse("this post combines texts of several senders not in the directory, "
+                          "so a reply here cannot go to one of them: reply in a sender's own "
+                          "thread, or text them with the slash command")
         if thread.endpoint is None:
             if thread.conversation.startswith(IDENTIFIED_PREFIX):
                 endpoint_id = thread.conversation.removeprefix(IDENTIFIED_PREFIX)

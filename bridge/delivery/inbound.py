@@ -36,7 +36,16 @@ from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.core.thread_replies import CLAIMED_PREFIX, IDENTIFIED_PREFIX
 from bridge.ops import metrics
 from bridge.settings.config import DeliverySettings
-from bridge.slack.messages import PostItem, inbound_post, item_size, late_note
+from bridge.slack.messages import (
+    FITS,
+    POST_BLOCKS_MAX,
+    PostItem,
+    inbound_posts,
+    item_blocks,
+    item_size,
+    late_note,
+    set_aside_notice,
+)
 from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
@@ -55,8 +64,8 @@ class Poster(Protocol):
     async def post(self, *, channel: str, text: str, blocks: list[dict[str, Any]],
                    marker: str = "", thread_ts: str | None = None) -> str: ...
 
-    async def find_posted(self, *, channel: str, first: int,
-                          since: float) -> tuple[str, int] | None: ...
+    async def find_posted(self, *, channel: str, first: int, since: float,
+                          thread_ts: str | None = None) -> tuple[str, int] | None: ...
 
 
 class ChannelPacer:
@@ -132,6 +141,21 @@ def conversation_key(endpoint: str | None, sender_uri: str, asterisk_endpoint: s
     return f"{CLAIMED_PREFIX}{normalize_uri(sender_uri)}"
 
 
+# The thread of a post combining texts of several senders not in the directory: a reply in
+# it cannot go to one of them (thread_replies refuses it with the reason).
+MIXED_CONVERSATION = "mixed:"
+
+
+def _combinable(first: InboundRow, row: InboundRow) -> bool:
+    """Whether `row` may share a post with `first`: the same conversation, or both from
+    senders not in the directory (each of whom would otherwise cost a post of its own, so a
+    flood from many addresses took one post per text)."""
+    if row.conversation == first.conversation:
+        return True
+    return all(r.endpoint is None and isinstance(r.text, InboundText)
+               and r.conversation.startswith("uri:") for r in (first, row))
+
+
 @dataclass
 class _ChannelState:
     queue: deque[InboundRow]
@@ -173,6 +197,16 @@ class Inbox:
         self.queue.put_nowait(item)
 
 
+@dataclass(frozen=True)
+class _Partial:
+    """A text continued over several posts, of which Slack has taken the first `posted`."""
+
+    ids: tuple[int, ...]
+    posted: int
+    thread_ts: str
+    first_ts: str
+
+
 class InboundRelay:
     def __init__(self, *, store: StoreBackend, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
@@ -192,6 +226,10 @@ class InboundRelay:
         self._intake_task: asyncio.Task[None] | None = None
         self._channels: dict[str, _ChannelState] = {}
         self._conversations: dict[str, Conversation] = {}
+        # Per channel: the head text Slack refused for its content, and how tightly it is
+        # rendered now (an index into FITS); a post continued over several, partly in Slack.
+        self._refits: dict[str, tuple[int, int]] = {}
+        self._partials: dict[str, _Partial] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -339,11 +377,15 @@ class InboundRelay:
         if head.state == "posting":
             # Sent before a crash or a timeout: Slack may have it already.
             try:
-                found = await self._poster.find_posted(channel=channel, first=head.id,
-                                                       since=head.received_at)
+                found = await self._poster.find_posted(
+                    channel=channel, first=head.id, since=head.received_at,
+                    thread_ts=await self._current_thread(head.conversation, channel))
             except PostFailed as exc:
                 log.warning("text in: channel=%s cannot check for an earlier post (%s)",
                             channel, exc.error)
+                if exc.retry_after is not None:
+                    self._pacer.pause(channel, exc.retry_after)
+                    return "paced"
                 return "backoff"
             if found is not None:
                 ts, last = found
@@ -354,26 +396,58 @@ class InboundRelay:
                 for _ in done:
                     queue.popleft()
                 return "ok"
-        batch = self._take_batch(queue)
+        refit = self._refits.get(channel)
+        level = refit[1] if refit is not None and refit[0] == head.id else 0
+        partial = self._partials.get(channel)
+        if partial is not None and partial.ids[0] != head.id:
+            partial = None
+        batch = self._take_batch(queue, only=partial.ids if partial else None,
+                                 single=level > 0)
         ids = [row.id for row in batch]
         # An echo whose text's outcome is already known shows it in its own line, which
         # saves a reaction call per text when Slack texts flow fast.
         states = {row.text.outbound_id: state for row in batch
                   if isinstance(row.text, EchoText) and self._echoes is not None
                   and (state := self._echoes.state_of(row.text.outbound_id))}
-        text, blocks = inbound_post(self._items(batch, channel, states))
+        posts = inbound_posts(self._items(batch, channel, states), FITS[level])
         await self._store.mark_inbound(ids, "posting")
         for index, row in enumerate(batch):
             queue[index] = _with_state(row, "posting")
-        thread_ts = await self._current_thread(batch[0].conversation, channel)
+        mixed = any(row.conversation != batch[0].conversation for row in batch)
+        # A post of several strangers' texts is not in any one of their threads.
+        thread_ts = None if mixed else await self._current_thread(batch[0].conversation,
+                                                                  channel)
+        first_ts = partial.first_ts if partial else ""
+        thread = partial.thread_ts if partial else thread_ts
         started = time.monotonic()
-        try:
-            ts = await self._poster.post(channel=channel, text=text, blocks=blocks,
-                                         marker=f"{ids[0]}-{ids[-1]}", thread_ts=thread_ts)
-        except PostFailed as exc:
-            return await self._failed(channel, queue, batch, exc)
-        await self._threaded(batch[0], channel, thread_ts or ts, started=thread_ts is None)
-        await self._delivered(channel, batch, ts, latency=time.monotonic() - started,
+        for number in range(partial.posted if partial else 0, len(posts)):
+            post = posts[number]
+            last = number == len(posts) - 1
+            # Only the last part carries the marker the history check looks for: a text
+            # found in Slack is then found whole.
+            marker = f"{ids[0]}-{ids[-1]}" if last else f"{ids[0]}-{ids[-1]}.{number + 1}"
+            try:
+                ts = await self._poster.post(channel=channel, text=post.text,
+                                             blocks=post.blocks, marker=marker,
+                                             thread_ts=thread)
+            except PostFailed as exc:
+                return await self._failed(channel, queue, batch, exc)
+            if number == 0:
+                first_ts, thread = ts, thread_ts or ts
+                if mixed:
+                    await self._store.start_conversation(
+                        key=MIXED_CONVERSATION, channel=channel, thread_ts=ts, endpoint=None,
+                        now=time.time())
+                else:
+                    await self._threaded(batch[0], channel, thread,
+                                         started=thread_ts is None)
+            if not last:
+                # A text continued over several posts resumes after the last one Slack took.
+                self._partials[channel] = _Partial(tuple(ids), number + 1, thread or "",
+                                                   first_ts)
+        self._partials.pop(channel, None)
+        self._refits.pop(channel, None)
+        await self._delivered(channel, batch, first_ts, latency=time.monotonic() - started,
                               shown_final=set(states))
         for _ in batch:
             queue.popleft()
@@ -424,17 +498,28 @@ class InboundRelay:
         else:
             await self.touch(row.conversation)
 
-    def _take_batch(self, queue: deque[InboundRow]) -> list[InboundRow]:
+    def _take_batch(self, queue: deque[InboundRow], *, only: tuple[int, ...] | None = None,
+                    single: bool = False) -> list[InboundRow]:
+        """The texts of the next post: `only` these (a post already partly in Slack), one
+        (`single`, after Slack refused a post's content), or as many as fit in one post."""
+        if only is not None:
+            return [row for row, _ in zip(queue, only, strict=False) if row.id in only]
+        if single:
+            return [queue[0]]
         batch: list[InboundRow] = []
         size = 0
+        blocks = 0
         for row in queue:
             chars = item_size(row.text)
+            more = item_blocks(row.text)
             if batch and (len(batch) >= self._delivery.max_texts_per_post
                           or size + chars > self._delivery.max_chars_per_post
-                          or row.conversation != batch[0].conversation):
+                          or blocks + more > POST_BLOCKS_MAX
+                          or not _combinable(batch[0], row)):
                 break
             batch.append(row)
             size += chars
+            blocks += more
         return batch
 
     def _items(self, batch: list[InboundRow], channel: str,
@@ -475,6 +560,8 @@ class InboundRelay:
     async def _failed(self, channel: str, queue: deque[InboundRow], batch: list[InboundRow],
                       exc: PostFailed) -> str:
         metrics.inbound_failed(exc)
+        if exc.content:
+            return await self._refit(channel, queue, batch, exc)
         if exc.permanent:
             return await self._redirect(channel, queue, batch, exc)
         if not exc.ambiguous:
@@ -490,6 +577,46 @@ class InboundRelay:
             self._pacer.pause(channel, exc.retry_after)
             return "paced"
         return "backoff"
+
+    async def _refit(self, channel: str, queue: deque[InboundRow], batch: list[InboundRow],
+                     exc: PostFailed) -> str:
+        """Slack refused the post itself (not the channel): build it smaller, one text at a
+        time; a text no rendering fits is set aside so the texts behind it go on."""
+        head = batch[0]
+        refit = self._refits.get(channel)
+        level = (refit[1] if refit is not None and refit[0] == head.id else 0) + 1
+        self._partials.pop(channel, None)
+        await self._store.mark_inbound([row.id for row in batch], "pending", error=exc.error)
+        for index, row in enumerate(batch):
+            queue[index] = _with_state(row, "pending")
+        if level < len(FITS):
+            log.warning("text in: channel=%s texts=%d result=refitting reason=%s: Slack "
+                        "refused the post's content; posting it smaller", channel,
+                        len(batch), exc.error)
+            self._refits[channel] = (head.id, level)
+            return "ok"
+        self._refits.pop(channel, None)
+        await self._set_aside(channel, queue, head, exc)
+        return "ok"
+
+    async def _set_aside(self, channel: str, queue: deque[InboundRow], row: InboundRow,
+                         exc: PostFailed) -> None:
+        log.error("text in: id=%d endpoint=%s channel=%s result=set-aside reason=%s: Slack "
+                  "refuses every rendering of this text; it is kept in the store (state "
+                  "set_aside) and the texts behind it go on", row.id, row.endpoint or "-",
+                  channel, exc.error)
+        await self._store.mark_inbound([row.id], "set_aside", error=exc.error)
+        queue.popleft()
+        [item] = self._items([row], channel, {})
+        notice = set_aside_notice(item, row_id=row.id, error=exc.error)
+        try:
+            await self._poster.post(
+                channel=channel, text=notice,
+                blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": notice}}],
+                thread_ts=await self._current_thread(row.conversation, channel))
+        except PostFailed as failure:
+            log.error("text in: id=%d channel=%s: the notice that it was set aside could not "
+                      "be posted either (%s)", row.id, channel, failure.error)
 
     async def _redirect(self, channel: str, queue: deque[InboundRow], batch: list[InboundRow],
                         exc: PostFailed) -> str:
@@ -516,6 +643,8 @@ class InboundRelay:
 
 
 def _with_state(row: InboundRow, state: InboundState) -> InboundRow:
+    # replace(), not a rebuilt row: every other field (the conversation above all, which
+    # decides the thread a retried post goes into) must survive a retry.
     return dataclasses.replace(row, state=state)
 
 

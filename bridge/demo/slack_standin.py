@@ -26,13 +26,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from bridge.demo.slack_web_api import (
-    MessageClock,
-    Params,
-    SlackRefusal,
-    read_params,
-    slack_escape,
-)
+from bridge.demo.slack_web_api import MessageClock, Params, SlackRefusal, read_params, slack_escape
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +97,7 @@ class SlackStandIn:
             "chat.postEphemeral": self._chat_post_ephemeral,
             "chat.update": self._chat_update,
             "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "conversations.info": self._conversations_info,
             "conversations.members": self._conversations_members,
             "users.info": self._users_info,
@@ -369,8 +364,22 @@ class SlackStandIn:
         oldest = float(params.get("oldest") or 0)
         limit = int(params.get("limit") or 100)
         with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        # Like Slack: top-level messages only; replies in threads are not in the history.
         found = [m for m in reversed(channel.messages)
-                 if not m.ephemeral and float(m.ts) > oldest][:limit]
+                 if not m.ephemeral and float(m.ts) > oldest
+                 and (not m.thread_ts or m.thread_ts == m.ts)][:limit]
+        return {"ok": True, "messages": [self._bot_message(m, with_metadata) for m in found],
+                "has_more": False, "response_metadata": {"next_cursor": ""}}
+
+    async def _conversations_replies(self, params: Params) -> Params:
+        channel = self._conversation(str(params.get("channel", "")))
+        thread = str(params.get("ts", ""))
+        oldest = float(params.get("oldest") or 0)
+        with_metadata = str(params.get("include_all_metadata", "")).lower() in ("1", "true")
+        found = [m for m in channel.messages if not m.ephemeral and
+                 (m.ts == thread or (m.thread_ts == thread and float(m.ts) > oldest))]
+        if not found:
+            raise SlackRefusal("thread_not_found")
         return {"ok": True, "messages": [self._bot_message(m, with_metadata) for m in found],
                 "has_more": False, "response_metadata": {"next_cursor": ""}}
 

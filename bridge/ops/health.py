@@ -25,7 +25,7 @@ from typing import Any, Protocol
 
 import aiohttp
 
-from bridge.core.errors import SlackRefused
+from bridge.core.errors import SlackError
 from bridge.core.model import Backlog
 from bridge.ops import metrics
 
@@ -149,7 +149,7 @@ class SlackReachability:
             # arrives as the call completes, and the bridge would not stop.
             async with asyncio.timeout(self.interval):
                 await probe()
-        except SlackRefused as exc:
+        except SlackError as exc:
             if exc.status == 429 or exc.error == "ratelimited":
                 # Slack answered: it is there, only busy. A liveness probe must not restart
                 # the bridge during a Slack incident.

@@ -33,6 +33,7 @@ OUT_FAILURES = ("asterisk_refused", "asterisk_unreachable", "unconfirmed", "othe
 REFUSALS = ("unknown_recipient", "not_allowed", "rate_limited", "invalid_text")
 SLACK_METHODS = frozenset({
     "chat.postMessage", "chat.postEphemeral", "chat.update", "conversations.history",
+    "conversations.replies",
     "conversations.info", "conversations.members", "reactions.add", "reactions.remove",
     "users.info", "auth.test", "apps.connections.open",
 })

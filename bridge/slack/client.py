@@ -1,10 +1,13 @@
 """The Slack Web API client and posting: one of the two modules that import slack_sdk.
 
 `make_web_client` builds the AsyncWebClient every part of the bridge shares (base URL from
-SLACK_API_URL for GovSlack-style hosts and tests). `SlackPoster.post` turns slack_sdk's errors
-into `PostFailed`, which says whether trying again can help and whether the post may have
-arrived anyway; `find_posted` answers that from the channel history. `Notifier` tells a user
-what became of their text (response_url while valid, else a DM or an ephemeral message).
+SLACK_API_URL for GovSlack-style hosts and tests). Every Web API call goes through `_answer`,
+the one place where whatever comes back (slack_sdk's errors, a proxy's HTML page, JSON of the
+wrong shape, a timeout) becomes either a dict or `SlackError`; nothing else in the bridge sees
+a slack_sdk exception. `SlackPoster.post` turns a failure into `PostFailed`, which says whether
+trying again can help, whether the post may have arrived anyway and whether Slack refused its
+*content*; `find_posted` answers "did it arrive" from the channel history. `Notifier` tells a
+user what became of their text (response_url while valid, else a DM or an ephemeral message).
 """
 
 from __future__ import annotations
@@ -12,14 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bridge.core.errors import PostFailed, SlackError, SlackRefused, SlackUnreachable
+from bridge.core.errors import PostFailed, SlackError
 from bridge.settings.config import SlackSettings
 
 log = logging.getLogger(__name__)
@@ -31,48 +34,84 @@ _PERMANENT = frozenset({
     "msg_blocks_too_long", "no_text", "restricted_action", "ekm_access_denied",
     "team_access_not_granted", "invalid_arguments", "too_many_attachments",
 })
+# Of those, the ones about the message itself (its blocks, text or size), not the channel:
+# the same channel takes a post rendered differently.
+_CONTENT = frozenset({
+    "invalid_blocks", "invalid_blocks_format", "msg_blocks_too_long", "msg_too_long",
+    "no_text", "too_many_attachments", "invalid_attachments", "invalid_arguments",
+    "invalid_metadata_format", "invalid_metadata_schema", "metadata_too_large",
+    "markdown_text_conflict",
+})
+# Slack documents these as "it is possible some aspect of the operation succeeded before the
+# error was raised": the post may be in the channel, as after a timeout.
+_MAY_HAVE_HAPPENED = frozenset({"internal_error", "fatal_error"})
 
 _DEFAULT_API_URL = "https://slack.com/api/"
 _RESPONSE_URL_LIFETIME = 29 * 60
 _GROUP_CACHE_SECONDS = 300.0
 
 
-T = TypeVar("T")
+def _failure_of(response: object) -> SlackError:
+    """What a refused call's response says, whatever its shape: slack_sdk hands over a
+    SlackResponse (its data a dict, {} for an HTML page, None for an empty body) or, when
+    the body was not JSON at all, aiohttp's own ClientResponse."""
+    status = getattr(response, "status_code", None) or getattr(response, "status", None)
+    status = status if isinstance(status, int) else 0
+    data = getattr(response, "data", None)
+    error = data.get("error") if isinstance(data, dict) else None
+    if not isinstance(error, str) or not error:
+        error = f"HTTP {status}" + ("" if isinstance(data, dict) and data
+                                    else " (not a Slack answer)")
+    retry_after = None
+    if status == 429:
+        headers = getattr(response, "headers", None) or {}
+        try:
+            header = headers.get("Retry-After") or headers.get("retry-after")
+        except (AttributeError, TypeError):
+            header = None
+        retry_after = float(header) if header and str(header).isdigit() else 1.0
+    # A 5xx may come from a gateway that passed the request on before failing; 503 is
+    # Slack (or the gateway) saying it did not take the request.
+    ambiguous = error in _MAY_HAVE_HAPPENED or (status >= 500 and status != 503)
+    return SlackError(error, ambiguous=ambiguous, retry_after=retry_after,
+                      status=status or None)
 
 
-async def slack_call(method: str, call: Awaitable[T]) -> T:
-    """Await one Web API call: the one place slack_sdk's and aiohttp's errors become ours.
+async def slack_call(call: Awaitable[Any]) -> dict[str, Any]:
+    """Await one Web API call and return its answer as a dict; raise SlackError otherwise.
 
-    Slack answered with an error (`ok: false`, an HTTP error status, a 429): `SlackRefused`
-    with Slack's error code (or `HTTP <status>` when the answer was not Slack's JSON, e.g. a
-    proxy's HTML page) and Retry-After. No answer: `SlackUnreachable`, `ambiguous` unless the
-    connection was never made (then Slack certainly did nothing).
+    The single place slack_sdk's and aiohttp's errors are mapped: a refusal, a proxy's HTML
+    page, JSON of the wrong shape, a refused connection and a timeout all become SlackError.
     """
     try:
-        return await call
+        response = await call
     except SlackApiError as exc:
-        response = exc.response
-        status = int(getattr(response, "status_code", 0) or 0)
-        data = getattr(response, "data", None)
-        error = data.get("error") if isinstance(data, dict) else None
-        retry_after = None
-        if status == 429:
-            headers = getattr(response, "headers", None) or {}
-            header = headers.get("Retry-After") or headers.get("retry-after")
-            retry_after = float(header) if header and str(header).isdigit() else 1.0
-        raise SlackRefused(method, str(error or f"HTTP {status}"), status=status or None,
-                           retry_after=retry_after) from exc
+        raise _failure_of(exc.response) from exc
     except aiohttp.ClientConnectorError as exc:  # never reached Slack
-        raise SlackUnreachable(method, f"cannot connect: {exc}", ambiguous=False) from exc
+        raise SlackError(f"cannot connect: {exc}") from exc
     except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-        raise SlackUnreachable(method, f"{type(exc).__name__}: {exc}".rstrip(": "),
-                               ambiguous=True) from exc
+        raise SlackError(f"{type(exc).__name__}: {exc}".rstrip(": "), ambiguous=True) from exc
+    except (AttributeError, TypeError, ValueError) as exc:
+        # slack_sdk trips over some answers itself (a JSON array: 'list' has no 'get').
+        raise SlackError(f"unreadable answer from Slack ({type(exc).__name__}: {exc})",
+                         ambiguous=True) from exc
+    data = getattr(response, "data", None)
+    if not isinstance(data, dict):
+        raise SlackError("unreadable answer from Slack (not a JSON object)", ambiguous=True)
+    return data
+
+
+def post_failed(channel: str, failure: SlackError) -> PostFailed:
+    """What a failed chat.postMessage means for the relay."""
+    return PostFailed(channel, failure.error, permanent=failure.error in _PERMANENT,
+                      content=failure.error in _CONTENT, ambiguous=failure.ambiguous,
+                      retry_after=failure.retry_after)
 
 
 def auth_probe(client: AsyncWebClient) -> Callable[[], Awaitable[object]]:
     """`auth.test` as the health probe calls it (raising our errors)."""
     async def probe() -> object:
-        return await slack_call("auth.test", client.auth_test())
+        return await slack_call(client.auth_test())
     return probe
 
 
@@ -119,58 +158,91 @@ class SlackPoster:
             extra["metadata"] = {"event_type": METADATA_EVENT,
                                  "event_payload": {"marker": marker}}
         try:
-            response = await slack_call("chat.postMessage", self._client.chat_postMessage(
+            answer = await slack_call(self._client.chat_postMessage(
                 channel=channel, text=text, blocks=blocks, unfurl_links=False,
                 unfurl_media=False, **extra))
-        except SlackRefused as exc:
-            raise PostFailed(channel, exc.error, permanent=exc.error in _PERMANENT,
-                             retry_after=exc.retry_after) from exc
-        except SlackUnreachable as exc:
-            raise PostFailed(channel, exc.error, ambiguous=exc.ambiguous) from exc
-        return str(response.get("ts", ""))
+        except SlackError as failure:
+            raise post_failed(channel, failure) from failure
+        ts = answer.get("ts")
+        if not isinstance(ts, str) or not ts:
+            # Slack said ok but named no message: it may well be there; check the history.
+            raise PostFailed(channel, "the answer names no message ts", ambiguous=True)
+        return ts
 
-    async def find_posted(self, *, channel: str, first: int,
-                          since: float) -> tuple[str, int] | None:
+    async def find_posted(self, *, channel: str, first: int, since: float,
+                          thread_ts: str | None = None) -> tuple[str, int] | None:
         """Our post in `channel` (after unix time `since`) whose texts start at store ID
         `first`: its ts and the last store ID it carried; None if there is none.
 
+        A post inside a thread is not in the channel's history (Slack lists replies only in
+        conversations.replies), so with `thread_ts` that thread is searched first.
         Raises PostFailed when Slack cannot be asked right now. Without the history scope
         (channels:history / groups:history) the answer is always None: then a timed-out post
         is sent again, and may show twice.
         """
         if not self.history_available:
             return None
+        if thread_ts:
+            found = await self._search(channel, first, since, thread_ts)
+            if found is not None or not self.history_available:
+                return found
+        return await self._search(channel, first, since, None)
+
+    async def _search(self, channel: str, first: int, since: float,
+                      thread_ts: str | None) -> tuple[str, int] | None:
         prefix = f"{first}-"
         cursor: str | None = None
-        try:
-            for _ in range(10):  # at most 1,000 messages back
-                response = await slack_call(
-                    "conversations.history", self._client.conversations_history(
+        for _ in range(10):  # at most 1,000 messages back
+            try:
+                if thread_ts:
+                    call = self._client.conversations_replies(
+                        channel=channel, ts=thread_ts, oldest=f"{since - 5:.6f}", limit=100,
+                        include_all_metadata=True, cursor=cursor)
+                else:
+                    call = self._client.conversations_history(
                         channel=channel, oldest=f"{since - 5:.6f}", limit=100,
-                        include_all_metadata=True, cursor=cursor))
-                messages: list[dict[str, Any]] = response.get("messages", [])
-                for message in messages:
-                    metadata = message.get("metadata") or {}
-                    payload = metadata.get("event_payload") or {}
-                    marker = str(payload.get("marker", ""))
-                    if metadata.get("event_type") == METADATA_EVENT and \
-                            marker.startswith(prefix) and marker[len(prefix):].isdigit():
-                        return str(message.get("ts", "")), int(marker[len(prefix):])
-                cursor = (response.get("response_metadata") or {}).get("next_cursor")
-                if not cursor:
+                        include_all_metadata=True, cursor=cursor)
+                answer = await slack_call(call)
+            except SlackError as failure:
+                if failure.error in ("missing_scope", "not_allowed_token_type"):
+                    log.warning("Slack: cannot read channel history (%s): after a timeout the "
+                                "bridge cannot tell whether a post arrived, so it posts again; "
+                                "add the channels:history and groups:history scopes",
+                                failure.error)
+                    self.history_available = False
                     return None
-        except SlackRefused as exc:
-            error = exc.error
-            if error in ("missing_scope", "not_allowed_token_type"):
-                log.warning("Slack: cannot read channel history (%s): after a timeout the "
-                            "bridge cannot tell whether a post arrived, so it posts again; "
-                            "add the channels:history and groups:history scopes", error)
-                self.history_available = False
+                if thread_ts and failure.error == "thread_not_found":
+                    return None
+                raise PostFailed(channel, f"history unavailable: {failure.error}",
+                                 retry_after=failure.retry_after) from failure
+            messages = answer.get("messages")
+            if not isinstance(messages, list):
+                raise PostFailed(channel, "history unreadable: no list of messages")
+            for message in messages:
+                found = _marked(message, prefix)
+                if found is not None:
+                    return found
+            metadata = answer.get("response_metadata")
+            cursor = metadata.get("next_cursor") if isinstance(metadata, dict) else None
+            if not isinstance(cursor, str) or not cursor:
                 return None
-            raise PostFailed(channel, error or "history unavailable") from exc
-        except SlackUnreachable as exc:
-            raise PostFailed(channel, exc.error) from exc
         return None
+
+
+def _marked(message: object, prefix: str) -> tuple[str, int] | None:
+    """A history message's ts and last store ID if it is our post marked `prefix`..."""
+    if not isinstance(message, dict):
+        return None
+    metadata = message.get("metadata")
+    if not isinstance(metadata, dict) or metadata.get("event_type") != METADATA_EVENT:
+        return None
+    payload = metadata.get("event_payload")
+    marker = str(payload.get("marker", "")) if isinstance(payload, dict) else ""
+    ts = message.get("ts")
+    if marker.startswith(prefix) and marker[len(prefix):].isdigit() and \
+            isinstance(ts, str) and ts:
+        return ts, int(marker[len(prefix):])
+    return None
 
 
 class Notifier:
@@ -188,27 +260,24 @@ class Notifier:
         if response_url and time.time() - created_at < _RESPONSE_URL_LIFETIME:
             try:
                 webhook = AsyncWebhookClient(response_url, timeout=10, session=self._session)
-                answer = await slack_call("response_url", webhook.send(
-                    text=text, response_type="ephemeral"))
+                answer = await webhook.send(text=text, response_type="ephemeral")
                 if answer.status_code == 200:
                     return True
                 log.info("Slack: response_url answered %s; using the %s fallback",
                          answer.status_code, self._fallback)
-            except SlackError as exc:
-                log.info("Slack: response_url failed (%s); using the %s fallback", exc.error,
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                log.info("Slack: response_url failed (%s); using the %s fallback", exc,
                          self._fallback)
         try:
             if self._fallback == "dm":
-                await slack_call("chat.postMessage",
-                                 self._client.chat_postMessage(channel=user, text=text))
+                await slack_call(self._client.chat_postMessage(channel=user, text=text))
             elif self._fallback == "channel":
-                await slack_call("chat.postEphemeral", self._client.chat_postEphemeral(
-                    channel=channel, user=user, text=text))
+                await slack_call(self._client.chat_postEphemeral(channel=channel, user=user,
+                                                              text=text))
             return True
-        except SlackError as exc:
-            log.warning("Slack: could not tell %s about their text (%s)", user, exc.error)
-            # Refused for good (no such user, no access): nobody can be told; don't keep trying.
-            return isinstance(exc, SlackRefused) and exc.error in _PERMANENT
+        except SlackError as failure:
+            log.warning("Slack: could not tell %s about their text (%s)", user, failure.error)
+            return failure.error in _PERMANENT
 
 
 class SlackActions:
@@ -229,13 +298,15 @@ class SlackActions:
             members: dict[str, frozenset[str]] = {}
             for group in sorted(self._usergroups):
                 try:
-                    answer = await slack_call("usergroups.users.list",
-                                              self._client.usergroups_users_list(usergroup=group))
-                    members[group] = frozenset(answer.get("users") or [])
-                except SlackError as exc:
+                    answer = await slack_call(self._client.usergroups_users_list(usergroup=group))
+                    users = answer.get("users")
+                    if not isinstance(users, list):
+                        raise SlackError("no list of users in the answer")
+                    members[group] = frozenset(str(u) for u in users)
+                except SlackError as failure:
                     log.warning("Slack: cannot list user group %s (%s); its members are "
                                 "refused until it can be read (scope usergroups:read)",
-                                group, exc)
+                                group, failure.error)
                     members[group] = self._members.get(group, frozenset())
             self._members, self._members_at = members, time.monotonic()
         return frozenset(g for g, users in self._members.items() if user in users)
@@ -243,34 +314,34 @@ class SlackActions:
     async def react(self, channel: str, ts: str, name: str, *, remove: bool = False) -> None:
         try:
             if remove:
-                await slack_call("reactions.remove", self._client.reactions_remove(
-                    channel=channel, timestamp=ts, name=name))
+                await slack_call(self._client.reactions_remove(channel=channel, timestamp=ts,
+                                                            name=name))
             else:
-                await slack_call("reactions.add", self._client.reactions_add(
-                    channel=channel, timestamp=ts, name=name))
-        except SlackError as exc:
-            if exc.error not in ("already_reacted", "no_reaction"):
+                await slack_call(self._client.reactions_add(channel=channel, timestamp=ts,
+                                                         name=name))
+        except SlackError as failure:
+            if failure.error not in ("already_reacted", "no_reaction"):
                 log.warning("Slack: could not %s :%s: on %s/%s (%s)",
-                            "remove" if remove else "add", name, channel, ts, exc.error)
+                            "remove" if remove else "add", name, channel, ts, failure.error)
 
     async def note_in_thread(self, channel: str, thread_ts: str, text: str,
                              blocks: list[dict[str, Any]] | None = None) -> bool:
         try:
-            await slack_call("chat.postMessage", self._client.chat_postMessage(
-                channel=channel, thread_ts=thread_ts, text=text, blocks=blocks))
-        except SlackError as exc:
+            await slack_call(self._client.chat_postMessage(channel=channel, thread_ts=thread_ts,
+                                                           text=text, blocks=blocks))
+        except SlackError as failure:
             log.warning("Slack: could not post a note in %s/%s (%s)", channel, thread_ts,
-                        exc.error)
+                        failure.error)
             return False
         return True
 
     async def ephemeral(self, channel: str, user: str, text: str,
                         thread_ts: str | None = None) -> None:
         try:
-            await slack_call("chat.postEphemeral", self._client.chat_postEphemeral(
-                channel=channel, user=user, text=text, thread_ts=thread_ts))
-        except SlackError as exc:
-            log.warning("Slack: could not tell %s in %s (%s)", user, channel, exc.error)
+            await slack_call(self._client.chat_postEphemeral(channel=channel, user=user, text=text,
+                                                          thread_ts=thread_ts))
+        except SlackError as failure:
+            log.warning("Slack: could not tell %s in %s (%s)", user, channel, failure.error)
 
     async def display_names(self, user_ids: list[str]) -> dict[str, str]:
         """Display names for user IDs (users.info; the ID itself when Slack cannot say)."""
@@ -278,12 +349,14 @@ class SlackActions:
             if user_id in self._names:
                 continue
             try:
-                answer = await slack_call("users.info", self._client.users_info(user=user_id))
-            except SlackError as exc:
-                log.info("Slack: no name for %s (%s)", user_id, exc.error)
+                answer = await slack_call(self._client.users_info(user=user_id))
+            except SlackError as failure:
+                log.info("Slack: no name for %s (%s)", user_id, failure.error)
                 continue
-            user = answer.get("user") or {}
-            profile = user.get("profile") or {}
+            user = answer.get("user")
+            user = user if isinstance(user, dict) else {}
+            profile = user.get("profile")
+            profile = profile if isinstance(profile, dict) else {}
             name = (profile.get("display_name") or profile.get("real_name")
                     or user.get("name") or user_id)
             self._names[user_id] = str(name)

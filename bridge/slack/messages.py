@@ -26,8 +26,6 @@ from bridge.core.model import Backlog
 from bridge.core.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
 from bridge.slack.text import escape
 
-# Slack refuses a plain_text / section text longer than this.
-_SECTION_MAX = 3000
 # Notifications show only the start of the fallback text anyway.
 _FALLBACK_MAX = 3000
 
@@ -161,58 +159,197 @@ class PostItem:
     note: str = ""  # e.g. why it is late or in this channel; already Slack-escaped
 
 
+# Slack's limits on one message (see /work/shared/FACTS.md): every text object holds at most
+# 3,000 characters as sent (escaped: one "&" is five), a message at most 50 blocks, and blocks
+# totalling about 12-13k characters are refused (msg_blocks_too_long). A post is built under
+# all three up front; what does not fit in one post continues in the next.
+TEXT_OBJECT_MAX = 3000
+POST_BLOCKS_MAX = 50
+# A context block holds at most 10 elements; ours hold one.
+# A name, display name or URI shows at most this many characters (escaped) in a post.
+NAME_MAX = 200
+# The context line of a post that carries on a text too long for the previous one.
+CONTINUED = ":arrow_right_hook:"
+
+
+@dataclass(frozen=True)
+class Fit:
+    """How tightly posts are built: `chars` of block text per post, `name` characters per
+    name, `section` characters per text section. Slack refusing a post for its content makes
+    the relay try the next, tighter one (`FITS`)."""
+
+    chars: int = 11000
+    name: int = NAME_MAX
+    section: int = TEXT_OBJECT_MAX
+
+
+FITS = (Fit(), Fit(chars=5000, name=80, section=2000), Fit(chars=2000, name=30, section=1000))
+
+
+@dataclass(frozen=True)
+class Post:
+    """One Slack message: its notification `text` and its Block Kit `blocks`."""
+
+    text: str
+    blocks: list[dict[str, Any]]
+
+
 def item_size(text: InboundText | EchoText) -> int:
     """Characters a text adds to a post's blocks (for bounding combined posts)."""
     if isinstance(text, EchoText):
-        return len(text.body) + len(text.slack_user_name) + 300
-    return len(text.body) + len(text.display_name) + len(text.sender_uri) + 300
+        return len(text.body) + min(len(text.slack_user_name) * 5, NAME_MAX) + 300
+    return (len(text.body) + min(len(text.display_name) * 5, NAME_MAX)
+            + min(len(text.sender_uri) * 5, NAME_MAX) + 300)
+
+
+def item_blocks(text: InboundText | EchoText) -> int:
+    """Blocks a text adds to a post: its context line and its sections."""
+    return 1 + max(1, -(-len(text.body) // TEXT_OBJECT_MAX))
 
 
 def inbound_post(items: list[PostItem]) -> tuple[str, list[dict[str, Any]]]:
-    """The fallback `text` and Block Kit `blocks` of a post carrying one or more phones' texts.
+    """The one post carrying `items` (fallback text, blocks); ValueError if they need more."""
+    posts = inbound_posts(items)
+    if len(posts) != 1:
+        raise ValueError(f"these texts need {len(posts)} posts")
+    return posts[0].text, posts[0].blocks
+
+
+def inbound_posts(items: list[PostItem], fit: Fit = FITS[0]) -> list[Post]:
+    """The posts carrying one or more phones' texts, in order, each within Slack's limits.
 
     Each text gets a context block (who, when, any note) and its body as `plain_text`, which
-    Slack shows literally: no mentions, links or formatting can come from a phone.
+    Slack shows literally: no mentions, links or formatting can come from a phone. Names are
+    shortened (with "…") to fit; a body is never cut: what does not fit in one post continues
+    in the next, whose context line says "continued, part 2 of 3".
     """
+    posts: list[Post] = []
     blocks: list[dict[str, Any]] = []
     fallback: list[str] = []
+    count = 0
+
+    def flush() -> None:
+        nonlocal blocks, fallback, count
+        if blocks:
+            text = "\n".join(fallback)
+            if count > 1:
+                text = f"{count} texts\n{text}"
+            posts.append(Post(_cut_escaped(text, _FALLBACK_MAX), blocks))
+        blocks, fallback, count = [], [], 0
+
     for item in items:
-        if isinstance(item.text, EchoText):
-            echo = item.text
-            blocks.append({"type": "context", "elements": [
-                {"type": "mrkdwn", "text": _echo_line(item, echo), "verbatim": True}]})
-            blocks.extend(_plain_sections(echo.body))
-            fallback.append(f"{escape(echo.slack_user_name)} to {escape(echo.endpoint)}: "
-                            f"{escape(echo.body)}")
-            continue
-        label = sender_label(item.text, item.endpoint)
-        body = _shown_body(item.text)
+        line, sections, short = _rendered(item, fit)
         # verbatim: Slack must not turn a phone's name or URI into a link or a mention
         # (they are escaped as well); only the bridge's own <!date> and <#C> parts are markup.
-        blocks.append({"type": "context", "elements": [
-            {"type": "mrkdwn", "text": _who(item, item.text, label), "verbatim": True}]})
-        if item.text.problem:
-            blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": body}})
+        head = {"type": "context", "elements": [{"type": "mrkdwn", "text": line,
+                                                 "verbatim": True}]}
+        cost = len(line) + sum(len(s["text"]["text"]) for s in sections)
+        if blocks and (len(blocks) + 1 + len(sections) > POST_BLOCKS_MAX
+                       or _chars(blocks) + cost > fit.chars):
+            flush()
+        if 1 + len(sections) <= POST_BLOCKS_MAX and cost <= fit.chars:
+            blocks += [head, *sections]
+            fallback.append(short)
+            count += 1
+            continue
+        # Too long for any one post: continue it in as many as it takes.
+        flush()
+        parts: list[list[dict[str, Any]]] = [[]]
+        size = len(line)
+        for section in sections:
+            chars = len(section["text"]["text"])
+            if parts[-1] and (len(parts[-1]) + 2 > POST_BLOCKS_MAX
+                              or size + chars > fit.chars):
+                parts.append([])
+                size = len(line) + 40  # the continuation line, "part k of n" included
+            parts[-1].append(section)
+            size += chars
+        for number, part in enumerate(parts, start=1):
+            if number == 1:
+                blocks = [head, *part]
+                fallback = [short]
+            else:
+                note = f"{CONTINUED} continued, part {number} of {len(parts)} · {line}"
+                blocks = [{"type": "context", "elements": [
+                    {"type": "mrkdwn", "text": _cut_escaped(note, TEXT_OBJECT_MAX),
+                     "verbatim": True}]}, *part]
+                fallback = [f"(continued, part {number} of {len(parts)}) "
+                            + _cut_escaped(escape(part[0]["text"]["text"]), 200)]
+            count = 1
+            if number < len(parts):
+                flush()
+    flush()
+    return posts
+
+
+def _rendered(item: PostItem, fit: Fit) -> tuple[str, list[dict[str, Any]], str]:
+    """A text's context line, its body sections, and its line for the fallback text."""
+    if isinstance(item.text, EchoText):
+        echo = item.text
+        short = (f"{_short(echo.slack_user_name, fit.name)} to "
+                 f"{_short(echo.endpoint, fit.name)}: "
+                 f"{_cut_escaped(escape(echo.body), _FALLBACK_MAX)}")
+        return _echo_line(item, echo, fit), _plain_sections(echo.body, fit.section), short
+    label = sender_label(item.text, item.endpoint)
+    body = _shown_body(item.text)
+    short = f"{_short(label, fit.name)}: " + (
+        body if item.text.problem else _cut_escaped(escape(body), _FALLBACK_MAX))
+    if item.text.problem:
+        sections = [{"type": "section", "text": {
+            "type": "mrkdwn", "text": _cut_escaped(body, fit.section)}}]
+    else:
+        sections = _plain_sections(body, fit.section)
+    return _who(item, item.text, label, fit), sections, short
+
+
+def _chars(blocks: list[dict[str, Any]]) -> int:
+    total = 0
+    for block in blocks:
+        if block["type"] == "context":
+            total += sum(len(e["text"]) for e in block["elements"])
         else:
-            blocks.extend(_plain_sections(body))
-        fallback.append(f"{escape(label)}: {body if item.text.problem else escape(body)}")
-    text = "\n".join(fallback)
-    if len(items) > 1:
-        text = f"{len(items)} texts\n{text}"
-    return text[:_FALLBACK_MAX], blocks
+            total += len(block["text"]["text"])
+    return total
 
 
-def _plain_sections(body: str) -> list[dict[str, Any]]:
+def _short(raw: str, limit: int) -> str:
+    """`raw` escaped for mrkdwn in at most `limit` characters; cut with "…" when longer."""
+    escaped = escape(raw)
+    if len(escaped) <= limit:
+        return escaped
+    out: list[str] = []
+    size = 0
+    for char in raw:
+        shown = escape(char)
+        if size + len(shown) > limit - 1:
+            break
+        out.append(shown)
+        size += len(shown)
+    return "".join(out) + "…"
+
+
+def _cut_escaped(text: str, limit: int) -> str:
+    """Already-escaped `text` in at most `limit` characters, never ending inside an entity."""
+    if len(text) <= limit:
+        return text
+    cut = text[:limit - 1]
+    amp = cut.rfind("&", max(0, len(cut) - 4))
+    if amp != -1 and ";" not in cut[amp:]:
+        cut = cut[:amp]
+    return cut + "…"
+
+
+def _plain_sections(body: str, size: int = TEXT_OBJECT_MAX) -> list[dict[str, Any]]:
     """The body as plain_text sections, which Slack shows literally (no mentions, links)."""
     return [{"type": "section", "text": {"type": "plain_text",
-                                         "text": body[start:start + _SECTION_MAX],
+                                         "text": body[start:start + size],
                                          "emoji": False}}
-            for start in range(0, max(len(body), 1), _SECTION_MAX)]
+            for start in range(0, max(len(body), 1), size)]
 
 
-def _echo_line(item: PostItem, echo: EchoText) -> str:
-    line = (f":outbox_tray: *{escape(echo.slack_user_name)}* to *{escape(echo.endpoint)}* "
-            f"with `/sip` · {_clock(item.received_at)}")
+def _echo_line(item: PostItem, echo: EchoText, fit: Fit) -> str:
+    line = (f":outbox_tray: *{_short(echo.slack_user_name, fit.name)}* to "
+            f"*{_short(echo.endpoint, fit.name)}* with `/sip` · {_clock(item.received_at)}")
     return f"{line} · {item.note}" if item.note else line
 
 
@@ -222,17 +359,17 @@ def _clock(stamp_float: float) -> str:
     return f"<!date^{stamp}^{{time_secs}}|{clock}>"
 
 
-def _who(item: PostItem, text: InboundText, label: str) -> str:
+def _who(item: PostItem, text: InboundText, label: str, fit: Fit) -> str:
     identified = item.endpoint is not None or bool(text.asterisk_endpoint)
-    who = f":iphone: *{escape(label)}*"
+    who = f":iphone: *{_short(label, fit.name)}*"
     if identified:
         # What the phone calls itself is its own claim: shown as such, after who it is.
         if text.display_name and text.display_name != label:
-            who += f" (calls itself “{escape(text.display_name)}”)"
+            who += f" (calls itself “{_short(text.display_name, fit.name)}”)"
         if text.sender_uri:
-            who += f" · From: {escape(text.sender_uri)}"
+            who += f" · From: {_short(text.sender_uri, fit.name)}"
     elif text.display_name and text.sender_uri:
-        who += f" · {escape(text.sender_uri)}"
+        who += f" · {_short(text.sender_uri, fit.name)}"
     if not item.endpoint and not text.problem:
         who += " · not in the directory" if identified else \
             " · not identified by Asterisk (From may be forged)"
@@ -245,8 +382,8 @@ def _who(item: PostItem, text: InboundText, label: str) -> str:
 def _shown_body(text: InboundText) -> str:
     if text.problem:
         return (f":warning: A text reached Asterisk but could not be read: "
-                f"{escape(text.problem)}. Check that Asterisk runs the dialplan snippet "
-                f"that `bridge asterisk-config` prints (the current one).")
+                f"{_short(text.problem, 1000)}. Check that Asterisk runs the dialplan "
+                f"snippet that `bridge asterisk-config` prints (the current one).")
     if text.body:
         return text.body
     if text.dropped_by_asterisk:
@@ -254,6 +391,18 @@ def _shown_body(text: InboundText) -> str:
                 f"of at most {ASTERISK_MAX_INBOUND_BYTES - 1:,} bytes and passed on nothing, "
                 f"so its content is lost. Ask the sender to split it.]")
     return "[empty text]"
+
+
+def set_aside_notice(item: PostItem, *, row_id: int, error: str) -> str:
+    """What the channel is told about a text Slack refuses however it is posted."""
+    if isinstance(item.text, EchoText):
+        who = f"the `/sip` text of *{_short(item.text.slack_user_name, 80)}* to " \
+              f"*{_short(item.text.endpoint, 80)}*"
+    else:
+        who = f"a text from *{_short(sender_label(item.text, item.endpoint), 80)}*"
+    return (f":warning: Slack refused {who} ({_clock(item.received_at)}) however the bridge "
+            f"posted it ({_short(error, 100)}), so it is not shown here. It is kept in the "
+            f"bridge's store (text {row_id}, state set_aside); the texts after it go on.")
 
 
 def late_note(received_at: float, now: float) -> str:

@@ -22,6 +22,8 @@ texts stay in Asterisk's spool, and a restart is needed.
 
 Inbound texts (phone -> Slack) move pending -> posting -> posted. `posting` is written before
 the Slack request, so after a crash the bridge knows which posts may already be in Slack.
+A text Slack refuses however it is rendered ends `set_aside`: kept (never pruned), no longer
+waiting, so it cannot hold up the texts behind it.
 Outbound texts (Slack -> phone) move queued -> sent | failed, and record how many segments
 Asterisk has accepted so a restart resumes after the last one.
 """
@@ -171,7 +173,8 @@ _MIGRATIONS: list[str] = [
     """
     DROP INDEX inbound_waiting;
     DROP INDEX outbound_waiting;
-    CREATE INDEX inbound_unposted ON inbound (id, received_at) WHERE state != 'posted';
+    CREATE INDEX inbound_unposted ON inbound (id, received_at)
+        WHERE state NOT IN ('posted', 'set_aside');
     CREATE INDEX inbound_posted ON inbound (posted_at) WHERE state = 'posted';
     CREATE INDEX outbound_queued ON outbound (created_at) WHERE state = 'queued';
     CREATE INDEX outbound_unfinished ON outbound (id) WHERE state = 'queued' OR notified = 0;
@@ -490,7 +493,8 @@ class Store:
     def _waiting_inbound(self) -> list[InboundRow]:
         cursor = self._conn().execute(
             "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
-            " conversation FROM inbound WHERE state != 'posted' ORDER BY id")
+            " conversation FROM inbound WHERE state NOT IN ('posted', 'set_aside')"
+            " ORDER BY id")
         return [_inbound_row(r) for r in cursor]
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
@@ -730,7 +734,7 @@ class Store:
     def _backlog(self) -> Backlog:
         db = self._conn()
         inbound = db.execute("SELECT COUNT(*), MIN(received_at) FROM inbound"
-                             " WHERE state != 'posted'").fetchone()
+                             " WHERE state NOT IN ('posted', 'set_aside')").fetchone()
         outbound = db.execute("SELECT COUNT(*), MIN(created_at) FROM outbound"
                               " WHERE state = 'queued'").fetchone()
         unnotified = db.execute("SELECT COUNT(*) FROM outbound WHERE state != 'queued'"

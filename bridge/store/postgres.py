@@ -213,7 +213,11 @@ class PostgresStore:
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url, connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row}, min_size=1,
-            max_size=POOL_MAX, open=False, timeout=timeout, name="store")
+            max_size=POOL_MAX, open=False, timeout=timeout, name="store",
+            # An empty query on each checkout (one round trip): a connection the server
+            # dropped (a restart, a failover, an idle timeout) is replaced before a call
+            # fails on it.
+            check=AsyncConnectionPool.check_connection)
         try:
             await pool.open(wait=True, timeout=timeout)
         except psycopg.Error as exc:

@@ -84,3 +84,23 @@ def test_the_database_password_never_reaches_the_log(tmp_path: Path) -> None:
         logger.propagate = True
     assert "s3cr" not in stream.getvalue()
     assert stream.getvalue().count("[redacted]") == 2
+
+
+def test_a_readable_file_holding_the_database_password_is_warned_about(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bridge.settings.config")
+    path = write(tmp_path, GOOD + f'\n[store]\nurl = "{URL}"\n')
+    path.chmod(0o600)
+    load_settings(path, ENV)
+    assert caplog.records == []
+    path.chmod(0o644)
+    load_settings(path, ENV)
+    [record] = caplog.records
+    message = record.getMessage()
+    assert "a database password ([store] url)" in message and "mode 644" in message
+    assert "PGPASSWORD" in message and "s3cr" not in message
+    caplog.clear()
+    # Without a password in the URL there is nothing to hide.
+    path.write_text(GOOD + '\n[store]\nurl = "postgresql://bridge@db/bridge"\n')
+    load_settings(path, ENV)
+    assert caplog.records == []

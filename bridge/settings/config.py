@@ -394,19 +394,33 @@ def _load_ca_file(check: ConfigReader, table: Mapping[str, Any]) -> Path | None:
 
 
 def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
-    """Log one warning when the file holds the AMI secret and others may read it."""
+    """Log one warning per secret the file holds (the AMI secret, a password in the store's
+    URL) when others may read it."""
+    held: list[tuple[str, str]] = []
     ami = data.get("ami")
-    if not isinstance(ami, dict) or not ami.get("secret"):
+    if isinstance(ami, dict) and ami.get("secret"):
+        held.append(("the AMI secret (ami.secret)", "move the secret to AMI_SECRET"))
+    store = data.get("store")
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        try:
+            password = urllib.parse.urlsplit(store["url"]).password
+        except ValueError:  # reported by the validation
+            password = None
+        if password:
+            held.append(("a database password ([store] url)",
+                         "move it to PGPASSWORD or ~/.pgpass, or the URL to BRIDGE_STORE_URL"))
+    if not held:
         return
     try:
         mode = path.stat().st_mode
     except OSError:
         return
     if mode & 0o044:
-        log.warning("config: %s holds the AMI secret (ami.secret) and is readable by "
-                    "%s (mode %03o): run `chmod 600 %s`, or move the secret to AMI_SECRET",
-                    path, "group and others" if mode & 0o004 else "its group",
-                    mode & 0o777, path)
+        for what, move in held:
+            log.warning("config: %s holds %s and is readable by %s (mode %03o): run "
+                        "`chmod 600 %s`, or %s", path, what,
+                        "group and others" if mode & 0o004 else "its group", mode & 0o777,
+                        path, move)
 
 
 def _load_slack(check: ConfigReader, table: dict[str, Any],

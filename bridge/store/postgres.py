@@ -228,25 +228,34 @@ class PostgresStore:
     async def close(self) -> None:
         await self._pool.close()
 
-    async def _transaction(self, fn: Callable[[Connection], Awaitable[T]]) -> T:
-        """Run `fn` in one transaction on a pooled connection; psycopg errors -> StoreError."""
+    async def _transaction(self, fn: Callable[[Connection], Awaitable[T]], *,
+                           single: bool = False) -> T:
+        """Run `fn` in one transaction on a pooled connection; psycopg errors -> StoreError.
+
+        `single`: `fn` runs one statement, which in autocommit mode is a transaction of its
+        own, so BEGIN and COMMIT (two round trips) are left out."""
         try:
-            async with self._pool.connection() as conn, conn.transaction():
-                return await fn(conn)
+            async with self._pool.connection() as conn:
+                if single:
+                    return await fn(conn)
+                async with conn.transaction():
+                    return await fn(conn)
         except psycopg.Error as exc:
             raise StoreError(f"the store at {self._where} failed: {_reason(exc)}") from exc
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """One statement; how many rows it changed."""
         async def run(conn: Connection) -> int:
             cursor = await conn.execute(sql, _params(*params))
             return cursor.rowcount
-        return await self._transaction(run)
+        return await self._transaction(run, single=True)
 
     async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[DictRow]:
+        """One statement; the rows it returned."""
         async def run(conn: Connection) -> list[DictRow]:
             cursor = await conn.execute(sql, _params(*params))
             return await cursor.fetchall()
-        return await self._transaction(run)
+        return await self._transaction(run, single=True)
 
     async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> DictRow | None:
         rows = await self._fetch(sql, params)

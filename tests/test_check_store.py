@@ -4,6 +4,7 @@ version and the rights the bridge lacks, each with a fix, and never prints the p
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,7 @@ from postgres_cluster import PostgresCluster
 from test_check import (
     APP_TOKEN,
     BOT_TOKEN,
+    MAX_SECONDS,
     SIGNING_SECRET,
     CheckRun,
     config_for,
@@ -123,3 +125,18 @@ async def test_the_sqlite_file_is_reported_without_creating_it(tmp_path: Path,
     result = await check_with(tmp_path, slack)
     assert result.code == 1
     assert result.line(f"✗ store: written by a newer bridge (schema {SCHEMA_VERSION + 1}")
+
+
+async def test_a_database_port_that_never_answers_fails_in_time(tmp_path: Path,
+                                                                slack: FakeSlack) -> None:
+    with socket.socket() as listener:  # accepts connections, never says a word
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        port = listener.getsockname()[1]
+        result = await check_with(tmp_path, slack,
+                                  f"postgresql://bridge:pw-never-shown@127.0.0.1:{port}/bridge")
+    assert result.code == 1
+    assert result.line(f"✗ store: cannot use the database at postgresql://bridge@127.0.0.1:"
+                       f"{port}/bridge")
+    assert result.seconds < MAX_SECONDS
+    assert "pw-never-shown" not in result.out + result.err

@@ -31,7 +31,7 @@ from bridge.asterisk.ami import AmiProbe, probe_ami
 from bridge.core.errors import AmiActionFailed, AmiError, AmiLoginRefused, AmiTimeout
 from bridge.settings.config import Settings
 from bridge.slack.probe import ChannelState, SlackProbe, probe_slack
-from bridge.store import StoreProbe, probe_store
+from bridge.store import StoreProbe, probe_store, store_location
 
 # Seconds each side (AMI, Slack) may take; they run at the same time, so the whole check
 # stays well under 10 s even when both hosts are unreachable.
@@ -93,10 +93,9 @@ async def run_checks(settings: Settings, *, send_test: str | None = None,
 async def _probe_store(settings: Settings, *, timeout: float) -> StoreProbe:
     try:
         return await asyncio.wait_for(probe_store(settings, timeout=timeout), timeout + 1)
-    except TimeoutError:
-        from bridge.store import store_location
-
-        return StoreProbe("postgresql", store_location(settings), 0,
+    except TimeoutError:  # connect_timeout covers connecting; this, a server that stalls
+        return StoreProbe("postgresql" if settings.store_url else "sqlite",
+                          store_location(settings), 0,
                           error=f"no answer within {timeout + 1:.0f} s")
 
 

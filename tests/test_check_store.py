@@ -24,6 +24,8 @@ from test_check import (
     run_check,
 )
 
+from bridge.core.errors import StoreError
+from bridge.store import postgres as pg_store
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import SCHEMA_VERSION, Store
 
@@ -79,10 +81,36 @@ async def test_a_user_without_the_rights_is_told_which_to_grant(
     assert result.line(f"✓ store: schema {SCHEMA_VERSION} (current)")
     block = result.line("✗ store: 'reader' lacks INSERT on audit, UPDATE on audit, DELETE on "
                         "audit")
-    assert "fix: GRANT SELECT, INSERT, UPDATE, DELETE ON audit TO reader" in block
-    # PostgreSQL 15 lets only the owner create in schema public: fine until an upgrade.
-    assert "next bridge version" in result.line("! store: 'reader' may not create tables")
+    assert "fix: as the tables' owner: GRANT SELECT, INSERT, UPDATE, DELETE ON audit TO " \
+           "reader" in block
+    # Not the tables' owner (nor CREATE in schema public, PostgreSQL 15's default): fine
+    # until an upgrade.
+    assert "next bridge version" in result.line("! store: 'reader' may not upgrade the store's "
+                                                "tables")
     assert "reader-pw-5150" not in result.out + result.err
+
+
+async def test_an_older_store_the_user_does_not_own_cannot_be_upgraded(
+        tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    # A store at schema 2, created by the admin; the bridge's user may use every row.
+    postgres.execute(dbname, [
+        "CREATE TABLE schema_version (version INTEGER NOT NULL)", *pg_store._MIGRATIONS[:2],
+        "INSERT INTO schema_version VALUES (2)",
+        "CREATE ROLE tenant LOGIN PASSWORD 'tenant-pw-6160'",
+        "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO tenant"])
+    url = postgres.url(dbname, user="tenant", password="tenant-pw-6160")
+    result = await check_with(tmp_path, slack, url)
+    assert result.code == 1
+    assert result.line(f"✓ store: schema 2: `bridge run` upgrades it in place to "
+                       f"{SCHEMA_VERSION}")
+    block = result.line(f"✗ store: 'tenant' may not upgrade the store's tables to schema "
+                        f"{SCHEMA_VERSION}")
+    assert "CREATE SCHEMA bridge AUTHORIZATION tenant" in block
+    before = postgres.fingerprint(dbname)
+    with pytest.raises(StoreError, match="may not create or change the store's tables"):
+        await PostgresStore.open(url)
+    assert postgres.fingerprint(dbname) == before  # the failed upgrade was rolled back
 
 
 async def test_a_store_of_a_newer_bridge_is_reported_not_touched(

@@ -346,26 +346,45 @@ def _store_items(probe: StoreProbe) -> list[CheckItem]:
         items.append(CheckItem(Mark.OK, f"store: schema {version}: `bridge run` upgrades it in "
                                         f"place to {known}"))
     if probe.kind == "postgresql" and version <= known:
-        grant = (f"as the database's owner: GRANT CREATE ON SCHEMA public TO {probe.user} (or "
-                 f"give the bridge a schema of its own: CREATE SCHEMA bridge AUTHORIZATION "
-                 f"{probe.user}, and ?options=-csearch_path%3Dbridge in the URL)")
-        if not probe.may_create and version < known:
-            items.append(CheckItem(Mark.FAIL, f"store: '{probe.user}' may not create tables "
-                                              "here", "the store's tables cannot be created or "
-                                              "upgraded", grant))
-        elif not probe.may_create:
-            items.append(CheckItem(Mark.WARN, f"store: '{probe.user}' may not create tables "
-                                              "here", "fine today; the next bridge version's "
-                                              "schema upgrade will need it", grant))
-        if probe.missing:
-            tables = sorted({m.split(" on ", 1)[1] for m in probe.missing})
-            items.append(CheckItem(
-                Mark.FAIL, f"store: '{probe.user}' lacks {', '.join(probe.missing)}",
-                "the bridge reads, adds, updates and deletes rows in every store table",
-                f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(tables)} TO {probe.user}"))
-        elif version:
-            items.append(CheckItem(Mark.OK, f"store: '{probe.user}' may read and write every "
-                                            "store table"))
+        items += _database_rights_items(probe, version)
+    return items
+
+
+def _database_rights_items(probe: StoreProbe, version: int) -> list[CheckItem]:
+    """Creating the tables needs CREATE on the schema; upgrading them also needs their owner
+    (ALTER TABLE); the bridge's work needs the row rights on each."""
+    user, known = probe.user, probe.known_version
+    items: list[CheckItem] = []
+    owner_fix = (f"let '{user}' own the store: as the database's owner, CREATE SCHEMA bridge "
+                 f"AUTHORIZATION {user} and add ?options=-csearch_path%3Dbridge to the URL (or "
+                 f"GRANT CREATE ON SCHEMA public TO {user}; tables created by another role: "
+                 f"ALTER TABLE ... OWNER TO {user})")
+    able = probe.may_create and probe.owns_tables
+    why = ("it has no CREATE on the schema" if not probe.may_create else
+           "the store's tables belong to another role")
+    if version == 0 and not probe.may_create:
+        items.append(CheckItem(Mark.FAIL, f"store: '{user}' may not create the store's tables",
+                               why, owner_fix))
+    elif 0 < version < known and not able:
+        items.append(CheckItem(Mark.FAIL, f"store: '{user}' may not upgrade the store's tables "
+                                          f"to schema {known}", why, owner_fix))
+    elif version == known and not able:
+        items.append(CheckItem(Mark.WARN, f"store: '{user}' may not upgrade the store's tables",
+                               f"{why}: fine today; the next bridge version's schema upgrade "
+                               "will need it", owner_fix))
+    if probe.missing:
+        tables = sorted({m.split(" on ", 1)[1] for m in probe.missing} - {"schema_version"})
+        grants = [f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(tables)} TO {user}"
+                  ] if tables else []
+        if "SELECT on schema_version" in probe.missing:
+            grants.append(f"GRANT SELECT ON schema_version TO {user}")
+        items.append(CheckItem(
+            Mark.FAIL, f"store: '{user}' lacks {', '.join(probe.missing)}",
+            "the bridge reads, adds, updates and deletes rows in every store table",
+            "as the tables' owner: " + "; ".join(grants)))
+    elif version:
+        items.append(CheckItem(Mark.OK, f"store: '{user}' may read and write every store "
+                                        "table"))
     return items
 
 

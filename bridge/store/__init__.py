@@ -48,7 +48,8 @@ class StoreProbe:
     error: str | None = None  # unreachable or unreadable: nothing else is known
     server: str = ""  # PostgreSQL's version
     user: str = ""
-    may_create: bool = True  # may create and upgrade the store's tables
+    may_create: bool = True  # may create the store's tables (CREATE on the schema)
+    owns_tables: bool = True  # may upgrade them (owns every existing one)
     missing: tuple[str, ...] = ()  # "INSERT on inbound", ...
 
 
@@ -64,7 +65,8 @@ async def probe_store(settings: Settings, *, timeout: float) -> StoreProbe:
             return StoreProbe("postgresql", where, postgres.SCHEMA_VERSION, error=str(exc))
         return StoreProbe("postgresql", where, postgres.SCHEMA_VERSION,
                           schema_version=found.schema_version, server=found.server_version,
-                          user=found.user, may_create=found.may_create, missing=found.missing)
+                          user=found.user, may_create=found.may_create,
+                          owns_tables=found.owns_tables, missing=found.missing)
     from bridge.store import sqlite
 
     try:

@@ -155,10 +155,14 @@ _MIGRATIONS: list[str] = [
     """,
 ]
 
-# The tables the bridge reads and writes, and what it does to them.
-TABLES = ("inbound", "outbound", "conversations", "threads", "slack_events", "audit",
-          "schema_version")
-TABLE_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+# The tables the bridge uses, and the rights it needs on each (schema_version is written only
+# by an upgrade, which needs the tables' owner anyway).
+_ROW_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
+TABLE_RIGHTS: dict[str, tuple[str, ...]] = {
+    **{table: _ROW_RIGHTS for table in ("inbound", "outbound", "conversations", "threads",
+                                        "slack_events", "audit")},
+    "schema_version": ("SELECT",),
+}
 
 
 def describe(url: str) -> str:
@@ -542,7 +546,9 @@ class DatabaseProbe:
     server_version: str
     user: str
     schema_version: int  # 0: no store tables yet
-    may_create: bool  # CREATE on the current schema: needed to create or upgrade the tables
+    may_create: bool  # CREATE on the current schema: needed to create the tables
+    owns_tables: bool  # owns (or is a member of the owner of) every existing store table:
+    #                    needed to upgrade them (ALTER TABLE)
     missing: tuple[str, ...]  # "SELECT on inbound", ... for tables that exist
 
 
@@ -566,13 +572,16 @@ async def probe_database(url: str, *, timeout: float) -> DatabaseProbe:
         if info["versioned"]:
             version = await _schema_version(conn)
         missing: list[str] = []
-        for table in TABLES:
-            cursor = await conn.execute("SELECT to_regclass(%s) IS NOT NULL AS present",
-                                        (table,))
+        owns_tables = True
+        for table, rights in TABLE_RIGHTS.items():
+            cursor = await conn.execute(
+                "SELECT pg_has_role(current_user, c.relowner, 'USAGE') AS owner"
+                " FROM pg_class c WHERE c.oid = to_regclass(%s)", (table,))
             present = await cursor.fetchone()
-            if not present or not present["present"]:
+            if present is None:  # not created yet
                 continue
-            for right in TABLE_RIGHTS:
+            owns_tables = owns_tables and bool(present["owner"])
+            for right in rights:
                 cursor = await conn.execute(
                     "SELECT has_table_privilege(%s, %s) AS granted", (table, right))
                 granted = await cursor.fetchone()
@@ -580,7 +589,8 @@ async def probe_database(url: str, *, timeout: float) -> DatabaseProbe:
                     missing.append(f"{right} on {table}")
         return DatabaseProbe(where=where, server_version=str(info["server"]),
                              user=str(info["who"]), schema_version=version,
-                             may_create=bool(info["may_create"]), missing=tuple(missing))
+                             may_create=bool(info["may_create"]), owns_tables=owns_tables,
+                             missing=tuple(missing))
     except psycopg.Error as exc:
         raise StoreError(f"cannot read the store at {where}: {_reason(exc)}") from exc
     finally:

@@ -125,6 +125,23 @@ def test_both_backends_are_at_the_same_schema_version() -> None:
     assert len(pg_store._MIGRATIONS) == pg_store.SCHEMA_VERSION
 
 
+async def test_both_backends_have_the_same_tables_and_columns(tmp_path: Path,
+                                                               postgres: PostgresCluster) -> None:
+    # What a migration added to one list only would break: the same code reads both.
+    lite, pg = SqliteBackend(tmp_path / "store.sqlite3"), PostgresBackend(postgres)
+    for backend in (lite, pg):
+        await (await backend.open()).close()
+    tables = [r[0] for r in lite.sql("SELECT name FROM sqlite_master WHERE type='table'"
+                                     " AND name NOT LIKE 'sqlite_%'")]
+    sqlite_columns = {t: sorted(r[1] for r in lite.sql(f"PRAGMA table_info({t})"))
+                      for t in tables}
+    pg_columns: dict[str, list[str]] = {}
+    for table, column in pg.sql("SELECT table_name, column_name FROM"
+                                " information_schema.columns WHERE table_schema='public'"):
+        pg_columns.setdefault(table, []).append(column)
+    assert {t: sorted(c) for t, c in pg_columns.items()} == sqlite_columns
+
+
 async def test_new_store_is_created_at_the_current_schema(backend: Backend) -> None:
     store = await backend.open()
     rows = await store.add_inbound([NewInbound("C1", "alice", text("hi"), time.time())])

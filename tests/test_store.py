@@ -371,6 +371,21 @@ async def test_a_wrong_password_or_no_server_is_a_clear_error_without_the_passwo
     assert "secret-pw-9876" not in str(unreachable.value)
 
 
+async def test_a_user_with_row_rights_only_uses_a_current_store(
+        postgres: PostgresCluster) -> None:
+    # The usual production split: the tables' owner upgrades, the bridge's user only uses rows.
+    dbname = postgres.database()
+    await (await PostgresStore.open(postgres.url(dbname))).close()
+    postgres.execute(dbname, ["CREATE ROLE rows_only LOGIN PASSWORD 'rows-only-pw'",
+                              ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN"
+                               " SCHEMA public TO rows_only")])
+    store = await PostgresStore.open(postgres.url(dbname, user="rows_only",
+                                                  password="rows-only-pw"))
+    [row] = await store.add_inbound([NewInbound("C1", "alice", text("hi"), 1.0)])
+    assert row is not None and [r.id for r in await store.waiting_inbound()] == [row.id]
+    await store.close()
+
+
 async def test_two_bridges_starting_at_once_on_an_empty_database_both_open(
         postgres: PostgresCluster) -> None:
     # The schema is created under an advisory lock: without it one of them would fail on

@@ -490,8 +490,13 @@ async def _migrate(conn: Connection, where: str) -> None:
                 # Held to the end of this transaction: a second bridge starting now waits
                 # here, then finds the schema already upgraded.
                 await conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-                await conn.execute("CREATE TABLE IF NOT EXISTS schema_version"
-                                   " (version INTEGER NOT NULL)")
+                # Looked up first: even CREATE TABLE IF NOT EXISTS needs CREATE on the
+                # schema, which a user with row rights only (a current store) lacks.
+                cursor = await conn.execute("SELECT to_regclass('schema_version') IS NOT NULL"
+                                            " AS present")
+                found = await cursor.fetchone()
+                if not found or not found["present"]:
+                    await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 version = await _schema_version(conn)
                 if version > SCHEMA_VERSION:
                     raise _Newer(version)

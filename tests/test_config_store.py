@@ -68,6 +68,13 @@ def test_a_url_that_is_not_a_string_is_refused(tmp_path: Path) -> None:
     assert "store.url: must be a string" in text
 
 
+def test_a_mistake_in_store_is_reported_once(tmp_path: Path) -> None:
+    text = problems(tmp_path, GOOD + '\n[store]\nulr = "postgresql://db/bridge"\n')
+    assert text.count("store.ulr: unknown key") == 1 and "did you mean 'url'?" in text
+    text = problems(tmp_path, 'store = "postgresql://db/bridge"\n' + GOOD)
+    assert text.count("store: must be a table") == 1
+
+
 def test_the_database_password_never_reaches_the_log(tmp_path: Path) -> None:
     settings = load_settings(write(tmp_path, GOOD + f'\n[store]\nurl = "{URL}"\n'), ENV)
     stream = io.StringIO()

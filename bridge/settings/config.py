@@ -183,8 +183,9 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
     endpoints, reply_modes = _load_endpoints(check, data.get("endpoints", []))
-    store_path = _load_store(check, _optional_table(check, data, "store"))
-    store_url, store_secrets = _load_store_url(check, _optional_table(check, data, "store"), env)
+    store_table = _optional_table(check, data, "store")
+    store_path = _load_store(check, store_table)
+    store_url, store_secrets = _load_store_url(check, store_table, env)
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
     access = load_access(check, data)
 

@@ -314,6 +314,7 @@ _DATABASE_FIX = ("check [store] url (or BRIDGE_STORE_URL): host, port and databa
 
 
 def _store_items(probe: StoreProbe) -> list[CheckItem]:
+    """Can the bridge reach its store, at which schema, and may it do its work there."""
     known = probe.known_version
     if probe.kind == "sqlite":
         if probe.error is not None:
@@ -328,7 +329,7 @@ def _store_items(probe: StoreProbe) -> list[CheckItem]:
         if probe.error is not None:
             return [CheckItem(Mark.FAIL, f"store: cannot use the database at {probe.where}",
                               probe.error, _DATABASE_FIX)]
-        items = [CheckItem(Mark.OK, f"store: connected to PostgreSQL {probe.server.split()[0]} "
+        items = [CheckItem(Mark.OK, f"store: connected to PostgreSQL {probe.server.split(' ')[0]} "
                                     f"at {probe.where} as '{probe.user}'")]
     version = probe.schema_version or 0
     if version > known:

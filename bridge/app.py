@@ -44,7 +44,8 @@ from bridge.slack.client import (
     make_web_client,
 )
 from bridge.slack.frontend import SlackFrontend
-from bridge.store.sqlite import Store
+from bridge.store import open_store, store_location
+from bridge.store.backend import StoreBackend
 
 log = logging.getLogger("bridge")
 
@@ -56,7 +57,7 @@ _KEEP_DELIVERED_SECONDS = 3 * 86400  # well beyond Asterisk's ~22 h spool
 async def run(settings: Settings, *, replay_spool: bool = False) -> int:
     """Run the bridge until SIGTERM/SIGINT; the process's exit status."""
     try:
-        store = await Store.open(settings.store_path)
+        store = await open_store(settings)
     except StoreError as exc:
         log.error("store: %s", exc)
         return EXIT_STORE
@@ -66,7 +67,7 @@ async def run(settings: Settings, *, replay_spool: bool = False) -> int:
     raise AssertionError("unreachable")  # pragma: no cover - mypy cannot see through the stack
 
 
-async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitStack, *,
+async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.AsyncExitStack, *,
                  replay_spool: bool) -> int:
     drain = settings.delivery.drain_timeout
     # A store newer than texts in Asterisk's spool does not know whether they are in Slack
@@ -113,7 +114,7 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     log.info("starting: %d endpoints, AMI %s:%d as %s, Slack %s, store %s", len(
         settings.directory.endpoints), settings.ami.host, settings.ami.port,
         settings.ami.username, "Socket Mode" if settings.slack.socket_mode else "HTTP",
-        settings.store_path)
+        store_location(settings))
 
     # Start in order; each stop action is pushed once its part runs (they run in reverse).
     stack.push_async_callback(_report_left, store)
@@ -154,13 +155,13 @@ async def _serve(settings: Settings, store: Store, stack: contextlib.AsyncExitSt
     return 1 if tasks.failed.is_set() else 0
 
 
-async def _report_left(store: Store) -> None:
+async def _report_left(store: StoreBackend) -> None:
     backlog = await store.backlog()
     log.info("stopped; left in the store for the next start: %d texts from phones, %d to "
              "phones", backlog.inbound_waiting, backlog.outbound_waiting)
 
 
-async def _report_backlog(store: Store, *, keep: float, keep_audit: float) -> None:
+async def _report_backlog(store: StoreBackend, *, keep: float, keep_audit: float) -> None:
     """Log queue depths and the oldest waiting text whenever something is waiting; forget
     delivered texts, idle conversations and their threads after `keep` seconds, audit entries
     after `keep_audit`."""

@@ -41,6 +41,7 @@ class BridgeConfig:
     ami_username: str = "slackbridge"
     extra_ami: dict[str, Any] = field(default_factory=dict)
     store_path: str = ""  # default: bridge-store.sqlite3 beside the config file
+    store_url: str = ""  # a PostgreSQL URL: the store is there instead of the SQLite file
     delivery: dict[str, Any] = field(default_factory=dict)
     slack_extra: dict[str, Any] = field(default_factory=dict)
     tail: str = ""  # more TOML after everything else, e.g. [access] or [[numbers]]
@@ -58,7 +59,8 @@ class BridgeConfig:
             f'default_channel = "{self.default_channel}"',
             *(f"{k} = {_toml(v)}" for k, v in self.slack_extra.items()),
         ]
-        lines += ["", "[store]", f'path = "{self.store_path}"']
+        lines += ["", "[store]", f"url = {_toml(self.store_url)}" if self.store_url
+                  else f'path = "{self.store_path}"']
         if self.delivery:
             lines += ["", "[delivery]", *(f"{k} = {_toml(v)}" for k, v in self.delivery.items())]
         for endpoint in self.endpoints:

@@ -8,7 +8,7 @@ or the bridge make their own.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
 from bridge_runner import BridgeConfig, BridgeProcess, EndpointSpec, write_config
 from fake_slack import FakeSlack
+from postgres_cluster import PostgresCluster, require_postgres
 from sip_ua import SipPhone
 
 ALICE_CHANNEL = "C0ALICE00"
@@ -120,6 +121,19 @@ async def bridge(tmp_path_factory: pytest.TempPathFactory, slack: FakeSlack,
     yield process
     code = await process.stop()
     assert code == 0, f"bridge exited {code} on SIGTERM:\n{process.log}"
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """One throwaway PostgreSQL cluster for the run (skips locally, fails in CI, without
+    PostgreSQL); each test takes a fresh database of it with `postgres.database()`."""
+    require_postgres()
+    cluster = PostgresCluster()
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture(autouse=True)

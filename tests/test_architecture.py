@@ -2,6 +2,7 @@
 
 * only `bridge/asterisk/` imports panoramisk;
 * only `bridge/slack/` imports slack_bolt and slack_sdk;
+* only `bridge/store/` imports the PostgreSQL driver (psycopg, psycopg_pool);
 * `bridge/core/` imports none of them, nor aiohttp, nor sqlite3, nor any other part of the
   bridge: it is testable from plain values.
 """
@@ -47,6 +48,12 @@ def test_only_the_asterisk_side_imports_panoramisk() -> None:
 def test_only_the_slack_side_imports_slack_libraries() -> None:
     offenders = {m for m in _importers(("slack_bolt", "slack_sdk"))
                  if not m.startswith("bridge/slack/")}
+    assert not offenders
+
+
+def test_only_the_store_imports_the_postgresql_driver() -> None:
+    offenders = {m for m in _importers(("psycopg", "psycopg_pool"))
+                 if not m.startswith("bridge/store/")}
     assert not offenders
 
 

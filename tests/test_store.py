@@ -1,19 +1,29 @@
-"""The store file: created and upgraded in place, never recreated; a newer file is refused
-untouched; an unusable file gets a clear error."""
+"""The store, on both backends (the SQLite file and a real PostgreSQL): created and upgraded in
+place, never recreated; a newer store is refused untouched; an unusable one gets a clear error;
+every call means the same on both."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import sqlite3
 import time
+from collections.abc import Awaitable
 from pathlib import Path
+from typing import Any, Protocol
 
+import psycopg
 import pytest
+from postgres_cluster import PostgresCluster
 
 from bridge.core.errors import StoreError, StoreInUse
 from bridge.core.model import AuditEntry, NewInbound
-from bridge.core.texts import InboundText
+from bridge.core.texts import EchoText, InboundText
+from bridge.store import postgres as pg_store
+from bridge.store import sqlite as sqlite_store
+from bridge.store.backend import StoreBackend
+from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, Store
 
 
@@ -22,63 +32,163 @@ def text(body: str) -> InboundText:
                        body=body, declared_bytes=len(body), to_uri="", exten="")
 
 
-def version(path: Path) -> int:
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0])
+class Backend(Protocol):
+    """One backend under test, with a way around the bridge to look at what it stored."""
+
+    name: str
+
+    async def open(self) -> StoreBackend: ...
+
+    def version(self) -> int: ...
+
+    def sql(self, statement: str) -> list[tuple[Any, ...]]:
+        """Run SQL directly on the store (outside the bridge); the rows it returns."""
+
+    def fingerprint(self) -> str:
+        """Everything stored: equal fingerprints mean the store was not touched."""
+
+    def broken_write(self, store: StoreBackend) -> Awaitable[None]:
+        """An operation on the store's own transaction machinery that writes a row and
+        then fails."""
 
 
-async def test_new_store_is_created_in_wal_mode_at_the_current_schema(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "store.sqlite3"
-    store = await Store.open(path)
+class SqliteBackend:
+    name = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    async def open(self) -> StoreBackend:
+        return await Store.open(self.path)
+
+    def version(self) -> int:
+        return int(self.sql("SELECT MAX(version) FROM schema_version")[0][0])
+
+    def sql(self, statement: str) -> list[tuple[Any, ...]]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with sqlite3.connect(self.path) as db:
+            return list(db.execute(statement).fetchall())
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    def broken_write(self, store: StoreBackend) -> Awaitable[None]:
+        assert isinstance(store, Store)
+
+        def broken(db: sqlite3.Connection) -> None:
+            db.execute("INSERT INTO inbound (channel, text_json, received_at)"
+                       " VALUES ('C1', '{}', 1)")
+            raise RuntimeError("this operation fails after writing")
+        return store._run(store._transaction, broken)
+
+
+class PostgresBackend:
+    name = "postgres"
+
+    def __init__(self, cluster: PostgresCluster) -> None:
+        self.cluster = cluster
+        self.dbname = cluster.database()
+        self.url = cluster.url(self.dbname)
+
+    async def open(self) -> StoreBackend:
+        return await PostgresStore.open(self.url)
+
+    def version(self) -> int:
+        return int(self.sql("SELECT MAX(version) FROM schema_version")[0][0])
+
+    def sql(self, statement: str) -> list[tuple[Any, ...]]:
+        return self.cluster.execute(self.dbname, statement)
+
+    def fingerprint(self) -> str:
+        return self.cluster.fingerprint(self.dbname)
+
+    def broken_write(self, store: StoreBackend) -> Awaitable[None]:
+        assert isinstance(store, PostgresStore)
+
+        async def broken(conn: pg_store.Connection) -> None:
+            await conn.execute("INSERT INTO inbound (channel, text_json, received_at)"
+                               " VALUES ('C1', '{}', 1)")
+            raise RuntimeError("this operation fails after writing")
+        return store._transaction(broken)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return SqliteBackend(tmp_path / "sub" / "store.sqlite3")
+    return PostgresBackend(request.getfixturevalue("postgres"))
+
+
+def test_both_backends_are_at_the_same_schema_version() -> None:
+    # Version N means the same tables on both: a migration is added to both lists.
+    assert pg_store.SCHEMA_VERSION == sqlite_store.SCHEMA_VERSION
+    assert len(pg_store._MIGRATIONS) == pg_store.SCHEMA_VERSION
+
+
+async def test_both_backends_have_the_same_tables_and_columns(tmp_path: Path,
+                                                               postgres: PostgresCluster) -> None:
+    # What a migration added to one list only would break: the same code reads both.
+    lite, pg = SqliteBackend(tmp_path / "store.sqlite3"), PostgresBackend(postgres)
+    for backend in (lite, pg):
+        await (await backend.open()).close()
+    tables = [r[0] for r in lite.sql("SELECT name FROM sqlite_master WHERE type='table'"
+                                     " AND name NOT LIKE 'sqlite_%'")]
+    sqlite_columns = {t: sorted(r[1] for r in lite.sql(f"PRAGMA table_info({t})"))
+                      for t in tables}
+    pg_columns: dict[str, list[str]] = {}
+    for table, column in pg.sql("SELECT table_name, column_name FROM"
+                                " information_schema.columns WHERE table_schema='public'"):
+        pg_columns.setdefault(table, []).append(column)
+    assert {t: sorted(c) for t, c in pg_columns.items()} == sqlite_columns
+
+
+async def test_new_store_is_created_at_the_current_schema(backend: Backend) -> None:
+    store = await backend.open()
     rows = await store.add_inbound([NewInbound("C1", "alice", text("hi"), time.time())])
     assert rows[0] is not None
     await store.close()
-    assert version(path) == SCHEMA_VERSION
-    with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert backend.version() == SCHEMA_VERSION
+    if isinstance(backend, SqliteBackend):
+        assert backend.sql("PRAGMA journal_mode")[0][0] == "wal"
 
 
-async def test_texts_survive_reopening_and_duplicates_are_refused(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
-    store = await Store.open(path)
+async def test_texts_survive_reopening_and_duplicates_are_refused(backend: Backend) -> None:
+    store = await backend.open()
     await store.add_inbound([NewInbound("C1", "alice", text("one"), 1.0),
                              NewInbound("C1", "alice", text("two"), 2.0)])
     await store.close()
-    store = await Store.open(path)
-    again = await store.add_inbound([NewInbound("C1", "alice", text("one"), 3.0)])
-    assert again == [None]
+    store = await backend.open()
+    again = await store.add_inbound([NewInbound("C1", "alice", text("one"), 3.0),
+                                     NewInbound("C1", "alice", text("three"), 3.0),
+                                     NewInbound("C1", "alice", text("three"), 3.5)])
+    assert again[0] is None and again[1] is not None and again[2] is None
     waiting = await store.waiting_inbound()
-    assert [row.text.body for row in waiting] == ["one", "two"]
+    assert [row.text.body for row in waiting] == ["one", "two", "three"]
     assert waiting[0].text == text("one")
     await store.close()
 
 
-async def test_an_older_store_is_upgraded_in_place_keeping_its_rows(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
-    # A file from before the store had tables (schema 0), holding someone else's table too:
-    # upgrading must keep what is there, not recreate the file.
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-        db.execute("CREATE TABLE keep_me (x TEXT)")
-        db.execute("INSERT INTO keep_me VALUES ('still here')")
-    store = await Store.open(path)
+async def test_an_older_store_is_upgraded_in_place_keeping_its_rows(backend: Backend) -> None:
+    # A store from before it had tables (schema 0), holding someone else's table too:
+    # upgrading must keep what is there, not recreate it.
+    backend.sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    backend.sql("CREATE TABLE keep_me (x TEXT)")
+    backend.sql("INSERT INTO keep_me VALUES ('still here')")
+    store = await backend.open()
     await store.close()
-    assert version(path) == SCHEMA_VERSION
-    with sqlite3.connect(path) as db:
-        assert db.execute("SELECT x FROM keep_me").fetchone()[0] == "still here"
+    assert backend.version() == SCHEMA_VERSION
+    assert backend.sql("SELECT x FROM keep_me")[0][0] == "still here"
 
 
-async def test_a_newer_store_is_refused_and_left_untouched(tmp_path: Path) -> None:
-    path = tmp_path / "store.sqlite3"
-    store = await Store.open(path)
+async def test_a_newer_store_is_refused_and_left_untouched(backend: Backend) -> None:
+    store = await backend.open()
     await store.add_inbound([NewInbound("C1", "alice", text("from the future"), 1.0)])
     await store.close()
-    with sqlite3.connect(path) as db:
-        db.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION + 1,))
-    before = hashlib.sha256(path.read_bytes()).hexdigest()
+    backend.sql(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})")
+    before = backend.fingerprint()
     with pytest.raises(StoreError, match="newer version of the bridge"):
-        await Store.open(path)
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == before
+        await backend.open()
+    assert backend.fingerprint() == before
 
 
 async def test_a_file_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) -> None:
@@ -88,8 +198,8 @@ async def test_a_file_that_is_not_a_database_gets_a_clear_error(tmp_path: Path) 
         await Store.open(path)
 
 
-async def test_prune_forgets_only_old_delivered_texts(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "store.sqlite3")
+async def test_prune_forgets_only_old_delivered_texts(backend: Backend) -> None:
+    store = await backend.open()
     rows = await store.add_inbound([NewInbound("C1", "alice", text(b), 1.0)
                                     for b in ("posted", "waiting")])
     assert rows[0] is not None
@@ -100,31 +210,26 @@ async def test_prune_forgets_only_old_delivered_texts(tmp_path: Path) -> None:
     await store.close()
 
 
-async def test_concurrent_writes_share_commits_and_one_failure_undoes_only_itself(
-        tmp_path: Path) -> None:
-    import asyncio
-
-    path = tmp_path / "store.sqlite3"
-    store = await Store.open(path)
-
-    def broken(db: sqlite3.Connection) -> None:
-        db.execute("INSERT INTO inbound (channel, text_json, received_at)"
-                   " VALUES ('C1', '{}', 1)")
-        raise RuntimeError("this operation fails after writing")
-
+async def test_concurrent_writes_succeed_and_one_failure_undoes_only_itself(
+        backend: Backend) -> None:
+    store = await backend.open()
     writes = [store.add_inbound([NewInbound("C1", "alice", text(f"t{i}"), float(i))])
               for i in range(200)]
-    results = await asyncio.gather(*writes[:100], store._run(store._transaction, broken),
-                                   *writes[100:],
+    results = await asyncio.gather(*writes[:100], backend.broken_write(store), *writes[100:],
                                    return_exceptions=True)
     assert isinstance(results[100], RuntimeError)
     assert all(isinstance(r, list) and r[0] is not None for i, r in enumerate(results)
                if i != 100)
     await store.close()
-    with sqlite3.connect(path) as db:
-        bodies = [json.loads(r[0])["body"] for r in db.execute(
-            "SELECT text_json FROM inbound ORDER BY id")]
-    assert bodies == [f"t{i}" for i in range(200)]  # the broken job's row is gone
+    bodies = [json.loads(r[0])["body"] for r in backend.sql(
+        "SELECT text_json FROM inbound ORDER BY id")]
+    expected = [f"t{i}" for i in range(200)]
+    if isinstance(backend, SqliteBackend):
+        # One store thread: concurrent writes share commits in the order they were made.
+        assert bodies == expected  # the broken job's row is gone
+    else:
+        # A pool of connections: concurrent writes commit side by side, in any order.
+        assert sorted(bodies) == sorted(expected)  # the broken job's row is gone
 
 
 async def test_a_new_store_is_created_in_one_step_and_says_so_once(
@@ -158,7 +263,9 @@ async def test_an_existing_store_is_still_upgraded_step_by_step(
     await store.close()
     upgrades = [r.getMessage() for r in caplog.records if "upgrading" in r.getMessage()]
     assert len(upgrades) == SCHEMA_VERSION - 2
-    assert version(path) == SCHEMA_VERSION
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == \
+            SCHEMA_VERSION
 
 
 async def test_a_second_opener_of_the_same_store_is_refused_naming_the_holder(
@@ -201,4 +308,201 @@ async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path
     assert (await store.conversation("bob")) is not None
     # Without an audit retention the audit trail is kept.
     assert (await store.prune(time.time() + 86400)).audit == 0
+
+
+async def test_every_call_means_the_same_on_both_backends(backend: Backend) -> None:
+    store = await backend.open()
+    # inbound: pending -> posting -> posted, moved, echoes kept apart from texts
+    first, echo_row = await store.add_inbound([
+        NewInbound("C1", "alice", text("a"), 10.0, conversation="alice"),
+        NewInbound("C1", "alice", EchoText(body="sent", endpoint="alice", outbound_id=7,
+                                           slack_user="U1", slack_user_name="Ann"), 11.0, conversation="alice")])
+    assert first is not None and echo_row is not None
+    await store.mark_inbound([first.id], "posting")
+    await store.mark_inbound([first.id], "pending", error="Slack said no")
+    await store.mark_inbound([first.id], "posting")
+    await store.move_inbound([first.id], "C9")
+    [row, echo] = await store.waiting_inbound()
+    assert (row.state, row.attempts, row.channel, row.conversation) == ("posting", 2, "C9",
+                                                                         "alice")
+    assert echo.text == EchoText(body="sent", endpoint="alice", outbound_id=7,
+                                 slack_user="U1", slack_user_name="Ann")
+    await store.mark_inbound([row.id, echo.id], "posted", slack_ts="17.1")
+    assert await store.waiting_inbound() == []
+
+    # outbound: queued -> progress -> sent, the sender told, feedback recorded
+    out = await store.add_outbound(slack_user="U1", slack_channel="C1", endpoint="alice",
+                                   destination="pjsip:alice", body="hello", response_url="h",
+                                   segments_total=2, source="reply", feedback_ts="5.5",
+                                   thread_ts="4.4")
+    assert (out.state, out.feedback_channel, out.source) == ("queued", "C1", "reply")
+    assert await store.get_outbound(out.id) == out
+    await store.add_audit(AuditEntry(at=1.0, slack_user="U1", slack_channel="C1",
+                                     source="reply", recipient="alice", endpoint="alice",
+                                     destination="pjsip:alice", result="accepted",
+                                     reason=None, outbound_id=out.id, text=None))
+    backlog = await store.backlog()
+    assert (backlog.outbound_waiting, backlog.outbound_oldest) == (1, out.created_at)
+    await store.outbound_progress(out.id, 1)
+    assert [r.segments_sent for r in await store.unfinished_outbound()] == [1]
+    await store.finish_outbound(out.id, "sent", segments_sent=2)
+    await store.set_feedback_target(out.id, "C2", "6.6", done=True)
+    await store.set_feedback_target(out.id, "C3", "7.7")  # done stays done
+    done = await store.get_outbound(out.id)
+    assert done is not None
+    assert (done.state, done.segments_sent, done.feedback_channel, done.feedback_ts,
+            done.feedback_done, done.notified) == ("sent", 2, "C3", "7.7", True, False)
+    assert [r.id for r in await store.unfinished_outbound()] == [out.id]  # not told yet
+    assert (await store.backlog()).outbound_unnotified == 1
+    await store.outbound_notified(out.id)
+    assert await store.unfinished_outbound() == []
+    assert backend.sql("SELECT result FROM audit")[0][0] == "sent"
+    failed = await store.add_outbound(slack_user="U1", slack_channel="C1", endpoint="bob",
+                                      destination="pjsip:bob", body="x", response_url=None,
+                                      segments_total=1)
+    await store.finish_outbound(failed.id, "failed", "Asterisk refused")
+    again = await store.get_outbound(failed.id)
+    assert again is not None and (again.state, again.last_error) == ("failed",
+                                                                      "Asterisk refused")
+    await store.feedback_done(failed.id)
+    assert (await store.get_outbound(failed.id)).feedback_done  # type: ignore[union-attr]
+    assert await store.get_outbound(9999) is None
+
+    # conversations and threads; Slack event dedupe
+    assert await store.conversation("alice") is None
+    await store.start_conversation(key="alice", channel="C1", thread_ts="1.1",
+                                   endpoint="alice", now=100.0)
+    await store.touch_conversation("alice", 50.0)  # never goes back in time
+    await store.touch_conversation("alice", 150.0)
+    found = await store.conversation("alice")
+    assert found is not None and (found.thread_ts, found.last_activity) == ("1.1", 150.0)
+    await store.start_conversation(key="alice", channel="C1", thread_ts="2.2",
+                                   endpoint="alice", now=200.0)
+    old, new = await store.thread_owner("C1", "1.1"), await store.thread_owner("C1", "2.2")
+    assert old is not None and new is not None and old.conversation == new.conversation
+    assert await store.thread_owner("C1", "3.3") is None
+    assert await store.first_sight_of_event("Ev1") is True
+    assert await store.first_sight_of_event("Ev1") is False
+    await store.close()
+
+
+async def test_text_with_nul_characters_is_stored_not_refused(backend: Backend) -> None:
+    # A refused /sip text is audited as typed; PostgreSQL's text cannot hold NUL, so the
+    # store writes it as ␀ instead of failing the audit (and the refusal with it).
+    store = await backend.open()
+    await store.add_audit(AuditEntry(at=1.0, slack_user="U1", slack_channel="C1",
+                                     source="slash", recipient="al\0ice", endpoint=None,
+                                     destination=None, result="refused", reason="no such\0",
+                                     outbound_id=None, text="a\0b"))
+    stranger = InboundText(event_id="id\0x", sender_uri="sip:e\0ve@h", display_name="E\0",
+                           body="b\0dy", declared_bytes=4, to_uri="", exten="")
+    [row] = await store.add_inbound([NewInbound("C1", None, stranger, 1.0,
+                                                conversation="uri:sip:e\0ve@h")])
+    assert row is not None
+    await store.start_conversation(key="uri:sip:e\0ve@h", channel="C1", thread_ts="1.1",
+                                   endpoint=None, now=1.0)
+    assert await store.conversation("uri:sip:e\0ve@h") is not None
+    [waiting] = await store.waiting_inbound()
+    assert waiting.text.body == "b\0dy"  # inside the text's JSON the NUL is kept exactly
+    await store.close()
+    [(recipient, audited)] = backend.sql("SELECT recipient, text FROM audit")
+    assert audited in ("a\0b", "a\u2400b") and recipient in ("al\0ice", "al\u2400ice")
+
+
+# -- PostgreSQL only: reaching the database ---------------------------------------------------
+
+async def test_the_password_may_come_from_pgpassword_or_pgpass(
+        postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    dbname = postgres.database()
+    bare = postgres.url(dbname, with_password=False)
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    with pytest.raises(StoreError, match="password"):
+        await PostgresStore.open(bare)
+    monkeypatch.setenv("PGPASSWORD", postgres.password)
+    store = await PostgresStore.open(bare)
+    await store.close()
+    monkeypatch.delenv("PGPASSWORD")
+    pgpass = tmp_path / "pgpass"
+    pgpass.write_text(f"127.0.0.1:{postgres.port}:{dbname}:bridge_admin:{postgres.password}\n")
+    pgpass.chmod(0o600)
+    monkeypatch.setenv("PGPASSFILE", str(pgpass))
+    store = await PostgresStore.open(bare)
+    assert await store.first_sight_of_event("via-pgpass") is True
+    await store.close()
+
+
+async def test_a_wrong_password_or_no_server_is_a_clear_error_without_the_password(
+        postgres: PostgresCluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    monkeypatch.setenv("PGPASSFILE", str(tmp_path / "none"))
+    wrong = postgres.url(postgres.database(), password="wrong-pw-1234")
+    with pytest.raises(StoreError) as refused:
+        await PostgresStore.open(wrong)
+    message = str(refused.value)
+    assert "password authentication failed" in message and "PGPASSWORD" in message
+    assert "wrong-pw-1234" not in message
+    nobody = f"postgresql://x:secret-pw-9876@127.0.0.1:{postgres.port + 1}/none"
+    with pytest.raises(StoreError, match="cannot connect to the store at "
+                                         r"postgresql://x@127\.0\.0\.1") as unreachable:
+        await PostgresStore.open(nobody, timeout=2)
+    assert "secret-pw-9876" not in str(unreachable.value)
+
+
+async def test_a_user_with_row_rights_only_uses_a_current_store(
+        postgres: PostgresCluster) -> None:
+    # The usual production split: the tables' owner upgrades, the bridge's user only uses rows.
+    dbname = postgres.database()
+    await (await PostgresStore.open(postgres.url(dbname))).close()
+    postgres.execute(dbname, ["CREATE ROLE rows_only LOGIN PASSWORD 'rows-only-pw'",
+                              ("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN"
+                               " SCHEMA public TO rows_only")])
+    store = await PostgresStore.open(postgres.url(dbname, user="rows_only",
+                                                  password="rows-only-pw"))
+    [row] = await store.add_inbound([NewInbound("C1", "alice", text("hi"), 1.0)])
+    assert row is not None and [r.id for r in await store.waiting_inbound()] == [row.id]
+    await store.close()
+
+
+async def test_two_bridges_starting_at_once_on_an_empty_database_both_open(
+        postgres: PostgresCluster) -> None:
+    # The schema is created under an advisory lock: without it one of them would fail on
+    # "relation already exists".
+    url = postgres.url(postgres.database())
+    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
+    for store in stores:
+        assert await store.first_sight_of_event(f"ev-{id(store)}") is True
+        await store.close()
+    assert postgres.execute(url.rsplit("/", 1)[1], "SELECT version FROM schema_version") == [
+        (SCHEMA_VERSION,)]
+
+
+async def test_connections_the_server_dropped_are_replaced_before_a_call_fails(
+        postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    store = await PostgresStore.open(postgres.url(dbname))
+    await store.add_inbound([NewInbound("C1", "alice", text("before"), 1.0)])
+    # What a database restart does to the pool's idle connections.
+    postgres.execute("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                 f" WHERE datname = '{dbname}'")
+    await asyncio.sleep(0.2)
+    await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+    assert [r.text.body for r in await store.waiting_inbound()] == ["before", "after"]
+    await store.close()
+
+
+async def test_an_unreachable_database_is_a_store_error_not_a_driver_error(
+        postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    store = await PostgresStore.open(postgres.url(dbname), timeout=1)
+    # The database refuses new connections, and the pool's one is dropped.
+    postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false")
+    postgres.execute("postgres", "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                                 f" WHERE datname = '{dbname}'")
+    with pytest.raises(StoreError, match="the store at postgresql://.* failed") as failed:
+        await store.add_inbound([NewInbound("C1", "alice", text("during"), 2.0)])
+    assert not isinstance(failed.value, psycopg.Error)
+    postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
+    await store.add_inbound([NewInbound("C1", "alice", text("after"), 3.0)])
+    assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
     await store.close()

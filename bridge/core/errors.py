@@ -24,7 +24,8 @@
 
 Lower-layer errors are converted where they enter: panoramisk, OSError and TimeoutError in
 `bridge/asterisk/ami.py`; slack_sdk and aiohttp errors, and answers of any odd shape, in
-`bridge/slack/client.py` (`slack_call`); sqlite3 errors in `bridge/store/`. The rest of the bridge only sees these.
+`bridge/slack/client.py` (`slack_call`); sqlite3 and psycopg errors in `bridge/store/`. The
+rest of the bridge only sees these.
 """
 
 from __future__ import annotations

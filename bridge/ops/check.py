@@ -11,6 +11,10 @@ the same time and each within a few seconds:
   chat.postMessage: chat:write; `/sip` needs commands; chat:write.public lets it post into
   public channels it was not invited to), is the bot in every mapped channel, and in Socket
   Mode, does the app-level token work.
+- The store (`probe_store`): the SQLite file's schema, or for PostgreSQL: can the bridge
+  connect (URL, password), which schema version the database holds (none yet, older: `bridge
+  run` creates or upgrades it; newer: refused), and the rights the bridge needs (CREATE on the
+  schema to create or upgrade the tables; SELECT, INSERT, UPDATE, DELETE on each of them).
 
 Each item is ✓ (fine), ✗ (the bridge will not work: exit 1) or ! (worth a look, not fatal).
 No secret is ever printed.
@@ -27,6 +31,7 @@ from bridge.asterisk.ami import AmiProbe, probe_ami
 from bridge.core.errors import AmiActionFailed, AmiError, AmiLoginRefused, AmiTimeout
 from bridge.settings.config import Settings
 from bridge.slack.probe import ChannelState, SlackProbe, probe_slack
+from bridge.store import StoreProbe, probe_store, store_location
 
 # Seconds each side (AMI, Slack) may take; they run at the same time, so the whole check
 # stays well under 10 s even when both hosts are unreachable.
@@ -72,15 +77,26 @@ async def run_checks(settings: Settings, *, send_test: str | None = None,
                        f"{'Socket Mode' if settings.slack.socket_mode else 'HTTP mode'}")]
     test_endpoint = directory.lookup(send_test) if send_test is not None else None
     channels = _channel_users(settings)
-    ami_result, slack_result = await asyncio.gather(
+    ami_result, slack_result, store_result = await asyncio.gather(
         _probe_ami(settings, timeout=timeout,
                    test_destination=test_endpoint.destination if test_endpoint else None),
-        probe_slack(settings.slack, list(channels), timeout=timeout))
+        probe_slack(settings.slack, list(channels), timeout=timeout),
+        _probe_store(settings, timeout=timeout))
     items += _ami_items(settings, ami_result)
     if send_test is not None:
         items.append(_test_item(settings, send_test, ami_result))
     items += _slack_items(settings, slack_result, channels)
+    items += _store_items(store_result)
     return items
+
+
+async def _probe_store(settings: Settings, *, timeout: float) -> StoreProbe:
+    try:
+        return await asyncio.wait_for(probe_store(settings, timeout=timeout), timeout + 1)
+    except TimeoutError:  # connect_timeout covers connecting; this, a server that stalls
+        return StoreProbe("postgresql" if settings.store_url else "sqlite",
+                          store_location(settings), 0,
+                          error=f"no answer within {timeout + 1:.0f} s")
 
 
 async def _probe_ami(settings: Settings, *, timeout: float,
@@ -298,6 +314,89 @@ def _channel_item(state: ChannelState, users: list[str], bot: str,
                                 "; without chat:write.public it cannot post there"),
                      invite + ("" if state.is_private else
                                ", or add the chat:write.public scope"))
+
+
+# -- store ----------------------------------------------------------------------------------
+
+_DATABASE_FIX = ("check [store] url (or BRIDGE_STORE_URL): host, port and database name; the "
+                 "password (in the URL, PGPASSWORD or ~/.pgpass); that PostgreSQL listens "
+                 "there (listen_addresses) and its pg_hba.conf lets this host and user in")
+
+
+def _store_items(probe: StoreProbe) -> list[CheckItem]:
+    """Can the bridge reach its store, at which schema, and may it do its work there."""
+    known = probe.known_version
+    if probe.kind == "sqlite":
+        if probe.error is not None:
+            return [CheckItem(Mark.FAIL, f"store: {probe.where} is not a usable store file",
+                              probe.error, "point [store] path at a new file, or restore this "
+                              "one from a backup")]
+        if probe.schema_version is None:
+            return [CheckItem(Mark.OK, f"store: SQLite file {probe.where} (new: `bridge run` "
+                                       "creates it)")]
+        items = [CheckItem(Mark.OK, f"store: SQLite file {probe.where}")]
+    else:
+        if probe.error is not None:
+            return [CheckItem(Mark.FAIL, f"store: cannot use the database at {probe.where}",
+                              probe.error, _DATABASE_FIX)]
+        items = [CheckItem(Mark.OK, f"store: connected to PostgreSQL {probe.server.split(' ')[0]} "
+                                    f"at {probe.where} as '{probe.user}'")]
+    version = probe.schema_version or 0
+    if version > known:
+        items.append(CheckItem(
+            Mark.FAIL, f"store: written by a newer bridge (schema {version}; this bridge knows "
+                       f"up to {known})", "`bridge run` refuses it and leaves it untouched",
+            "upgrade this bridge to the version that wrote it, or point the config at another "
+            "store"))
+    elif version == known:
+        items.append(CheckItem(Mark.OK, f"store: schema {version} (current)"))
+    elif version == 0:
+        items.append(CheckItem(Mark.OK, f"store: no tables yet: `bridge run` creates them "
+                                        f"(schema {known})"))
+    else:
+        items.append(CheckItem(Mark.OK, f"store: schema {version}: `bridge run` upgrades it in "
+                                        f"place to {known}"))
+    if probe.kind == "postgresql" and version <= known:
+        items += _database_rights_items(probe, version)
+    return items
+
+
+def _database_rights_items(probe: StoreProbe, version: int) -> list[CheckItem]:
+    """Creating the tables needs CREATE on the schema; upgrading them also needs their owner
+    (ALTER TABLE); the bridge's work needs the row rights on each."""
+    user, known = probe.user, probe.known_version
+    items: list[CheckItem] = []
+    owner_fix = (f"let '{user}' own the store: as the database's owner, CREATE SCHEMA bridge "
+                 f"AUTHORIZATION {user} and add ?options=-csearch_path%3Dbridge to the URL (or "
+                 f"GRANT CREATE ON SCHEMA public TO {user}; tables created by another role: "
+                 f"ALTER TABLE ... OWNER TO {user})")
+    able = probe.may_create and probe.owns_tables
+    why = ("it has no CREATE on the schema" if not probe.may_create else
+           "the store's tables belong to another role")
+    if version == 0 and not probe.may_create:
+        items.append(CheckItem(Mark.FAIL, f"store: '{user}' may not create the store's tables",
+                               why, owner_fix))
+    elif 0 < version < known and not able:
+        items.append(CheckItem(Mark.FAIL, f"store: '{user}' may not upgrade the store's tables "
+                                          f"to schema {known}", why, owner_fix))
+    elif version == known and not able:
+        items.append(CheckItem(Mark.WARN, f"store: '{user}' may not upgrade the store's tables",
+                               f"{why}: fine today; the next bridge version's schema upgrade "
+                               "will need it", owner_fix))
+    if probe.missing:
+        tables = sorted({m.split(" on ", 1)[1] for m in probe.missing} - {"schema_version"})
+        grants = [f"GRANT SELECT, INSERT, UPDATE, DELETE ON {', '.join(tables)} TO {user}"
+                  ] if tables else []
+        if "SELECT on schema_version" in probe.missing:
+            grants.append(f"GRANT SELECT ON schema_version TO {user}")
+        items.append(CheckItem(
+            Mark.FAIL, f"store: '{user}' lacks {', '.join(probe.missing)}",
+            "the bridge reads, adds, updates and deletes rows in every store table",
+            "as the tables' owner: " + "; ".join(grants)))
+    elif version:
+        items.append(CheckItem(Mark.OK, f"store: '{user}' may read and write every store "
+                                        "table"))
+    return items
 
 
 # -- output ---------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ import os
 import re
 import ssl
 import tomllib
+import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,17 +122,22 @@ class Settings:
     store_path: Path
     delivery: DeliverySettings
     access: AccessPolicy = field(default_factory=AccessPolicy)
+    # The PostgreSQL store's URL ([store] url or BRIDGE_STORE_URL); None: the SQLite file.
+    # A Secret because it may carry the password; `store_secrets` are the passwords in force
+    # (the URL's, PGPASSWORD), for redaction.
+    store_url: Secret | None = field(default=None, repr=False)
+    store_secrets: tuple[Secret, ...] = field(default=(), repr=False)
 
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
         found = [self.ami.secret, self.ami.event_token, self.slack.bot_token,
-                 self.slack.signing_secret, self.slack.app_token]
+                 self.slack.signing_secret, self.slack.app_token, *self.store_secrets]
         return [s.reveal() for s in found if s is not None and s.reveal()]
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
-    "store": {"path"},
+    "store": {"path", "url"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
                  "late_after", "outbound_max_wait", "notify", "drain_timeout"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout",
@@ -181,7 +187,9 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
     endpoints, reply_modes = _load_endpoints(check, data.get("endpoints", []))
-    store_path = _load_store(check, _optional_table(check, data, "store"))
+    store_table = _optional_table(check, data, "store")
+    store_path = _load_store(check, store_table)
+    store_url, store_secrets = _load_store_url(check, store_table, env)
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
     access = load_access(check, data)
 
@@ -190,7 +198,8 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     assert ami is not None and slack is not None
     slack = dataclasses.replace(slack, reply_modes=reply_modes)
     return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)),
-                    store_path=store_path, delivery=delivery, access=access)
+                    store_path=store_path, delivery=delivery, access=access,
+                    store_url=store_url, store_secrets=store_secrets)
 
 
 def _optional_table(check: ConfigReader, data: Mapping[str, Any], name: str) -> dict[str, Any]:
@@ -204,6 +213,60 @@ def _load_store(check: ConfigReader, table: dict[str, Any]) -> Path:
     # Relative paths are relative to the working directory, like every other path a
     # process is given; the README says so.
     return Path(raw or "bridge-store.sqlite3")
+
+
+_STORE_URL_EXAMPLE = '"postgresql://bridge@db.example.com:5432/bridge"'
+
+
+def _load_store_url(check: ConfigReader, table: dict[str, Any], env: Mapping[str, str]
+                    ) -> tuple[Secret | None, tuple[Secret, ...]]:
+    """[store] url, or BRIDGE_STORE_URL (which wins, so a deployment can point a shared config
+    at its own database); None keeps the SQLite file. Problems never echo the URL, which may
+    hold a password."""
+    from_env = env.get("BRIDGE_STORE_URL") or None
+    if from_env is not None:
+        key, source, url = "BRIDGE_STORE_URL", ENV, from_env
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url) or url != url.strip():
+            check.add(key, "contains a control character or surrounding spaces",
+                      f"set it to one URL like {_STORE_URL_EXAMPLE}", source=ENV)
+            return None, ()
+    else:
+        key, source = "store.url", None
+        if "url" not in table:
+            return None, ()
+        raw = table.get("url")
+        if isinstance(raw, str) and raw != raw.strip():  # the reader would echo the value
+            check.add(key, "has leading or trailing spaces", "remove the spaces")
+            return None, ()
+        found = check.string(table, "url", "store.", example=_STORE_URL_EXAMPLE)
+        if found is None:
+            return None, ()
+        url = found
+        if "path" in table:
+            check.add("store.path", "has no effect: [store] url is set (the store is in "
+                      "PostgreSQL)", "remove one of them: url for PostgreSQL, path for the "
+                      "SQLite file")
+    fix = (f"write it like {_STORE_URL_EXAMPLE} (the password may be in it, or in PGPASSWORD "
+           "or ~/.pgpass), or remove it to keep the SQLite file ([store] path)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        check.add(key, "is not a URL that can be read", fix, source=source)
+        return None, ()
+    if parts.scheme not in ("postgresql", "postgres"):
+        check.add(key, f"is not a PostgreSQL URL (scheme {parts.scheme or 'missing'!r})", fix,
+                  source=source)
+        return None, ()
+    if not parts.path.strip("/"):
+        check.add(key, "names no database", "end the URL with /<database name>, e.g. "
+                  + _STORE_URL_EXAMPLE, source=source)
+        return None, ()
+    passwords = [urllib.parse.unquote(parts.password or "")]
+    passwords += urllib.parse.parse_qs(parts.query).get("password", [])  # already decoded
+    # libpq uses PGPASSWORD when the URL has none; redact it whatever the URL says.
+    passwords.append(env.get("PGPASSWORD", ""))
+    return Secret(url), tuple(Secret(p) for p in passwords if p)
 
 
 def _load_delivery(check: ConfigReader, table: dict[str, Any]) -> DeliverySettings:
@@ -344,19 +407,33 @@ def _load_ca_file(check: ConfigReader, table: Mapping[str, Any]) -> Path | None:
 
 
 def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
-    """Log one warning when the file holds the AMI secret and others may read it."""
+    """Log one warning per secret the file holds (the AMI secret, a password in the store's
+    URL) when others may read it."""
+    held: list[tuple[str, str]] = []
     ami = data.get("ami")
-    if not isinstance(ami, dict) or not ami.get("secret"):
+    if isinstance(ami, dict) and ami.get("secret"):
+        held.append(("the AMI secret (ami.secret)", "move the secret to AMI_SECRET"))
+    store = data.get("store")
+    if isinstance(store, dict) and isinstance(store.get("url"), str):
+        try:
+            password = urllib.parse.urlsplit(store["url"]).password
+        except ValueError:  # reported by the validation
+            password = None
+        if password:
+            held.append(("a database password ([store] url)",
+                         "move it to PGPASSWORD or ~/.pgpass, or the URL to BRIDGE_STORE_URL"))
+    if not held:
         return
     try:
         mode = path.stat().st_mode
     except OSError:
         return
     if mode & 0o044:
-        log.warning("config: %s holds the AMI secret (ami.secret) and is readable by "
-                    "%s (mode %03o): run `chmod 600 %s`, or move the secret to AMI_SECRET",
-                    path, "group and others" if mode & 0o004 else "its group",
-                    mode & 0o777, path)
+        for what, move in held:
+            log.warning("config: %s holds %s and is readable by %s (mode %03o): run "
+                        "`chmod 600 %s`, or %s", path, what,
+                        "group and others" if mode & 0o004 else "its group", mode & 0o777,
+                        path, move)
 
 
 def _load_slack(check: ConfigReader, table: dict[str, Any],

@@ -34,6 +34,15 @@ class StoreBackend(Protocol):
         """Where the store is, for messages (a path, or a database URL without password)."""
 
     @property
+    def created_at(self) -> float | None:
+        """When this store was created (unix time); None when it predates knowing. Texts in
+        Asterisk's spool from before it may be in Slack already: not relayed unless asked."""
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Forever: notice the store becoming unusable (file replaced, database gone) and
+        usable again; `problem` says why meanwhile."""
+
+    @property
     def problem(self) -> str | None:
         """Why the store cannot take texts right now (disk full, file replaced); None: fine."""
 

@@ -777,3 +777,20 @@ def _split_sql(script: str) -> list[str]:
 
 def _implements_the_interface(store: Store) -> StoreBackend:
     return store  # mypy checks here that the SQLite store is a complete StoreBackend
+
+
+def read_schema_version(path: Path) -> int | None:
+    """The schema version of the store file at `path`, read-only (`bridge check`); None when
+    there is no file yet. StoreError if it is not a store."""
+    if not path.exists():
+        return None
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro",
+                                                uri=True)) as db:
+            tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+            if "schema_version" not in tables:
+                return 0
+            row = db.execute("SELECT MAX(version) FROM schema_version").fetchone()
+    except sqlite3.Error as exc:
+        raise StoreError(f"{path} cannot be used as the bridge's store: {exc}") from exc
+    return int(row[0]) if row and row[0] is not None else 0

@@ -457,7 +457,13 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
                                    example='"pjsip:alice"')
         channel = check.string(table, "channel", prefix, required=True, example='"C0123456789"')
         aliases = check.string_list(table, "aliases", prefix)
-        from_uris = check.string_list(table, "from", prefix)
+        if "from" in table:
+            # From is what the phone writes itself; routing by it let one phone post (and
+            # get replies) as another. Refused rather than silently ignored.
+            check.add(f"{prefix}from", "is no longer used: the bridge knows a phone by the "
+                      "endpoint Asterisk identified, never by the From header",
+                      "remove it, and give the endpoint its own message_context as `bridge "
+                      "asterisk-config` prints it")
         mode = check.string(table, "reply_mode", prefix)
         if mode is not None:
             _check_reply_mode(check, f"{prefix}reply_mode", mode)
@@ -469,10 +475,6 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
                       '"pjsip:PJSIP/+15551234@trunk" or "xmpp:..."')
         if channel is not None:
             check.channel(f"{prefix}channel", channel)
-        for uri_index, uri in enumerate(from_uris):
-            if not re.match(r"^sips?:", uri, re.IGNORECASE):
-                check.add(f"{prefix}from[{uri_index}]", f"{uri!r} is not a SIP URI",
-                          'write it like "sip:alice@10.0.0.5"')
         for key, word in [(f"{prefix}name", name)] + [
                 (f"{prefix}aliases[{i}]", a) for i, a in enumerate(aliases)]:
             if word is None:
@@ -490,7 +492,7 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
                 owner[word.casefold()] = key
         if name and destination and channel:
             endpoints.append(Endpoint(name=name, destination=destination, channel=channel,
-                                      aliases=tuple(aliases), from_uris=tuple(from_uris)))
+                                      aliases=tuple(aliases)))
     by_name = {e.name: e for e in endpoints}
     for name, (mode, index) in modes.items():
         mine = by_name.get(name)

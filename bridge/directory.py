@@ -32,7 +32,6 @@ class Endpoint:
     destination: str  # the AMI MessageSend Destination, e.g. "pjsip:alice"
     channel: str  # Slack channel ID where this endpoint's texts are posted
     aliases: tuple[str, ...] = ()
-    from_uris: tuple[str, ...] = ()  # SIP From URIs that identify this endpoint's texts
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -68,13 +67,6 @@ def _strip_scheme(uri: str) -> str:
     return uri
 
 
-def _without_port(hostpart: str) -> str:
-    # "alice@10.0.0.5:5060" -> "alice@10.0.0.5"; leaves IPv6 "[::1]" alone
-    if hostpart.endswith("]") or ":" not in hostpart.rsplit("@", 1)[-1]:
-        return hostpart
-    return hostpart.rsplit(":", 1)[0]
-
-
 class Directory:
     """All endpoints, indexed by every name they answer to (case-insensitive)."""
 
@@ -100,25 +92,5 @@ class Directory:
         section names are case-sensitive), or None for an endpoint not in the directory."""
         for endpoint in self.endpoints:
             if asterisk_endpoint(endpoint.destination) == endpoint_id:
-                return endpoint
-        return None
-
-    def sender(self, from_uri: str) -> Endpoint | None:
-        """The endpoint a SIP From URI belongs to, or None for an unknown sender.
-
-        An endpoint with `from_uris` configured matches only those (port ignored when the
-        configured URI has none); otherwise a From whose user part equals its name matches.
-        """
-        wanted = normalize_uri(from_uri)
-        for endpoint in self.endpoints:
-            for configured in endpoint.from_uris:
-                mine = normalize_uri(configured)
-                if wanted == mine or _without_port(wanted) == mine:
-                    return endpoint
-        user = sip_user(from_uri).casefold()
-        if not user:
-            return None
-        for endpoint in self.endpoints:
-            if not endpoint.from_uris and endpoint.name.casefold() == user:
                 return endpoint
         return None

@@ -8,6 +8,7 @@ import pytest
 
 from bridge.config import load_settings
 from bridge.errors import ConfigError
+from bridge.texts import derive_event_token
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1-secret", "SLACK_SIGNING_SECRET": "sign-secret",
        "AMI_SECRET": "ami-secret"}
@@ -32,7 +33,6 @@ aliases = ["front-desk"]
 name = "bob"
 destination = "pjsip:bob"
 channel = "C0123456781"
-from = ["sip:bob@10.0.0.5"]
 """
 
 
@@ -57,7 +57,20 @@ def test_good_config_loads_with_directory_and_secrets_from_env(tmp_path: Path) -
     assert settings.slack.port == 3000
     alice = settings.directory.lookup("Front-Desk")
     assert alice is not None and alice.destination == "pjsip:alice"
-    assert sorted(settings.secrets()) == ["ami-secret", "sign-secret", "xoxb-1-secret"]
+    assert sorted(settings.secrets()) == sorted(["ami-secret", "sign-secret", "xoxb-1-secret",
+                                                 derive_event_token("ami-secret")])
+    assert settings.ami.event_token.reveal() == derive_event_token("ami-secret")
+
+
+def test_event_token_from_the_environment_and_from_refused(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD), {**ENV, "AMI_EVENT_TOKEN": "t" * 32})
+    assert settings.ami.event_token.reveal() == "t" * 32
+    assert "t" * 32 not in repr(settings)
+    shown = problems(tmp_path, GOOD, {**ENV, "AMI_EVENT_TOKEN": "short,bad"})
+    assert "AMI_EVENT_TOKEN" in shown and "short,bad" not in shown
+    # From is what a phone writes itself: it can no longer pick the endpoint.
+    shown = problems(tmp_path, GOOD + 'from = ["sip:bob@10.0.0.5"]\n')
+    assert "endpoints[1].from" in shown and "identified" in shown
 
 
 def test_secrets_never_show_in_repr(tmp_path: Path) -> None:

@@ -1,12 +1,13 @@
-"""Who a recipient name means, what to suggest, and which endpoint a SIP From belongs to."""
+"""Who a recipient name means, what to suggest, and which entry an Asterisk endpoint is."""
 
 from __future__ import annotations
 
 from bridge.directory import Directory, Endpoint, normalize_uri, sip_user
 
 ALICE = Endpoint("alice", "pjsip:alice", "C1", aliases=("front-desk",))
-BOB = Endpoint("bob", "pjsip:bob", "C2", from_uris=("sip:bob@10.0.0.5",))
-DIRECTORY = Directory((ALICE, BOB))
+BOB = Endpoint("bob", "pjsip:bob", "C2")
+MOBILE = Endpoint("mobile", "pjsip:PJSIP/+15551234@trunk", "C3")
+DIRECTORY = Directory((ALICE, BOB, MOBILE))
 
 
 def test_lookup_by_name_or_alias_ignores_case() -> None:
@@ -21,13 +22,14 @@ def test_suggestions_for_typos() -> None:
     assert DIRECTORY.suggest("zzzzzz") == []
 
 
-def test_sender_by_user_part_or_configured_uri() -> None:
-    assert DIRECTORY.sender("sip:alice@127.0.0.1:5070") is ALICE
-    assert DIRECTORY.sender("sip:bob@10.0.0.5:5060;transport=udp") is BOB
-    # bob has explicit from URIs, so a From merely named bob from elsewhere is not bob
-    assert DIRECTORY.sender("sip:bob@192.0.2.1") is None
-    assert DIRECTORY.sender("sip:mallory@10.0.0.5") is None
-    assert DIRECTORY.sender("garbage") is None
+def test_entry_of_an_identified_endpoint_is_exact() -> None:
+    assert DIRECTORY.by_asterisk_endpoint("alice") is ALICE
+    assert DIRECTORY.by_asterisk_endpoint("bob") is BOB
+    # Asterisk section names are case-sensitive, and an alias is no endpoint name.
+    assert DIRECTORY.by_asterisk_endpoint("BOB") is None
+    assert DIRECTORY.by_asterisk_endpoint("front-desk") is None
+    # A trunk destination names no endpoint of a phone.
+    assert DIRECTORY.by_asterisk_endpoint("trunk") is None
 
 
 def test_uri_helpers() -> None:

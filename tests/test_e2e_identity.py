@@ -120,3 +120,30 @@ async def test_a_text_nobody_identified_is_marked_and_cannot_be_replied_to(
             assert phones["mallory"].received == []
         finally:
             assert await bridge.stop() == 0, bridge.log
+
+
+async def test_one_phone_cannot_suppress_another_by_reusing_its_call_id(
+        tmp_path: Path, slack: FakeSlack) -> None:
+    async with own_pbx("alice", "bob") as (asterisk, phones):
+        bridge = await start_bridge(tmp_path, slack, asterisk.ami_port, endpoints=directory())
+        try:
+            await phones["bob"].send_message("bob's own text", call_id="shared-1@x", cseq=7)
+            await phones["alice"].send_message("alice, same Call-ID", call_id="shared-1@x",
+                                               cseq=7)
+            posts = await wait_phone_posts(slack, 2)
+            by_channel = {p["channel"]: shown_texts([p]) for p in posts}
+            assert by_channel == {BOB: ["bob's own text"], ALICE: ["alice, same Call-ID"]}
+        finally:
+            assert await bridge.stop() == 0, bridge.log
+        # While the bridge is away, the same again: both wait in Asterisk's spool, neither
+        # overwrites the other's entry, and both arrive when it is back.
+        slack.reset()
+        await phones["bob"].send_message("bob while away", call_id="shared-2@x", cseq=1)
+        await phones["alice"].send_message("alice while away", call_id="shared-2@x", cseq=1)
+        bridge = await start_bridge(tmp_path, slack, asterisk.ami_port, endpoints=directory())
+        try:
+            posts = await wait_phone_posts(slack, 2)
+            by_channel = {p["channel"]: shown_texts([p]) for p in posts}
+            assert by_channel == {BOB: ["bob while away"], ALICE: ["alice while away"]}
+        finally:
+            assert await bridge.stop() == 0, bridge.log

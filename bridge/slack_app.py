@@ -12,6 +12,8 @@ through `tell()` (response_url while valid, else the configured fallback).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -62,6 +64,16 @@ class AmiState(Protocol):
     def ready(self) -> bool: ...
 
     last_error: str
+
+
+def _command_key(command: dict[str, Any]) -> str:
+    """What identifies one invocation of a slash command: its trigger_id (Slack makes a new
+    one each time), else a digest of the whole payload (identical only for a replay)."""
+    trigger = str(command.get("trigger_id") or "")
+    if trigger:
+        return f"command:{trigger}"
+    payload = json.dumps(command, sort_keys=True, default=str).encode("utf-8")
+    return f"command-body:{hashlib.sha256(payload).hexdigest()}"
 
 
 class SlackFrontend:
@@ -138,6 +150,14 @@ class SlackFrontend:
     # -- the command ----------------------------------------------------------------------
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        # The same signed command delivered again (a replayed request within the signature's
+        # 5 minutes, or Socket Mode redelivering) is one command: its trigger_id is unique
+        # per invocation. Recorded in the store, so a restart in between changes nothing.
+        if not await self._store.first_sight_of_event(_command_key(command)):
+            log.info("Slack: command from %s delivered again (trigger_id seen); not sent again",
+                     command.get("user_id", "?"))
+            await ack()
+            return
         name = self._settings.slack.command
         directory = self._settings.directory
         parsed = parse_command(str(command.get("text", "")))

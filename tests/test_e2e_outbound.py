@@ -43,6 +43,20 @@ async def test_text_reaches_the_phone_and_the_user_is_told(
     assert phones["bob"].received == []
 
 
+async def test_a_replayed_signed_command_sends_once(
+        bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    body, headers = slack.signed_slash_command(slack.slash_command_payload(
+        text="alice pay the invoice"))
+    first = await bridge.post_signed(body, headers)
+    replayed = await bridge.post_signed(body, headers)  # the same bytes, within 5 minutes
+    assert first[0] == 200 and "Sending to *alice*" in ack_text(first[1])
+    assert replayed[0] == 200 and "Sending" not in replayed[1]
+    [message] = await phones["alice"].wait_for_messages(1)
+    assert message.body == "pay the invoice"
+    await asyncio.sleep(1.0)
+    assert [m.body for m in phones["alice"].received] == ["pay the invoice"]
+
+
 async def test_long_multiline_text_arrives_whole_in_order(
         bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
     lines = [f"Line {i:03d}: the quick brown fox 🦊 jumps over the lazy dog ✓" for i in range(60)]

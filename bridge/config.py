@@ -110,6 +110,7 @@ class DeliverySettings:
     outbound_max_wait: float  # seconds a /sip text may wait for Asterisk before it fails
     notify: str  # where users hear about queued texts once response_url expired: dm|channel|none
     drain_timeout: float  # seconds SIGTERM waits for in-flight deliveries
+    max_parts: int = 10  # a text from Slack that needs more MessageSends is refused
 
 
 @dataclass(frozen=True)
@@ -133,7 +134,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
     "store": {"path"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
-                 "late_after", "outbound_max_wait", "notify", "drain_timeout"},
+                 "late_after", "outbound_max_wait", "notify", "drain_timeout", "max_parts"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout",
             "tls", "ca_file", "tls_verify", "tls_server_name"},
     "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
@@ -228,6 +229,7 @@ def _load_delivery(check: ConfigReader, table: dict[str, Any]) -> DeliverySettin
         notify=notify,
         drain_timeout=check.number(table, "drain_timeout", prefix, default=10, low=0,
                                    high=300),
+        max_parts=check.integer(table, "max_parts", prefix, default=10, low=1, high=1000),
     )
 
 

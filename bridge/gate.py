@@ -55,15 +55,16 @@ class Gate:
         self._per_endpoint = RateLimiter(policy.endpoint_rate)
 
     async def admit(self, *, recipient: str, user: str, channel: str, source: str,
-                    text: str, reply_endpoint: str | None = None) -> Endpoint:
+                    text: str, reply_endpoint: str | None = None, parts: int = 1) -> Endpoint:
         """The endpoint to send to, or TextRejected (audited and logged) saying why not.
 
         `reply_endpoint`: a reply in the thread of a phone outside the directory goes to the
-        PJSIP endpoint its text came from, under the default rule.
+        PJSIP endpoint its text came from, under the default rule. `parts`: how many
+        MessageSends the text takes; the per-phone rate counts those, not texts.
         """
         try:
             endpoint = await self._check(recipient=recipient, user=user, channel=channel,
-                                         reply_endpoint=reply_endpoint)
+                                         reply_endpoint=reply_endpoint, parts=parts)
         except TextRejected as exc:
             metrics.outbound_refused(refusal_reason(exc))
             log.info("audit: slack_user=%s channel=%s source=%s recipient=%r result=refused "
@@ -88,7 +89,7 @@ class Gate:
             text=row.body if self._policy.store_text else None))
 
     async def _check(self, *, recipient: str, user: str, channel: str,
-                     reply_endpoint: str | None) -> Endpoint:
+                     reply_endpoint: str | None, parts: int) -> Endpoint:
         policy = self._policy
         found: tuple[Endpoint, Rule] | None
         if reply_endpoint is not None:
@@ -115,8 +116,10 @@ class Gate:
         if wait:
             raise RateLimited(f"you have reached the limit of {policy.user_rate}; try again "
                               f"in {wait:.0f} s")
-        wait = self._per_endpoint.check(endpoint.name)
+        # A phone's limit counts parts: a text of 10 parts is 10 messages on the phone.
+        wait = self._per_endpoint.check(endpoint.name, cost=parts)
         if wait:
+            what = f" (this text is {parts} parts, each counted)" if parts > 1 else ""
             raise RateLimited(f"*{endpoint.name}* has reached the limit of "
-                              f"{policy.endpoint_rate}; try again in {wait:.0f} s")
+                              f"{policy.endpoint_rate}{what}; try again in {wait:.0f} s")
         return endpoint

@@ -43,6 +43,7 @@ from bridge.replies import (
     sent_text,
     status_text,
 )
+from bridge.segments import segment_body
 from bridge.slack_client import Notifier, SlackActions
 from bridge.slack_text import escape, slack_to_plain, user_ids
 from bridge.store import OutboundRow, Store
@@ -243,6 +244,13 @@ class SlackFrontend:
         """Check a text (sendable, allowed, within limits), then store it for sending."""
         try:
             check_text(request.text)  # before the gate: a blank text costs no rate allowance
+            parts = len(segment_body(request.text))
+            limit = self._settings.delivery.max_parts
+            if parts > limit:
+                # Each part is one MessageSend and one message on the phone.
+                raise TextRejected(f"the text is too long: it would be {parts} messages on "
+                                   f"the phone, and the limit is {limit} ([delivery] "
+                                   f"max_parts); shorten it or send it in pieces")
         except TextRejected:
             metrics.outbound_refused("invalid_text")
             raise
@@ -250,7 +258,7 @@ class SlackFrontend:
                                           user=request.slack_user,
                                           channel=request.slack_channel,
                                           source=request.source, text=request.text,
-                                          reply_endpoint=request.reply_endpoint)
+                                          reply_endpoint=request.reply_endpoint, parts=parts)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row

@@ -181,7 +181,9 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     check.unknown_keys(data, _KNOWN_KEYS[""], "")
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
-    endpoints, reply_modes = _load_endpoints(check, data.get("endpoints", []))
+    endpoints, reply_modes = _load_endpoints(
+        check, data.get("endpoints", []),
+        slack.reply_mode if slack is not None else "thread")
     store_path = _load_store(check, _optional_table(check, data, "store"))
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
     access = load_access(check, data)
@@ -436,8 +438,9 @@ def _check_reply_mode(check: ConfigReader, key: str, mode: str) -> None:
                   'top-level messages, for a channel with one phone) or "off" (read-only)')
 
 
-def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict[str, str]]:
-    """The endpoints, and the reply_mode of those that set one."""
+def _load_endpoints(check: ConfigReader, raw: Any, default_mode: str = "thread"
+                    ) -> tuple[list[Endpoint], dict[str, str]]:
+    """The endpoints, and the reply_mode of those that set one (`default_mode`: [slack]'s)."""
     if not isinstance(raw, list):
         check.add("endpoints", "must be a list of [[endpoints]] tables",
                   "write each endpoint as an [[endpoints]] section")
@@ -495,20 +498,19 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
         if name and destination and channel:
             endpoints.append(Endpoint(name=name, destination=destination, channel=channel,
                                       aliases=tuple(aliases)))
-    by_name = {e.name: e for e in endpoints}
-    for name, (mode, index) in modes.items():
-        mine = by_name.get(name)
-        if mine is None:
+    # "channel" mode (top-level messages text the phone) needs a channel with one phone;
+    # thread and off are per phone, so phones sharing a channel may differ.
+    for endpoint in endpoints:
+        mode, index = modes.get(endpoint.name, (None, -1))
+        if (mode or default_mode) != "channel":
             continue
-        sharing = [e.name for e in endpoints if e.channel == mine.channel and e is not mine]
-        if mode == "channel" and sharing:
-            check.add(f"endpoints[{index}].reply_mode",
-                      f"\"channel\" needs a channel of its own, but {mine.channel} is also "
-                      f"mapped to {', '.join(sharing)}",
-                      "give this phone its own channel, or use \"thread\"")
-        elif sharing and any(modes.get(other, (None,))[0] not in (None, mode)
-                             for other in sharing):
-            check.add(f"endpoints[{index}].reply_mode",
-                      f"phones sharing channel {mine.channel} have different reply modes",
-                      "give them the same reply_mode")
+        sharing = [e.name for e in endpoints if e.channel == endpoint.channel
+                   and e is not endpoint]
+        if sharing:
+            key = f"endpoints[{index}].reply_mode" if mode else "slack.reply_mode"
+            check.add(key, f"\"channel\" needs a channel of its own, but {endpoint.channel} "
+                      f"({endpoint.name}) is also mapped to {', '.join(sharing)}",
+                      "give this phone its own channel, or use \"thread\"" if mode else
+                      "use \"thread\" as the default and set reply_mode = \"channel\" on "
+                      "the phones that have a channel of their own")
     return endpoints, {name: mode for name, (mode, _) in modes.items()}

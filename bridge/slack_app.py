@@ -206,7 +206,8 @@ class SlackFrontend:
             bot_user_id=str(context.get("bot_user_id") or ""),
             allowed_bots=slack.allowed_bots,
             mode=reply_mode(self._settings.directory, channel, slack.reply_mode,
-                            slack.reply_modes),
+                            slack.reply_modes,
+                            thread_endpoint=owner.endpoint if owner else None),
             thread=ThreadInfo(owner.conversation, owner.endpoint) if owner else None)
         user = str(event.get("user") or event.get("bot_id") or "")
         if isinstance(decision, Ignore):

@@ -162,3 +162,17 @@ def test_mode_flag_forces_the_transport(tmp_path: Path) -> None:
     assert not load_settings(path, both, mode="http").slack.socket_mode
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN: is not set, but Socket Mode"):
         load_settings(path, ENV, mode="socket")
+
+
+def test_reply_modes_that_cannot_be_honoured_are_refused(tmp_path: Path) -> None:
+    shared = GOOD.replace('channel = "C0123456781"', 'channel = "C0123456780"')
+    # "channel" as the default, inherited by two phones sharing a channel: which phone would
+    # a top-level message text? Refused, at the key that says it.
+    shown = problems(tmp_path, shared.replace('command = "/sip"',
+                                              'command = "/sip"\nreply_mode = "channel"'))
+    assert "slack.reply_mode" in shown and "channel of its own" in shown
+    # thread and off are per phone, so phones sharing a channel may differ.
+    mixed = shared.replace('aliases = ["front-desk"]',
+                           'aliases = ["front-desk"]\nreply_mode = "off"')
+    settings = load_settings(write(tmp_path, mixed), ENV)
+    assert settings.slack.reply_modes == {"alice": "off"}

@@ -193,6 +193,32 @@ async def test_read_only_channel_refuses_with_a_reason_and_channel_mode_takes_to
         assert await bridge.stop() == 0, bridge.log
 
 
+async def test_the_default_off_holds_for_a_phone_without_its_own_mode(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    # [slack] reply_mode = "off"; alice overrides it with "thread", bob (same channel) does not.
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port, endpoints=[
+        EndpointSpec("alice", "pjsip:alice", ALICE, reply_mode="thread"),
+        EndpointSpec("bob", "pjsip:bob", ALICE)], slack_extra={"reply_mode": "off"})
+    try:
+        await phones["bob"].send_message("bob's text")
+        [bob_parent] = await wait_phone_posts(slack, 1)
+        await phones["alice"].send_message("alice's text")
+        await wait_phone_posts(slack, 2)
+        alice_parent = phone_posts(slack.posts)[1]
+        await reply(bridge, slack, ALICE, "to bob", thread_ts=bob_parent["ts"])
+        await reply(bridge, slack, ALICE, "to alice", thread_ts=alice_parent["ts"])
+        [message] = await phones["alice"].wait_for_messages(1)
+        assert message.body == "to alice"
+        await asyncio.sleep(1)
+        assert phones["bob"].received == []
+        [ephemeral] = slack.calls_of("chat.postEphemeral")
+        assert "read-only" in ephemeral["text"]
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
 async def test_a_send_asterisk_refuses_marks_the_message_failed_with_the_reason(
         tmp_path: Path, slack: FakeSlack,
         pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:

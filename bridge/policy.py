@@ -27,7 +27,12 @@ class Rule:
     usergroups: frozenset[str] = frozenset()
     channels: frozenset[str] = frozenset()
 
-    def allows(self, *, user: str, channel: str, groups: frozenset[str]) -> bool:
+    def allows(self, *, user: str, channel: str, groups: frozenset[str],
+               external: bool = False) -> bool:
+        """`external`: the user belongs to another organisation (Slack Connect). "Everyone"
+        and channel rules mean this workspace's members; such a user must be listed by ID."""
+        if external:
+            return user in self.users
         return (self.everyone or user in self.users or channel in self.channels
                 or bool(self.usergroups & groups))
 

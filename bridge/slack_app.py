@@ -67,6 +67,21 @@ class AmiState(Protocol):
     last_error: str
 
 
+def _is_external(event: dict[str, Any], body: dict[str, Any]) -> bool:
+    """The message's author belongs to another organisation (a Slack Connect channel): Slack
+    names the author's workspace in `user_team`, and it is neither this workspace nor its
+    Enterprise Grid organisation."""
+    user_team = str(event.get("user_team") or "")
+    if not user_team:
+        return False
+    home = {str(body.get("team_id") or ""), str(body.get("enterprise_id") or "")}
+    for authorization in body.get("authorizations") or []:
+        if isinstance(authorization, dict):
+            home.add(str(authorization.get("team_id") or ""))
+            home.add(str(authorization.get("enterprise_id") or ""))
+    return user_team not in home - {""}
+
+
 def _command_key(command: dict[str, Any]) -> str:
     """What identifies one invocation of a slash command: its trigger_id (Slack makes a new
     one each time), else a digest of the whole payload (identical only for a replay)."""
@@ -226,7 +241,8 @@ class SlackFrontend:
         request = OutboundText(recipient=decision.recipient, text=text, slack_user=user,
                                slack_channel=channel, source="reply", feedback_ts=ts,
                                thread_ts=decision.thread_ts or ts,
-                               reply_endpoint=decision.reply_endpoint)
+                               reply_endpoint=decision.reply_endpoint,
+                               external=_is_external(event, body))
         try:
             endpoint, _row = await self._admit_and_store(request)
         except TextRejected as exc:
@@ -259,7 +275,8 @@ class SlackFrontend:
                                           user=request.slack_user,
                                           channel=request.slack_channel,
                                           source=request.source, text=request.text,
-                                          reply_endpoint=request.reply_endpoint, parts=parts)
+                                          reply_endpoint=request.reply_endpoint, parts=parts,
+                                          external=request.external)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row

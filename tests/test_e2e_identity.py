@@ -60,6 +60,8 @@ async def test_a_phone_that_writes_another_phone_in_from_is_still_itself(
             [sender] = shown_senders([post])
             assert sender.startswith(":iphone: *alice* (calls itself “bob”)"), sender
             assert "*bob*" not in sender
+            # verbatim: Slack does not auto-link or parse the names in that line
+            assert post["blocks"][0]["elements"][0]["verbatim"] is True
             assert shown_texts([post]) == ["it is really alice"]
 
             await reply_in_thread(bridge, slack, ALICE, post["ts"], "answer for the sender")

@@ -97,6 +97,11 @@ channels = ["C0OPS0000"]
     assert not bob[1].allows(user="U0ALLOWED", channel="C0X", groups=none)
     assert config.access.usergroups == {"S0TEAM01"}
     assert Rule().allows(user="U1", channel="C1", groups=none) is False
+    # A member of another organisation (Slack Connect) is not "everyone", nor let in by a
+    # channel or group rule: only listed by ID.
+    everyone = Rule(everyone=True, channels=frozenset({"C1"}), users=frozenset({"U0GUEST"}))
+    assert not everyone.allows(user="U0OTHER", channel="C1", groups=none, external=True)
+    assert everyone.allows(user="U0GUEST", channel="C9", groups=none, external=True)
 
 
 def test_rate_limiter_counts_a_sliding_window() -> None:

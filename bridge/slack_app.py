@@ -160,6 +160,18 @@ class SlackFrontend:
             self._runner = None
 
     async def _http_events(self, request: web.Request) -> web.Response:
+        # Answered here, before bolt: it raises (a 500 with a traceback) on a timestamp that
+        # is not a number and on a body that is not UTF-8.
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            log.info("Slack: request refused: X-Slack-Request-Timestamp is not a number")
+            return web.Response(status=401, text="invalid request timestamp")
+        raw = await request.read()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            log.info("Slack: request refused: its body is not UTF-8")
+            return web.Response(status=400, text="the request body is not UTF-8")
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 

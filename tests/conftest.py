@@ -65,19 +65,28 @@ async def asterisk(phones: dict[str, SipPhone], sip_port: int) -> AsyncIterator[
 
 
 @contextlib.asynccontextmanager
-async def own_pbx(*names: str, **sandbox_kwargs: Any
+async def own_pbx(*names: str, phone_options: dict[str, dict[str, str]] | None = None,
+                  **sandbox_kwargs: Any
                   ) -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
     """An Asterisk of the calling test's own (it stops it, floods it, or must not share it),
     with one started phone per name; `sandbox_kwargs` go to AsteriskSandbox (default
-    ami_secret: AMI_SECRET). Skips (fails in CI) without the sandbox."""
+    ami_secret: AMI_SECRET). `phone_options[name]` sets that phone's `host`, `password`,
+    `identify_by` and `message_context` (see SipPeer). Skips (fails in CI) without the
+    sandbox."""
     require_sandbox()
     sip_port = free_port("udp")
     sandbox_kwargs.setdefault("ami_secret", AMI_SECRET)
+    options = phone_options or {}
     async with contextlib.AsyncExitStack() as stack:
-        phones = {name: await stack.enter_async_context(SipPhone(name, asterisk_port=sip_port))
-                  for name in names}
+        phones = {}
+        for name in names:
+            mine = options.get(name, {})
+            phones[name] = await stack.enter_async_context(SipPhone(
+                name, asterisk_port=sip_port, host=mine.get("host", "127.0.0.1"),
+                password=mine.get("password")))
         # Started phones know their ports, which Asterisk's contacts for them name.
-        sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port) for n, p in phones.items()],
+        sandbox = AsteriskSandbox(peers=[SipPeer(n, p.port, **options.get(n, {}))
+                                         for n, p in phones.items()],
                                   sip_port=sip_port, **sandbox_kwargs)
         yield await stack.enter_async_context(sandbox), phones
 

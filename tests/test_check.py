@@ -33,8 +33,11 @@ DEFAULT_CHANNEL = "C0DEFAULT0"
 NO_MESSAGE = AmiUser(name="nomessage", secret="nomessage-secret-3f", read="system,user", write="")
 # A user that may send, but reads no system events.
 NO_SYSTEM = AmiUser(name="nosystem", secret="nosystem-secret-8c", read="user", write="message")
+# A user an admin widened: reads everything, no event filters.
+WIDE = AmiUser(name="wide", secret="wide-secret-5a", read="all", write="message,reporting")
 
-SECRETS = (AMI_SECRET, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, NO_MESSAGE.secret, NO_SYSTEM.secret)
+SECRETS = (AMI_SECRET, BOT_TOKEN, APP_TOKEN, SIGNING_SECRET, NO_MESSAGE.secret, NO_SYSTEM.secret,
+           WIDE.secret)
 # What the admin waits for at most; the brief for `bridge check` is "under 10 seconds".
 MAX_SECONDS = 10.0
 
@@ -104,7 +107,7 @@ def env_for(slack: FakeSlack | str, *, ami_secret: str = AMI_SECRET,
 @pytest.fixture(scope="module")
 async def check_pbx() -> AsyncIterator[tuple[AsteriskSandbox, dict[str, SipPhone]]]:
     async with own_pbx("alice", "bob", ami_secret=AMI_SECRET,
-                       extra_ami_users=[NO_MESSAGE, NO_SYSTEM]) as started:
+                       extra_ami_users=[NO_MESSAGE, NO_SYSTEM, WIDE]) as started:
         yield started
 
 
@@ -217,6 +220,20 @@ async def test_ami_user_without_read_system(tmp_path: Path, pbx: AsteriskSandbox
     assert result.line("✓ AMI: 'nosystem' may send texts")
     block = result.line("✗ AMI: 'nosystem' gets no system events")
     assert "fix: in manager.conf [nosystem] set `read = system,user`" in block
+
+
+@pytest.mark.asterisk
+async def test_ami_user_reading_more_than_it_needs_is_warned_about(
+        tmp_path: Path, pbx: AsteriskSandbox, slack: FakeSlack) -> None:
+    result = await run_check(config_for(tmp_path, pbx.ami_port, username=WIDE.name),
+                             env_for(slack, ami_secret=WIDE.secret))
+    assert result.code == 0, result.out  # it works; it is a risk, not a failure
+    block = result.line("! AMI: 'wide' reads more than it needs")
+    assert "SuccessfulAuth" in block
+    assert "fix: in manager.conf [wide] set `read = system,user` and the eventfilter" in block
+    # The shipped user, with its name filters, gets no such warning.
+    good = await run_check(config_for(tmp_path, pbx.ami_port), env_for(slack))
+    assert "reads more than it needs" not in good.out
 
 
 @pytest.mark.asterisk

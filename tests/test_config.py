@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.errors import ConfigError
+from bridge.core.texts import derive_event_token
 from bridge.settings.config import load_settings
 
 ENV = {"SLACK_BOT_TOKEN": "xoxb-1-secret", "SLACK_SIGNING_SECRET": "sign-secret",
@@ -32,7 +33,6 @@ aliases = ["front-desk"]
 name = "bob"
 destination = "pjsip:bob"
 channel = "C0123456781"
-from = ["sip:bob@10.0.0.5"]
 """
 
 
@@ -57,7 +57,20 @@ def test_good_config_loads_with_directory_and_secrets_from_env(tmp_path: Path) -
     assert settings.slack.port == 3000
     alice = settings.directory.lookup("Front-Desk")
     assert alice is not None and alice.destination == "pjsip:alice"
-    assert sorted(settings.secrets()) == ["ami-secret", "sign-secret", "xoxb-1-secret"]
+    assert sorted(settings.secrets()) == sorted(["ami-secret", "sign-secret", "xoxb-1-secret",
+                                                 derive_event_token("ami-secret")])
+    assert settings.ami.event_token.reveal() == derive_event_token("ami-secret")
+
+
+def test_event_token_from_the_environment_and_from_refused(tmp_path: Path) -> None:
+    settings = load_settings(write(tmp_path, GOOD), {**ENV, "AMI_EVENT_TOKEN": "t" * 32})
+    assert settings.ami.event_token.reveal() == "t" * 32
+    assert "t" * 32 not in repr(settings)
+    shown = problems(tmp_path, GOOD, {**ENV, "AMI_EVENT_TOKEN": "short,bad"})
+    assert "AMI_EVENT_TOKEN" in shown and "short,bad" not in shown
+    # From is what a phone writes itself: it can no longer pick the endpoint.
+    shown = problems(tmp_path, GOOD + 'from = ["sip:bob@10.0.0.5"]\n')
+    assert "endpoints[1].from" in shown and "identified" in shown
 
 
 def test_secrets_never_show_in_repr(tmp_path: Path) -> None:
@@ -149,3 +162,17 @@ def test_mode_flag_forces_the_transport(tmp_path: Path) -> None:
     assert not load_settings(path, both, mode="http").slack.socket_mode
     with pytest.raises(ConfigError, match="SLACK_APP_TOKEN: is not set, but Socket Mode"):
         load_settings(path, ENV, mode="socket")
+
+
+def test_reply_modes_that_cannot_be_honoured_are_refused(tmp_path: Path) -> None:
+    shared = GOOD.replace('channel = "C0123456781"', 'channel = "C0123456780"')
+    # "channel" as the default, inherited by two phones sharing a channel: which phone would
+    # a top-level message text? Refused, at the key that says it.
+    shown = problems(tmp_path, shared.replace('command = "/sip"',
+                                              'command = "/sip"\nreply_mode = "channel"'))
+    assert "slack.reply_mode" in shown and "channel of its own" in shown
+    # thread and off are per phone, so phones sharing a channel may differ.
+    mixed = shared.replace('aliases = ["front-desk"]',
+                           'aliases = ["front-desk"]\nreply_mode = "off"')
+    settings = load_settings(write(tmp_path, mixed), ENV)
+    assert settings.slack.reply_modes == {"alice": "off"}

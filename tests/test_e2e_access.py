@@ -145,3 +145,27 @@ async def test_a_hostile_sender_cannot_ping_forge_or_pick_its_channel(
         assert "<!channel>" not in post["text"] and "<https://" not in post["text"]
     finally:
         assert await bridge.stop() == 0, bridge.log
+
+
+async def test_long_texts_are_capped_and_their_parts_count_against_the_phone(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    bridge = await start_bridge(
+        tmp_path, slack, asterisk.ami_port,
+        endpoints=[EndpointSpec("alice", "pjsip:alice", "C0ALICE00")],
+        delivery={"max_parts": 4}, tail='[access]\nendpoint_rate = "5/minute"\n')
+    try:
+        refused = await slash(bridge, slack, "alice " + "x" * 40_000, user="U0ANY")
+        assert "Not sent" in refused and "53 messages" in refused and "max_parts" in refused
+        three_parts = "y" * 1513  # 756 + 756 + 1 bytes
+        assert "Sending" in await slash(bridge, slack, f"alice {three_parts}", user="U0ANY")
+        # 3 parts sent, 3 more would be 6 messages to alice within the minute: over 5.
+        again = await slash(bridge, slack, f"alice {three_parts}", user="U0ANY")
+        assert "limit of 5 texts per minute" in again and "3 parts" in again
+        assert "Sending" in await slash(bridge, slack, "alice one more", user="U0ANY")
+        await phones["alice"].wait_for_messages(4)
+        await asyncio.sleep(1)
+        assert [len(m.body) for m in phones["alice"].received] == [756, 756, 1, 8]
+    finally:
+        assert await bridge.stop() == 0, bridge.log

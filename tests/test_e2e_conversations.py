@@ -13,7 +13,7 @@ import pytest
 from asterisk.harness import AsteriskSandbox
 from bridge_runner import BridgeProcess, EndpointSpec
 from conftest import BOB_CHANNEL, own_pbx, start_bridge
-from fake_slack import BOT_ID, BOT_USER_ID, FakeSlack
+from fake_slack import BOT_ID, BOT_USER_ID, TEAM_ID, FakeSlack
 from sip_ua import SipPhone
 from slack_view import phone_posts, shown_echoes, shown_texts, wait_phone_posts
 
@@ -189,6 +189,66 @@ async def test_read_only_channel_refuses_with_a_reason_and_channel_mode_takes_to
                     thread_ts=None)
         await asyncio.sleep(1)
         assert phones["dave"].received == [] and phones["alice"].received == []
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_the_default_off_holds_for_a_phone_without_its_own_mode(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    # [slack] reply_mode = "off"; alice overrides it with "thread", bob (same channel) does not.
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port, endpoints=[
+        EndpointSpec("alice", "pjsip:alice", ALICE, reply_mode="thread"),
+        EndpointSpec("bob", "pjsip:bob", ALICE)], slack_extra={"reply_mode": "off"})
+    try:
+        await phones["bob"].send_message("bob's text")
+        [bob_parent] = await wait_phone_posts(slack, 1)
+        await phones["alice"].send_message("alice's text")
+        await wait_phone_posts(slack, 2)
+        alice_parent = phone_posts(slack.posts)[1]
+        await reply(bridge, slack, ALICE, "to bob", thread_ts=bob_parent["ts"])
+        await reply(bridge, slack, ALICE, "to alice", thread_ts=alice_parent["ts"])
+        [message] = await phones["alice"].wait_for_messages(1)
+        assert message.body == "to alice"
+        await asyncio.sleep(1)
+        assert phones["bob"].received == []
+        [ephemeral] = slack.calls_of("chat.postEphemeral")
+        assert "read-only" in ephemeral["text"]
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_member_of_another_organisation_needs_an_explicit_rule(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    # default = "everyone" (the default): this workspace's members, not Slack Connect guests.
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port, endpoints=endpoints(),
+                                tail='[access]\nusers = ["U0PARTNER2"]\n')
+    try:
+        await phones["alice"].send_message("who can answer me?")
+        [parent] = await wait_phone_posts(slack, 1)
+
+        def from_team(user: str, team: str, text: str) -> dict[str, Any]:
+            payload = slack.message_event_payload(text=text, user_id=user, channel_id=ALICE,
+                                                  thread_ts=parent["ts"], escaped=True)
+            payload["event"]["user_team"] = team
+            payload["is_ext_shared_channel"] = True
+            return payload
+
+        await reply(bridge, slack, ALICE, "", thread_ts=None,
+                    payload=from_team("U0PARTNER1", "T0OTHERORG", "from outside"))
+        await reply(bridge, slack, ALICE, "", thread_ts=None,
+                    payload=from_team("U0PARTNER2", "T0OTHERORG", "outside, but listed"))
+        await reply(bridge, slack, ALICE, "", thread_ts=None,
+                    payload=from_team("U0HUMAN1", TEAM_ID, "from a colleague"))
+        await phones["alice"].wait_for_messages(2)
+        await asyncio.sleep(1)
+        assert [m.body for m in phones["alice"].received] == ["outside, but listed",
+                                                              "from a colleague"]
+        [ephemeral] = slack.calls_of("chat.postEphemeral")
+        assert ephemeral["user"] == "U0PARTNER1" and "Slack Connect" in ephemeral["text"]
     finally:
         assert await bridge.stop() == 0, bridge.log
 

@@ -4,10 +4,13 @@ Asterisk, real SIP phones. Each test checks what the Slack user and the phone wo
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import time
 
 import pytest
 from bridge_runner import BridgeProcess, ack_text
+from conftest import SIGNING_SECRET
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 
@@ -41,6 +44,20 @@ async def test_text_reaches_the_phone_and_the_user_is_told(
     [reply] = await slack.wait_for_responses(1)
     assert "Sent to *alice*" in reply["text"]
     assert phones["bob"].received == []
+
+
+async def test_a_replayed_signed_command_sends_once(
+        bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    body, headers = slack.signed_slash_command(slack.slash_command_payload(
+        text="alice pay the invoice"))
+    first = await bridge.post_signed(body, headers)
+    replayed = await bridge.post_signed(body, headers)  # the same bytes, within 5 minutes
+    assert first[0] == 200 and "Sending to *alice*" in ack_text(first[1])
+    assert replayed[0] == 200 and "Sending" not in replayed[1]
+    [message] = await phones["alice"].wait_for_messages(1)
+    assert message.body == "pay the invoice"
+    await asyncio.sleep(1.0)
+    assert [m.body for m in phones["alice"].received] == ["pay the invoice"]
 
 
 async def test_long_multiline_text_arrives_whole_in_order(
@@ -114,3 +131,21 @@ async def test_bad_or_stale_signature_gets_401_and_sends_nothing(
     assert status == 401
     await assert_nothing_sent(phones)
     assert slack.responses == []
+
+
+async def test_malformed_requests_get_400_or_401_and_no_traceback(
+        bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    body, headers = slack.signed_slash_command(slack.slash_command_payload(text="alice hi"))
+    status, _ = await bridge.post_signed(body, headers | {"X-Slack-Request-Timestamp": "abc"})
+    assert status == 401
+    # Signed exactly as Slack signs, but the body is not UTF-8.
+    raw = b"text=alice+caf\xe9&command=%2Fsip&user_id=U0USER1"
+    stamp = str(int(time.time()))
+    signature = "v0=" + hmac.new(SIGNING_SECRET.encode(), b"v0:" + stamp.encode() + b":" + raw,
+                                 hashlib.sha256).hexdigest()
+    status, _ = await bridge.post_signed(raw, headers | {"X-Slack-Request-Timestamp": stamp,
+                                                         "X-Slack-Signature": signature})
+    assert status == 400
+    await asyncio.sleep(0.5)
+    assert "Traceback" not in bridge.log
+    assert phones["alice"].received == []

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -45,3 +46,16 @@ async def test_refusals_are_answered_in_the_socket_ack(
     ack = await slack.send_socket_envelope("slash_commands", slack.slash_command_payload(text="help"))
     assert "/sip <recipient> <text>" in ack["payload"]["text"]
     assert all(not p.received for p in phones.values())
+
+
+async def test_a_redelivered_command_is_sent_once(
+        socket_bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    payload = slack.slash_command_payload(text="alice only once please")
+    first = await slack.send_socket_envelope("slash_commands", payload)
+    again = await slack.send_socket_envelope("slash_commands", payload)  # Slack redelivers
+    assert "Sending to *alice*" in first["payload"]["text"]
+    assert "payload" not in again or not again["payload"]  # acked, nothing said or sent
+    [message] = await phones["alice"].wait_for_messages(1)
+    assert message.body == "only once please"
+    await asyncio.sleep(1.0)
+    assert [m.body for m in phones["alice"].received] == ["only once please"]

@@ -45,6 +45,9 @@ def settings(tmp_path: Path, extra: str = ""):  # type: ignore[no-untyped-def]
     ("alice", "1", None),
     ("+12", "", None),  # too short
     ("+1555123456789012", "", None),  # too long
+    ("+1555１２３４５６７", "", "+15551234567"),  # full-width digits: the same number
+    ("+١٥٥٥١٢٣٤٥٦٧", "", "+15551234567"),  # Arabic-Indic digits
+    ("+1555\u00b2234567", "", None),  # a superscript two is no digit of a number
 ])
 def test_numbers_are_normalised_to_e164(typed: str, country: str, e164: str | None) -> None:
     assert normalize_number(typed, country) == e164
@@ -69,6 +72,10 @@ channel = "C0NUMBERS"
     assert endpoint.destination == "pjsip:PJSIP/+15551234567@trunk"
     assert endpoint.channel == "C0NUMBERS" and rule.everyone
     assert resolve("+442079460000", patterned.directory, patterned.access) is None
+    # Full-width digits are the same number (one rate-limit key), not a way past a pattern.
+    wide = resolve("+1555１２３４５６７", patterned.directory, patterned.access)
+    assert wide is not None and wide[0].name == "+15551234567"
+    assert patterned.access.numbers[0].match.fullmatch("+1555１２３４５６７") is None
 
 
 def test_rules_default_and_per_phone(tmp_path: Path) -> None:
@@ -90,6 +97,11 @@ channels = ["C0OPS0000"]
     assert not bob[1].allows(user="U0ALLOWED", channel="C0X", groups=none)
     assert config.access.usergroups == {"S0TEAM01"}
     assert Rule().allows(user="U1", channel="C1", groups=none) is False
+    # A member of another organisation (Slack Connect) is not "everyone", nor let in by a
+    # channel or group rule: only listed by ID.
+    everyone = Rule(everyone=True, channels=frozenset({"C1"}), users=frozenset({"U0GUEST"}))
+    assert not everyone.allows(user="U0OTHER", channel="C1", groups=none, external=True)
+    assert everyone.allows(user="U0GUEST", channel="C9", groups=none, external=True)
 
 
 def test_rate_limiter_counts_a_sliding_window() -> None:
@@ -99,6 +111,18 @@ def test_rate_limiter_counts_a_sliding_window() -> None:
     assert limiter.check("U1", now=2) == pytest.approx(58)
     assert limiter.check("U2", now=2) == 0
     assert limiter.check("U1", now=61) == 0
+
+
+def test_rate_limiter_counts_a_texts_parts() -> None:
+    from bridge.core.policy import RateLimit
+    limiter = RateLimiter(RateLimit(count=5, per_seconds=60))
+    assert limiter.check("alice", now=0, cost=3) == 0
+    assert limiter.check("alice", now=10, cost=3) == pytest.approx(50)  # 6 > 5
+    assert limiter.check("alice", now=10, cost=2) == 0  # exactly 5
+    assert limiter.check("alice", now=20, cost=1) == pytest.approx(40)
+    # A text larger than the whole limit goes once the window is empty, not never.
+    assert limiter.check("bob", now=0, cost=50) == 0
+    assert limiter.check("bob", now=30, cost=1) == pytest.approx(30)
 
 
 def test_access_mistakes_are_reported_with_fixes(tmp_path: Path) -> None:

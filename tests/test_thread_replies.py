@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from bridge.core.errors import ConfigError
 from bridge.core.thread_replies import Ignore, Refuse, SendReply, ThreadInfo, decide, reply_mode
 from bridge.settings.config import Settings, load_settings
 
@@ -192,13 +193,13 @@ def test_channel_mode_texts_top_level_messages_of_a_channel_with_one_phone(
     assert isinstance(run(config, message(SHARED, thread_ts=None), None), Ignore)
 
 
-def test_channel_mode_with_two_phones_in_the_channel_texts_neither(tmp_path: Path) -> None:
-    config = settings(tmp_path, 'reply_mode = "channel"\n')
-    # bob and carol share the channel: a top-level message could be for either.
-    assert isinstance(run(config, message(SHARED, thread_ts=None), None), Ignore)
-    # A reply in one of their threads still says whose it is.
-    assert run(config, message(SHARED), BOBS_THREAD) == \
-        SendReply(recipient="bob", thread_ts=PARENT_TS)
+def test_channel_mode_for_two_phones_sharing_a_channel_is_refused_by_the_config(
+        tmp_path: Path) -> None:
+    # bob and carol share a channel: a top-level message could be for either, so the
+    # config that asks for it cannot be honoured and says how to fix it.
+    with pytest.raises(ConfigError) as refused:
+        settings(tmp_path, 'reply_mode = "channel"\n')
+    assert 'slack.reply_mode: "channel" needs a channel of its own' in str(refused.value)
 
 
 def test_a_reply_to_a_phone_outside_the_directory_goes_back_to_its_endpoint(

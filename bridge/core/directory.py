@@ -33,7 +33,6 @@ class Endpoint:
     destination: str  # the AMI MessageSend Destination, e.g. "pjsip:alice"
     channel: str  # Slack channel ID where this endpoint's texts are posted
     aliases: tuple[str, ...] = ()
-    from_uris: tuple[str, ...] = ()  # SIP From URIs that identify this endpoint's texts
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -69,33 +68,23 @@ def _strip_scheme(uri: str) -> str:
     return uri
 
 
-def _without_port(hostpart: str) -> str:
-    # "alice@10.0.0.5:5060" -> "alice@10.0.0.5"; leaves IPv6 "[::1]" alone
-    if hostpart.endswith("]") or ":" not in hostpart.rsplit("@", 1)[-1]:
-        return hostpart
-    return hostpart.rsplit(":", 1)[0]
-
-
 class Directory:
     """All endpoints, indexed by every name they answer to (case-insensitive)."""
 
     def __init__(self, endpoints: tuple[Endpoint, ...]) -> None:
         self.endpoints = endpoints
         self._by_name: dict[str, Endpoint] = {}
-        # Sender indexes, built once: matching a From must not cost more with more endpoints
-        # (the intake runs it for every text on the event loop). Values keep the endpoint's
-        # position, so that when two endpoints could match, the first one configured wins,
-        # as it did when senders were matched by walking the list.
-        self._by_uri: dict[str, tuple[int, Endpoint]] = {}
-        self._by_user: dict[str, Endpoint] = {}
-        for position, endpoint in enumerate(endpoints):
+        # The sender index, built once: finding who sent a text must not cost more with more
+        # endpoints (the intake runs it for every text on the event loop). The first entry
+        # configured for an Asterisk endpoint wins, as when the list was walked.
+        self._by_asterisk: dict[str, Endpoint] = {}
+        for endpoint in endpoints:
             for name in endpoint.names:
                 # config validation guarantees names are unique; first one wins if not
                 self._by_name.setdefault(name.casefold(), endpoint)
-            for configured in endpoint.from_uris:
-                self._by_uri.setdefault(normalize_uri(configured), (position, endpoint))
-            if not endpoint.from_uris:
-                self._by_user.setdefault(endpoint.name.casefold(), endpoint)
+            endpoint_id = asterisk_endpoint(endpoint.destination)
+            if endpoint_id:
+                self._by_asterisk.setdefault(endpoint_id, endpoint)
 
     def lookup(self, recipient: str) -> Endpoint | None:
         """The endpoint called `recipient` (a name or alias), if any."""
@@ -109,24 +98,4 @@ class Directory:
     def by_asterisk_endpoint(self, endpoint_id: str) -> Endpoint | None:
         """The directory entry whose destination is `pjsip:<endpoint_id>` (exact: Asterisk
         section names are case-sensitive), or None for an endpoint not in the directory."""
-        for endpoint in self.endpoints:
-            if asterisk_endpoint(endpoint.destination) == endpoint_id:
-                return endpoint
-        return None
-
-    def sender(self, from_uri: str) -> Endpoint | None:
-        """The endpoint a SIP From URI belongs to, or None for an unknown sender.
-
-        An endpoint with `from_uris` configured matches only those (port ignored when the
-        configured URI has none); otherwise a From whose user part equals its name matches.
-        """
-        wanted = normalize_uri(from_uri)
-        # A From matches a configured URI exactly, or with its port left off.
-        found = [hit for hit in (self._by_uri.get(wanted),
-                                 self._by_uri.get(_without_port(wanted))) if hit is not None]
-        if found:
-            return min(found, key=lambda hit: hit[0])[1]
-        user = sip_user(from_uri).casefold()
-        if not user:
-            return None
-        return self._by_user.get(user)
+        return self._by_asterisk.get(endpoint_id)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import time
+import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -26,7 +27,12 @@ class Rule:
     usergroups: frozenset[str] = frozenset()
     channels: frozenset[str] = frozenset()
 
-    def allows(self, *, user: str, channel: str, groups: frozenset[str]) -> bool:
+    def allows(self, *, user: str, channel: str, groups: frozenset[str],
+               external: bool = False) -> bool:
+        """`external`: the user belongs to another organisation (Slack Connect). "Everyone"
+        and channel rules mean this workspace's members; such a user must be listed by ID."""
+        if external:
+            return user in self.users
         return (self.everyone or user in self.users or channel in self.channels
                 or bool(self.usergroups & groups))
 
@@ -79,8 +85,11 @@ def normalize_number(text: str, default_country_code: str = "") -> str | None:
     prefix) and, when a default country code is configured, national numbers like
     `555-123-4567` (a single leading 0 trunk prefix is dropped: `020 7946 0000`).
     """
-    cleaned = re.sub(r"[\s().\-/]", "", text)
-    if not re.fullmatch(r"\+?\d+", cleaned):
+    # Other scripts' digits (full-width １２３, Arabic-Indic ١٢٣, ...) are the same number:
+    # made ASCII first, so they match the same patterns and share one rate-limit key.
+    cleaned = "".join(str(unicodedata.decimal(c)) if c.isdecimal() else c
+                      for c in re.sub(r"[\s().\-/]", "", text))
+    if not re.fullmatch(r"\+?[0-9]+", cleaned):
         return None
     if cleaned.startswith("+"):
         digits = cleaned[1:]
@@ -136,15 +145,23 @@ class RateLimiter:
         self._limit = limit
         self._events: dict[str, list[float]] = {}
 
-    def check(self, key: str, now: float | None = None) -> float:
-        """0 if `key` may send now (and counts it); else seconds until it may."""
+    def check(self, key: str, now: float | None = None, *, cost: int = 1) -> float:
+        """0 if `key` may send `cost` more now (and counts them); else seconds until it may.
+
+        `cost` is how many the send counts as (a text's parts, for a phone's limit); one
+        larger than the whole limit counts as the whole limit, so it can go once the window
+        is empty instead of never.
+        """
         if self._limit is None:
             return 0.0
         now = time.monotonic() if now is None else now
+        cost = max(1, min(cost, self._limit.count))
         window = [t for t in self._events.get(key, []) if now - t < self._limit.per_seconds]
-        if len(window) >= self._limit.count:
+        if len(window) + cost > self._limit.count:
             self._events[key] = window
-            return self._limit.per_seconds - (now - window[0])
-        window.append(now)
+            # The oldest entries that must leave the window before `cost` more fit.
+            return self._limit.per_seconds - (now - window[len(window) + cost
+                                                             - self._limit.count - 1])
+        window.extend([now] * cost)
         self._events[key] = window
         return 0.0

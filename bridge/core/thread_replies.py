@@ -56,11 +56,20 @@ class ThreadInfo:
 
 
 def reply_mode(directory: Directory, channel: str, default: str,
-               overrides: Mapping[str, str]) -> str:
-    """A channel's reply mode: per-endpoint override for the channel's phone, else default."""
-    for endpoint in directory.endpoints:
-        if endpoint.channel == channel and endpoint.name in overrides:
-            return overrides[endpoint.name]
+               overrides: Mapping[str, str], *, thread_endpoint: str | None = None) -> str:
+    """The reply mode that decides a message: per phone, its own `reply_mode`, else the
+    `[slack]` default (as the README says).
+
+    A reply in a phone's thread follows that phone's mode (`thread_endpoint`); a reply in the
+    thread of a phone outside the directory follows the default. A top-level message follows
+    the mode of the channel's phone when exactly one phone owns the channel (only then can
+    `channel` mode apply), else the default.
+    """
+    if thread_endpoint is not None:
+        return overrides.get(thread_endpoint, default)
+    owners = [e for e in directory.endpoints if e.channel == channel]
+    if len(owners) == 1:
+        return overrides.get(owners[0].name, default)
     return default
 
 

@@ -47,15 +47,19 @@ class Gate:
         self._per_endpoint = RateLimiter(policy.endpoint_rate)
 
     async def admit(self, *, recipient: str, user: str, channel: str, source: Source,
-                    text: str, reply_endpoint: str | None = None) -> Endpoint:
+                    text: str, reply_endpoint: str | None = None, parts: int = 1,
+                    external: bool = False) -> Endpoint:
         """The endpoint to send to, or TextRejected (audited and logged) saying why not.
 
         `reply_endpoint`: a reply in the thread of a phone outside the directory goes to the
-        PJSIP endpoint its text came from, under the default rule.
+        PJSIP endpoint its text came from, under the default rule. `parts`: how many
+        MessageSends the text takes; the per-phone rate counts those, not texts.
+        `external`: the sender is a member of another organisation (Slack Connect).
         """
         try:
             endpoint = await self._check(recipient=recipient, user=user, channel=channel,
-                                         reply_endpoint=reply_endpoint)
+                                         reply_endpoint=reply_endpoint, parts=parts,
+                                         external=external)
         except TextRejected as exc:
             metrics.outbound_refused(refusal_reason(exc))
             log.info("audit: slack_user=%s channel=%s source=%s recipient=%r result=refused "
@@ -80,7 +84,7 @@ class Gate:
             text=row.body if self._policy.store_text else None))
 
     async def _check(self, *, recipient: str, user: str, channel: str,
-                     reply_endpoint: str | None) -> Endpoint:
+                     reply_endpoint: str | None, parts: int, external: bool) -> Endpoint:
         policy = self._policy
         found: tuple[Endpoint, Rule] | None
         if reply_endpoint is not None:
@@ -100,15 +104,21 @@ class Gate:
             raise UnknownRecipient(recipient, self._directory.suggest(recipient))
         endpoint, rule = found
         groups = await self._groups(user) if rule.usergroups else frozenset()
-        if not rule.allows(user=user, channel=channel, groups=groups):
+        if not rule.allows(user=user, channel=channel, groups=groups, external=external):
+            if external:
+                raise NotAllowed(f"you are not a member of this workspace (Slack Connect), so "
+                                 f"you may not text *{endpoint.name}* unless an admin lists "
+                                 f"your member ID (the bridge's [access] users)")
             raise NotAllowed(f"you may not text *{endpoint.name}*; ask an admin to add you "
                              f"(the bridge's [access] settings)")
         wait = self._per_user.check(user)
         if wait:
             raise RateLimited(f"you have reached the limit of {policy.user_rate}; try again "
                               f"in {wait:.0f} s")
-        wait = self._per_endpoint.check(endpoint.name)
+        # A phone's limit counts parts: a text of 10 parts is 10 messages on the phone.
+        wait = self._per_endpoint.check(endpoint.name, cost=parts)
         if wait:
+            what = f" (this text is {parts} parts, each counted)" if parts > 1 else ""
             raise RateLimited(f"*{endpoint.name}* has reached the limit of "
-                              f"{policy.endpoint_rate}; try again in {wait:.0f} s")
+                              f"{policy.endpoint_rate}{what}; try again in {wait:.0f} s")
         return endpoint

@@ -64,6 +64,7 @@ class OutboundText:
     # A reply to a phone outside the directory: the PJSIP endpoint its text came from. Only
     # the thread sets this; what someone types after /sip never does.
     reply_endpoint: str | None = None
+    external: bool = False  # the sender is from another organisation (Slack Connect)
 
 
 class OutcomeSink(Protocol):

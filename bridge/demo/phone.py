@@ -258,8 +258,12 @@ class SipPhone(asyncio.DatagramProtocol):
         from_user: str | None = None,
         content_type: str = "text/plain;charset=UTF-8",
         timeout: float = 5.0,
+        call_id: str | None = None,
+        cseq: int | None = None,
     ) -> int:
         """Send one SIP MESSAGE to sip:`to_user`@Asterisk; return the final status code.
+
+        `call_id` and `cseq` replace the fresh ones (a test can reuse another phone's).
 
         Asterisk answers 202 Accepted once it has queued the text for its dialplan. A digest
         challenge is answered once when the phone has a password. Raises TimeoutError when no
@@ -276,7 +280,7 @@ class SipPhone(asyncio.DatagramProtocol):
             # A quoted-string: backslash-escape backslashes and quotes (RFC 3261 25.1).
             quoted = display_name.replace("\\", "\\\\").replace('"', '\\"')
             from_uri = f'"{quoted}" {from_uri}'
-        call_id = f"{_token()}@{self.host}"
+        call_id = call_id or f"{_token()}@{self.host}"
         request_uri = f"sip:{to_user}@{there}"
         headers = [
             f"From: {from_uri};tag={_token()}",
@@ -290,13 +294,15 @@ class SipPhone(asyncio.DatagramProtocol):
             async with asyncio.timeout(timeout):
                 while True:
                     self._cseq += 1
-                    cseq = f"{self._cseq} MESSAGE"
+                    number = cseq if cseq is not None and not authorization else self._cseq
+                    sequence = f"{number} MESSAGE"
                     head = "\r\n".join([
                         f"MESSAGE {request_uri} SIP/2.0",
                         f"Via: SIP/2.0/UDP {here};branch=z9hG4bK{_token()};rport",
-                        "Max-Forwards: 70", *headers, f"CSeq: {cseq}", *authorization, *tail])
+                        "Max-Forwards: 70", *headers, f"CSeq: {sequence}", *authorization,
+                        *tail])
                     response = await self._transact(
-                        head.encode("utf-8") + b"\r\n\r\n" + raw, (call_id, cseq))
+                        head.encode("utf-8") + b"\r\n\r\n" + raw, (call_id, sequence))
                     status = int(response.start_line.split(" ", 2)[1])
                     if status in (401, 407) and self.password is not None \
                             and not authorization:

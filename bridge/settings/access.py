@@ -138,7 +138,8 @@ def _numbers(check: ConfigReader, raw: Any) -> tuple[NumberPattern, ...]:
         compiled = None
         if match_text is not None:
             try:
-                compiled = re.compile(match_text)
+                # ASCII: `\d` must mean 0-9 only (numbers are ASCII once normalised anyway).
+                compiled = re.compile(match_text, re.ASCII)
             except re.error as exc:
                 check.add(f"{prefix}match", f"is not a valid regular expression ({exc})",
                           "it is matched against the whole E.164 number, e.g. "

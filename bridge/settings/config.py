@@ -111,6 +111,7 @@ class DeliverySettings:
     outbound_max_wait: float  # seconds a /sip text may wait for Asterisk before it fails
     notify: str  # where users hear about queued texts once response_url expired: dm|channel|none
     drain_timeout: float  # seconds SIGTERM waits for in-flight deliveries
+    max_parts: int = 10  # a text from Slack that needs more MessageSends is refused
 
 
 @dataclass(frozen=True)
@@ -139,7 +140,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
     "store": {"path", "url"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
-                 "late_after", "outbound_max_wait", "notify", "drain_timeout"},
+                 "late_after", "outbound_max_wait", "notify", "drain_timeout", "max_parts"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout",
             "tls", "ca_file", "tls_verify", "tls_server_name"},
     "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
@@ -186,7 +187,9 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     check.unknown_keys(data, _KNOWN_KEYS[""], "")
     ami = _load_ami(check, _table(check, data, "ami"), env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
-    endpoints, reply_modes = _load_endpoints(check, data.get("endpoints", []))
+    endpoints, reply_modes = _load_endpoints(
+        check, data.get("endpoints", []),
+        slack.reply_mode if slack is not None else "thread")
     store_table = _optional_table(check, data, "store")
     store_path = _load_store(check, store_table)
     store_url, store_secrets = _load_store_url(check, store_table, env)
@@ -291,6 +294,7 @@ def _load_delivery(check: ConfigReader, table: dict[str, Any]) -> DeliverySettin
         notify=notify,
         drain_timeout=check.number(table, "drain_timeout", prefix, default=10, low=0,
                                    high=300),
+        max_parts=check.integer(table, "max_parts", prefix, default=10, low=1, high=1000),
     )
 
 
@@ -511,8 +515,9 @@ def _check_reply_mode(check: ConfigReader, key: str, mode: str) -> None:
                   'top-level messages, for a channel with one phone) or "off" (read-only)')
 
 
-def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict[str, str]]:
-    """The endpoints, and the reply_mode of those that set one."""
+def _load_endpoints(check: ConfigReader, raw: Any, default_mode: str = "thread"
+                    ) -> tuple[list[Endpoint], dict[str, str]]:
+    """The endpoints, and the reply_mode of those that set one (`default_mode`: [slack]'s)."""
     if not isinstance(raw, list):
         check.add("endpoints", "must be a list of [[endpoints]] tables",
                   "write each endpoint as an [[endpoints]] section")
@@ -534,7 +539,13 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
                                    example='"pjsip:alice"')
         channel = check.string(table, "channel", prefix, required=True, example='"C0123456789"')
         aliases = check.string_list(table, "aliases", prefix)
-        from_uris = check.string_list(table, "from", prefix)
+        if "from" in table:
+            # From is what the phone writes itself; routing by it let one phone post (and
+            # get replies) as another. Refused rather than silently ignored.
+            check.add(f"{prefix}from", "is no longer used: the bridge knows a phone by the "
+                      "endpoint Asterisk identified, never by the From header",
+                      "remove it, and give the endpoint its own message_context as `bridge "
+                      "asterisk-config` prints it")
         mode = check.string(table, "reply_mode", prefix)
         if mode is not None:
             _check_reply_mode(check, f"{prefix}reply_mode", mode)
@@ -546,10 +557,6 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
                       '"pjsip:PJSIP/+15551234@trunk" or "xmpp:..."')
         if channel is not None:
             check.channel(f"{prefix}channel", channel)
-        for uri_index, uri in enumerate(from_uris):
-            if not re.match(r"^sips?:", uri, re.IGNORECASE):
-                check.add(f"{prefix}from[{uri_index}]", f"{uri!r} is not a SIP URI",
-                          'write it like "sip:alice@10.0.0.5"')
         for key, word in [(f"{prefix}name", name)] + [
                 (f"{prefix}aliases[{i}]", a) for i, a in enumerate(aliases)]:
             if word is None:
@@ -567,21 +574,20 @@ def _load_endpoints(check: ConfigReader, raw: Any) -> tuple[list[Endpoint], dict
                 owner[word.casefold()] = key
         if name and destination and channel:
             endpoints.append(Endpoint(name=name, destination=destination, channel=channel,
-                                      aliases=tuple(aliases), from_uris=tuple(from_uris)))
-    by_name = {e.name: e for e in endpoints}
-    for name, (mode, index) in modes.items():
-        mine = by_name.get(name)
-        if mine is None:
+                                      aliases=tuple(aliases)))
+    # "channel" mode (top-level messages text the phone) needs a channel with one phone;
+    # thread and off are per phone, so phones sharing a channel may differ.
+    for endpoint in endpoints:
+        mode, index = modes.get(endpoint.name, (None, -1))
+        if (mode or default_mode) != "channel":
             continue
-        sharing = [e.name for e in endpoints if e.channel == mine.channel and e is not mine]
-        if mode == "channel" and sharing:
-            check.add(f"endpoints[{index}].reply_mode",
-                      f"\"channel\" needs a channel of its own, but {mine.channel} is also "
-                      f"mapped to {', '.join(sharing)}",
-                      "give this phone its own channel, or use \"thread\"")
-        elif sharing and any(modes.get(other, (None,))[0] not in (None, mode)
-                             for other in sharing):
-            check.add(f"endpoints[{index}].reply_mode",
-                      f"phones sharing channel {mine.channel} have different reply modes",
-                      "give them the same reply_mode")
+        sharing = [e.name for e in endpoints if e.channel == endpoint.channel
+                   and e is not endpoint]
+        if sharing:
+            key = f"endpoints[{index}].reply_mode" if mode else "slack.reply_mode"
+            check.add(key, f"\"channel\" needs a channel of its own, but {endpoint.channel} "
+                      f"({endpoint.name}) is also mapped to {', '.join(sharing)}",
+                      "give this phone its own channel, or use \"thread\"" if mode else
+                      "use \"thread\" as the default and set reply_mode = \"channel\" on "
+                      "the phones that have a channel of their own")
     return endpoints, {name: mode for name, (mode, _) in modes.items()}

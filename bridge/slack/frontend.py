@@ -13,6 +13,8 @@ through the delivery feedback (`bridge/delivery/feedback.py`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import os
 import time
@@ -28,6 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bridge.core.directory import Endpoint
 from bridge.core.errors import StoreError, TextRejected
 from bridge.core.model import OutboundRow
+from bridge.core.segments import segment_body
 from bridge.core.texts import EchoText
 from bridge.core.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
 from bridge.delivery.feedback import DeliveryFeedback
@@ -70,6 +73,31 @@ class AmiState(Protocol):
     def ready(self) -> bool: ...
 
     last_error: str
+
+
+def _is_external(event: dict[str, Any], body: dict[str, Any]) -> bool:
+    """The message's author belongs to another organisation (a Slack Connect channel): Slack
+    names the author's workspace in `user_team`, and it is neither this workspace nor its
+    Enterprise Grid organisation."""
+    user_team = str(event.get("user_team") or "")
+    if not user_team:
+        return False
+    home = {str(body.get("team_id") or ""), str(body.get("enterprise_id") or "")}
+    for authorization in body.get("authorizations") or []:
+        if isinstance(authorization, dict):
+            home.add(str(authorization.get("team_id") or ""))
+            home.add(str(authorization.get("enterprise_id") or ""))
+    return user_team not in home - {""}
+
+
+def _command_key(command: dict[str, Any]) -> str:
+    """What identifies one invocation of a slash command: its trigger_id (Slack makes a new
+    one each time), else a digest of the whole payload (identical only for a replay)."""
+    trigger = str(command.get("trigger_id") or "")
+    if trigger:
+        return f"command:{trigger}"
+    payload = json.dumps(command, sort_keys=True, default=str).encode("utf-8")
+    return f"command-body:{hashlib.sha256(payload).hexdigest()}"
 
 
 class SlackFrontend:
@@ -163,12 +191,32 @@ class SlackFrontend:
             self._runner = None
 
     async def _http_events(self, request: web.Request) -> web.Response:
+        # Answered here, before bolt: it raises (a 500 with a traceback) on a timestamp that
+        # is not a number and on a body that is not UTF-8.
+        timestamp = request.headers.get("X-Slack-Request-Timestamp", "")
+        if not (timestamp.isascii() and timestamp.isdigit()):
+            log.info("Slack: request refused: X-Slack-Request-Timestamp is not a number")
+            return web.Response(status=401, text="invalid request timestamp")
+        raw = await request.read()
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError:
+            log.info("Slack: request refused: its body is not UTF-8")
+            return web.Response(status=400, text="the request body is not UTF-8")
         bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(bolt_response)
 
     # -- the command ----------------------------------------------------------------------
 
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
+        # The same signed command delivered again (a replayed request within the signature's
+        # 5 minutes, or Socket Mode redelivering) is one command: its trigger_id is unique
+        # per invocation. Recorded in the store, so a restart in between changes nothing.
+        if not await self._store.first_sight_of_event(_command_key(command)):
+            log.info("Slack: command from %s delivered again (trigger_id seen); not sent again",
+                     command.get("user_id", "?"))
+            await ack()
+            return
         name = self._settings.slack.command
         directory = self._settings.directory
         parsed = parse_command(str(command.get("text", "")))
@@ -245,7 +293,8 @@ class SlackFrontend:
             bot_user_id=str(context.get("bot_user_id") or ""),
             allowed_bots=slack.allowed_bots,
             mode=reply_mode(self._settings.directory, channel, slack.reply_mode,
-                            slack.reply_modes),
+                            slack.reply_modes,
+                            thread_endpoint=owner.endpoint if owner else None),
             thread=ThreadInfo(owner.conversation, owner.endpoint) if owner else None)
         user = str(event.get("user") or event.get("bot_id") or "")
         if isinstance(decision, Ignore):
@@ -264,7 +313,8 @@ class SlackFrontend:
         request = OutboundText(recipient=decision.recipient, text=text, slack_user=user,
                                slack_channel=channel, source="reply", feedback_ts=ts,
                                thread_ts=decision.thread_ts or ts,
-                               reply_endpoint=decision.reply_endpoint)
+                               reply_endpoint=decision.reply_endpoint,
+                               external=_is_external(event, body))
         try:
             endpoint, _row = await self._admit_and_store(request)
         except TextRejected as exc:
@@ -291,6 +341,13 @@ class SlackFrontend:
         """Check a text (sendable, allowed, within limits), then store it for sending."""
         try:
             check_text(request.text)  # before the gate: a blank text costs no rate allowance
+            parts = len(segment_body(request.text))
+            limit = self._settings.delivery.max_parts
+            if parts > limit:
+                # Each part is one MessageSend and one message on the phone.
+                raise TextRejected(f"the text is too long: it would be {parts} messages on "
+                                   f"the phone, and the limit is {limit} ([delivery] "
+                                   f"max_parts); shorten it or send it in pieces")
         except TextRejected:
             metrics.outbound_refused("invalid_text")
             raise
@@ -298,7 +355,8 @@ class SlackFrontend:
                                           user=request.slack_user,
                                           channel=request.slack_channel,
                                           source=request.source, text=request.text,
-                                          reply_endpoint=request.reply_endpoint)
+                                          reply_endpoint=request.reply_endpoint, parts=parts,
+                                          external=request.external)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
         return endpoint, row

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from bridge import metrics
 from bridge.directory import Endpoint
-from bridge.errors import AmiActionFailed, AmiError, TextRejected
+from bridge.errors import AmiActionFailed, AmiError, AmiUnavailable, TextRejected
 from bridge.segments import segment_body
 from bridge.store import OutboundRow, Store, StoreError
 
@@ -213,6 +213,11 @@ class Outbox:
             except AmiActionFailed as exc:
                 await self._fail(row, sent, exc)
                 return
+            except AmiUnavailable as exc:  # nothing was sent (e.g. Asterisk shutting down)
+                log.info("text out: id=%d endpoint=%s waits for Asterisk: %s", row.id,
+                         row.endpoint, exc)
+                await self._sender.wait_ready(_EXPIRY_CHECK)
+                continue
             except AmiError as exc:
                 # Lost connection or no answer: the segment may or may not have gone out.
                 # Wait for AMI and send it again (the documented at-least-once window).

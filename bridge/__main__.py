@@ -78,6 +78,7 @@ async def run(settings: Settings, *, replay_spool: bool = False) -> int:
     install(metrics)
     ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
     frontend.extra_routes = ops.add_routes  # HTTP mode: /healthz, /metrics beside /slack/events
+    slack_health.transport_problem = frontend.transport_problem
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -95,11 +96,12 @@ async def run(settings: Settings, *, replay_spool: bool = False) -> int:
     tasks.spawn(slack_health.probe_loop(client.auth_test), name="slack-health")
     tasks.spawn(frontend.identity.learn(), name="slack-identity")
     try:
+        if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics,
+            await ops.serve(settings.slack.port)  # up before Slack, which may be unreachable
         await frontend.start()
-        if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics
-            await ops.serve(settings.slack.port)
     except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
+        await ops.stop()
         await ami.stop()
         await tasks.cancel_all()
         await store.close()

@@ -59,6 +59,9 @@ class SlackReachability:
         self._answered_at: float | None = None  # time.monotonic()
         self.last_problem = ""  # the latest failed call, for the report
         self.refused = ""  # auth.test refused: Slack answers, but not to this token
+        # Why Slack cannot reach the bridge's command handler ("" when it can): Socket Mode
+        # not connected yet (set by the Slack frontend).
+        self.transport_problem: Callable[[], str] = lambda: ""
 
     # -- evidence ---------------------------------------------------------------------
 
@@ -85,6 +88,9 @@ class SlackReachability:
         """Why Slack counts as unreachable right now; None when it answers."""
         if self.refused:
             return f"Slack refused auth.test: {self.refused}"
+        transport = self.transport_problem()
+        if transport:
+            return transport
         age = self.answered_age()
         if age is None:
             return "Slack has not answered yet" + (f" ({self.last_problem})"

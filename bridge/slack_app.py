@@ -12,6 +12,7 @@ through `tell()` (response_url while valid, else the configured fallback).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -101,6 +102,8 @@ class SlackFrontend:
         self.app.event("message")(self._on_message)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        self._socket_task: asyncio.Task[None] | None = None
+        self._socket_problem = ""
         # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
         self.extra_routes: Callable[[web.Application], None] | None = None
 
@@ -121,13 +124,21 @@ class SlackFrontend:
 
     # -- lifecycle ------------------------------------------------------------------------
 
+    def transport_problem(self) -> str:
+        """For /healthz: why Slack cannot reach the bridge's command handler ("" if it can)."""
+        return self._socket_problem
+
     async def start(self) -> None:
+        """Start listening. Socket Mode connects in the background: Slack may be unreachable
+        for minutes, and meanwhile /healthz answers and SIGTERM stops the bridge."""
         slack = self._settings.slack
         if slack.socket_mode:
             assert slack.app_token is not None
-            self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal())
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("Slack: connected in Socket Mode; listening for %s", slack.command)
+            self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal(),
+                                                  logger=_SocketLog(self))
+            self._socket_problem = "Slack Socket Mode: connecting"
+            self._socket_task = asyncio.create_task(self._connect_socket(self._socket),
+                                                    name="socket-mode-connect")
         else:
             web_app = web.Application()
             web_app.router.add_post("/slack/events", self._http_events)
@@ -140,7 +151,24 @@ class SlackFrontend:
             log.info("Slack: HTTP mode; listening for %s on port %d at POST /slack/events",
                      slack.command, slack.port)
 
+    async def _connect_socket(self, handler: AsyncSocketModeHandler) -> None:
+        # slack_sdk retries every ping_interval until connected; each failure reaches
+        # _socket_failed through _SocketLog as one line.
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        self._socket_problem = ""
+        log.info("Slack: connected in Socket Mode; listening for %s",
+                 self._settings.slack.command)
+
+    def _socket_failed(self, message: str) -> None:
+        self._socket_problem = f"Slack Socket Mode not connected: {message}"
+        log.warning("Slack: Socket Mode: %s", message)
+
     async def stop(self) -> None:
+        if self._socket_task is not None:
+            self._socket_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._socket_task
+            self._socket_task = None
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
@@ -355,3 +383,19 @@ def _env_hidden(*names: str) -> Iterator[None]:
         yield
     finally:
         os.environ.update(saved)
+
+
+class _SocketLog(logging.Logger):
+    """The logger given to slack_sdk's Socket Mode client. It logs every failed connection
+    attempt with `logger.exception` (a 60-line traceback every 10 s while Slack is
+    unreachable): here each becomes one line, and the reason is kept for /healthz."""
+
+    def __init__(self, frontend: SlackFrontend) -> None:
+        super().__init__(f"{__name__}.socket_mode")
+        self.parent = log  # handlers and level come from the bridge's logging set-up
+        self._frontend = frontend
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        self._frontend._socket_failed(text)

@@ -208,3 +208,15 @@ async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path
     # Without an audit retention the audit trail is kept.
     assert (await store.prune(time.time() + 86400)).audit == 0
     await store.close()
+
+
+async def test_an_empty_file_becomes_a_new_store_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "store.sqlite3"
+    path.write_bytes(b"")  # e.g. truncated by someone while the bridge was down
+    caplog.set_level("INFO", logger="bridge.store")
+    store = await Store.open(path)
+    assert store.created_now  # so the spool from before it is not reposted unasked
+    await store.close()
+    [line] = [r for r in caplog.records if r.name == "bridge.store"]
+    assert line.levelname == "WARNING" and "existed but was empty (0 bytes)" in line.getMessage()

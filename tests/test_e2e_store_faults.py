@@ -104,7 +104,7 @@ async def test_a_full_disk_keeps_the_bridge_up_and_it_resumes_by_itself(
             filler.unlink()
 
             async def healthy() -> bool:
-                status, body = await health(bridge.port)
+                status, _ = await health(bridge.port)
                 return status == 200
             await wait_until(healthy, 15, "/healthz stayed 503 after space came back")
             await wait_until(lambda: _shown(slack, "while the disk is full"), 15,

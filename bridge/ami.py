@@ -35,6 +35,7 @@ from bridge.errors import (
     AmiLoginRefused,
     AmiTimeout,
     AmiUnavailable,
+    AsteriskShuttingDown,
 )
 from bridge.texts import (
     TEXT_EVENT,
@@ -280,7 +281,7 @@ class AmiLink:
                 # the reconnect instead of failing.
                 if manager is self._manager:
                     self._connection_lost(None)
-                raise AmiUnavailable(f"Asterisk at {self.address} is shutting down")
+                raise AsteriskShuttingDown(f"Asterisk at {self.address} is shutting down")
             raise AmiActionFailed(name, message)
         return response
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from bridge import metrics
 from bridge.directory import Endpoint
-from bridge.errors import AmiActionFailed, AmiError, AmiUnavailable, TextRejected
+from bridge.errors import AmiActionFailed, AmiError, AsteriskShuttingDown, TextRejected
 from bridge.segments import segment_body
 from bridge.store import OutboundRow, Store, StoreError
 
@@ -213,7 +213,7 @@ class Outbox:
             except AmiActionFailed as exc:
                 await self._fail(row, sent, exc)
                 return
-            except AmiUnavailable as exc:  # nothing was sent (e.g. Asterisk shutting down)
+            except AsteriskShuttingDown as exc:  # nothing was sent; the link is going away
                 log.info("text out: id=%d endpoint=%s waits for Asterisk: %s", row.id,
                          row.endpoint, exc)
                 await self._sender.wait_ready(_EXPIRY_CHECK)

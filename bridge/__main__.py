@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import os
 import sys
 
@@ -42,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
         return run_admin_command(args)
 
     setup_logging()
+    # A fatal signal (SIGBUS from SQLite's memory-mapped -shm on a broken disk, SIGSEGV) would
+    # otherwise end the process without a word: this prints the signal and where it hit.
+    faulthandler.enable()
     if not args.config:
         print("bridge: no config file given: pass --config PATH or set BRIDGE_CONFIG "
               "(start from config/bridge.example.toml)", file=sys.stderr)

@@ -104,6 +104,7 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
     frontend = SlackFrontend(settings=settings, client=client, actions=actions, outbox=outbox,
                              ami=ami, store=store, relay=relay, feedback=feedback,
+                             transport=slack_health,
                              # HTTP mode: /healthz and /metrics beside /slack/events
                              extra_routes=ops.add_routes)
 
@@ -131,11 +132,11 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     tasks.spawn(slack_health.probe_loop(auth_probe(client)), name="slack-health")
     tasks.spawn(frontend.identity.learn(), name="slack-identity")
     try:
+        if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics,
+            await ops.serve(settings.slack.port)  # up before Slack, which may be unreachable
+            stack.push_async_callback(ops.stop)
         await frontend.start()
         stack.push_async_callback(frontend.stop)
-        if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics
-            await ops.serve(settings.slack.port)
-            stack.push_async_callback(ops.stop)
     except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
         return 1

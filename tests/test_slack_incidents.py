@@ -13,11 +13,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from bridge_runner import ack_text
-from conftest import start_bridge
+from bridge_runner import BridgeConfig, BridgeProcess, ack_text, write_config
+from conftest import DEFAULT_CHANNEL, bridge_env, directory_endpoints, start_bridge
 from fake_ami import FakeAmi
 from fake_slack import BOT_USER_ID, FakeSlack
 from ops_view import health
+
+from bridge.sandbox.launcher import free_port
 
 
 @pytest.fixture
@@ -63,3 +65,41 @@ async def test_a_429_storm_on_auth_test_at_start_leaves_commands_and_health_alon
         assert (await health(bridge.port))[0] == 200
     finally:
         assert await bridge.stop() == 0
+
+
+async def test_socket_mode_with_slack_unreachable_at_start_is_unhealthy_and_stops_on_sigterm(
+        tmp_path: Path, slack: FakeSlack) -> None:
+    path = write_config(tmp_path, BridgeConfig(
+        ami_port=free_port(), default_channel=DEFAULT_CHANNEL, endpoints=directory_endpoints(),
+        delivery={"drain_timeout": 5}))
+    env = bridge_env(slack, socket_mode=True)
+    env["SLACK_API_URL"] = f"http://127.0.0.1:{free_port()}/api/"  # nothing listens there
+    bridge = BridgeProcess(path, env, port=free_port())
+    started = time.monotonic()
+    await bridge.start(wait_for=None)
+    try:
+        # /healthz answers from the first second, with the reason.
+        while True:
+            try:
+                status, body = await health(bridge.port)
+                break
+            except OSError:
+                assert time.monotonic() - started < 3, bridge.log
+                await asyncio.sleep(0.1)
+        assert time.monotonic() - started < 3
+        assert status == 503
+        assert any("Socket Mode" in reason for reason in body["reasons"]), body
+        # Two connection attempts (10 s apart): one line each, no traceback.
+        await bridge.wait_for_log("Slack: Socket Mode: .*Failed to connect", timeout=10)
+        mark = len(bridge.lines)
+        await bridge.wait_for_log("Slack: Socket Mode: .*Failed to connect", after=mark,
+                                  timeout=15)
+        assert "Traceback" not in bridge.log
+        _, body = await health(bridge.port)
+        assert any("Socket Mode not connected" in reason for reason in body["reasons"]), body
+    finally:
+        stopping = time.monotonic()
+        code = await bridge.stop(timeout=15)
+        took = time.monotonic() - stopping
+    assert code == 0, bridge.log
+    assert took < 5 + 1, f"SIGTERM took {took:.1f} s"

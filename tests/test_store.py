@@ -20,11 +20,11 @@ from postgres_cluster import PostgresCluster
 from bridge.core.errors import StoreError, StoreInUse
 from bridge.core.model import AuditEntry, NewInbound
 from bridge.core.texts import EchoText, InboundText
-from bridge.store import postgres as pg_store
-from bridge.store import sqlite as sqlite_store
 from bridge.store.backend import StoreBackend
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, Store
+from bridge.store.sqlite import postgres as pg_store
+from bridge.store.sqlite import sqlite as sqlite_store
 
 
 def text(body: str) -> InboundText:
@@ -506,3 +506,15 @@ async def test_an_unreachable_database_is_a_store_error_not_a_driver_error(
     await store.add_inbound([NewInbound("C1", "alice", text("after"), 3.0)])
     assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
     await store.close()
+
+
+async def test_an_empty_file_becomes_a_new_store_and_says_so(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "store.sqlite3"
+    path.write_bytes(b"")  # e.g. truncated by someone while the bridge was down
+    caplog.set_level("INFO", logger="bridge.store.sqlite")
+    store = await Store.open(path)
+    assert store.created_now  # so the spool from before it is not reposted unasked
+    await store.close()
+    [line] = [r for r in caplog.records if r.name == "bridge.store.sqlite"]
+    assert line.levelname == "WARNING" and "existed but was empty (0 bytes)" in line.getMessage()

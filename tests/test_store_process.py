@@ -137,3 +137,15 @@ async def test_a_new_store_starts_quietly(tmp_path: Path, slack: FakeSlack) -> N
     # and its like are warnings about how the bridge set it up, not news for the operator.
     assert "token will be unused" not in bridge.log
     assert [line for line in bridge.lines if "slack_bolt" in line] == []
+
+
+async def test_a_fatal_signal_is_not_silent(tmp_path: Path, slack: FakeSlack) -> None:
+    """SQLite maps `-shm` into memory: a disk that cannot back it ends the process with
+    SIGBUS. The bridge cannot survive that, but it must say so in its log."""
+    import signal
+
+    bridge = await start_bridge(tmp_path, slack, free_port(), wait_for_ami=False)
+    assert bridge._process is not None
+    bridge._process.send_signal(signal.SIGBUS)
+    assert await exit_code(bridge) == -signal.SIGBUS
+    await bridge.wait_for_log("Fatal Python error: Bus error")

@@ -43,6 +43,7 @@ from bridge.core.errors import (
     AmiLoginRefused,
     AmiTimeout,
     AmiUnavailable,
+    AsteriskShuttingDown,
 )
 from bridge.core.texts import (
     TEXT_EVENT,
@@ -69,6 +70,7 @@ SPOOL_KEEP_SECONDS = 25 * 3600
 _PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 10.0
+_SHUTTING_DOWN = "Asterisk is shutting down"  # manager.c's answer to any action then
 
 TextHandler = Callable[[InboundText | MalformedEvent], None]
 SpoolMark = Callable[[], Awaitable[float | None]]
@@ -340,7 +342,16 @@ class AmiLink:
             self._pending.discard(future)
         first = (response[0] if response else {}) if isinstance(response, list) else response
         if not getattr(first, "success", False):
-            raise AmiActionFailed(name, str(first.get("Message", "")))
+            message = str(first.get("Message", ""))
+            if message == _SHUTTING_DOWN:
+                # Measured: `core stop now`/`gracefully` and SIGTERM refuse every action with
+                # this until the connection closes (up to ~1 s, or while calls last when
+                # graceful). Nothing was sent: the link counts as gone, and texts wait for
+                # the reconnect instead of failing.
+                if manager is self._manager:
+                    self._connection_lost(None)
+                raise AsteriskShuttingDown(f"Asterisk at {self.address} is shutting down")
+            raise AmiActionFailed(name, message)
         return response
 
     # -- connection supervision -------------------------------------------------------

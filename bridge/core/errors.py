@@ -11,7 +11,8 @@
     │   └── RateLimited          the sender or the phone has had too many texts recently
     ├── AmiError                 anything that went wrong talking to Asterisk
     │   ├── AmiUnavailable       not connected / logged in right now: nothing was sent
-    │   │   └── AmiLoginRefused  Asterisk refused the login (user, secret, permit)
+    │   │   ├── AmiLoginRefused  Asterisk refused the login (user, secret, permit)
+    │   │   └── AsteriskShuttingDown  Asterisk answered "shutting down": nothing was sent
     │   ├── AmiTimeout           no answer to an action in time: the text may or may not have gone
     │   ├── AmiActionFailed      Asterisk answered `Response: Error`: nothing was sent
     │   ├── GaveUp               Asterisk stayed unreachable longer than a text may wait
@@ -75,6 +76,11 @@ class AmiUnavailable(AmiError):
 
 class AmiLoginRefused(AmiUnavailable):
     """Asterisk answered the AMI login with an error (wrong user, secret or permit)."""
+
+
+class AsteriskShuttingDown(AmiUnavailable):
+    """Asterisk answered an action with "Asterisk is shutting down": nothing was sent, and the
+    link is about to go; it counts as unreachable, not as a refusal of the text."""
 
 
 class AmiTimeout(AmiError):

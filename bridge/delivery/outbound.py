@@ -23,6 +23,7 @@ from bridge.core.directory import Endpoint
 from bridge.core.errors import (
     AmiActionFailed,
     AmiError,
+    AsteriskShuttingDown,
     GaveUp,
     PartlySent,
     StoreError,
@@ -180,6 +181,11 @@ class Outbox:
             except AmiActionFailed as exc:
                 await self._fail(row, sent, exc)
                 return
+            except AsteriskShuttingDown as exc:  # nothing was sent; the link is going away
+                log.info("text out: id=%d endpoint=%s waits for Asterisk: %s", row.id,
+                         row.endpoint, exc)
+                await self._sender.wait_ready(_EXPIRY_CHECK)
+                continue
             except AmiError as exc:
                 # Lost connection or no answer: the segment may or may not have gone out.
                 # Wait for AMI and send it again (the documented at-least-once window).

@@ -60,8 +60,15 @@ class SlackReachability:
         self._answered_at: float | None = None  # time.monotonic()
         self.last_problem = ""  # the latest failed call, for the report
         self.refused = ""  # auth.test refused: Slack answers, but not to this token
+        # Why Slack cannot reach the bridge's command handler ("" when it can): Socket Mode
+        # not connected yet (set by the Slack frontend).
+        self.transport_problem = ""
 
     # -- evidence ---------------------------------------------------------------------
+
+    def transport_state(self, problem: str) -> None:
+        """The Slack frontend says whether Slack can reach it ("" when it can)."""
+        self.transport_problem = problem
 
     def answered_age(self) -> float | None:
         """Seconds since Slack last answered; None if it never has."""
@@ -86,6 +93,8 @@ class SlackReachability:
         """Why Slack counts as unreachable right now; None when it answers."""
         if self.refused:
             return f"Slack refused auth.test: {self.refused}"
+        if self.transport_problem:
+            return self.transport_problem
         age = self.answered_age()
         if age is None:
             return "Slack has not answered yet" + (f" ({self.last_problem})"

@@ -12,6 +12,7 @@ through the delivery feedback (`bridge/delivery/feedback.py`).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -100,12 +101,19 @@ def _command_key(command: dict[str, Any]) -> str:
     return f"command-body:{hashlib.sha256(payload).hexdigest()}"
 
 
+class TransportState(Protocol):
+    """Where the frontend reports whether Slack can reach it (implemented by
+    bridge.ops.health.SlackReachability): "" when it can, else why not."""
+
+    def transport_state(self, problem: str) -> None: ...
+
+
 class SlackFrontend:
     """Receives slash commands over HTTP or Socket Mode and answers them."""
 
     def __init__(self, *, settings: Settings, client: AsyncWebClient, actions: SlackActions,
                  outbox: Outbox, ami: AmiState, store: StoreBackend, relay: InboundRelay,
-                 feedback: DeliveryFeedback,
+                 feedback: DeliveryFeedback, transport: TransportState,
                  extra_routes: Callable[[web.Application], None] | None = None) -> None:
         self._settings = settings
         self._outbox = outbox
@@ -113,6 +121,7 @@ class SlackFrontend:
         self._store = store
         self._relay = relay
         self._feedback = feedback
+        self._transport = transport  # told whether Slack can reach the handlers (/healthz)
         self._actions = actions
         self._gate = Gate(directory=settings.directory, policy=settings.access, store=store,
                           groups=actions.user_groups_of,
@@ -144,6 +153,7 @@ class SlackFrontend:
         self.app.action(RETRY_ACTION)(self._retry.on_press)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
+        self._socket_task: asyncio.Task[None] | None = None
         # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
         self._extra_routes = extra_routes
 
@@ -164,12 +174,16 @@ class SlackFrontend:
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Start listening. Socket Mode connects in the background: Slack may be unreachable
+        for minutes, and meanwhile /healthz answers and SIGTERM stops the bridge."""
         slack = self._settings.slack
         if slack.socket_mode:
             assert slack.app_token is not None
-            self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal())
-            await self._socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("Slack: connected in Socket Mode; listening for %s", slack.command)
+            self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal(),
+                                                  logger=_SocketLog(self))
+            self._transport.transport_state("Slack Socket Mode: connecting")
+            self._socket_task = asyncio.create_task(self._connect_socket(self._socket),
+                                                    name="socket-mode-connect")
         else:
             web_app = web.Application()
             web_app.router.add_post("/slack/events", self._http_events)
@@ -182,7 +196,24 @@ class SlackFrontend:
             log.info("Slack: HTTP mode; listening for %s on port %d at POST /slack/events",
                      slack.command, slack.port)
 
+    async def _connect_socket(self, handler: AsyncSocketModeHandler) -> None:
+        # slack_sdk retries every ping_interval until connected; each failure reaches
+        # _socket_failed through _SocketLog as one line.
+        await handler.connect_async()  # type: ignore[no-untyped-call]
+        self._transport.transport_state("")
+        log.info("Slack: connected in Socket Mode; listening for %s",
+                 self._settings.slack.command)
+
+    def _socket_failed(self, message: str) -> None:
+        self._transport.transport_state(f"Slack Socket Mode not connected: {message}")
+        log.warning("Slack: Socket Mode: %s", message)
+
     async def stop(self) -> None:
+        if self._socket_task is not None:
+            self._socket_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._socket_task
+            self._socket_task = None
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
@@ -370,3 +401,19 @@ def _env_hidden(*names: str) -> Iterator[None]:
         yield
     finally:
         os.environ.update(saved)
+
+
+class _SocketLog(logging.Logger):
+    """The logger given to slack_sdk's Socket Mode client. It logs every failed connection
+    attempt with `logger.exception` (a 60-line traceback every 10 s while Slack is
+    unreachable): here each becomes one line, and the reason is kept for /healthz."""
+
+    def __init__(self, frontend: SlackFrontend) -> None:
+        super().__init__(f"{__name__}.socket_mode")
+        self.parent = log  # handlers and level come from the bridge's logging set-up
+        self._frontend = frontend
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        text = str(msg) % args if args else str(msg)
+        self._frontend._socket_failed(text)

@@ -1,0 +1,141 @@
+"""Asterisk shutting down under a running bridge, measured against the real Asterisk 22.
+
+What Asterisk does (measured, see README "Delivery guarantees"): from `core stop ...` or
+SIGTERM on, every AMI action is answered `Response: Error` / `Message: Asterisk is shutting
+down`. With `core stop gracefully` PJSIP refuses phones' texts at once (500/501), and waits
+for calls to end; with `core stop now`, `core restart now` or SIGTERM it keeps answering
+202 Accepted for about 0.9 s while its message queue is already gone: those texts are lost.
+
+A channel held up (a Local channel running Wait) keeps a graceful stop "shutting down" for
+as long as the test needs, and `core abort shutdown` brings Asterisk back without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import shutil
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from asterisk.harness import AsteriskSandbox
+from bridge_runner import BridgeProcess, ack_text
+from conftest import own_pbx, start_bridge
+from fake_slack import FakeSlack
+from sip_ua import SipPhone
+from slack_view import shown_texts
+
+pytestmark = pytest.mark.asterisk
+
+
+@pytest.fixture
+async def own_asterisk() -> AsyncIterator[tuple[AsteriskSandbox, SipPhone]]:
+    async with own_pbx("alice") as (sandbox, phones):
+        yield sandbox, phones["alice"]
+
+
+async def slash(bridge: BridgeProcess, slack: FakeSlack, text: str) -> str:
+    body, headers = slack.signed_slash_command(slack.slash_command_payload(text=text))
+    status, answer = await bridge.post_signed(body, headers)
+    assert status == 200
+    return ack_text(answer)
+
+
+def spooled_bodies(astdb: Path) -> set[str]:
+    """The texts in a stopped Asterisk's spool (its AstDB), as the bridge would relay them."""
+    with sqlite3.connect(astdb) as db:
+        rows = db.execute("SELECT value FROM astdb WHERE key LIKE '/slack-bridge-spool/%'")
+        return {base64.b64decode(value.rsplit("|", 1)[-1]).decode() for (value,) in rows}
+
+
+@contextlib.asynccontextmanager
+async def graceful_shutdown_held(asterisk: AsteriskSandbox) -> AsyncIterator[None]:
+    """Asterisk in `core stop gracefully`, held there by a call, until the block ends; then
+    `core abort shutdown` and the call is hung up."""
+    await asterisk.cli("module load res_clioriginate.so")  # `channel originate`
+    await asterisk.cli("dialplan add extension hold,1,Wait,120 into slack-bridge-hold")
+    await asterisk.cli("channel originate Local/hold@slack-bridge-hold application Wait 120")
+    # The CLI command returns only when the shutdown ends (here: when it is aborted).
+    stopping = asyncio.create_task(asterisk.cli("core stop gracefully", timeout=120))
+    await asyncio.sleep(0.5)
+    try:
+        yield
+    finally:
+        await asterisk.cli("core abort shutdown")
+        with contextlib.suppress(RuntimeError):
+            await asyncio.wait_for(stopping, 10)
+        await asterisk.cli("channel request hangup all")
+
+
+async def test_a_text_sent_while_asterisk_shuts_down_waits_and_goes_out_after(
+        tmp_path: Path, slack: FakeSlack,
+        own_asterisk: tuple[AsteriskSandbox, SipPhone]) -> None:
+    asterisk, phone = own_asterisk
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        async with graceful_shutdown_held(asterisk):
+            mark = len(bridge.lines)
+            answer = await slash(bridge, slack, "alice sent during the shutdown")
+            assert "Not sent" not in answer
+            await bridge.wait_for_log("is shutting down", after=mark, timeout=10)
+            await asyncio.sleep(1.0)
+            assert phone.received == []
+            assert not [r for r in slack.responses if "Not sent" in r.get("text", "")]
+        # Asterisk is back (shutdown aborted): the bridge reconnects and sends the text.
+        [got] = await phone.wait_for_messages(1, timeout=20)
+        assert got.body == "sent during the shutdown"
+        [told] = await slack.wait_for_responses(1, timeout=10)
+        assert "Sent to *alice*" in told["text"], told
+    finally:
+        assert await bridge.stop() == 0
+
+
+async def test_a_graceful_stop_loses_no_text_asterisk_accepted(
+        tmp_path: Path, slack: FakeSlack,
+        own_asterisk: tuple[AsteriskSandbox, SipPhone]) -> None:
+    """What the README guarantees for `core stop gracefully`: every text Asterisk answered
+    202 reaches Slack; the ones sent as it stops are refused (the phone knows)."""
+    asterisk, phone = own_asterisk
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    old_run = asterisk.run_dir
+    try:
+        accepted: list[str] = []
+        refused: list[str] = []
+
+        async def keep_texting() -> None:
+            for i in range(100_000):
+                try:
+                    status = await phone.send_message(f"text {i}", timeout=1.0)
+                except TimeoutError:  # Asterisk is gone
+                    return
+                (accepted if status == 202 else refused).append(f"text {i}")
+                if i == 50:
+                    # Returns an error once Asterisk has exited: the stop is what counts.
+                    stopper.append(asyncio.create_task(asterisk.cli("core stop gracefully")))
+
+        stopper: list[asyncio.Task[str]] = []
+        await asyncio.wait_for(keep_texting(), 60)
+        with contextlib.suppress(RuntimeError):
+            await stopper[0]
+        while asterisk.running:
+            await asyncio.sleep(0.1)
+        await bridge.wait_for_log("AMI: disconnected")
+        await asyncio.sleep(2.0)  # let the bridge post what it received
+        assert old_run is not None
+        in_spool = spooled_bodies(old_run / "db" / "astdb.sqlite3")
+        shown = shown_texts(slack.posts)
+        # Every accepted text is in Slack, or in Asterisk's spool, which the bridge reads
+        # when it reconnects after the restart (tests/test_e2e_durability.py).
+        lost = sorted(set(accepted) - set(shown) - in_spool)
+        assert lost == []
+        assert len(accepted) > 50
+        assert len(shown) == len(set(shown))  # each once
+        assert not set(refused) & (set(shown) | in_spool)
+    finally:
+        assert await bridge.stop() == 0
+        await asterisk.restart()  # it stopped by itself; own_pbx stops it again
+        if old_run is not None:
+            shutil.rmtree(old_run, ignore_errors=True)  # kept as "died on its own"

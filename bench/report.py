@@ -315,6 +315,11 @@ def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
                  (spool.get(label) or {}).get("throughput_per_s")]
                 for label in ("bare", "shipped_empty", "shipped_full", "bare_after")]
         parts.append(_table(["dialplan", "ast ms/text", "delivered", "thru/s"], rows))
+        login = spool.get("bridge_login") or {}
+        if login:
+            parts.append(f"a bridge logging in to that spool (its store up to date): first "
+                         f"live text posted {login.get('first_post_s')} s after it started, "
+                         f"peak RSS {login.get('bridge_peak_rss_mb')} MB")
         parts.append(f"spool entries for the full run: "
                      f"{(spool.get('prefill') or {}).get('entries_in_spool')} (key shape "
                      f"{(spool.get('prefill') or {}).get('key_shape')})")

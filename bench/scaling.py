@@ -52,17 +52,26 @@ def _match_seconds(directory: Directory, uris: list[str], repeats: int = 5) -> f
 
 def directory_ratio(small: int = 10, large: int = 10_000) -> dict[str, Any]:
     """Seconds per sender match with `large` endpoints / with `small` (the worst cases of a
-    walk over the list: the last endpoint of each kind, and a stranger)."""
+    walk over the list: the last endpoint of each kind, and a stranger). The two sizes are
+    timed in turns and the best of each kept: a few microseconds per match are easily
+    disturbed by whatever else the machine does."""
     result: dict[str, Any] = {"small": small, "large": large}
+    cases = {}
     for label, size in (("small", small), ("large", large)):
         directory = _directory(size)
         last = size // 2 - 1
         uris = [f"sip:ep{last}@10.{last // 250 % 250}.{last % 250}.1:5060",
-                f"sip:named{size - size // 2 - 1}@pbx", "sip:stranger@192.0.2.1"] * 100
+                f"sip:named{size - size // 2 - 1}@pbx", "sip:stranger@192.0.2.1"] * 1000
         if directory.sender(uris[0]) is None or directory.sender(uris[1]) is None:
             raise AssertionError("the directory bench's senders do not match")
-        result[f"{label}_us_per_text"] = round(_match_seconds(directory, uris) * 1e6, 2)
-    result["ratio"] = round(result["large_us_per_text"] / result["small_us_per_text"], 2)
+        cases[label] = (directory, uris)
+    best = {"small": float("inf"), "large": float("inf")}
+    for _ in range(10):
+        for label, (directory, uris) in cases.items():
+            best[label] = min(best[label], _match_seconds(directory, uris, repeats=1))
+    for label, seconds in best.items():
+        result[f"{label}_us_per_text"] = round(seconds * 1e6, 2)
+    result["ratio"] = round(best["large"] / best["small"], 2)
     return result
 
 

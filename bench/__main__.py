@@ -250,19 +250,25 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
     print(render(results, targets))
     print(f"\nresults: {args.json}")
+    status, why = exit_status(results, targets, failed=failed, smoke=args.smoke)
+    if why:
+        print(why, file=sys.stderr)
+    return status
+
+
+def exit_status(results: dict[str, Any], targets: list[dict[str, Any]], *, failed: list[str],
+                smoke: bool) -> tuple[int, str]:
+    """1 (and why) when a section failed, a text was lost or doubled, or a target was missed
+    (except in the smoke run, whose loads are too small to judge speed); else 0."""
     if failed:
-        print(f"sections that failed: {', '.join(failed)} (tracebacks in the JSON)",
-              file=sys.stderr)
-        return 1
+        return 1, f"sections that failed: {', '.join(failed)} (tracebacks in the JSON)"
     problems = _losses(results)
     if problems:
-        print("texts lost or doubled: " + "; ".join(problems), file=sys.stderr)
-        return 1
+        return 1, "texts lost or doubled: " + "; ".join(problems)
     missed = [t["target"] for t in targets if t["verdict"] == "MISS"]
-    if missed and not args.smoke:
-        print(f"targets missed: {', '.join(missed)}", file=sys.stderr)
-        return 1
-    return 0
+    if missed and not smoke:
+        return 1, f"targets missed: {', '.join(missed)}"
+    return 0, ""
 
 
 if __name__ == "__main__":

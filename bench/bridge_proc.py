@@ -36,6 +36,11 @@ BURST = "burst"  # the burst scenario's phone, alone in BURST_CHANNEL
 RECEIVER = "benchuas"  # the sipp UAS that receives /sip texts
 CURL_PHONE = "curlbench"  # texts through the dialplan-only CURL context
 INBOUND_CHANNEL = "C0BENCH0001"
+# The inbound ceiling and latency loads come from these phones in turn, each with a channel of
+# its own: the bridge posts to one channel one post at a time (Slack keeps a channel's order),
+# so with Slack answering in 50-150 ms one channel takes at most 20 texts a post, ~10 posts a
+# second. A PBX relaying 2,000 texts a second has many phones.
+SPREAD = tuple(f"bench{i}" for i in range(20))
 BURST_CHANNEL = "C0BURST0001"
 RECEIVER_CHANNEL = "C0BENCHUAS1"
 DEFAULT_CHANNEL = "C0DEFAULT01"
@@ -46,6 +51,8 @@ _warmups = 0
 
 def bridge_endpoints() -> list[EndpointSpec]:
     return [EndpointSpec(INBOUND, f"pjsip:{INBOUND}", INBOUND_CHANNEL),
+            *(EndpointSpec(name, f"pjsip:{name}", f"C0SPREAD{i:03d}")
+              for i, name in enumerate(SPREAD)),
             EndpointSpec(BURST, f"pjsip:{BURST}", BURST_CHANNEL),
             EndpointSpec(RECEIVER, f"pjsip:{RECEIVER}", RECEIVER_CHANNEL)]
 
@@ -62,7 +69,8 @@ class RunningBridge:
     stats: ProcStats
     workdir: Path
     started_s: float  # from spawn to the end of the warm-up
-    first_post_s: float = 0.0  # from spawn to the first text visible in Slack
+    first_post_s: float = 0.0  # from listening (started) to its first text visible in Slack
+    listening_s: float = 0.0  # from spawn to listening on HTTP (Python start, imports, config)
     profiler: asyncio.subprocess.Process | None = None
     profile_path: Path | None = None
 
@@ -127,20 +135,24 @@ async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
     assert process._process is not None
     running = RunningBridge(process, ProcStats(process._process.pid), workdir, 0.0)
     try:
-        first = await _warm_up(process, sip_port=sip_port, arrivals=arrivals,
-                               timeout=timeout)
+        listening, first = await _warm_up(process, sip_port=sip_port, arrivals=arrivals,
+                                          timeout=timeout)
     except BaseException:
         with contextlib.suppress(Exception):
             await running.stop()
         raise
     running.started_s = time.monotonic() - began
-    running.first_post_s = first - began
+    running.listening_s = listening - began
+    running.first_post_s = first - listening
     return running
 
 
 async def _warm_up(process: BridgeProcess, *, sip_port: int,
-                   arrivals: Callable[[str], Mapping[int, object]], timeout: float) -> float:
-    """Warm the bridge up; returns when (time.monotonic()) its first text was visible."""
+                   arrivals: Callable[[str], Mapping[int, object]],
+                   timeout: float) -> tuple[float, float]:
+    """Warm the bridge up; returns when (time.monotonic()) it listened on HTTP (it has
+    started: store open, AMI link started, Slack side up) and when its first text, sent right
+    then, was visible in Slack."""
     global _warmups
     _warmups += 1
     run = f"warm{_warmups}"
@@ -160,7 +172,8 @@ async def _warm_up(process: BridgeProcess, *, sip_port: int,
         except OSError:
             if process.returncode is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the bridge never listened on HTTP:\n{process.log}")
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.02)
+    listening = time.monotonic()
     # 2. a text reaches Slack (AMI link up, relay running); then a few more to warm up
     async with SipPhone(INBOUND, asterisk_port=sip_port) as phone:
         seq = 0
@@ -182,7 +195,7 @@ async def _warm_up(process: BridgeProcess, *, sip_port: int,
                 raise RuntimeError(f"the bridge relayed {len(arrivals(run))} of {seq} warm-up "
                                    f"texts within {timeout} s:\n{process.log}")
             await asyncio.sleep(0.05)
-    return first
+    return listening, first
 
 
 def pid_alive(pid: int) -> bool:

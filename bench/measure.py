@@ -42,6 +42,7 @@ from bench.bridge_proc import (
     INBOUND,
     RECEIVER,
     SIGNING_SECRET,
+    SPREAD,
     RunningBridge,
     start_bridge,
 )
@@ -99,7 +100,8 @@ class Lab:
     async def start(cls) -> Lab:
         uas_port = free_port("udp")
         peers = [SipPeer(INBOUND, free_port("udp")), SipPeer(BURST, free_port("udp")),
-                 SipPeer(RECEIVER, uas_port)]
+                 SipPeer(RECEIVER, uas_port),
+                 *(SipPeer(name, free_port("udp")) for name in SPREAD)]
         asterisk = BenchAsterisk(peers=peers, ami_secret=AMI_SECRET)
         await asterisk.start()
         return cls(asterisk, uas_port, Path(tempfile.mkdtemp(prefix="bench-store-")))
@@ -159,7 +161,8 @@ async def _wait_arrivals(arrivals: ArrivalsOf, run: str, want: int, *, idle_s: f
 
 
 async def send_texts(*, lab_sip_port: int, arrivals: ArrivalsOf, run: str, count: int,
-                     rate: float, from_user: str = INBOUND, idle_s: float = 3.0,
+                     rate: float, from_user: str | Sequence[str] = SPREAD,
+                     idle_s: float = 3.0,
                      cap_s: float = 60.0,
                      watch: Mapping[str, ProcStats] | None = None,
                      duplicates: Callable[[str], int] | None = None) -> dict[str, Any]:
@@ -564,7 +567,8 @@ async def outbound_reference(lab: Lab, rates: Sequence[float],
                     futures.append(manager.send_action({
                         "Action": "MessageSend", "Destination": f"pjsip:{RECEIVER}",
                         "Base64Body": base64.b64encode(body).decode("ascii")}))
-                await asyncio.sleep(0.001)
+                # sleep until the next one is due (no polling: this CPU is the reference)
+                await asyncio.sleep(max(0.0, t0 + sent / rate - time.perf_counter()))
             send_span = time.perf_counter() - t0
             answers = await asyncio.wait_for(asyncio.gather(*futures), 60)
             cpu = time.process_time() - cpu_before
@@ -598,7 +602,7 @@ async def outbound_reference(lab: Lab, rates: Sequence[float],
 # ------------------------------------------------------------------ startup and store size
 
 
-async def startup(lab: Lab, rows: int, scrapes: int = 20) -> dict[str, Any]:
+async def startup(lab: Lab, rows: int, scrapes: int = 50) -> dict[str, Any]:
     """A bridge started on an empty store and on one holding `rows` delivered texts: how
     long until its first text is visible in Slack, and what GET /metrics then takes."""
     result: dict[str, Any] = {"rows": rows}
@@ -606,8 +610,7 @@ async def startup(lab: Lab, rows: int, scrapes: int = 20) -> dict[str, Any]:
         folder = Path(tempfile.mkdtemp(prefix="bench-startup-"))
         path = folder / "store.sqlite3"
         await (await Store.open(path)).close()
-        if size:
-            fill_store(path, size)
+        fill_store(path, size)
         slack = new_fake_slack()
         await slack.start()
         bridge = None
@@ -627,6 +630,7 @@ async def startup(lab: Lab, rows: int, scrapes: int = 20) -> dict[str, Any]:
                     samples.append((time.perf_counter() - began) * 1000)
             samples.sort()
             result[label] = {"first_post_s": round(bridge.first_post_s, 3),
+                             "listening_s": round(bridge.listening_s, 3),
                              "metrics_ms": round(samples[len(samples) // 2], 2)}
         finally:
             if bridge is not None:

@@ -49,15 +49,24 @@ def _match_seconds(directory: Directory, senders: list[str], repeats: int = 5) -
 def directory_ratio(small: int = 10, large: int = 10_000) -> dict[str, Any]:
     """Seconds per sender lookup (the endpoint Asterisk identified -> its directory entry)
     with `large` endpoints / with `small` (the worst cases of a walk over the list: the last
-    endpoint, and one not in the directory)."""
+    endpoint, and one not in the directory). The two sizes are timed in turns and the best of
+    each kept: a few microseconds per lookup are easily disturbed by whatever else the machine
+    does."""
     result: dict[str, Any] = {"small": small, "large": large}
+    cases = {}
     for label, size in (("small", small), ("large", large)):
         directory = _directory(size)
-        senders = [f"ep{size - 1}", "stranger"] * 150
+        senders = [f"ep{size - 1}", "stranger"] * 1500
         if directory.by_asterisk_endpoint(senders[0]) is None:
             raise AssertionError("the directory bench's sender does not match")
-        result[f"{label}_us_per_text"] = round(_match_seconds(directory, senders) * 1e6, 2)
-    result["ratio"] = round(result["large_us_per_text"] / result["small_us_per_text"], 2)
+        cases[label] = (directory, senders)
+    best = {"small": float("inf"), "large": float("inf")}
+    for _ in range(10):
+        for label, (directory, senders) in cases.items():
+            best[label] = min(best[label], _match_seconds(directory, senders, repeats=1))
+    for label, seconds in best.items():
+        result[f"{label}_us_per_text"] = round(seconds * 1e6, 2)
+    result["ratio"] = round(best["large"] / best["small"], 2)
     return result
 
 
@@ -66,7 +75,8 @@ def directory_ratio(small: int = 10, large: int = 10_000) -> dict[str, Any]:
 
 def fill_store(path: Path, rows: int) -> None:
     """`rows` delivered texts from phones (posted within the last two days, so nothing is old
-    enough to prune) and rows // 10 delivered texts to phones, written straight to the file."""
+    enough to prune) and rows // 10 delivered texts to phones, written straight to the file;
+    0 rows: only the spool mark, as a bridge that has run leaves it."""
     now = time.time()
     text = json.dumps({"event_id": "", "sender_uri": "sip:alice@10.0.0.5",
                        "display_name": "Alice", "body": "a short text of a few words",
@@ -87,6 +97,9 @@ def fill_store(path: Path, rows: int) -> None:
         " created_at, state, segments_sent, segments_total, finished_at, notified)"
         " VALUES ('U1', 'C1', 'alice', 'pjsip:alice', 'hi', ?, 'sent', 1, 1, ?, 1)",
         ((now - 172_000 + i, now - 172_000 + i + 0.1) for i in range(rows // 10)))
+    # The newest text a running bridge had stored: its spool read at the next start skips
+    # what Asterisk spooled before (bridge/asterisk/ami.py), as it would after a restart.
+    db.execute("INSERT OR REPLACE INTO spool_mark (id, asterisk_time) VALUES (1, ?)", (now,))
     db.commit()
     db.close()
 

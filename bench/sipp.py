@@ -13,6 +13,7 @@ import csv
 import shutil
 import signal
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -99,16 +100,20 @@ class SippRun:
         return run
 
     @classmethod
-    async def uac(cls, *, asterisk_port: int, from_user: str, to_user: str, run: str,
-                  count: int, rate: float, local_port: int | None = None) -> SippRun:
-        """Send `count` MESSAGEs from `from_user` at `rate` per second over one UDP socket."""
+    async def uac(cls, *, asterisk_port: int, from_user: str | Sequence[str], to_user: str,
+                  run: str, count: int, rate: float, local_port: int | None = None) -> SippRun:
+        """Send `count` MESSAGEs at `rate` per second over one UDP socket, from `from_user`
+        (several: each in turn, so the load spreads over their phones and channels)."""
+        workdir = Path(tempfile.mkdtemp(prefix="bench-sipp-uac-"))
+        users = [from_user] if isinstance(from_user, str) else list(from_user)
+        senders = workdir / "senders.csv"  # sipp's injection file: [field0] of each call
+        senders.write_text("SEQUENTIAL\n" + "".join(f"{user};\n" for user in users))
         extra = ["-t", "u1", "-i", "127.0.0.1", "-m", str(count), "-r", str(rate),
-                 "-rp", "1000", "-l", str(max(1000, int(rate) * 5)),
-                 "-key", "from_user", from_user, "-key", "to_user", to_user,
+                 "-rp", "1000", "-l", str(max(1000, int(rate) * 5)), "-inf", str(senders),
+                 "-key", "to_user", to_user,
                  "-key", "run", run, "-max_recv_loops", "10000", "-max_sched_loops", "10000"]
         if local_port is not None:
             extra += ["-p", str(local_port)]
-        workdir = Path(tempfile.mkdtemp(prefix="bench-sipp-uac-"))
         return await cls._start(UAC_SCENARIO, [*extra, f"127.0.0.1:{asterisk_port}"], workdir)
 
     @classmethod

@@ -15,17 +15,22 @@ from __future__ import annotations
 import asyncio
 import random
 import re
+import shutil
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from asterisk.harness import SipPeer, free_port
 
-from bench.bridge_proc import AMI_SECRET, INBOUND
-from bench.measure import new_run, send_texts
+from bench.bridge_proc import AMI_SECRET, INBOUND, start_bridge
+from bench.measure import new_fake_slack, new_run, send_texts
 from bench.sandbox import BenchAsterisk
+from bench.scaling import fill_store
 from bench.watch import AmiCounter, ProcStats
 from bridge.asterisk.snippets import INBOUND_CONTEXT
 from bridge.sandbox.launcher import AmiUser
+from bridge.store.sqlite import Store
 
 BARE_PHONE = "benchbare"
 BARE_CONTEXT = "bench-bare-inbound"
@@ -136,6 +141,7 @@ async def spool_cost(*, count: int, rate: float, full_entries: int) -> dict[str,
         result["prefill"] = await _prefill(asterisk, full_entries)
         await one("shipped_full", INBOUND)
         await one("bare_after", BARE_PHONE)  # the same Asterisk, now holding the full spool
+        result["bridge_login"] = await _bridge_login(asterisk)
     finally:
         await counter.stop()
         await asterisk.stop()
@@ -145,6 +151,31 @@ async def spool_cost(*, count: int, rate: float, full_entries: int) -> dict[str,
     full = result.get("shipped_full", {}).get("asterisk_cpu_ms_per_text")
     result["ratio_full_to_bare"] = round(full / bare, 2) if full and bare else None
     return result
+
+
+async def _bridge_login(asterisk: SpoolAsterisk) -> dict[str, Any]:
+    """A bridge logging in to the full spool, its store holding everything up to now (a
+    restart): how long until its first live text is posted (live texts wait for the spool
+    read), and its peak memory."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-login-"))
+    path = folder / "store.sqlite3"
+    await (await Store.open(path)).close()
+    fill_store(path, 0)
+    slack = new_fake_slack()
+    await slack.start()
+    bridge = None
+    try:
+        bridge = await start_bridge(api_url=slack.api_url, ami_port=asterisk.ami_port,
+                                    sip_port=asterisk.sip_port, arrivals=slack.arrivals,
+                                    delivery={"channel_rate": 0}, store_path=path)
+        return {"first_post_s": round(bridge.first_post_s, 3),
+                "bridge_peak_rss_mb": round(bridge.stats.sample().peak_rss_mb, 1),
+                "posts": slack.accepted}
+    finally:
+        if bridge is not None:
+            await bridge.stop()
+        await slack.stop()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 if __name__ == "__main__":  # python -m bench.spool [count rate entries]

@@ -1,0 +1,74 @@
+"""The benchmark can fail: its verdicts and exit status, from results as a run writes them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.__main__ import exit_status
+from bench.report import evaluate
+
+
+def run(system: str, rate: float, throughput: float, *, delivered: int = 1000,
+        duplicates: int = 0, p99: float | None = None) -> dict[str, Any]:
+    result: dict[str, Any] = {"system": system, "measure": "ceiling", "rate_offered": rate,
+                              "send_rate_actual": rate, "sent": 1000, "sip_202": 1000,
+                              "sip_failed": 0, "delivered": delivered,
+                              "lost": 1000 - delivered, "duplicates": duplicates,
+                              "throughput_per_s": throughput}
+    if p99 is not None:
+        result["latency"] = {"p50_ms": 1.0, "p95_ms": p99, "p99_ms": p99, "max_ms": p99}
+    return result
+
+
+def verdicts(results: dict[str, Any]) -> dict[str, str]:
+    return {t["target"]: t["verdict"] for t in evaluate(results)}
+
+
+def test_the_ratio_is_judged_at_1000_and_2000_per_second_not_where_it_looks_best() -> None:
+    ladder = [run("baseline", 250, 250), run("bridge", 250, 250),
+              run("baseline", 1000, 1000), run("bridge", 1000, 815),
+              run("baseline", 2000, 1900), run("bridge", 2000, 1800)]
+    results: dict[str, Any] = {"inbound": ladder}
+    found = verdicts(results)
+    assert found["inbound ratio bridge/baseline at 1000/s"] == "MISS"
+    assert found["inbound ratio bridge/baseline at 2000/s"] == "pass"
+    assert exit_status(results, evaluate(results), failed=[], smoke=False)[0] == 1
+
+
+def test_a_negative_added_latency_is_an_error_not_a_pass() -> None:
+    results = {"latency": [run("baseline", 200, 200, p99=80.0),
+                           run("bridge", 200, 200, p99=15.4)]}
+    [target] = [t for t in evaluate(results) if t["target"] == "added inbound latency p99"]
+    assert target["verdict"] == "MISS" and "NEGATIVE" in target["note"]
+
+
+def test_a_doubled_or_lost_text_fails_the_run_even_in_smoke_mode() -> None:
+    doubled = {"inbound": [run("baseline", 100, 100), run("bridge", 100, 100, duplicates=2)]}
+    status, why = exit_status(doubled, evaluate(doubled), failed=[], smoke=True)
+    assert status == 1 and "2 texts doubled" in why
+    assert verdicts(doubled)["texts doubled (inbound, latency runs)"] == "MISS"
+    lost = {"inbound": [run("baseline", 100, 100), run("bridge", 100, 100, delivered=999)]}
+    assert exit_status(lost, evaluate(lost), failed=[], smoke=True) == (
+        1, "texts lost or doubled: inbound bridge 100/s: lost 1")
+
+
+def test_scaling_targets_fail_when_costs_grow() -> None:
+    results: dict[str, Any] = {
+        "spool": {"ratio_full_to_bare": 15.35, "shipped_full": {"asterisk_cpu_ms_per_text": 15},
+                  "bare": {"asterisk_cpu_ms_per_text": 1}, "prefill": {"entries_in_spool": 5}},
+        "scaling": {"directory": {"ratio": 532.0, "large_us_per_text": 5652.0,
+                                  "small_us_per_text": 10.6, "small": 10, "large": 10_000},
+                    "store": {"rows": 1_000_000, "scrape_ratio": 1690.0,
+                              "full": {"backlog_ms": 192.7}, "empty": {"backlog_ms": 0.11}}},
+        "startup": {"rows": 1_000_000, "metrics_ratio": 1.1,
+                    "full": {"first_post_s": 5.9, "metrics_ms": 2.0},
+                    "empty": {"first_post_s": 0.5, "metrics_ms": 1.8}},
+    }
+    found = verdicts(results)
+    assert found["spool: Asterisk CPU per text, full spool / bare dialplan"] == "MISS"
+    assert found["directory: sender match, 10,000 endpoints / 10"] == "MISS"
+    assert found["store scrape (backlog), 1,000,000 rows / empty"] == "MISS"
+    assert found["first post after start, 1,000,000 rows in the store"] == "MISS"
+    assert found["GET /metrics, 1,000,000 rows / empty store"] == "pass"
+    assert exit_status(results, evaluate(results), failed=[], smoke=False)[0] == 1
+    assert exit_status(results, evaluate(results), failed=[], smoke=True) == (0, "")

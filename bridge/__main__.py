@@ -25,6 +25,7 @@ from bridge.logs import add_secrets, setup_logging
 from bridge.metrics import Metrics, install
 from bridge.ops_http import OpsEndpoints
 from bridge.outbound import Outbox
+from bridge.presence import PhonePresence
 from bridge.relay import InboundRelay
 from bridge.slack_app import SlackFrontend
 from bridge.slack_client import SlackPoster, make_web_client
@@ -58,11 +59,12 @@ async def run(settings: Settings) -> int:
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
                          thread_idle=settings.slack.thread_idle)
-    ami = AmiLink(settings.ami, on_text=relay.submit)
+    presence = PhonePresence()  # which phones are registered (ContactStatus events)
+    ami = AmiLink(settings.ami, on_text=relay.submit, presence=presence)
     outbox = Outbox(store=store, sender=ami,
                     from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
     frontend = SlackFrontend(settings=settings, client=client, outbox=outbox, ami=ami,
-                             store=store, relay=relay)
+                             store=store, relay=relay, presence=presence)
     outbox.set_teller(frontend.tell)
     relay.set_echo_listener(frontend)
     metrics = Metrics()

@@ -8,6 +8,7 @@
         │   └── AmiLoginRefused  Asterisk refused the login (user, secret, permit)
         ├── AmiTimeout         no answer to an action in time: the text may or may not have gone
         └── AmiActionFailed    Asterisk answered `Response: Error`: nothing was sent
+            └── PhoneNotRegistered  ... to a MessageSend for a phone known to be offline
 
 Lower-layer errors (panoramisk, OSError, asyncio.TimeoutError) are converted where they
 enter, in `bridge/ami.py`, so the rest of the bridge only ever sees these.
@@ -73,3 +74,18 @@ class AmiActionFailed(AmiError):
         self.action = action
         self.asterisk_message = message
         super().__init__(f"Asterisk refused {action}: {message or 'no reason given'}")
+
+
+class PhoneNotRegistered(AmiActionFailed):
+    """MessageSend refused for a PJSIP endpoint that has no registered contact right now.
+
+    Measured on Asterisk 22: it answers `Message failed to send.` at once (and logs "Found
+    endpoint 'alice' but didn't find an aor/contact for it"); it does not queue the text.
+    """
+
+    def __init__(self, action: str, message: str, endpoint: str) -> None:
+        super().__init__(action, message)
+        self.endpoint = endpoint
+        reason = message or "no reason given"
+        text = f"{endpoint}'s phone is not registered, so Asterisk refused the text ({reason})"
+        self.args = (text,)

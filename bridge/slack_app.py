@@ -30,6 +30,7 @@ from bridge.directory import Endpoint
 from bridge.errors import TextRejected
 from bridge.gate import Gate
 from bridge.outbound import OutboundText, Outbox, Outcome, check_text
+from bridge.presence import PhonePresence
 from bridge.relay import InboundRelay
 from bridge.replies import (
     failure_reason,
@@ -77,8 +78,10 @@ class SlackFrontend:
     """Receives slash commands over HTTP or Socket Mode and answers them."""
 
     def __init__(self, *, settings: Settings, client: AsyncWebClient, outbox: Outbox,
-                 ami: AmiState, store: Store, relay: InboundRelay) -> None:
+                 ami: AmiState, store: Store, relay: InboundRelay,
+                 presence: PhonePresence | None = None) -> None:
         self._settings = settings
+        self._presence = presence or PhonePresence()
         self._outbox = outbox
         self._ami = ami
         self._store = store
@@ -109,7 +112,7 @@ class SlackFrontend:
         self._compose = ComposeFlow(client=client, directory=settings.directory,
                                     policy=settings.access, admit=self._submit,
                                     display_names=self._actions.display_names,
-                                    presence=lambda name: "unknown")
+                                    presence=self.presence_of)
         self.app.shortcut(COMPOSE_SHORTCUT)(self._compose.on_shortcut)
         self.app.shortcut(MESSAGE_SHORTCUT)(self._compose.on_message_shortcut)
         self.app.options(RECIPIENT_ACTION)(self._compose.on_options)
@@ -173,7 +176,7 @@ class SlackFrontend:
             await ack(help_text(name, directory))
             return
         if isinstance(parsed, ListDirectory):
-            await ack(list_text(name, directory))
+            await ack(list_text(name, directory, presence=self.presence_of))
             return
         if isinstance(parsed, Status):
             backlog = await self._store.backlog()
@@ -244,6 +247,11 @@ class SlackFrontend:
             await self._relay.touch(owner_key)
         if not self._ami.ready:
             await self._show_queued(channel, ts)
+
+    def presence_of(self, name: str) -> str:
+        """online / offline / unknown for a directory name (bridge.presence)."""
+        endpoint = self._settings.directory.lookup(name)
+        return self._presence.state_of(endpoint.destination) if endpoint else "unknown"
 
     async def _submit(self, request: OutboundText, user_name: str) -> Endpoint:
         """A text from the compose window: the /sip checks, then its echo in the thread."""

@@ -8,7 +8,8 @@ RFC 3261 / RFC 3428 for a local Asterisk, with no dependencies:
   and records it once, however often it is retransmitted; OPTIONS also get 200, anything else
   501, so Asterisk never waits on us;
 * as UAC it sends MESSAGE requests, retransmits them on the non-INVITE client timer (500 ms
-  doubling, capped at 4 s) until a final response, and returns its status code.
+  doubling, capped at 4 s) until a final response, and returns its status code; it can also
+  REGISTER its contact (and unregister it), for endpoints that learn where a phone is that way.
 
 Not handled: TCP/TLS, authentication challenges, header folding, multipart bodies.
 """
@@ -131,6 +132,7 @@ class SipPhone(asyncio.DatagramProtocol):
         # Our outstanding client transactions, by (Call-ID, CSeq), and their 1xx/final status.
         self._pending: dict[tuple[str, str], asyncio.Queue[int]] = {}
         self._cseq = 0
+        self._register_call_id = f"{_token()}@127.0.0.1"
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -280,8 +282,44 @@ class SipPhone(asyncio.DatagramProtocol):
             ]
         )
         request = head.encode("utf-8") + b"\r\n\r\n" + raw
+        return await self._transact(request, (call_id, cseq), timeout, "MESSAGE")
+
+    async def register(self, *, expires: int = 3600, timeout: float = 5.0) -> int:
+        """REGISTER this phone's contact with Asterisk for `expires` seconds (0: unregister);
+        return the final status code (200 when Asterisk took it).
+
+        Registers sip:`name`@Asterisk with Contact sip:`name`@127.0.0.1:`port`, without
+        authentication (an endpoint without `auth`). One Call-ID for all of this phone's
+        registrations, as RFC 3261 10.2 asks, so an unregister removes the same binding.
+        """
+        if self._transport is None:
+            raise RuntimeError("start() the phone first")
+        here = f"127.0.0.1:{self.port}"
+        there = f"{self.asterisk_host}:{self.asterisk_port}"
+        self._cseq += 1
+        cseq = f"{self._cseq} REGISTER"
+        head = "\r\n".join(
+            [
+                f"REGISTER sip:{there} SIP/2.0",
+                f"Via: SIP/2.0/UDP {here};branch=z9hG4bK{_token()};rport",
+                "Max-Forwards: 70",
+                f"From: <sip:{self.name}@{there}>;tag={_token()}",
+                f"To: <sip:{self.name}@{there}>",
+                f"Call-ID: {self._register_call_id}",
+                f"CSeq: {cseq}",
+                f"Contact: <sip:{self.name}@{here}>",
+                f"Expires: {expires}",
+                "Content-Length: 0",
+            ]
+        )
+        request = head.encode("utf-8") + b"\r\n\r\n"
+        return await self._transact(request, (self._register_call_id, cseq), timeout,
+                                    "REGISTER")
+
+    async def _transact(self, request: bytes, key: tuple[str, str], timeout: float,
+                        method: str) -> int:
+        """Send a non-INVITE request with RFC 3261 retransmissions; its final status."""
         statuses: asyncio.Queue[int] = asyncio.Queue()
-        key = (call_id, cseq)
         self._pending[key] = statuses
         interval = T1
         try:
@@ -300,7 +338,7 @@ class SipPhone(asyncio.DatagramProtocol):
                     interval = T2  # provisional: the server has it, retransmit slowly
         except TimeoutError:
             raise TimeoutError(
-                f"phone {self.name!r}: no final response to MESSAGE within {timeout} s"
+                f"phone {self.name!r}: no final response to {method} within {timeout} s"
             ) from None
         finally:
             del self._pending[key]

@@ -78,6 +78,7 @@ MODULES: tuple[str, ...] = (
     "res_pjsip_nat.so",
     "res_pjsip_acl.so",
     "res_pjsip_messaging.so",  # SIP MESSAGE in (message_context) and out (MessageSend pjsip:)
+    "res_pjsip_registrar.so",  # REGISTER: phones that tell Asterisk where they are
     "chan_pjsip.so",
     # Dialplan: the shipped extensions.conf uses UserEvent, BASE64_ENCODE, LEN and friends.
     # MESSAGE() / MESSAGE_DATA() and MessageSend are core (main/message.c), like the manager.
@@ -112,10 +113,15 @@ class Peer(Protocol):
 
 @dataclass(frozen=True)
 class SipPeer:
-    """An endpoint whose phone (a SIP UA) listens on UDP 127.0.0.1:`port`."""
+    """An endpoint whose phone (a SIP UA) listens on UDP 127.0.0.1:`port`.
+
+    With `registers`, Asterisk has no static contact for it: it is reachable (and shows as
+    registered) only while the phone has REGISTERed, as real phones are.
+    """
 
     name: str
     port: int
+    registers: bool = False
 
 
 @dataclass(frozen=True)
@@ -689,6 +695,10 @@ webenabled = no
     def _pjsip_conf(self) -> str:
         parts = ["[transport-udp]\ntype = transport\nprotocol = udp\n"
                  + f"bind = 127.0.0.1:{self.sip_port}\n"]
+        if any(getattr(peer, "registers", False) for peer in self.peers):
+            # Asterisk looks for lapsed registrations every 30 s by default; a test watching
+            # one expire should not wait that long.
+            parts.append("[global]\ntype = global\ncontact_expiration_check_interval = 1\n")
         for peer in self.peers:
             # No auth: the phones need not answer digest challenges. PJSIP identifies the
             # sender by the From user part (identify_by = username, the default).
@@ -705,9 +715,16 @@ aors = {peer.name}
 
 [{peer.name}]
 type = aor
-contact = sip:{peer.name}@127.0.0.1:{peer.port}
+{self._aor_contact(peer)}
 """)
         return "\n".join(parts)
+
+    @staticmethod
+    def _aor_contact(peer: Peer) -> str:
+        if getattr(peer, "registers", False):
+            # Learnt from REGISTER; short expiries allowed so a test can watch one lapse.
+            return "max_contacts = 1\nremove_existing = yes\nminimum_expiration = 1"
+        return f"contact = sip:{peer.name}@127.0.0.1:{peer.port}"
 
 
 LOGGER_CONF = """\

@@ -27,6 +27,7 @@ import aiohttp
 
 from bridge.asterisk.ami import AmiLink
 from bridge.core.errors import StoreError
+from bridge.core.presence import PhonePresence
 from bridge.core.tasks import TaskSet
 from bridge.delivery.feedback import DeliveryFeedback
 from bridge.delivery.inbound import InboundRelay, Inbox
@@ -86,8 +87,9 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     client = make_web_client(settings.slack, session=session)
     actions = SlackActions(client, usergroups=settings.access.usergroups)
     inbox = Inbox()
+    presence = PhonePresence()  # which phones are registered (ContactStatus events)
     ami = AmiLink(settings.ami, on_text=inbox.submit, spool_mark=store.spool_mark,
-                  spool_since=spool_since)
+                  spool_since=spool_since, presence=presence)
     feedback = DeliveryFeedback(store=store, reactions=actions,
                                 teller=Notifier(client, fallback=settings.delivery.notify),
                                 ami=ami, command=settings.slack.command)
@@ -104,7 +106,7 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
     frontend = SlackFrontend(settings=settings, client=client, actions=actions, outbox=outbox,
                              ami=ami, store=store, relay=relay, feedback=feedback,
-                             transport=slack_health,
+                             transport=slack_health, presence=presence,
                              # HTTP mode: /healthz and /metrics beside /slack/events
                              extra_routes=ops.add_routes)
 

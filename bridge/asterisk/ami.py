@@ -44,7 +44,9 @@ from bridge.core.errors import (
     AmiTimeout,
     AmiUnavailable,
     AsteriskShuttingDown,
+    PhoneNotRegistered,
 )
+from bridge.core.presence import ContactChange, PhonePresence, pjsip_endpoint
 from bridge.core.texts import (
     TEXT_EVENT,
     InboundText,
@@ -59,7 +61,8 @@ log = logging.getLogger(__name__)
 TEXT_EVENT_PATTERN = "UserEvent"
 # Every event the bridge asks for (the shipped manager.conf filters let only these through).
 _NEEDED_EVENTS = frozenset({"UserEvent", "FullyBooted", "DBGetTreeResponse",
-                            "DBGetTreeComplete"})
+                            "DBGetTreeComplete", "DBGetResponse", "DBGetComplete",
+                            "ContactStatus", "ContactList", "ContactListComplete"})
 SPOOL_FAMILY = "slack-bridge-spool"  # the AstDB family extensions.conf writes
 # Where extensions.conf keeps the hours that hold texts ("-"-separated YYYYMMDDHH).
 SPOOL_STATE_FAMILY = "slack-bridge-spool-state"
@@ -239,15 +242,19 @@ class AmiLink:
 
     def __init__(self, settings: AmiSettings, *, on_text: TextHandler,
                  spool_mark: SpoolMark | None = None,
-                 spool_since: float | None = None) -> None:
+                 spool_since: float | None = None,
+                 presence: PhonePresence | None = None) -> None:
         """`spool_mark` gives the newest Asterisk time of a text the bridge has stored: the
         spool read at login skips what is older (None: read the whole spool). Spooled texts
         from before `spool_since` (unix time) are not relayed: the store is newer than them,
-        so it cannot tell whether they are in Slack already (None: relay all)."""
+        so it cannot tell whether they are in Slack already (None: relay all). `presence` is
+        fed from ContactStatus events (bridge.core.presence)."""
         self._settings = settings
         self._on_text = on_text
         self._spool_mark = spool_mark
         self._spool_since = spool_since
+        self._presence = presence
+        self._contacts_warned = False
         self._manager: _Manager | None = None
         self._ready = asyncio.Event()
         self._lost = asyncio.Event()
@@ -306,7 +313,16 @@ class AmiLink:
         }
         if from_:
             action["From"] = from_
-        await self._action(action)
+        try:
+            await self._action(action)
+        except AmiActionFailed as exc:
+            # Asterisk says the same for a missing endpoint and an unregistered phone; presence
+            # tells them apart, so the sender hears which.
+            endpoint = pjsip_endpoint(destination)
+            if self._presence is not None and endpoint is not None \
+                    and self._presence.state_of(destination) == "offline":
+                raise PhoneNotRegistered(exc.action, exc.asterisk_message, endpoint) from exc
+            raise
 
     async def ping(self) -> None:
         await self._action({"Action": "Ping"})
@@ -369,6 +385,7 @@ class AmiLink:
                 log.info("AMI: connected to %s%s as %s", self.address,
                          " over TLS" if self._settings.tls else "", self._settings.username)
                 await self._catch_up()
+                await self._list_contacts()
                 await self._watch()
             except AmiError as exc:
                 changed = str(exc) != self.last_error
@@ -390,6 +407,7 @@ class AmiLink:
         manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
         manager.register_event("FullyBooted", self._fully_booted)
         manager.register_event("*", self._notice_unneeded)
+        manager.register_event("ContactStatus", self._contact_status)
         self._manager = manager
         await _connect_and_login(manager, settings, self.address,
                                  lambda: settings.connect_timeout)
@@ -437,6 +455,8 @@ class AmiLink:
             manager.close()
         if was_connected:
             log.warning("AMI: disconnected from %s: %s", self.address, reason)
+            if self._presence is not None:
+                self._presence.forget()  # changes while away are missed: unknown again
         self.connected_since = None
 
     # -- events -------------------------------------------------------------------------
@@ -596,6 +616,43 @@ class AmiLink:
             self._pending.discard(future)
         if not getattr(response, "success", False):
             raise AmiActionFailed(str(action["Action"]), str(response.get("Message", "")))
+
+    def _contact_status(self, _manager: object, event: Mapping[str, str]) -> None:
+        if self._presence is None:
+            return
+        change = ContactChange(endpoint=str(event.get("EndpointName", "")),
+                               uri=str(event.get("URI", "")),
+                               status=str(event.get("ContactStatus", "")))
+        if change.endpoint and change.status:
+            log.info("AMI: contact %s of %s: %s", change.uri, change.endpoint, change.status)
+            self._presence.update(change)
+
+    async def _list_contacts(self) -> None:
+        """Who is registered now, when this AMI user may ask (PJSIPShowContacts needs
+        write=system, which the shipped least-privilege user does not have)."""
+        if self._presence is None:
+            return
+        try:
+            contacts = await self._list_action({"Action": "PJSIPShowContacts"})
+        except AmiActionFailed as exc:
+            if exc.asterisk_message == "No Contacts found":
+                return
+            if not self._contacts_warned:
+                self._contacts_warned = True
+                log.info("AMI: cannot list registered phones (%s): presence shows `unknown` "
+                         "until each phone registers or unregisters again (ContactStatus "
+                         "events); that is expected with the shipped manager.conf",
+                         exc.asterisk_message)
+            return
+        except AmiError as exc:
+            log.info("AMI: listing registered phones failed (%s)", exc)
+            return
+        for entry in contacts:
+            if entry.get("Event") == "ContactList" and entry.get("Endpoint"):
+                status = "Unreachable" if entry.get("Status") == "Unreachable" else "Created"
+                self._presence.update(ContactChange(
+                    endpoint=str(entry["Endpoint"]), uri=str(entry.get("Uri", "")),
+                    status=status))
 
     def _fully_booted(self, _manager: object, _event: Mapping[str, str]) -> None:
         log.debug("AMI: Asterisk at %s is fully booted", self.address)

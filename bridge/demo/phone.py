@@ -8,7 +8,8 @@ RFC 3261 / RFC 3428 for a local Asterisk, with no dependencies:
   and records it once, however often it is retransmitted; OPTIONS also get 200, anything else
   501, so Asterisk never waits on us;
 * as UAC it sends MESSAGE requests, retransmits them on the non-INVITE client timer (500 ms
-  doubling, capped at 4 s) until a final response, and returns its status code.
+  doubling, capped at 4 s) until a final response, and returns its status code; it can also
+  REGISTER its contact (and unregister it), for endpoints that learn where a phone is that way.
 
 * with `password` set it answers a 401/407 digest challenge (MD5, `qop=auth` or none) once,
   as `auth_user` (default: its name), so it can be an endpoint with `identify_by =
@@ -143,6 +144,7 @@ class SipPhone(asyncio.DatagramProtocol):
         # Our outstanding client transactions, by (Call-ID, CSeq), and their responses.
         self._pending: dict[tuple[str, str], asyncio.Queue[_SipMessage]] = {}
         self._cseq = 0
+        self._register_call_id = f"{_token()}@127.0.0.1"
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -313,6 +315,44 @@ class SipPhone(asyncio.DatagramProtocol):
             raise TimeoutError(
                 f"phone {self.name!r}: no final response to MESSAGE within {timeout} s"
             ) from None
+
+    async def register(self, *, expires: int = 3600, timeout: float = 5.0) -> int:
+        """REGISTER this phone's contact with Asterisk for `expires` seconds (0: unregister);
+        return the final status code (200 when Asterisk took it).
+
+        Registers sip:`name`@Asterisk with Contact sip:`name`@`host`:`port`, without
+        authentication (an endpoint without `auth`). One Call-ID for all of this phone's
+        registrations, as RFC 3261 10.2 asks, so an unregister removes the same binding.
+        """
+        if self._transport is None:
+            raise RuntimeError("start() the phone first")
+        here = f"{self.host}:{self.port}"
+        there = f"{self.asterisk_host}:{self.asterisk_port}"
+        self._cseq += 1
+        cseq = f"{self._cseq} REGISTER"
+        head = "\r\n".join(
+            [
+                f"REGISTER sip:{there} SIP/2.0",
+                f"Via: SIP/2.0/UDP {here};branch=z9hG4bK{_token()};rport",
+                "Max-Forwards: 70",
+                f"From: <sip:{self.name}@{there}>;tag={_token()}",
+                f"To: <sip:{self.name}@{there}>",
+                f"Call-ID: {self._register_call_id}",
+                f"CSeq: {cseq}",
+                f"Contact: <sip:{self.name}@{here}>",
+                f"Expires: {expires}",
+                "Content-Length: 0",
+            ]
+        )
+        request = head.encode("utf-8") + b"\r\n\r\n"
+        try:
+            async with asyncio.timeout(timeout):
+                response = await self._transact(request, (self._register_call_id, cseq))
+        except TimeoutError:
+            raise TimeoutError(
+                f"phone {self.name!r}: no final response to REGISTER within {timeout} s"
+            ) from None
+        return int(response.start_line.split(" ", 2)[1])
 
     def _authorization(self, challenge: _SipMessage, status: int, uri: str) -> str:
         """The Authorization (or Proxy-Authorization) header answering a digest challenge."""

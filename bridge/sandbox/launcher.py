@@ -49,11 +49,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Protocol, Self
 
-from bridge.asterisk.snippets import (
-    endpoint_context,
-    render_endpoint_contexts,
-    template,
-)
+from bridge.asterisk.snippets import endpoint_context, render_endpoint_contexts, template
 from bridge.core.texts import EVENT_TOKEN_GLOBAL, derive_event_token
 
 log = logging.getLogger(__name__)
@@ -87,6 +83,7 @@ MODULES: tuple[str, ...] = (
     "res_pjsip_nat.so",
     "res_pjsip_acl.so",
     "res_pjsip_messaging.so",  # SIP MESSAGE in (message_context) and out (MessageSend pjsip:)
+    "res_pjsip_registrar.so",  # REGISTER: phones that tell Asterisk where they are
     "chan_pjsip.so",
     # Dialplan: the shipped extensions.conf uses UserEvent, BASE64_ENCODE, LEN and friends.
     # MESSAGE() / MESSAGE_DATA() and MessageSend are core (main/message.c), like the manager.
@@ -131,6 +128,9 @@ class SipPeer:
     `bridge asterisk-config` renders it (the sandbox writes those contexts too), so its texts
     reach the bridge identified; `message_context` replaces it, e.g. with the shared
     `slack-bridge-inbound`, through which texts arrive unidentified.
+
+    With `registers`, Asterisk has no static contact for it: it is reachable (and shows as
+    registered) only while the phone has REGISTERed, as real phones are.
     """
 
     name: str
@@ -139,6 +139,7 @@ class SipPeer:
     identify_by: str = "username"
     password: str = ""
     message_context: str = ""
+    registers: bool = False
 
 
 @dataclass(frozen=True)
@@ -736,6 +737,10 @@ webenabled = no
     def _pjsip_conf(self) -> str:
         parts = ["[transport-udp]\ntype = transport\nprotocol = udp\n"
                  + f"bind = 127.0.0.1:{self.sip_port}\n"]
+        if any(getattr(peer, "registers", False) for peer in self.peers):
+            # Asterisk looks for lapsed registrations every 30 s by default; a test watching
+            # one expire should not wait that long.
+            parts.append("[global]\ntype = global\ncontact_expiration_check_interval = 1\n")
         for peer in self.peers:
             # Without a password: no auth, the phones need not answer digest challenges, and
             # PJSIP identifies the sender by the From user part (identify_by = username).
@@ -757,7 +762,7 @@ allow = ulaw
 
 [{peer.name}]
 type = aor
-contact = sip:{peer.name}@{host}:{peer.port}
+{self._aor_contact(peer)}
 """)
             if password:
                 parts.append(f"[{peer.name}]\ntype = auth\nauth_type = userpass\n"
@@ -766,6 +771,14 @@ contact = sip:{peer.name}@{host}:{peer.port}
                 parts.append(f"[{peer.name}-ip]\ntype = identify\nendpoint = {peer.name}\n"
                              f"match = {host}\n")
         return "\n".join(parts)
+
+    @staticmethod
+    def _aor_contact(peer: Peer) -> str:
+        if getattr(peer, "registers", False):
+            # Learnt from REGISTER; short expiries allowed so a test can watch one lapse.
+            return "max_contacts = 1\nremove_existing = yes\nminimum_expiration = 1"
+        host = getattr(peer, "host", "127.0.0.1")
+        return f"contact = sip:{peer.name}@{host}:{peer.port}"
 
 
 LOGGER_CONF = """\

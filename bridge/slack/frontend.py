@@ -31,6 +31,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bridge.core.directory import Endpoint
 from bridge.core.errors import StoreError, TextRejected
 from bridge.core.model import OutboundRow
+from bridge.core.presence import PhonePresence
 from bridge.core.segments import segment_body
 from bridge.core.texts import EchoText
 from bridge.core.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
@@ -114,8 +115,10 @@ class SlackFrontend:
     def __init__(self, *, settings: Settings, client: AsyncWebClient, actions: SlackActions,
                  outbox: Outbox, ami: AmiState, store: StoreBackend, relay: InboundRelay,
                  feedback: DeliveryFeedback, transport: TransportState,
+                 presence: PhonePresence,
                  extra_routes: Callable[[web.Application], None] | None = None) -> None:
         self._settings = settings
+        self._presence = presence  # who is registered (fed by the AMI link)
         self._outbox = outbox
         self._ami = ami
         self._store = store
@@ -143,7 +146,7 @@ class SlackFrontend:
         self._compose = ComposeFlow(client=client, directory=settings.directory,
                                     policy=settings.access, admit=self._submit,
                                     display_names=self._actions.display_names,
-                                    presence=lambda name: "unknown")
+                                    presence=self.presence_of)
         self.app.shortcut(COMPOSE_SHORTCUT)(self._compose.on_shortcut)
         self.app.shortcut(MESSAGE_SHORTCUT)(self._compose.on_message_shortcut)
         self.app.options(RECIPIENT_ACTION)(self._compose.on_options)
@@ -171,6 +174,7 @@ class SlackFrontend:
             process_before_response=True,
             raise_error_for_unhandled_request=False,
         )
+
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
@@ -263,7 +267,7 @@ class SlackFrontend:
             await ack(help_text(name, directory))
             return
         if isinstance(parsed, ListDirectory):
-            await ack(list_text(name, directory))
+            await ack(list_text(name, directory, presence=self.presence_of))
             return
         if isinstance(parsed, Status):
             backlog = await self._store.backlog()
@@ -359,6 +363,11 @@ class SlackFrontend:
             await self._relay.touch(owner_key)
         if not self._ami.ready:
             await self._feedback.show_queued(channel, ts)
+
+    def presence_of(self, name: str) -> str:
+        """online / offline / unknown for a directory name (bridge.core.presence)."""
+        endpoint = self._settings.directory.lookup(name)
+        return self._presence.state_of(endpoint.destination) if endpoint else "unknown"
 
     async def _submit(self, request: OutboundText, user_name: str) -> Endpoint:
         """A text from the compose window: the /sip checks, then its echo in the thread."""

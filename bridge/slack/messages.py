@@ -8,6 +8,7 @@ phone's text. Anything that came from a phone or a user is escaped or put in a
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from bridge.core.errors import (
     AmiTimeout,
     AmiUnavailable,
     PartlySent,
+    PhoneNotRegistered,
     TextRejected,
     UnknownRecipient,
 )
@@ -41,7 +43,9 @@ def help_text(command: str, directory: Directory) -> str:
     )
 
 
-def list_text(command: str, directory: Directory) -> str:
+def list_text(command: str, directory: Directory,
+              presence: Callable[[str], str] | None = None) -> str:
+    """The directory; with `presence`, each phone's online / offline / unknown."""
     if not directory.endpoints:
         return "No phones are configured yet: ask your PBX admin to add [[endpoints]]."
     count = len(directory.endpoints)
@@ -49,7 +53,9 @@ def list_text(command: str, directory: Directory) -> str:
     for endpoint in directory.endpoints:
         aliases = f" (also: {', '.join(escape(a) for a in endpoint.aliases)})" \
             if endpoint.aliases else ""
-        lines.append(f"• `{escape(endpoint.name)}`{aliases}: texts go to <#{endpoint.channel}>")
+        state = f" · {presence(endpoint.name)}" if presence else ""
+        lines.append(f"• `{escape(endpoint.name)}`{aliases}{state}: texts go to "
+                     f"<#{endpoint.channel}>")
     lines.append(f"Send with `{command} <name> <text>`.")
     return "\n".join(lines)
 
@@ -132,6 +138,9 @@ def _ami_reason(error: AmiError) -> str:
                "PBX admin if it lasts"
     if isinstance(error, AmiTimeout):
         return "Asterisk did not answer in time, so the text may or may not have gone out"
+    if isinstance(error, PhoneNotRegistered):
+        return (f"{error.endpoint}'s phone is not registered (offline), so Asterisk refused "
+                f"it; try again once the phone is on")
     if isinstance(error, AmiActionFailed):
         return (f"Asterisk refused it ({error.asterisk_message or 'no reason given'}); "
                 f"the phone may not exist in Asterisk")

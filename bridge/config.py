@@ -106,6 +106,10 @@ class DeliverySettings:
     outbound_max_wait: float  # seconds a /sip text may wait for Asterisk before it fails
     notify: str  # where users hear about queued texts once response_url expired: dm|channel|none
     drain_timeout: float  # seconds SIGTERM waits for in-flight deliveries
+    # Texts a second one phone (or one sender not in the directory) may send before the rest
+    # of its texts wait in the store, posted combined after other phones' texts.
+    inbound_rate: float = 5.0
+    inbound_burst: int = 30
 
 
 @dataclass(frozen=True)
@@ -129,7 +133,8 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
     "store": {"path"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
-                 "late_after", "outbound_max_wait", "notify", "drain_timeout"},
+                 "late_after", "outbound_max_wait", "notify", "drain_timeout", "inbound_rate",
+                 "inbound_burst"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout",
             "tls", "ca_file", "tls_verify", "tls_server_name"},
     "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
@@ -224,6 +229,10 @@ def _load_delivery(check: ConfigReader, table: dict[str, Any]) -> DeliverySettin
         notify=notify,
         drain_timeout=check.number(table, "drain_timeout", prefix, default=10, low=0,
                                    high=300),
+        inbound_rate=check.number(table, "inbound_rate", prefix, default=5.0, low=0.1,
+                                  high=10000),
+        inbound_burst=check.integer(table, "inbound_burst", prefix, default=30, low=1,
+                                    high=100000),
     )
 
 

@@ -424,15 +424,24 @@ class Store:
             return rows
         return self._transaction(insert)
 
-    async def waiting_inbound(self) -> list[InboundRow]:
-        """Every inbound text not yet known to be posted, oldest first."""
-        return await self._run(self._waiting_inbound)
+    async def waiting_inbound(self, *, channel: str | None = None,
+                              limit: int | None = None) -> list[InboundRow]:
+        """Inbound texts not yet known to be posted, oldest first: all of them, or the
+        oldest `limit` of one `channel`."""
+        return await self._run(self._waiting_inbound, channel, limit)
 
-    def _waiting_inbound(self) -> list[InboundRow]:
+    async def waiting_channels(self) -> list[str]:
+        """The channels with inbound texts waiting."""
+        return await self._run(lambda: [r[0] for r in self._conn().execute(
+            "SELECT DISTINCT channel FROM inbound WHERE state IN ('pending', 'posting')")])
+
+    def _waiting_inbound(self, channel: str | None, limit: int | None) -> list[InboundRow]:
+        where = " AND channel = ?" if channel is not None else ""
         cursor = self._conn().execute(
             "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
-            " conversation FROM inbound WHERE state NOT IN ('posted', 'set_aside')"
-            " ORDER BY id")
+            " conversation FROM inbound WHERE state IN ('pending', 'posting')" + where +
+            " ORDER BY id LIMIT ?", (*((channel,) if channel is not None else ()),
+                                     -1 if limit is None else limit))
         return [InboundRow(id=r[0], channel=r[1], endpoint=r[2],
                            text=(EchoText if r[7] == "echo" else InboundText)(
                                **json.loads(r[3])),

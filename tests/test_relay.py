@@ -469,3 +469,45 @@ async def test_texts_of_unknown_senders_from_many_hosts_are_combined_by_channel(
         assert isinstance(decision, Refuse) and "several senders" in decision.reason
     finally:
         await h.stop()
+
+
+async def test_a_flooding_phone_is_bounded_in_memory_kept_whole_and_others_go_first(
+        tmp_path: Path, fake: FakeSlack, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bridge.delivery.inbound._QUEUE_MAX", 200)  # so 3,000 texts overflow it
+    h = Harness(tmp_path / "store.sqlite3", fake,
+                delivery(channel_rate=20.0, channel_burst=3, inbound_rate=5, inbound_burst=10))
+    relay = await h.start()
+    try:
+        flood = [f"flood {i:04d}" for i in range(3000)]
+        most_in_memory = 0
+        started = 0.0
+        # About 1,000 texts a second, as a phone flooding Asterisk delivered them.
+        for i, body in enumerate(flood):
+            relay.submit(InboundText(event_id=f"f{i}", sender_uri="sip:+15550001@10.0.0.9",
+                                     display_name="", body=body, declared_bytes=len(body),
+                                     to_uri="", exten=""))
+            if i % 100 == 99:
+                most_in_memory = max(most_in_memory, relay.texts_in_memory)
+                await asyncio.sleep(0.1)
+            if i == 1500:
+                started = time.monotonic()
+                relay.submit(stranger("meanwhile, a normal text", event_id="normal"))
+        deadline = time.monotonic() + 60
+        normal_after = None
+        while len(shown(fake.posts)) < 3001:
+            assert time.monotonic() < deadline, f"{len(shown(fake.posts))} of 3001 shown"
+            most_in_memory = max(most_in_memory, relay.texts_in_memory)
+            if normal_after is None and "meanwhile, a normal text" in shown(fake.posts):
+                normal_after = time.monotonic() - started
+            await asyncio.sleep(0.02)
+        texts = shown(fake.posts)
+        print(f"3,000 texts from one phone: {len(fake.posts)} posts, at most "
+              f"{most_in_memory} in memory; another sender's text shown after "
+              f"{normal_after:.1f} s")
+        assert [t for t in texts if t.startswith("flood")] == flood  # none lost, in order
+        assert len(texts) == 3001
+        assert most_in_memory <= 200 + 100  # the channel's queue, and one burst being stored
+        assert normal_after is not None and normal_after < 3
+        assert len(fake.posts) <= 3000 / 20 + 10  # combined
+    finally:
+        await h.stop()

@@ -58,6 +58,8 @@ async def exercise(store: Store) -> set[str]:
     ids = [row.id for row in rows if row is not None]
     await call("waiting_inbound")
     await call("mark_inbound", ids, "posting")
+    await call("waiting_channels")
+    await call("waiting_inbound", channel="C1", limit=10)
     await call("mark_inbound", ids, "pending", error="ratelimited")
     await call("mark_inbound", ids, "posted", slack_ts="2.2")
     await call("move_inbound", ids, "C2")

@@ -58,6 +58,10 @@ _INTAKE_BATCH = 500
 _TOUCH_STORE_INTERVAL = 60.0
 _LINGER_SECONDS = 0.01
 _BUSY_GAP = _LINGER_SECONDS / 3  # at least three more texts expected while lingering
+# Texts of one channel held in memory (about 1.2 KB each); the store holds the rest, read
+# back a few posts' worth at a time as the channel's queue drains.
+_QUEUE_MAX = 2000
+_RATES_MAX = 10000  # senders whose inbound rate is tracked before the oldest are forgotten
 
 
 class Poster(Protocol):
@@ -164,6 +168,18 @@ class _ChannelState:
     arrived: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
     last_arrival: float = 0.0
     gap: float = 1.0  # moving average of the seconds between texts arriving
+    ids: set[int] = dataclasses.field(default_factory=set)  # the ids in `queue`
+    # Texts in the store but not in `queue`: every newer text of a `held` conversation (its
+    # sender went over the inbound rate), or, when `full`, of every conversation. Whatever
+    # the reason, each conversation's texts in memory are its oldest waiting ones, so
+    # reading the rest back in id order keeps every conversation in order.
+    held: set[str] = dataclasses.field(default_factory=set)
+    full: bool = False
+    skipped: int = 0  # texts left in the store so far (tells a reload whether it saw all)
+
+    @property
+    def spilled(self) -> bool:
+        return self.full or bool(self.held)
 
     def note_arrival(self) -> None:
         now = time.monotonic()
@@ -207,6 +223,27 @@ class _Partial:
     first_ts: str
 
 
+class _SenderRate:
+    """A token bucket per sender (conversation): `rate` texts a second, bursts of `burst`."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, stamp)
+
+    def take(self, key: str) -> bool:
+        now = time.monotonic()
+        tokens, stamp = self._buckets.get(key, (self._burst, now))
+        tokens = min(self._burst, tokens + (now - stamp) * self._rate)
+        if len(self._buckets) >= _RATES_MAX and key not in self._buckets:
+            self._buckets.clear()  # a sender forgotten starts with a full burst again
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+
 class InboundRelay:
     def __init__(self, *, store: StoreBackend, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
@@ -230,16 +267,23 @@ class InboundRelay:
         # rendered now (an index into FITS); a post continued over several, partly in Slack.
         self._refits: dict[str, tuple[int, int]] = {}
         self._partials: dict[str, _Partial] = {}
+        self._rates = _SenderRate(delivery.inbound_rate, delivery.inbound_burst)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Resume everything the store holds, then start taking new texts."""
-        waiting = await self._store.waiting_inbound()
-        for row in waiting:
-            self._enqueue(row)
-        if waiting:
-            log.info("text in: resuming %d texts from the store", len(waiting))
+        resumed = 0
+        for channel in await self._store.waiting_channels():
+            waiting = await self._store.waiting_inbound(channel=channel, limit=_QUEUE_MAX + 1)
+            for row in waiting[:_QUEUE_MAX]:
+                self._enqueue(row, resumed=True)
+            resumed += len(waiting)
+            if len(waiting) > _QUEUE_MAX:
+                self._channels[channel].full = True  # the rest is read as the queue drains
+        if resumed:
+            log.info("text in: resuming %s texts from the store",
+                     f"{resumed - 1}+" if resumed > _QUEUE_MAX else resumed)
         self._intake_task = self._tasks.spawn(self._run_intake(), name="inbound-intake")
 
     async def stop(self, timeout: float) -> None:
@@ -259,6 +303,11 @@ class InboundRelay:
         left = sum(len(s.queue) for s in self._channels.values()) + self._intake.qsize()
         if left:
             log.info("text in: %d texts stay in the store for the next start", left)
+
+    @property
+    def texts_in_memory(self) -> int:
+        """Texts held in memory: waiting to be stored, or queued for their channel."""
+        return self._intake.qsize() + sum(len(s.queue) for s in self._channels.values())
 
     # -- intake ----------------------------------------------------------------------------
 
@@ -323,11 +372,32 @@ class InboundRelay:
         assert row is not None
         self._enqueue(row)
 
-    def _enqueue(self, row: InboundRow) -> None:
+    def _enqueue(self, row: InboundRow, *, resumed: bool = False) -> None:
+        """Queue a stored text for its channel, or leave it in the store to be read back
+        later: when the channel's queue is full, or its sender is over the inbound rate."""
         state = self._channels.get(row.channel)
         if state is None:
             state = self._channels[row.channel] = _ChannelState(queue=deque())
-        state.queue.append(row)
+        if row.id in state.ids:
+            return
+        over_rate = not (resumed or isinstance(row.text, EchoText)
+                         or row.conversation in state.held
+                         or self._rates.take(row.conversation))
+        if over_rate:
+            log.warning("text in: endpoint=%s channel=%s over the inbound rate (%g a second, "
+                        "bursts of %d): its texts wait in the store and are posted combined",
+                        row.endpoint or row.conversation, row.channel,
+                        self._delivery.inbound_rate, self._delivery.inbound_burst)
+            state.held.add(row.conversation)
+        elif not state.full and len(state.queue) >= _QUEUE_MAX:
+            log.warning("text in: channel=%s has %d texts waiting in memory; the next ones "
+                        "wait in the store", row.channel, len(state.queue))
+            state.full = True
+        if state.full or row.conversation in state.held:
+            state.skipped += 1
+        else:
+            state.queue.append(row)
+            state.ids.add(row.id)
         state.note_arrival()
         if state.worker is None or state.worker.done():
             state.worker = self._tasks.spawn(self._run_channel(row.channel),
@@ -338,7 +408,11 @@ class InboundRelay:
     async def _run_channel(self, channel: str) -> None:
         state = self._channels[channel]
         backoff = _BACKOFF_FIRST
-        while state.queue:
+        while state.queue or state.spilled:
+            if state.spilled and len(state.queue) < self._delivery.max_texts_per_post:
+                await self._read_back(channel, state)
+                if not state.queue:
+                    continue
             await self._pacer.wait(channel)
             if state.busy:
                 await self._linger(state)
@@ -356,6 +430,28 @@ class InboundRelay:
                 backoff = min(backoff * 2, _BACKOFF_MAX)
             else:
                 backoff = _BACKOFF_FIRST
+
+    async def _read_back(self, channel: str, state: _ChannelState) -> None:
+        """Queue the next few posts' worth of the channel's texts that wait in the store
+        only; once none is left, every new text is queued again as it comes."""
+        chunk = 2 * self._delivery.max_texts_per_post
+        skipped = state.skipped
+        limit = len(state.queue) + chunk + 1
+        rows = await self._store.waiting_inbound(channel=channel, limit=limit)
+        fresh = [row for row in rows if row.id not in state.ids]
+        for row in fresh[:chunk]:
+            state.queue.append(row)
+            state.ids.add(row.id)
+        # All seen only if the store had fewer than asked for and nothing was left there
+        # while the query ran.
+        if len(rows) < limit and len(fresh) <= chunk and state.skipped == skipped:
+            state.full = False
+            state.held.clear()
+
+    def _popped(self, channel: str, queue: deque[InboundRow], count: int = 1) -> None:
+        ids = self._channels[channel].ids
+        for _ in range(count):
+            ids.discard(queue.popleft().id)
 
     async def _linger(self, state: _ChannelState) -> None:
         """Under heavy load, wait a moment for a fuller post: one post of 20 texts costs
@@ -393,8 +489,7 @@ class InboundRelay:
                 thread = await self._current_thread(head.conversation, channel)
                 await self._threaded(head, channel, thread or ts, started=thread is None)
                 await self._delivered(channel, done, ts, recovered=True)
-                for _ in done:
-                    queue.popleft()
+                self._popped(channel, queue, len(done))
                 return "ok"
         refit = self._refits.get(channel)
         level = refit[1] if refit is not None and refit[0] == head.id else 0
@@ -449,8 +544,7 @@ class InboundRelay:
         self._refits.pop(channel, None)
         await self._delivered(channel, batch, first_ts, latency=time.monotonic() - started,
                               shown_final=set(states))
-        for _ in batch:
-            queue.popleft()
+        self._popped(channel, queue, len(batch))
         return "ok"
 
     async def _current_thread(self, conversation: str, channel: str) -> str | None:
@@ -606,7 +700,7 @@ class InboundRelay:
                   "set_aside) and the texts behind it go on", row.id, row.endpoint or "-",
                   channel, exc.error)
         await self._store.mark_inbound([row.id], "set_aside", error=exc.error)
-        queue.popleft()
+        self._popped(channel, queue)
         [item] = self._items([row], channel, {})
         notice = set_aside_notice(item, row_id=row.id, error=exc.error)
         try:
@@ -637,8 +731,8 @@ class InboundRelay:
         await self._store.move_inbound(ids, self._default_channel)
         await self._store.mark_inbound(ids, "pending", error=exc.error)
         for row in batch:
-            queue.popleft()
-            self._enqueue(_moved(row, self._default_channel))
+            self._popped(channel, queue)
+            self._enqueue(_moved(row, self._default_channel), resumed=True)
         return "ok"
 
 

@@ -112,6 +112,10 @@ class DeliverySettings:
     notify: str  # where users hear about queued texts once response_url expired: dm|channel|none
     drain_timeout: float  # seconds SIGTERM waits for in-flight deliveries
     max_parts: int = 10  # a text from Slack that needs more MessageSends is refused
+    # Texts a second one phone (or one sender not in the directory) may send before the rest
+    # of its texts wait in the store, posted combined after other phones' texts.
+    inbound_rate: float = 5.0
+    inbound_burst: int = 30
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,8 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
     "store": {"path", "url"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
-                 "late_after", "outbound_max_wait", "notify", "drain_timeout", "max_parts"},
+                 "late_after", "outbound_max_wait", "notify", "drain_timeout", "max_parts",
+                 "inbound_rate", "inbound_burst"},
     "ami": {"host", "port", "username", "secret", "from", "action_timeout", "connect_timeout",
             "tls", "ca_file", "tls_verify", "tls_server_name"},
     "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
@@ -295,6 +300,10 @@ def _load_delivery(check: ConfigReader, table: dict[str, Any]) -> DeliverySettin
         drain_timeout=check.number(table, "drain_timeout", prefix, default=10, low=0,
                                    high=300),
         max_parts=check.integer(table, "max_parts", prefix, default=10, low=1, high=1000),
+        inbound_rate=check.number(table, "inbound_rate", prefix, default=5.0, low=0.1,
+                                  high=10000),
+        inbound_burst=check.integer(table, "inbound_burst", prefix, default=30, low=1,
+                                    high=100000),
     )
 
 

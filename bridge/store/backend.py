@@ -51,8 +51,13 @@ class StoreBackend(Protocol):
     async def add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
         """Store texts in one transaction; None in place of a duplicate (same message_id)."""
 
-    async def waiting_inbound(self) -> list[InboundRow]:
-        """Every inbound text not yet known to be posted, oldest first."""
+    async def waiting_inbound(self, *, channel: str | None = None,
+                              limit: int | None = None) -> list[InboundRow]:
+        """Inbound texts not yet known to be posted, oldest first: all of them, or the
+        oldest `limit` of one `channel`."""
+
+    async def waiting_channels(self) -> list[str]:
+        """The channels with inbound texts waiting."""
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
                            error: str | None = None, slack_ts: str | None = None) -> None: ...

@@ -174,7 +174,9 @@ _MIGRATIONS: list[str] = [
     DROP INDEX inbound_waiting;
     DROP INDEX outbound_waiting;
     CREATE INDEX inbound_unposted ON inbound (id, received_at)
-        WHERE state NOT IN ('posted', 'set_aside');
+        WHERE state IN ('pending', 'posting');
+    CREATE INDEX inbound_waiting_channel ON inbound (channel, id)
+        WHERE state IN ('pending', 'posting');
     CREATE INDEX inbound_posted ON inbound (posted_at) WHERE state = 'posted';
     CREATE INDEX outbound_queued ON outbound (created_at) WHERE state = 'queued';
     CREATE INDEX outbound_unfinished ON outbound (id) WHERE state = 'queued' OR notified = 0;
@@ -486,15 +488,24 @@ class Store:
         row = self._conn().execute("SELECT asterisk_time FROM spool_mark WHERE id=1").fetchone()
         return float(row[0]) if row else None
 
-    async def waiting_inbound(self) -> list[InboundRow]:
-        """Every inbound text not yet known to be posted, oldest first."""
-        return await self._run(self._waiting_inbound)
+    async def waiting_inbound(self, *, channel: str | None = None,
+                              limit: int | None = None) -> list[InboundRow]:
+        """Inbound texts not yet known to be posted, oldest first: all of them, or the
+        oldest `limit` of one `channel`."""
+        return await self._run(self._waiting_inbound, channel, limit)
 
-    def _waiting_inbound(self) -> list[InboundRow]:
+    async def waiting_channels(self) -> list[str]:
+        """The channels with inbound texts waiting."""
+        return await self._run(lambda: [r[0] for r in self._conn().execute(
+            "SELECT DISTINCT channel FROM inbound WHERE state IN ('pending', 'posting')")])
+
+    def _waiting_inbound(self, channel: str | None, limit: int | None) -> list[InboundRow]:
+        where = " AND channel = ?" if channel is not None else ""
         cursor = self._conn().execute(
             "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
-            " conversation FROM inbound WHERE state NOT IN ('posted', 'set_aside')"
-            " ORDER BY id")
+            " conversation FROM inbound WHERE state IN ('pending', 'posting')" + where +
+            " ORDER BY id LIMIT ?", (*((channel,) if channel is not None else ()),
+                                     -1 if limit is None else limit))
         return [_inbound_row(r) for r in cursor]
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
@@ -734,7 +745,7 @@ class Store:
     def _backlog(self) -> Backlog:
         db = self._conn()
         inbound = db.execute("SELECT COUNT(*), MIN(received_at) FROM inbound"
-                             " WHERE state NOT IN ('posted', 'set_aside')").fetchone()
+                             " WHERE state IN ('pending', 'posting')").fetchone()
         outbound = db.execute("SELECT COUNT(*), MIN(created_at) FROM outbound"
                               " WHERE state = 'queued'").fetchone()
         unnotified = db.execute("SELECT COUNT(*) FROM outbound WHERE state != 'queued'"

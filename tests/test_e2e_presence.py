@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
-from bridge.slack_compose import COMPOSE_SHORTCUT, RECIPIENT_ACTION, RECIPIENT_BLOCK
 from bridge_runner import BridgeProcess, ack_text
 from conftest import AMI_SECRET, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
+
+from bridge.slack.compose import COMPOSE_SHORTCUT, RECIPIENT_ACTION, RECIPIENT_BLOCK
 
 pytestmark = pytest.mark.asterisk
 

@@ -20,11 +20,11 @@ from postgres_cluster import PostgresCluster
 from bridge.core.errors import StoreError, StoreInUse
 from bridge.core.model import AuditEntry, NewInbound
 from bridge.core.texts import EchoText, InboundText
+from bridge.store import postgres as pg_store
+from bridge.store import sqlite as sqlite_store
 from bridge.store.backend import StoreBackend
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import _MIGRATIONS, SCHEMA_VERSION, Store
-from bridge.store import postgres as pg_store
-from bridge.store import sqlite as sqlite_store
 
 
 def text(body: str) -> InboundText:

@@ -87,7 +87,7 @@ async def run(settings: Settings) -> int:
     try:
         await frontend.start()
         if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics
-            await ops.serve(settings.slack.port)
+            await ops.serve(settings.slack.port, host=settings.ops.bind)
     except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
         await ami.stop()

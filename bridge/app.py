@@ -135,7 +135,8 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     tasks.spawn(frontend.identity.learn(), name="slack-identity")
     try:
         if settings.slack.socket_mode:  # no HTTP server for Slack: one for health and metrics,
-            await ops.serve(settings.slack.port)  # up before Slack, which may be unreachable
+            await ops.serve(settings.slack.port, host=settings.ops.bind)  # before Slack, which
+            # may be unreachable for a while
             stack.push_async_callback(ops.stop)
         await frontend.start()
         stack.push_async_callback(frontend.stop)

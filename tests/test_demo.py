@@ -83,7 +83,7 @@ async def test_text_from_bobs_phone_shows_in_bobs_channel(demo: Demo, page: Chro
     assert text in demo.slack.texts_in(BOB_CHANNEL)
     assert text not in demo.slack.texts_in(ALICE_CHANNEL)
     sender = await page.evaluate(text_of(f"[data-channel={BOB_CHANNEL}] .context"))
-    assert sender.startswith("📱 bob · sip:bob@127.0.0.1")
+    assert sender.startswith("📱 bob · From: sip:bob@127.0.0.1")
     # The phone's own panel shows what it sent and that Asterisk took it.
     bubble = await page.evaluate(text_of("[data-phone=bob] .bubble.out"))
     assert text in bubble and "202 Accepted" in bubble

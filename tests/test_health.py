@@ -222,6 +222,32 @@ async def test_socket_mode_serves_healthz_and_metrics_on_port(
         assert value(samples, "bridge_texts_waiting", direction="out") == 0
         status, _, _ = await get(bridge.port, "/slack/events")
         assert status in (404, 405)  # Slack talks over the socket, not to this port
+        # They show the AMI address and errors without auth: loopback only by default
+        # ([ops] bind); 127.0.0.2 is this machine too, but not the address it listens on.
+        assert not await answers("127.0.0.2", bridge.port)
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def answers(host: str, port: int) -> bool:
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 5)
+    except OSError:
+        return False
+    writer.close()
+    await writer.wait_closed()
+    return True
+
+
+@pytest.mark.asterisk
+async def test_ops_bind_opens_health_to_other_interfaces_when_asked(
+        tmp_path: Path, slack: FakeSlack, own_asterisk: AsteriskSandbox) -> None:
+    bridge = await start_bridge(tmp_path, slack, own_asterisk.ami_port, socket_mode=True,
+                                tail='[ops]\nbind = "0.0.0.0"\n')
+    try:
+        await slack.wait_socket_connected()
+        assert await answers("127.0.0.2", bridge.port)
+        assert "health and metrics on 0.0.0.0" in bridge.log
     finally:
         assert await bridge.stop() == 0, bridge.log
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Awaitable
@@ -518,3 +519,24 @@ async def test_an_empty_file_becomes_a_new_store_and_says_so(
     await store.close()
     [line] = [r for r in caplog.records if r.name == "bridge.store.sqlite"]
     assert line.levelname == "WARNING" and "existed but was empty (0 bytes)" in line.getMessage()
+
+
+async def test_the_store_and_its_wal_and_shm_are_private_to_their_owner(tmp_path: Path) -> None:
+    # It holds texts and response_urls: nobody but the bridge's user may read it.
+    old_umask = os.umask(0o022)  # the usual one, under which files are made 0644
+    try:
+        path = tmp_path / "store.sqlite3"
+        store = await Store.open(path)
+        await store.add_inbound([NewInbound("C1", "alice", text("private"), time.time())])
+        files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+        assert all(f.exists() for f in files)  # WAL mode, still open
+        assert {f.name: f.stat().st_mode & 0o777 for f in files} == {
+            f.name: 0o600 for f in files}
+        await store.close()
+        # A store an older bridge left readable by everyone is narrowed when opened.
+        path.chmod(0o644)
+        store = await Store.open(path)
+        await store.close()
+        assert path.stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old_umask)

@@ -2,8 +2,9 @@
 
 The path of one text:
 1. `submit()` (called for every AMI text event) queues it for the intake task, which writes
-   whatever has arrived into the store in one transaction (duplicates of one SIP MESSAGE are
-   dropped there) and hands the stored rows to their channel's queue.
+   whatever has arrived into the store in one transaction (duplicates of one SIP MESSAGE of
+   one sender are dropped there) and hands the stored rows to their channel's queue. The
+   channel and conversation come from the endpoint Asterisk identified, never from From.
 2. One worker per channel with waiting texts posts them in arrival order, paced by a token
    bucket per channel (Slack allows about one post per second per channel, short bursts).
    When texts pile up, consecutive ones are combined into one post (bounded in count and

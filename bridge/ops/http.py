@@ -2,7 +2,8 @@
 
 In HTTP mode they are added to the Slack frontend's server (same port as /slack/events,
 through `SlackFrontend.extra_routes`); in Socket Mode, which needs no HTTP server for Slack,
-`serve()` starts a small one on $PORT for them alone.
+`serve()` starts a small one on $PORT for them alone, bound to `[ops] bind` (loopback by
+default: they show the AMI address and its errors, without authentication).
 """
 
 from __future__ import annotations
@@ -36,14 +37,15 @@ class OpsEndpoints:
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/metrics", self._scrape)
 
-    async def serve(self, port: int) -> None:
-        """Serve the endpoints on their own (Socket Mode)."""
+    async def serve(self, port: int, *, host: str = "127.0.0.1") -> None:
+        """Serve the endpoints on their own (Socket Mode), on `host` ([ops] bind)."""
         app = web.Application()
         self.add_routes(app)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, host="0.0.0.0", port=port).start()
-        log.info("health and metrics on port %d at GET /healthz and GET /metrics", port)
+        await web.TCPSite(self._runner, host=host, port=port).start()
+        log.info("health and metrics on %s port %d at GET /healthz and GET /metrics", host,
+                 port)
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -9,6 +9,7 @@ wrapped in `Secret`, whose repr and str never show the value.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
 import re
@@ -119,6 +120,14 @@ class DeliverySettings:
 
 
 @dataclass(frozen=True)
+class OpsSettings:
+    # The address the bridge's own HTTP listener binds to: in Socket Mode it serves only
+    # /healthz and /metrics (which show the AMI address and errors), so loopback by default;
+    # in HTTP mode it is also Slack's /slack/events, so all interfaces by default.
+    bind: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     ami: AmiSettings
@@ -132,6 +141,7 @@ class Settings:
     # (the URL's, PGPASSWORD), for redaction.
     store_url: Secret | None = field(default=None, repr=False)
     store_secrets: tuple[Secret, ...] = field(default=(), repr=False)
+    ops: OpsSettings = field(default_factory=OpsSettings)
 
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
@@ -141,7 +151,8 @@ class Settings:
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
-    "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit"},
+    "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit", "ops"},
+    "ops": {"bind"},
     "store": {"path", "url"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
                  "late_after", "outbound_max_wait", "notify", "drain_timeout", "max_parts",
@@ -200,14 +211,29 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     store_url, store_secrets = _load_store_url(check, store_table, env)
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
     access = load_access(check, data)
+    ops = _load_ops(check, _optional_table(check, data, "ops"),
+                    socket_mode=slack is not None and slack.socket_mode)
 
     if check.problems:
         raise ConfigError(check.problems)
     assert ami is not None and slack is not None
     slack = dataclasses.replace(slack, reply_modes=reply_modes)
     return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)),
-                    store_path=store_path, delivery=delivery, access=access,
+                    store_path=store_path, delivery=delivery, access=access, ops=ops,
                     store_url=store_url, store_secrets=store_secrets)
+
+
+def _load_ops(check: ConfigReader, table: dict[str, Any], *, socket_mode: bool) -> OpsSettings:
+    default = "127.0.0.1" if socket_mode else "0.0.0.0"  # HTTP mode: Slack must reach it
+    bind = check.string(table, "bind", "ops.", default=default) or default
+    try:
+        ipaddress.ip_address(bind)
+    except ValueError:
+        check.add("ops.bind", f"{bind!r} is not an IP address",
+                  'use "127.0.0.1" (this machine only), "0.0.0.0" (every interface) or one '
+                  "address of this machine")
+        bind = default
+    return OpsSettings(bind=bind)
 
 
 def _optional_table(check: ConfigReader, data: Mapping[str, Any], name: str) -> dict[str, Any]:

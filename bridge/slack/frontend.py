@@ -195,10 +195,10 @@ class SlackFrontend:
                 self._extra_routes(web_app)
             self._runner = web.AppRunner(web_app, access_log=None)
             await self._runner.setup()
-            site = web.TCPSite(self._runner, host="0.0.0.0", port=slack.port)
+            site = web.TCPSite(self._runner, host=self._settings.ops.bind, port=slack.port)
             await site.start()
-            log.info("Slack: HTTP mode; listening for %s on port %d at POST /slack/events",
-                     slack.command, slack.port)
+            log.info("Slack: HTTP mode; listening for %s on %s port %d at POST /slack/events",
+                     slack.command, self._settings.ops.bind, slack.port)
 
     async def _connect_socket(self, handler: AsyncSocketModeHandler) -> None:
         # slack_sdk retries every ping_interval until connected; each failure reaches

@@ -360,6 +360,7 @@ class Store:
         try:
             existed = self.path.exists()
             empty = existed and self.path.stat().st_size == 0
+            _private(self.path)
             db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             db.row_factory = sqlite3.Row  # rows are read by column name, never by position
             db.execute("PRAGMA journal_mode=WAL")
@@ -759,6 +760,31 @@ _OUTBOUND_COLUMNS = (
     "id, slack_user, slack_channel, endpoint, destination, body, response_url, created_at,"
     " state, segments_sent, segments_total, last_error, notified, source, feedback_channel,"
     " feedback_ts, thread_ts, feedback_done")
+
+
+def _private(path: Path) -> None:
+    """Make the store readable by its owner only (0600), before SQLite opens it.
+
+    It holds texts and Slack `response_url`s (anyone holding one can post as the app for 30
+    minutes). SQLite creates `-wal` and `-shm` with the database file's permissions, so
+    creating that one 0600 covers all three; files an older bridge made wider are narrowed.
+    """
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = file.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            try:
+                file.chmod(mode & 0o700)
+            except PermissionError:  # not ours: say so, and carry on with what works
+                log.warning("store: %s is readable by others (mode %03o) and cannot be "
+                            "changed by this user: run `chmod 600 %s`", file, mode, file)
+                continue
+            log.warning("store: %s was readable by others (mode %03o); made it %03o",
+                        file, mode, mode & 0o700)
 
 
 def _outbound_row(r: sqlite3.Row) -> OutboundRow:

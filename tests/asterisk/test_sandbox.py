@@ -34,6 +34,8 @@ from panoramisk import Manager
 from panoramisk.message import Message
 from sip_ua import SipPhone
 
+from bridge.core.texts import derive_event_token
+
 # An AMI user that sees everything: it proves that the events kept from `slackbridge` exist.
 OBSERVER = AmiUser(name="observer", secret="observer-secret", read="all", write="all")
 # An AMI user without write=message: MessageSend must be refused.
@@ -191,7 +193,10 @@ async def test_text_from_phone_becomes_exactly_one_user_event(
     assert b64(text, "ToExten") == "bridge"
     assert b64(text, "Body") == TRICKY_BODY
     assert text["BodyLength"] == str(len(TRICKY_BODY.encode("utf-8")))
-    assert text["Version"] == "1"
+    assert text["Version"] == "2"
+    # Who sent it, as the sandbox's per-endpoint context records it, and this install's token.
+    assert b64(text, "Endpoint") == "alice"
+    assert text["Token"] == derive_event_token(pbx.asterisk.ami_secret)
     # Channel headers every UserEvent carries: the fixed extension the dialplan jumps to.
     assert text["Channel"] == "Message/ast_msg_queue"
     assert text["Context"] == "slack-bridge-inbound-text"

@@ -169,6 +169,15 @@ async def _connect_and_login(manager: _Manager, settings: AmiSettings, address: 
             f"AMI_SECRET and the user's permit= lines in manager.conf")
 
 
+def _succeeded(answer: object) -> bool:
+    """Asterisk answered `Response: Success` (or `Follows`). Not panoramisk's `success`,
+    which also takes `Goodbye` and anything that looks like an event for a success: a text
+    is only sent when Asterisk said so."""
+    if not isinstance(answer, Mapping):
+        return False
+    return str(answer.get("Response", "")).strip().lower() in ("success", "follows")
+
+
 class AmiLink:
     """One supervised, logged-in AMI connection."""
 
@@ -266,8 +275,9 @@ class AmiLink:
         finally:
             self._pending.discard(future)
         first = (response[0] if response else {}) if isinstance(response, list) else response
-        if not getattr(first, "success", False):
-            raise AmiActionFailed(name, str(first.get("Message", "")))
+        if not _succeeded(first):
+            message = first.get("Message", "") if isinstance(first, Mapping) else ""
+            raise AmiActionFailed(name, str(message or "unreadable answer"))
         return response
 
     # -- connection supervision -------------------------------------------------------

@@ -237,6 +237,15 @@ async def _connect_and_login(manager: _Manager, settings: AmiSettings, address: 
             f"AMI_SECRET and the user's permit= lines in manager.conf")
 
 
+def _succeeded(answer: object) -> bool:
+    """Asterisk answered `Response: Success` (or `Follows`). Not panoramisk's `success`,
+    which also takes `Goodbye` and anything that looks like an event for a success: a text
+    is only sent when Asterisk said so."""
+    if not isinstance(answer, Mapping):
+        return False
+    return str(answer.get("Response", "")).strip().lower() in ("success", "follows")
+
+
 class AmiLink:
     """One supervised, logged-in AMI connection."""
 
@@ -357,8 +366,8 @@ class AmiLink:
         finally:
             self._pending.discard(future)
         first = (response[0] if response else {}) if isinstance(response, list) else response
-        if not getattr(first, "success", False):
-            message = str(first.get("Message", ""))
+        if not _succeeded(first):
+            message = str(first.get("Message", "") if isinstance(first, Mapping) else "")
             if message == _SHUTTING_DOWN:
                 # Measured: `core stop now`/`gracefully` and SIGTERM refuse every action with
                 # this until the connection closes (up to ~1 s, or while calls last when
@@ -367,7 +376,7 @@ class AmiLink:
                 if manager is self._manager:
                     self._connection_lost(None)
                 raise AsteriskShuttingDown(f"Asterisk at {self.address} is shutting down")
-            raise AmiActionFailed(name, message)
+            raise AmiActionFailed(name, message or "unreadable answer")
         return response
 
     # -- connection supervision -------------------------------------------------------

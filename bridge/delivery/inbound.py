@@ -5,15 +5,23 @@ The path of one text:
    whatever has arrived into the store in one transaction (duplicates of one SIP MESSAGE of
    one sender are dropped there) and hands the stored rows to their channel's queue. The
    channel and conversation come from the endpoint Asterisk identified, never from From.
+   A channel's queue holds at most `_QUEUE_MAX` texts, and a sender over
+   `[delivery] inbound_rate` has its further texts held back; either way they wait in the
+   store only and are read back, in order, as the queue drains.
 2. One worker per channel with waiting texts posts them in arrival order, paced by a token
    bucket per channel (Slack allows about one post per second per channel, short bursts).
-   When texts pile up, consecutive ones are combined into one post (bounded in count and
-   size), so a burst of 100 texts reaches Slack in a handful of posts.
+   When texts pile up, consecutive ones of one conversation (or of any senders not in the
+   directory) are combined into one post (bounded in count and size), so a burst of 100
+   texts reaches Slack in a handful of posts. Every post is built within Slack's limits
+   (`replies.inbound_posts`); a text too long for one continues in the next.
 3. A post is marked `posting` in the store before it is sent and `posted` after. A 429
    pauses the channel for Retry-After; 5xx, timeouts and connection errors are retried with
-   backoff, forever. After a timeout (the post may have arrived) and after a crash, the
-   channel history is checked for the post's marker before posting again.
-4. A channel Slack refuses for good (bot not in it, archived) sends its texts to the default
+   backoff, forever. After a timeout or an `internal_error` (the post may have arrived) and
+   after a crash, the conversation's thread and the channel history are checked for the
+   post's marker before posting again.
+4. A post Slack refuses for its content is built again, tighter, one text at a time; a text
+   no rendering fits is set aside (kept in the store, announced) so the channel goes on.
+5. A channel Slack refuses for good (bot not in it, archived) sends its texts to the default
    channel with a note; if even that is refused, they wait in the store and are retried
    every few minutes, with an error in the log each time. Nothing is dropped.
 """
@@ -491,6 +499,8 @@ class InboundRelay:
                 await self._threaded(head, channel, thread or ts, started=thread is None)
                 await self._delivered(channel, done, ts, recovered=True)
                 self._popped(channel, queue, len(done))
+                self._partials.pop(channel, None)
+                self._refits.pop(channel, None)
                 return "ok"
         refit = self._refits.get(channel)
         level = refit[1] if refit is not None and refit[0] == head.id else 0

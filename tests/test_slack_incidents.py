@@ -30,6 +30,25 @@ async def fake_ami() -> AsyncIterator[FakeAmi]:
     await ami.stop()
 
 
+async def test_a_hanging_auth_test_at_start_does_not_delay_commands(
+        tmp_path: Path, slack: FakeSlack, fake_ami: FakeAmi) -> None:
+    # auth.test answers only after 20 s (a slow Slack, a hanging proxy).
+    slack.fail_next("auth.test", status=200, times=10**6, delay=20)
+    bridge = await start_bridge(tmp_path, slack, fake_ami.port)
+    try:
+        for i in range(5):
+            body, headers = slack.signed_slash_command(
+                slack.slash_command_payload(text=f"alice slow {i}"))
+            started = time.monotonic()
+            status, answer = await bridge.post_signed(body, headers)
+            took = time.monotonic() - started
+            assert status == 200 and ack_text(answer) == "Sending to *alice*…", answer
+            assert took < 3.0, f"ack took {took:.1f} s"
+    finally:
+        slack.clear_faults()
+        assert await bridge.stop() == 0
+
+
 async def test_a_429_storm_on_auth_test_at_start_leaves_commands_and_health_alone(
         tmp_path: Path, slack: FakeSlack, fake_ami: FakeAmi) -> None:
     slack.fail_next("auth.test", status=429, times=10**6, retry_after=1)

@@ -74,6 +74,7 @@ _PING_INTERVAL = 5.0
 _BACKOFF_FIRST = 1.0
 _BACKOFF_MAX = 10.0
 _SHUTTING_DOWN = "Asterisk is shutting down"  # manager.c's answer to any action then
+_NO_MESSAGING = "Message technology not found."  # MessageSend while res_pjsip_messaging is out
 
 TextHandler = Callable[[InboundText | MalformedEvent], None]
 SpoolMark = Callable[[], Awaitable[float | None]]
@@ -368,6 +369,11 @@ class AmiLink:
         first = (response[0] if response else {}) if isinstance(response, list) else response
         if not _succeeded(first):
             message = str(first.get("Message", "") if isinstance(first, Mapping) else "")
+            if message == _NO_MESSAGING:
+                # res_pjsip_messaging unloaded: the first step of a restart that loses no
+                # phone's text (README, Asterisk restarts). Nothing was sent; it comes back.
+                raise AsteriskShuttingDown(f"Asterisk at {self.address} cannot send texts "
+                                           f"right now ({message.rstrip('.')})")
             if message == _SHUTTING_DOWN:
                 # Measured: `core stop now`/`gracefully` and SIGTERM refuse every action with
                 # this until the connection closes (up to ~1 s, or while calls last when

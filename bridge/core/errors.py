@@ -80,8 +80,9 @@ class AmiLoginRefused(AmiUnavailable):
 
 
 class AsteriskShuttingDown(AmiUnavailable):
-    """Asterisk answered an action with "Asterisk is shutting down": nothing was sent, and the
-    link is about to go; it counts as unreachable, not as a refusal of the text."""
+    """Asterisk answered "Asterisk is shutting down" (or, to MessageSend, "Message technology
+    not found." while its messaging module is unloaded for a restart): nothing was sent; it
+    counts as unreachable, not as a refusal of the text."""
 
 
 class AmiTimeout(AmiError):

@@ -164,6 +164,7 @@ class Outbox:
         segments = segment_body(row.body)
         sent = row.segments_sent
         started = time.monotonic()
+        told_waiting = False
         while sent < len(segments):
             if time.time() - row.created_at > self._max_wait:
                 await self._fail(row, sent, GaveUp(
@@ -181,10 +182,13 @@ class Outbox:
             except AmiActionFailed as exc:
                 await self._fail(row, sent, exc)
                 return
-            except AsteriskShuttingDown as exc:  # nothing was sent; the link is going away
-                log.info("text out: id=%d endpoint=%s waits for Asterisk: %s", row.id,
-                         row.endpoint, exc)
-                await self._sender.wait_ready(_EXPIRY_CHECK)
+            except AsteriskShuttingDown as exc:  # nothing was sent; Asterisk is restarting
+                (log.info if not told_waiting else log.debug)(
+                    "text out: id=%d endpoint=%s waits for Asterisk: %s", row.id,
+                    row.endpoint, exc)
+                told_waiting = True
+                if self._sender.ready:  # still connected: try again in a moment
+                    await asyncio.sleep(_EXPIRY_CHECK)
                 continue
             except AmiError as exc:
                 # Lost connection or no answer: the segment may or may not have gone out.

@@ -208,6 +208,11 @@ class SlackFrontend:
         log.info("Slack: connected in Socket Mode; listening for %s",
                  self._settings.slack.command)
 
+    def _socket_connected(self) -> None:
+        if self._socket_problem:
+            log.info("Slack: Socket Mode connected")
+        self._socket_problem = ""
+
     def _socket_failed(self, message: str) -> None:
         self._transport.transport_state(f"Slack Socket Mode not connected: {message}")
         log.warning("Slack: Socket Mode: %s", message)
@@ -425,4 +430,13 @@ class _SocketLog(logging.Logger):
     def exception(self, msg: object, *args: object, exc_info: Any = True,
                   **kwargs: Any) -> None:
         text = str(msg) % args if args else str(msg)
-        self._frontend._socket_failed(text)
+        if text.startswith("Failed to connect"):  # its reconnect loop: Slack unreachable
+            self._frontend._socket_failed(text)
+        else:  # one failed message or listener: one line here, the traceback at debug
+            log.warning("Slack: Socket Mode: %s", text)
+            log.debug("Slack: Socket Mode: %s", text, exc_info=exc_info)
+
+    def info(self, msg: object, *args: object, **kwargs: Any) -> None:
+        super().info(msg, *args, **kwargs)
+        if "has been established" in str(msg):  # connected again after a drop
+            self._frontend._socket_connected()

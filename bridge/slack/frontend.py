@@ -157,6 +157,7 @@ class SlackFrontend:
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._socket_task: asyncio.Task[None] | None = None
+        self._socket_problem = ""
         # More routes on the HTTP-mode server (bridge.ops.http: /healthz, /metrics).
         self._extra_routes = extra_routes
 
@@ -185,7 +186,7 @@ class SlackFrontend:
             assert slack.app_token is not None
             self._socket = AsyncSocketModeHandler(self.app, slack.app_token.reveal(),
                                                   logger=_SocketLog(self))
-            self._transport.transport_state("Slack Socket Mode: connecting")
+            self._socket_state("Slack Socket Mode: connecting")
             self._socket_task = asyncio.create_task(self._connect_socket(self._socket),
                                                     name="socket-mode-connect")
         else:
@@ -204,17 +205,22 @@ class SlackFrontend:
         # slack_sdk retries every ping_interval until connected; each failure reaches
         # _socket_failed through _SocketLog as one line.
         await handler.connect_async()  # type: ignore[no-untyped-call]
-        self._transport.transport_state("")
+        self._socket_state("")
         log.info("Slack: connected in Socket Mode; listening for %s",
                  self._settings.slack.command)
+
+    def _socket_state(self, problem: str) -> None:
+        """Why Slack cannot reach the handlers over Socket Mode ("" when it can), for /healthz."""
+        self._socket_problem = problem
+        self._transport.transport_state(problem)
 
     def _socket_connected(self) -> None:
         if self._socket_problem:
             log.info("Slack: Socket Mode connected")
-        self._socket_problem = ""
+        self._socket_state("")
 
     def _socket_failed(self, message: str) -> None:
-        self._transport.transport_state(f"Slack Socket Mode not connected: {message}")
+        self._socket_state(f"Slack Socket Mode not connected: {message}")
         log.warning("Slack: Socket Mode: %s", message)
 
     async def stop(self) -> None:

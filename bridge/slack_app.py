@@ -51,9 +51,10 @@ from bridge.slack_compose import (
     ComposeFlow,
     ComposeOrigin,
 )
+from bridge.slack_home import HOME_COMPOSE_ACTION, HomeTab
 from bridge.slack_retry import RETRY_ACTION, RetryButton, failure_notice_blocks
 from bridge.slack_text import escape, slack_to_plain, user_ids
-from bridge.store import OutboundRow, Store
+from bridge.store import Backlog, OutboundRow, Store
 from bridge.texts import EchoText
 from bridge.thread_replies import Ignore, Refuse, ThreadInfo, decide, reply_mode
 
@@ -120,6 +121,13 @@ class SlackFrontend:
         # The Retry button on a failed text's notice (bridge.slack_retry).
         self._retry = RetryButton(store=store, admit=self._submit)
         self.app.action(RETRY_ACTION)(self._retry.on_press)
+        # The App Home tab (bridge.slack_home), refreshed when presence or a text changes.
+        self._home = HomeTab(client=client, directory=settings.directory,
+                             presence=self.presence_of, recent=store.recent_outbound,
+                             state=self._bridge_state)
+        self.app.event("app_home_opened")(self._home.on_opened)
+        self.app.action(HOME_COMPOSE_ACTION)(self._compose.on_shortcut)
+        self._presence.on_change(lambda _endpoint: self._home.changed())
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         # More routes on the HTTP-mode server (bridge.ops_http: /healthz, /metrics).
@@ -147,6 +155,7 @@ class SlackFrontend:
                      slack.command, slack.port)
 
     async def stop(self) -> None:
+        await self._home.stop()
         if self._socket is not None:
             await self._socket.close_async()  # type: ignore[no-untyped-call]
             self._socket = None
@@ -248,6 +257,9 @@ class SlackFrontend:
         if not self._ami.ready:
             await self._show_queued(channel, ts)
 
+    async def _bridge_state(self) -> tuple[bool, Backlog]:
+        return self._ami.ready, await self._store.backlog()
+
     def presence_of(self, name: str) -> str:
         """online / offline / unknown for a directory name (bridge.presence)."""
         endpoint = self._settings.directory.lookup(name)
@@ -274,6 +286,7 @@ class SlackFrontend:
                                           source=request.source, text=request.text)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
+        self._home.changed(request.slack_user)  # their Home lists it (if they opened it)
         return endpoint, row
 
     # -- delivery state -------------------------------------------------------------------
@@ -339,6 +352,7 @@ class SlackFrontend:
             self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
         if not row.feedback_done:
             await self._show_outcome(row, sent=outcome.sent, reason=reason)
+        self._home.changed(row.slack_user)
         if row.source == "reply":
             return True  # the reaction on their message is how they hear it
         if outcome.sent:

@@ -517,6 +517,16 @@ class Store:
                                    (row_id,)).fetchone()
         return _outbound_row(row) if row else None
 
+    async def recent_outbound(self, slack_user: str, limit: int = 10) -> list[OutboundRow]:
+        """A user's latest texts to phones, newest first (for the App Home)."""
+        return await self._run(self._recent_outbound, slack_user, limit)
+
+    def _recent_outbound(self, slack_user: str, limit: int) -> list[OutboundRow]:
+        cursor = self._conn().execute(
+            f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE slack_user=? ORDER BY id DESC"
+            " LIMIT ?", (slack_user, limit))
+        return [_outbound_row(r) for r in cursor]
+
     async def set_feedback_target(self, row_id: int, channel: str, ts: str, *,
                                   done: bool = False) -> None:
         """The Slack message that shows this text's state (e.g. its echo in the thread);

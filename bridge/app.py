@@ -22,11 +22,13 @@ import dataclasses
 import logging
 import signal
 import time
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 
 from bridge.asterisk.ami import AmiLink
 from bridge.core.errors import StoreError
+from bridge.core.model import Backlog
 from bridge.core.presence import PhonePresence
 from bridge.core.tasks import TaskSet
 from bridge.delivery.feedback import DeliveryFeedback
@@ -45,6 +47,7 @@ from bridge.slack.client import (
     make_web_client,
 )
 from bridge.slack.frontend import SlackFrontend
+from bridge.slack.home import HomeTab
 from bridge.store import open_store, store_location
 from bridge.store.backend import StoreBackend
 
@@ -90,9 +93,14 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     presence = PhonePresence()  # which phones are registered (ContactStatus events)
     ami = AmiLink(settings.ami, on_text=inbox.submit, spool_mark=store.spool_mark,
                   spool_since=spool_since, presence=presence)
+    # The App Home tab: the directory with presence, a user's recent texts, the bridge's state.
+    home = HomeTab(client=client, directory=settings.directory,
+                   presence=lambda name: presence.of_name(settings.directory, name),
+                   recent=store.recent_outbound, state=_state_of(ami, store))
+    presence.on_change(lambda _endpoint: home.changed())
     feedback = DeliveryFeedback(store=store, reactions=actions,
                                 teller=Notifier(client, fallback=settings.delivery.notify),
-                                ami=ami, command=settings.slack.command)
+                                ami=ami, command=settings.slack.command, on_change=home.changed)
     tasks = TaskSet()
     relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
@@ -106,7 +114,7 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
     frontend = SlackFrontend(settings=settings, client=client, actions=actions, outbox=outbox,
                              ami=ami, store=store, relay=relay, feedback=feedback,
-                             transport=slack_health, presence=presence,
+                             transport=slack_health, presence=presence, home=home,
                              # HTTP mode: /healthz and /metrics beside /slack/events
                              extra_routes=ops.add_routes)
 
@@ -140,6 +148,7 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
             stack.push_async_callback(ops.stop)
         await frontend.start()
         stack.push_async_callback(frontend.stop)
+        stack.push_async_callback(home.stop)  # after the frontend: no more Home changes
     except Exception as exc:  # noqa: BLE001 - any failure here means the bridge cannot serve
         log.error("could not start the Slack side: %s", exc)
         return 1
@@ -157,6 +166,13 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     log.info("stopping: no new commands; finishing what is in flight (up to %.0f s)", drain)
     # The stack now stops everything in reverse; the exit status is decided before.
     return 1 if tasks.failed.is_set() else 0
+
+
+def _state_of(ami: AmiLink, store: StoreBackend) -> Callable[[], Awaitable[tuple[bool, Backlog]]]:
+    """What the App Home shows of the bridge: is Asterisk there, what waits."""
+    async def state() -> tuple[bool, Backlog]:
+        return ami.ready, await store.backlog()
+    return state
 
 
 async def _report_left(store: StoreBackend) -> None:

@@ -1210,6 +1210,16 @@ class FakeSlack:
             message=self._bot_message(message, message["ts"]),
             response_url=self.new_response_url(), actions=[pressed])
 
+    def view_block_actions_payload(self, *, view: dict[str, Any], action: dict[str, Any],
+                                   user_id: str = "U0USER1",
+                                   user_name: str = "alice.smith") -> dict[str, Any]:
+        """A button pressed in a view (the App Home, a modal)."""
+        pressed = {**action, "action_ts": self._next_ts()}
+        return self._interaction(
+            "block_actions", user_id, user_name, trigger_id=self.new_trigger_id(),
+            container={"type": "view", "view_id": view.get("id")},
+            view=self._view_state(view, {}), actions=[pressed])
+
     def app_home_opened_payload(self, *, user_id: str = "U0USER1") -> dict[str, Any]:
         """An ``event_callback`` for the user opening the app's Home tab."""
         ts = self._next_ts()

@@ -9,6 +9,7 @@ Slack does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from bridge.slack.compose import (
     TEXT_ACTION,
     TEXT_BLOCK,
 )
+from bridge.slack.home import HOME_COMPOSE_ACTION, REFRESH_SECONDS
 
 pytestmark = pytest.mark.asterisk
 
@@ -180,3 +182,48 @@ async def test_sip_without_text_answers_with_help_when_the_window_cannot_open(
     assert "/sip <recipient> <text>" in ack
     assert not slack.opened_views
     assert slack.calls_of("views.open")  # it tried, and Slack said expired_trigger_id
+
+
+def home_text(view: dict[str, Any]) -> str:
+    return "\n".join(block["text"]["text"] for block in view["blocks"]
+                     if block["type"] in ("section", "header"))
+
+
+async def test_the_home_tab_shows_phones_your_texts_and_the_bridge(
+        via: Via, slack: FakeSlack, phones: dict[str, SipPhone]) -> None:
+    user = "U0HOME001"
+    assert await via.interact(slack.app_home_opened_payload(user_id=user)) == {}
+    home = await slack.wait_for_home(user, 1)
+    text = home_text(home)
+    assert "*alice* · unknown · texts in <#C0ALICE00>" in text
+    assert "*bob* (also: front-desk) · unknown" in text
+    assert "None yet." in text and "connected" in text and "not connected" not in text
+
+    # Its button opens the compose window; a text sent there shows on the Home, with its state.
+    [button] = [e for b in home["blocks"] if b["type"] == "actions" for e in b["elements"]]
+    assert button["action_id"] == HOME_COMPOSE_ACTION
+    await via.interact(slack.view_block_actions_payload(view=home, action=button, user_id=user))
+    modal = await slack.wait_for_view(1)
+    await via.interact(slack.view_submission_payload(
+        view=modal, values=_values("alice", "from the Home <3"), user_id=user))
+    await phones["alice"].wait_for_messages(1)
+    for _ in range(int(REFRESH_SECONDS * 20) + 40):
+        latest = home_text(slack.home_views[user][-1])
+        if ":white_check_mark: sent" in latest:
+            break
+        await asyncio.sleep(0.05)
+    assert "*alice*" in latest and ":white_check_mark: sent\n>from the Home &lt;3" in latest
+
+
+async def test_the_home_is_published_at_most_once_per_refresh_window(
+        via: Via, slack: FakeSlack) -> None:
+    user = "U0HOME002"
+    await via.interact(slack.app_home_opened_payload(user_id=user))
+    await slack.wait_for_home(user, 1)
+    first = asyncio.get_running_loop().time()
+    for _ in range(3):  # opened again and again within the window
+        await via.interact(slack.app_home_opened_payload(user_id=user))
+    await slack.wait_for_home(user, 2, timeout=REFRESH_SECONDS + 2)
+    assert asyncio.get_running_loop().time() - first >= REFRESH_SECONDS - 0.2
+    await asyncio.sleep(REFRESH_SECONDS + 0.5)
+    assert len(slack.home_views[user]) == 2  # the three opens made one publish

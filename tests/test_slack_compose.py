@@ -64,3 +64,23 @@ def test_a_submission_reads_as_typed() -> None:
         "text": {"text_input": {"value": "a & <b>\nline"}}}}}
     assert read_submission(view) == ("alice", "a & <b>\nline")
     assert read_submission({}) == ("", "")
+
+
+def test_the_home_fits_slack_with_a_long_directory_and_escapes_names() -> None:
+    from fake_slack import check_view
+
+    from bridge.slack.home import home_view
+    from bridge.store import Backlog, OutboundRow
+
+    many = Directory(tuple(Endpoint(f"p{i}<@U1>", f"pjsip:p{i}", "C1") for i in range(300)))
+    rows = [OutboundRow(id=i, slack_user="U1", slack_channel="C1", endpoint="p1",
+                        destination="pjsip:p1", body="a\nb & c", response_url=None,
+                        created_at=0.0, state="failed", segments_sent=0, segments_total=1,
+                        last_error="Asterisk <refused>", notified=True) for i in range(30)]
+    view = home_view(directory=many, presence=lambda n: "online", recent=rows,
+                     ami_ready=False, backlog=Backlog(0, None, 4, None, 0))
+    check_view(view, kind="home")
+    text = "\n".join(b["text"]["text"] for b in view["blocks"] if "text" in b)
+    assert "…and 240 more" in text and "<@U1>" not in text and "p0&lt;@U1&gt;" in text
+    assert ":x: failed: Asterisk &lt;refused&gt;\n>a\n>b &amp; c" in text
+    assert "not connected" in text and "*Texts waiting for the PBX:* 4" in text

@@ -26,6 +26,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
+from bridge.core.directory import Directory
+
 State = Literal["online", "offline", "unknown"]
 
 # ContactStatus values that mean the contact is there (registered, maybe not qualified).
@@ -96,6 +98,11 @@ class PhonePresence:
         """The state of the phone a directory destination reaches."""
         endpoint = pjsip_endpoint(destination)
         return "unknown" if endpoint is None else self._state(endpoint)
+
+    def of_name(self, directory: Directory, name: str) -> State:
+        """online / offline / unknown for a directory name (unknown when there is none)."""
+        endpoint = directory.lookup(name)
+        return self.state_of(endpoint.destination) if endpoint else "unknown"
 
     def since(self, destination: str) -> float | None:
         """When that phone's state last changed (unix time), if it did while we watched."""

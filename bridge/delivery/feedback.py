@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge.core.model import OutboundRow, Outcome
@@ -65,12 +66,13 @@ class LinkState(Protocol):
 
 class DeliveryFeedback:
     def __init__(self, *, store: StoreBackend, reactions: Reactions, teller: Teller, ami: LinkState,
-                 command: str) -> None:
+                 command: str, on_change: Callable[[str], None] = lambda _user: None) -> None:
         self._store = store
         self._reactions = reactions
         self._teller = teller
         self._ami = ami
         self._command = command
+        self._on_change = on_change  # a sender's text changed state (their App Home shows it)
         # Outcomes of /sip texts whose echo is not posted yet: (sent, reason).
         self._outcomes: dict[int, tuple[bool, str]] = {}
         self._shown_queued: set[tuple[str, str]] = set()  # messages showing ⏳ (this run)
@@ -125,6 +127,7 @@ class DeliveryFeedback:
             self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
         if not row.feedback_done:
             await self._show_outcome(row, sent=outcome.sent, reason=reason)
+        self._on_change(row.slack_user)
         if row.source == "reply":
             return True  # the reaction on their message is how they hear it
         if outcome.sent:

@@ -51,6 +51,7 @@ from bridge.slack.compose import (
     ComposeFlow,
     ComposeOrigin,
 )
+from bridge.slack.home import HOME_COMPOSE_ACTION, HomeTab
 from bridge.slack.identity import BotIdentity
 from bridge.slack.messages import (
     RETRY_ACTION,
@@ -115,10 +116,11 @@ class SlackFrontend:
     def __init__(self, *, settings: Settings, client: AsyncWebClient, actions: SlackActions,
                  outbox: Outbox, ami: AmiState, store: StoreBackend, relay: InboundRelay,
                  feedback: DeliveryFeedback, transport: TransportState,
-                 presence: PhonePresence,
+                 presence: PhonePresence, home: HomeTab,
                  extra_routes: Callable[[web.Application], None] | None = None) -> None:
         self._settings = settings
         self._presence = presence  # who is registered (fed by the AMI link)
+        self._home = home  # the App Home tab (bridge.slack.home)
         self._outbox = outbox
         self._ami = ami
         self._store = store
@@ -154,6 +156,8 @@ class SlackFrontend:
         # The Retry button on a failed text's notice (bridge.slack.retry).
         self._retry = RetryButton(store=store, admit=self._submit)
         self.app.action(RETRY_ACTION)(self._retry.on_press)
+        self.app.event("app_home_opened")(home.on_opened)
+        self.app.action(HOME_COMPOSE_ACTION)(self._compose.on_shortcut)
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
         self._socket_task: asyncio.Task[None] | None = None
@@ -377,8 +381,7 @@ class SlackFrontend:
 
     def presence_of(self, name: str) -> str:
         """online / offline / unknown for a directory name (bridge.core.presence)."""
-        endpoint = self._settings.directory.lookup(name)
-        return self._presence.state_of(endpoint.destination) if endpoint else "unknown"
+        return self._presence.of_name(self._settings.directory, name)
 
     async def _submit(self, request: OutboundText, user_name: str) -> Endpoint:
         """A text from the compose window: the /sip checks, then its echo in the thread."""
@@ -410,6 +413,7 @@ class SlackFrontend:
                                           external=request.external)
         row = await self._outbox.accept(request, endpoint)
         await self._gate.accepted(row, recipient=request.recipient, source=request.source)
+        self._home.changed(request.slack_user)  # their Home lists it (if they opened it)
         return endpoint, row
 
 

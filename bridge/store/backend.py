@@ -75,6 +75,9 @@ class StoreBackend(Protocol):
 
     async def get_outbound(self, row_id: int) -> OutboundRow | None: ...
 
+    async def recent_outbound(self, slack_user: str, limit: int = 10) -> list[OutboundRow]:
+        """A user's latest texts to phones, newest first (for the App Home)."""
+
     async def set_feedback_target(self, row_id: int, channel: str, ts: str, *,
                                   done: bool = False) -> None:
         """The Slack message that shows this text's state (e.g. its echo in the thread)."""

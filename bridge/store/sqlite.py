@@ -184,6 +184,7 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX outbound_told ON outbound (finished_at) WHERE state != 'queued' AND notified = 1;
     CREATE INDEX slack_events_age ON slack_events (received_at);
     CREATE INDEX conversations_thread ON conversations (channel, thread_ts);
+    CREATE INDEX outbound_user ON outbound (slack_user, id);
     CREATE TABLE spool_mark (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         asterisk_time REAL NOT NULL
@@ -589,6 +590,16 @@ class Store:
         row = self._conn().execute(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE id=?",
                                    (row_id,)).fetchone()
         return _outbound_row(row) if row else None
+
+    async def recent_outbound(self, slack_user: str, limit: int = 10) -> list[OutboundRow]:
+        """A user's latest texts to phones, newest first (for the App Home)."""
+        return await self._run(self._recent_outbound, slack_user, limit)
+
+    def _recent_outbound(self, slack_user: str, limit: int) -> list[OutboundRow]:
+        cursor = self._conn().execute(
+            f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE slack_user=? ORDER BY id DESC"
+            " LIMIT ?", (slack_user, limit))
+        return [_outbound_row(r) for r in cursor]
 
     async def set_feedback_target(self, row_id: int, channel: str, ts: str, *,
                                   done: bool = False) -> None:

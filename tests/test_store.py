@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import sqlite3
+import sys
 import time
 from collections.abc import Awaitable
 from pathlib import Path
@@ -464,17 +465,77 @@ async def test_a_user_with_row_rights_only_uses_a_current_store(
     await store.close()
 
 
-async def test_two_bridges_starting_at_once_on_an_empty_database_both_open(
+async def test_bridges_starting_at_once_on_an_empty_database_one_opens_the_rest_refused(
         postgres: PostgresCluster) -> None:
-    # The schema is created under an advisory lock: without it one of them would fail on
-    # "relation already exists".
+    # The store's lock is taken before the schema is touched, and the schema is created under
+    # an advisory lock of its own: no "relation already exists", one bridge, one schema.
     url = postgres.url(postgres.database())
-    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
-    for store in stores:
-        assert await store.first_sight_of_event(f"ev-{id(store)}") is True
-        await store.close()
+    results = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)),
+                                   return_exceptions=True)
+    stores = [r for r in results if isinstance(r, PostgresStore)]
+    refused = [r for r in results if not isinstance(r, PostgresStore)]
+    assert len(stores) == 1 and len(refused) == 3, results
+    assert all(isinstance(r, StoreInUse) for r in refused), refused
+    assert await stores[0].first_sight_of_event("ev-1") is True
+    await stores[0].close()
     assert postgres.execute(url.rsplit("/", 1)[1], "SELECT version FROM schema_version") == [
         (SCHEMA_VERSION,)]
+
+
+async def test_a_second_bridge_on_the_same_database_is_refused_naming_the_holder(
+        postgres: PostgresCluster) -> None:
+    import os
+    import socket
+
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    store = await PostgresStore.open(url)
+    await store.add_inbound([NewInbound("C1", "alice", text("queued"), 1.0)])
+    with pytest.raises(StoreInUse, match=f"in use by another bridge \\(pid {os.getpid()} on "
+                                         f"host {socket.gethostname()}, since "):
+        await PostgresStore.open(url)
+    # The refused bridge changed nothing and the first one goes on working.
+    assert [r.text.body for r in await store.waiting_inbound()] == ["queued"]
+    await store.close()
+    again = await PostgresStore.open(url)  # released with the store: the next one opens it
+    assert [r.text.body for r in await again.waiting_inbound()] == ["queued"]
+    # Another schema of the same database is another store, with a lock of its own.
+    postgres.execute(dbname, "CREATE SCHEMA other")
+    other = await PostgresStore.open(url + "?options=-csearch_path%3Dother")
+    assert await other.waiting_inbound() == []
+    await other.close()
+    await again.close()
+
+
+async def test_a_killed_bridge_leaves_the_lock_free_for_the_next(
+        postgres: PostgresCluster) -> None:
+    # SIGKILL closes the process's sockets: the server ends its session and the lock with it.
+    url = postgres.url(postgres.database())
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import asyncio, sys\n"
+        "from bridge.store.postgres import PostgresStore\n"
+        "async def main():\n"
+        "    store = await PostgresStore.open(sys.argv[1])\n"
+        "    print('open', flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n", url, stdout=asyncio.subprocess.PIPE)
+    assert holder.stdout is not None
+    assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"open\n"
+    with pytest.raises(StoreInUse, match=f"pid {holder.pid} on host"):
+        await PostgresStore.open(url)
+    holder.kill()
+    await holder.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            store = await PostgresStore.open(url)
+            break
+        except StoreInUse:
+            assert time.monotonic() < deadline, "the killed bridge's lock was never released"
+            await asyncio.sleep(0.1)
+    await store.close()
 
 
 async def test_connections_the_server_dropped_are_replaced_before_a_call_fails(

@@ -284,8 +284,9 @@ async def test_a_second_opener_of_the_same_store_is_refused_naming_the_holder(
     await again.close()
 
 
-async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "store.sqlite3")
+async def test_prune_forgets_old_threads_conversations_events_and_audit(
+        backend: Backend) -> None:
+    store = await backend.open()
     old, recent = time.time() - 10 * 86400, time.time()
     await store.start_conversation(key="alice", channel="C1", thread_ts="1.1", endpoint="alice",
                                    now=old)
@@ -309,6 +310,117 @@ async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path
     assert (await store.conversation("bob")) is not None
     # Without an audit retention the audit trail is kept.
     assert (await store.prune(time.time() + 86400)).audit == 0
+    await store.close()
+
+
+async def test_prune_deletes_in_batches_until_every_old_row_is_gone(backend: Backend) -> None:
+    store = await backend.open()
+    await store.close()
+    # More old rows than two batches hold (500 each), written around the bridge (fast).
+    backend.sql("INSERT INTO slack_events (event_id, received_at) WITH RECURSIVE n(i) AS"
+                " (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1234)"
+                " SELECT 'Ev' || i, 1.0 FROM n")
+    backend.sql("INSERT INTO audit (at, slack_user, slack_channel, source, recipient, result)"
+                " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)"
+                " SELECT 1.0, 'U1', 'C1', 'slash', 'alice', 'sent' FROM n")
+    store = await backend.open()
+    assert await store.first_sight_of_event("young") is True
+    pruned = await store.prune(time.time() - 60, audit_older_than=time.time() - 60)
+    assert (pruned.slack_events, pruned.audit) == (1234, 1100)
+    assert backend.sql("SELECT event_id FROM slack_events") == [("young",)]
+    assert backend.sql("SELECT COUNT(*) FROM audit") == [(0,)]
+    await store.close()
+
+
+async def test_a_text_set_aside_waits_no_more_and_is_never_pruned(backend: Backend) -> None:
+    # Slack refused it however it was rendered: kept, but it must not hold up the texts behind
+    # it (not waiting, not in the backlog), nor be forgotten like a delivered one.
+    store = await backend.open()
+    refused, behind = await store.add_inbound([NewInbound("C1", "alice", text(b), 1.0)
+                                               for b in ("refused", "behind")])
+    assert refused is not None and behind is not None
+    await store.mark_inbound([refused.id], "set_aside", error="msg_too_long")
+    assert [r.text.body for r in await store.waiting_inbound()] == ["behind"]
+    backlog = await store.backlog()
+    assert (backlog.inbound_waiting, backlog.inbound_oldest) == (1, 1.0)
+    await store.mark_inbound([behind.id], "posted", slack_ts="1.1")
+    assert (await store.prune(time.time() + 60)).texts == 1
+    assert await store.waiting_inbound() == []
+    await store.close()
+    assert backend.sql("SELECT state, last_error FROM inbound") == [("set_aside",
+                                                                     "msg_too_long")]
+
+
+async def test_a_forgotten_event_counts_as_first_seen_again(backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.first_sight_of_event("Ev1") is True
+    assert await store.first_sight_of_event("Ev1") is False
+    await store.forget_event("Ev1")
+    await store.forget_event("never-seen")  # nothing to forget: no error
+    assert await store.first_sight_of_event("Ev1") is True
+    await store.close()
+
+
+async def test_the_spool_mark_is_the_newest_asterisk_time_ever_stored(backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.spool_mark() is None
+    timed = [InboundText(event_id=f"m{n}", sender_uri="sip:alice@h", display_name="A",
+                         body=f"t{n}", declared_bytes=2, to_uri="", exten="", asterisk_time=at)
+             for n, at in enumerate((100.0, 300.0, 200.0))]
+    [row, *_] = await store.add_inbound([NewInbound("C1", "alice", t, 1.0) for t in timed])
+    assert row is not None
+    assert await store.spool_mark() == 300.0
+    # An older text later (from the spool), a text without a time, an echo: the mark stays.
+    older = InboundText(event_id="m9", sender_uri="sip:alice@h", display_name="A", body="x",
+                        declared_bytes=1, to_uri="", exten="", asterisk_time=50.0)
+    await store.add_inbound([NewInbound("C1", "alice", older, 2.0),
+                             NewInbound("C1", "alice", text("untimed"), 2.0)])
+    assert await store.spool_mark() == 300.0
+    await store.mark_inbound([r.id for r in await store.waiting_inbound()], "posted",
+                             slack_ts="1.1")
+    assert (await store.prune(time.time() + 60)).texts == 5
+    await store.close()
+    store = await backend.open()
+    assert await store.spool_mark() == 300.0  # kept apart from the pruned rows, and reopened
+    await store.close()
+
+
+async def test_a_new_store_knows_when_it_was_created_an_upgraded_one_does_not(
+        backend: Backend) -> None:
+    store = await backend.open()
+    created = store.created_at
+    assert created is not None and abs(created - time.time()) < 60
+    await store.close()
+    store = await backend.open()
+    assert store.created_at == created  # read back, not "now" again
+    await store.close()
+
+
+async def test_a_store_upgraded_from_schema_3_has_no_creation_time(backend: Backend) -> None:
+    migrations = (sqlite_store._MIGRATIONS if isinstance(backend, SqliteBackend)
+                  else pg_store._MIGRATIONS)
+    backend.sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for script in migrations[:3]:
+        for statement in sqlite_store._split_sql(script):
+            backend.sql(statement)
+    backend.sql("INSERT INTO schema_version VALUES (3)")
+    store = await backend.open()
+    # Its history is unknown: texts in Asterisk's spool are not taken for ones before it.
+    assert store.created_at is None
+    await store.close()
+    assert backend.version() == SCHEMA_VERSION
+
+
+async def test_the_location_names_the_store_never_the_password(backend: Backend) -> None:
+    store = await backend.open()
+    if isinstance(backend, PostgresBackend):
+        assert store.location == (f"postgresql://bridge_admin@127.0.0.1:"
+                                  f"{backend.cluster.port}/{backend.dbname}")
+        assert backend.cluster.password not in store.location
+    else:
+        assert store.location == str(backend.path)
+    assert store.problem is None
+    await store.close()
 
 
 async def test_every_call_means_the_same_on_both_backends(backend: Backend) -> None:

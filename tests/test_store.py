@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from postgres_cluster import PostgresCluster
 
-from bridge.core.errors import StoreError, StoreInUse
+from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import AuditEntry, NewInbound
 from bridge.core.texts import EchoText, InboundText
 from bridge.store import postgres as pg_store
@@ -596,7 +597,6 @@ async def test_bridges_starting_at_once_on_an_empty_database_one_opens_the_rest_
 
 async def test_a_second_bridge_on_the_same_database_is_refused_naming_the_holder(
         postgres: PostgresCluster) -> None:
-    import os
     import socket
 
     dbname = postgres.database()
@@ -679,3 +679,87 @@ async def test_an_unreachable_database_is_a_store_error_not_a_driver_error(
     await store.add_inbound([NewInbound("C1", "alice", text("after"), 3.0)])
     assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
     await store.close()
+
+
+# -- PostgreSQL only: health and the store's lock while the bridge runs -----------------------
+
+async def test_a_database_refusing_writes_is_a_problem_until_it_takes_them_again(
+        postgres: PostgresCluster) -> None:
+    # What a failover to a read-only standby looks like from the bridge's connections.
+    dbname = postgres.database()
+    store = await PostgresStore.open(postgres.url(dbname), timeout=2)
+    watching = asyncio.ensure_future(store.watch(interval=0.1))
+    try:
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} SET default_transaction_read_only = on",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        with pytest.raises(StoreUnavailable, match="cannot take writes.*read-only"):
+            await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+        assert store.problem is not None and "cannot take writes" in store.problem
+        assert await store.waiting_inbound() == []  # reads still work; still a problem
+        assert store.problem is not None
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} SET default_transaction_read_only = off",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        await wait_for(lambda: store.problem is None)  # the watch's test write worked
+        await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+        assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
+    finally:
+        watching.cancel()
+        await store.close()
+
+
+async def test_an_unreachable_database_is_a_problem_and_the_lock_is_taken_again(
+        postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    store = await PostgresStore.open(url, timeout=1)
+    watching = asyncio.ensure_future(store.watch(interval=0.1))
+    try:
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        # The watch finds the lock's connection gone and cannot connect again.
+        await wait_for(lambda: store.problem is not None and "cannot be reached"
+                       in store.problem)
+        with pytest.raises(StoreUnavailable):
+            await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+        postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
+        await wait_for(lambda: store.problem is None)
+        # The lock is held again: a second bridge is still refused.
+        with pytest.raises(StoreInUse):
+            await PostgresStore.open(url)
+        await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+        assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
+    finally:
+        watching.cancel()
+        await store.close()
+
+
+async def test_a_bridge_whose_lock_was_taken_meanwhile_stops_storing(
+        postgres: PostgresCluster) -> None:
+    # The lock's session ended (a DBA's pg_terminate_backend, an idle timeout) and a second
+    # bridge started before the first noticed: the first must stop, not send alongside it.
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    first = await PostgresStore.open(url)
+    postgres.execute("postgres", "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN"
+                                 " pg_database d ON d.oid = l.database WHERE"
+                                 f" l.locktype = 'advisory' AND d.datname = '{dbname}'")
+    second = await PostgresStore.open(url)
+    await first.check_lock()  # what watch() runs every interval
+    assert first.problem is not None and "taken over by another bridge" in first.problem
+    assert f"pid {os.getpid()}" in first.problem
+    with pytest.raises(StoreUnavailable, match="taken over"):
+        await first.add_inbound([NewInbound("C1", "alice", text("from the first"), 1.0)])
+    await second.add_inbound([NewInbound("C1", "alice", text("from the second"), 2.0)])
+    assert [r.text.body for r in await second.waiting_inbound()] == ["from the second"]
+    await first.close()
+    await second.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        await asyncio.sleep(0.05)

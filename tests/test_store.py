@@ -639,14 +639,8 @@ async def test_a_killed_bridge_leaves_the_lock_free_for_the_next(
         await PostgresStore.open(url)
     holder.kill()
     await holder.wait()
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            store = await PostgresStore.open(url)
-            break
-        except StoreInUse:
-            assert time.monotonic() < deadline, "the killed bridge's lock was never released"
-            await asyncio.sleep(0.1)
+    # Started again at once (as systemd would): the killed session's lock is gone already.
+    store = await PostgresStore.open(url)
     await store.close()
 
 

@@ -214,13 +214,13 @@ async def test_postgresql_finds_waiting_rows_and_the_backlog_by_index(
     await (await PostgresStore.open(postgres.url(dbname))).close()
     now = time.time()
     postgres.execute(dbname, [
-        "INSERT INTO inbound (message_id, channel, endpoint, text_json, received_at, state,"
+        ("INSERT INTO inbound (message_id, channel, endpoint, text_json, received_at, state,"
         " posted_at, slack_ts) SELECT 'old' || i, 'C1', 'alice', '{}', %(t)s - i, 'posted',"
-        " %(t)s - i, '1.1' FROM generate_series(1, 20000) AS i",
-        "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
+        " %(t)s - i, '1.1' FROM generate_series(1, 20000) AS i"),
+        ("INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
         " created_at, state, segments_total, finished_at, notified) SELECT 'U1', 'C1',"
         " 'alice', 'pjsip:alice', 'hi', %(t)s - i, 'sent', 1, %(t)s - i, TRUE"
-        " FROM generate_series(1, 20000) AS i",
+        " FROM generate_series(1, 20000) AS i"),
         "ANALYZE"], {"t": now})
     store = await PostgresStore.open(postgres.url(dbname))
     statements: list[tuple[str, Any]] = []

@@ -18,6 +18,17 @@ same tables on both) and upgraded in place by `_MIGRATIONS`, one transaction per
 advisory lock so two bridges starting at once do not both migrate; a database written by a newer
 bridge is refused and left untouched (the check runs inside a transaction that is rolled back).
 
+One bridge per store, as with the SQLite file: `open` takes a session advisory lock (keyed by
+the schema the tables are in) on a connection of its own, held for the store's life, and
+refuses to start if another session holds it, naming the holder (recorded in `store_info`).
+`watch` checks that connection every interval and takes the lock again on a new one when the
+session was lost (a database restart); if another bridge took it meanwhile the store refuses
+every call for good (two bridges would send every queued text twice).
+
+The store watches its own health (`problem`): the database unreachable (connection refused, the
+pool timing out, shut down) or refusing writes (read-only after a failover, disk full) makes
+calls raise `StoreUnavailable`, and clears when a call (or the watch's test write) works again.
+
 PostgreSQL's text cannot hold NUL characters where SQLite's can: every string parameter goes
 through `_text`, which writes a NUL as U+2400 (␀) instead of failing the whole transaction.
 psycopg errors become `StoreError` here; the rest of the bridge never sees psycopg.

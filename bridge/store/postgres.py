@@ -340,8 +340,8 @@ class PostgresStore:
         if self.unwritable:
             return f"the store at {self._where} cannot take writes: {self.unwritable}"
         if self._lock_conn is None:
-            return (f"the store at {self._where}: the connection holding its lock was lost; "
-                    f"texts wait until it is taken again")
+            return (f"the store at {self._where}: the connection holding the store's lock "
+                    f"was lost; taking it again")
         return None
 
     async def watch(self, interval: float = 2.0) -> None:
@@ -370,8 +370,7 @@ class PostgresStore:
                 return
             except (psycopg.Error, TimeoutError) as exc:
                 log.warning("store: the connection holding the store's lock at %s was lost "
-                            "(%s); texts wait until it is taken again", self._where,
-                            _reason(exc))
+                            "(%s); taking it again", self._where, _reason(exc))
                 self._lock_conn = None
                 with contextlib.suppress(psycopg.Error):
                     await conn.close()

@@ -703,6 +703,30 @@ async def test_a_database_refusing_writes_is_a_problem_until_it_takes_them_again
         await store.close()
 
 
+async def test_a_database_turned_read_only_is_noticed_before_a_text_needs_it(
+        postgres: PostgresCluster) -> None:
+    store = await PostgresStore.open(postgres.url(postgres.database()), timeout=2)
+    watching = asyncio.ensure_future(store.watch(interval=0.1))
+    try:
+        # Every session read-only from now on, the ones already open included (a reload;
+        # no connection is lost, so only a look at the database can tell).
+        postgres.execute("postgres", ["ALTER SYSTEM SET default_transaction_read_only = on",
+                                      "SELECT pg_reload_conf()"])
+        await wait_for(lambda: store.problem is not None and "cannot take writes"
+                       in store.problem)  # no call was made: the watch found it
+        with pytest.raises(StoreUnavailable):
+            await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+    finally:
+        postgres.execute("postgres", ["ALTER SYSTEM RESET default_transaction_read_only",
+                                      "SELECT pg_reload_conf()"])
+    try:
+        await wait_for(lambda: store.problem is None)
+        await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+    finally:
+        watching.cancel()
+        await store.close()
+
+
 async def test_an_unreachable_database_is_a_problem_and_the_lock_is_taken_again(
         postgres: PostgresCluster) -> None:
     dbname = postgres.database()

@@ -92,6 +92,9 @@ _PRUNE_BATCH = 500
 # SQLSTATEs of a database that is up but refuses writes (a read-only standby after a
 # failover, default_transaction_read_only; class 53 is disk full, out of memory and the like).
 _REFUSING_WRITES = frozenset({"25006"})
+# Whether the database would refuse a write now, asked without writing.
+_READ_ONLY_CHECK = ("SELECT current_setting('transaction_read_only') = 'on'"
+                    " OR pg_is_in_recovery() AS read_only")
 # SQLSTATEs of a database going away under the bridge (shut down, restarting, dropped).
 _GONE = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "3D000"})
 
@@ -350,24 +353,28 @@ class PostgresStore:
         out when a database that could not be reached or written to can again."""
         while True:
             await asyncio.sleep(interval)
-            await self.check_lock()
-            if (self.unreachable or self.unwritable) and not self.taken_over:
+            read_only = await self.check_lock()
+            # A database that turned read-only is noticed before a text needs it: the test
+            # write (on the pool, as texts are written) says whether it takes writes.
+            if (self.unreachable or self.unwritable or read_only) and not self.taken_over:
                 try:
                     await self._transaction(self._test_write, writes=True)
                 except StoreError as exc:  # still unusable (logged when it changed)
                     log.debug("store: still unusable: %s", exc)
                     continue
 
-    async def check_lock(self) -> None:
+    async def check_lock(self) -> bool:
         """One round trip on the lock's connection; if the session is gone, take the lock
-        again on a new one (or learn that another bridge has it now)."""
+        again on a new one (or learn that another bridge has it now). True when the
+        database looks read-only (a standby, default_transaction_read_only)."""
         if self.taken_over:
-            return
+            return False
         conn = self._lock_conn
         if conn is not None:
             try:
-                await asyncio.wait_for(conn.execute("SELECT 1"), self._timeout)
-                return
+                cursor = await asyncio.wait_for(conn.execute(_READ_ONLY_CHECK), self._timeout)
+                row = await cursor.fetchone()
+                return bool(row and row["read_only"])
             except (psycopg.Error, TimeoutError) as exc:
                 log.warning("store: the connection holding the store's lock at %s was lost "
                             "(%s); taking it again", self._where, _reason(exc))
@@ -378,7 +385,7 @@ class PostgresStore:
             conn = await _connect(self._url, self._timeout)
         except psycopg.Error as exc:
             self._trouble(exc)
-            return
+            return False
         try:
             if not await _try_lock(conn, self._lock_key):
                 holder = await _holder(conn)
@@ -389,15 +396,20 @@ class PostgresStore:
                     f"no longer stored here (phones' texts stay in Asterisk's spool); stop one "
                     f"of the two bridges and restart the other")
                 log.error("store: %s", self.taken_over)
-                return
-            await _record_holder(conn)
+                return False
+            cursor = await conn.execute(_READ_ONLY_CHECK)
+            row = await cursor.fetchone()
+            read_only = bool(row and row["read_only"])
+            if not read_only:  # a read-only database keeps the holder of before
+                await _record_holder(conn)
         except psycopg.Error as exc:
             with contextlib.suppress(psycopg.Error):
                 await conn.close()
             self._trouble(exc)
-            return
+            return False
         self._lock_conn = conn
         log.info("store: took the lock of the store at %s again", self._where)
+        return read_only
 
     @staticmethod
     async def _test_write(conn: Connection) -> None:

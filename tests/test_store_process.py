@@ -187,3 +187,22 @@ async def test_an_unreachable_postgresql_store_shows_on_healthz_until_it_is_back
     finally:
         postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
         assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_bridge_stopped_while_its_postgresql_store_is_unreachable_exits_cleanly(
+        tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    bridge = await start_bridge(tmp_path, slack, free_port(), wait_for_ami=False,
+                                store_url=postgres.url(dbname))
+    try:
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        await wait_store_problem(bridge.port, timeout=15)
+        began = asyncio.get_running_loop().time()
+        assert await bridge.stop() == 0, bridge.log  # what is stored stays stored
+        assert asyncio.get_running_loop().time() - began < 8
+        assert "Traceback" not in bridge.log
+        await bridge.wait_for_log("the store cannot say what is left in it")
+    finally:
+        postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")

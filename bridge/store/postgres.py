@@ -92,6 +92,8 @@ _PRUNE_BATCH = 500
 # SQLSTATEs of a database that is up but refuses writes (a read-only standby after a
 # failover, default_transaction_read_only; class 53 is disk full, out of memory and the like).
 _REFUSING_WRITES = frozenset({"25006"})
+# Seconds a call waits for a connection while the database is known to be unreachable.
+_UNREACHABLE_WAIT = 1.0
 # Whether the database would refuse a write now, asked without writing.
 _READ_ONLY_CHECK = ("SELECT current_setting('transaction_read_only') = 'on'"
                     " OR pg_is_in_recovery() AS read_only")
@@ -457,8 +459,11 @@ class PostgresStore:
         the database takes writes again."""
         if self.taken_over:
             raise StoreUnavailable(self.taken_over)
+        # A database known to be unreachable gets a short wait for a connection, not the full
+        # one: /healthz and a stopping bridge answer in a second, and the callers retry.
+        wait = min(self._timeout, _UNREACHABLE_WAIT) if self.unreachable else self._timeout
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=wait) as conn:
                 if single:
                     value = await fn(conn)
                 else:

@@ -144,6 +144,22 @@ async def test_both_backends_have_the_same_tables_and_columns(tmp_path: Path,
     assert {t: sorted(c) for t, c in pg_columns.items()} == sqlite_columns
 
 
+async def test_both_backends_have_the_same_indexes(tmp_path: Path,
+                                                  postgres: PostgresCluster) -> None:
+    # The queries are the same on both: an index missing on one makes them scan there.
+    lite, pg = SqliteBackend(tmp_path / "store.sqlite3"), PostgresBackend(postgres)
+    for backend in (lite, pg):
+        await (await backend.open()).close()
+    sqlite_indexes = {r[0] for r in lite.sql("SELECT name FROM sqlite_master WHERE"
+                                             " type='index' AND sql IS NOT NULL")}
+    # Primary keys and UNIQUE constraints are implicit in SQLite's list (sql IS NULL).
+    pg_indexes = {r[0] for r in pg.sql("SELECT indexname FROM pg_indexes WHERE"
+                                       " schemaname='public' AND indexname NOT LIKE '%_pkey'"
+                                       " AND indexname NOT LIKE '%_key'")}
+    assert pg_indexes == sqlite_indexes
+    assert "inbound_unposted" in pg_indexes
+
+
 async def test_new_store_is_created_at_the_current_schema(backend: Backend) -> None:
     store = await backend.open()
     rows = await store.add_inbound([NewInbound("C1", "alice", text("hi"), time.time())])

@@ -176,7 +176,11 @@ def _state_of(ami: AmiLink, store: StoreBackend) -> Callable[[], Awaitable[tuple
 
 
 async def _report_left(store: StoreBackend) -> None:
-    backlog = await store.backlog()
+    try:
+        backlog = await store.backlog()
+    except StoreError as exc:  # a database gone at the stop: what is stored stays stored
+        log.warning("stopped; the store cannot say what is left in it: %s", exc)
+        return
     log.info("stopped; left in the store for the next start: %d texts from phones, %d to "
              "phones", backlog.inbound_waiting, backlog.outbound_waiting)
 

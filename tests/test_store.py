@@ -9,8 +9,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import sys
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -18,7 +19,7 @@ import psycopg
 import pytest
 from postgres_cluster import PostgresCluster
 
-from bridge.core.errors import StoreError, StoreInUse
+from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import AuditEntry, NewInbound
 from bridge.core.texts import EchoText, InboundText
 from bridge.store import postgres as pg_store
@@ -141,6 +142,22 @@ async def test_both_backends_have_the_same_tables_and_columns(tmp_path: Path,
                                 " information_schema.columns WHERE table_schema='public'"):
         pg_columns.setdefault(table, []).append(column)
     assert {t: sorted(c) for t, c in pg_columns.items()} == sqlite_columns
+
+
+async def test_both_backends_have_the_same_indexes(tmp_path: Path,
+                                                  postgres: PostgresCluster) -> None:
+    # The queries are the same on both: an index missing on one makes them scan there.
+    lite, pg = SqliteBackend(tmp_path / "store.sqlite3"), PostgresBackend(postgres)
+    for backend in (lite, pg):
+        await (await backend.open()).close()
+    sqlite_indexes = {r[0] for r in lite.sql("SELECT name FROM sqlite_master WHERE"
+                                             " type='index' AND sql IS NOT NULL")}
+    # Primary keys and UNIQUE constraints are implicit in SQLite's list (sql IS NULL).
+    pg_indexes = {r[0] for r in pg.sql("SELECT indexname FROM pg_indexes WHERE"
+                                       " schemaname='public' AND indexname NOT LIKE '%_pkey'"
+                                       " AND indexname NOT LIKE '%_key'")}
+    assert pg_indexes == sqlite_indexes
+    assert "inbound_unposted" in pg_indexes
 
 
 async def test_new_store_is_created_at_the_current_schema(backend: Backend) -> None:
@@ -284,8 +301,9 @@ async def test_a_second_opener_of_the_same_store_is_refused_naming_the_holder(
     await again.close()
 
 
-async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "store.sqlite3")
+async def test_prune_forgets_old_threads_conversations_events_and_audit(
+        backend: Backend) -> None:
+    store = await backend.open()
     old, recent = time.time() - 10 * 86400, time.time()
     await store.start_conversation(key="alice", channel="C1", thread_ts="1.1", endpoint="alice",
                                    now=old)
@@ -309,6 +327,117 @@ async def test_prune_forgets_old_threads_conversations_events_and_audit(tmp_path
     assert (await store.conversation("bob")) is not None
     # Without an audit retention the audit trail is kept.
     assert (await store.prune(time.time() + 86400)).audit == 0
+    await store.close()
+
+
+async def test_prune_deletes_in_batches_until_every_old_row_is_gone(backend: Backend) -> None:
+    store = await backend.open()
+    await store.close()
+    # More old rows than two batches hold (500 each), written around the bridge (fast).
+    backend.sql("INSERT INTO slack_events (event_id, received_at) WITH RECURSIVE n(i) AS"
+                " (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1234)"
+                " SELECT 'Ev' || i, 1.0 FROM n")
+    backend.sql("INSERT INTO audit (at, slack_user, slack_channel, source, recipient, result)"
+                " WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1100)"
+                " SELECT 1.0, 'U1', 'C1', 'slash', 'alice', 'sent' FROM n")
+    store = await backend.open()
+    assert await store.first_sight_of_event("young") is True
+    pruned = await store.prune(time.time() - 60, audit_older_than=time.time() - 60)
+    assert (pruned.slack_events, pruned.audit) == (1234, 1100)
+    assert backend.sql("SELECT event_id FROM slack_events") == [("young",)]
+    assert backend.sql("SELECT COUNT(*) FROM audit") == [(0,)]
+    await store.close()
+
+
+async def test_a_text_set_aside_waits_no_more_and_is_never_pruned(backend: Backend) -> None:
+    # Slack refused it however it was rendered: kept, but it must not hold up the texts behind
+    # it (not waiting, not in the backlog), nor be forgotten like a delivered one.
+    store = await backend.open()
+    refused, behind = await store.add_inbound([NewInbound("C1", "alice", text(b), 1.0)
+                                               for b in ("refused", "behind")])
+    assert refused is not None and behind is not None
+    await store.mark_inbound([refused.id], "set_aside", error="msg_too_long")
+    assert [r.text.body for r in await store.waiting_inbound()] == ["behind"]
+    backlog = await store.backlog()
+    assert (backlog.inbound_waiting, backlog.inbound_oldest) == (1, 1.0)
+    await store.mark_inbound([behind.id], "posted", slack_ts="1.1")
+    assert (await store.prune(time.time() + 60)).texts == 1
+    assert await store.waiting_inbound() == []
+    await store.close()
+    assert backend.sql("SELECT state, last_error FROM inbound") == [("set_aside",
+                                                                     "msg_too_long")]
+
+
+async def test_a_forgotten_event_counts_as_first_seen_again(backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.first_sight_of_event("Ev1") is True
+    assert await store.first_sight_of_event("Ev1") is False
+    await store.forget_event("Ev1")
+    await store.forget_event("never-seen")  # nothing to forget: no error
+    assert await store.first_sight_of_event("Ev1") is True
+    await store.close()
+
+
+async def test_the_spool_mark_is_the_newest_asterisk_time_ever_stored(backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.spool_mark() is None
+    timed = [InboundText(event_id=f"m{n}", sender_uri="sip:alice@h", display_name="A",
+                         body=f"t{n}", declared_bytes=2, to_uri="", exten="", asterisk_time=at)
+             for n, at in enumerate((100.0, 300.0, 200.0))]
+    [row, *_] = await store.add_inbound([NewInbound("C1", "alice", t, 1.0) for t in timed])
+    assert row is not None
+    assert await store.spool_mark() == 300.0
+    # An older text later (from the spool), a text without a time, an echo: the mark stays.
+    older = InboundText(event_id="m9", sender_uri="sip:alice@h", display_name="A", body="x",
+                        declared_bytes=1, to_uri="", exten="", asterisk_time=50.0)
+    await store.add_inbound([NewInbound("C1", "alice", older, 2.0),
+                             NewInbound("C1", "alice", text("untimed"), 2.0)])
+    assert await store.spool_mark() == 300.0
+    await store.mark_inbound([r.id for r in await store.waiting_inbound()], "posted",
+                             slack_ts="1.1")
+    assert (await store.prune(time.time() + 60)).texts == 5
+    await store.close()
+    store = await backend.open()
+    assert await store.spool_mark() == 300.0  # kept apart from the pruned rows, and reopened
+    await store.close()
+
+
+async def test_a_new_store_knows_when_it_was_created_an_upgraded_one_does_not(
+        backend: Backend) -> None:
+    store = await backend.open()
+    created = store.created_at
+    assert created is not None and abs(created - time.time()) < 60
+    await store.close()
+    store = await backend.open()
+    assert store.created_at == created  # read back, not "now" again
+    await store.close()
+
+
+async def test_a_store_upgraded_from_schema_3_has_no_creation_time(backend: Backend) -> None:
+    migrations = (sqlite_store._MIGRATIONS if isinstance(backend, SqliteBackend)
+                  else pg_store._MIGRATIONS)
+    backend.sql("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+    for script in migrations[:3]:
+        for statement in sqlite_store._split_sql(script):
+            backend.sql(statement)
+    backend.sql("INSERT INTO schema_version VALUES (3)")
+    store = await backend.open()
+    # Its history is unknown: texts in Asterisk's spool are not taken for ones before it.
+    assert store.created_at is None
+    await store.close()
+    assert backend.version() == SCHEMA_VERSION
+
+
+async def test_the_location_names_the_store_never_the_password(backend: Backend) -> None:
+    store = await backend.open()
+    if isinstance(backend, PostgresBackend):
+        assert store.location == (f"postgresql://bridge_admin@127.0.0.1:"
+                                  f"{backend.cluster.port}/{backend.dbname}")
+        assert backend.cluster.password not in store.location
+    else:
+        assert store.location == str(backend.path)
+    assert store.problem is None
+    await store.close()
 
 
 async def test_every_call_means_the_same_on_both_backends(backend: Backend) -> None:
@@ -465,17 +594,70 @@ async def test_a_user_with_row_rights_only_uses_a_current_store(
     await store.close()
 
 
-async def test_two_bridges_starting_at_once_on_an_empty_database_both_open(
+async def test_bridges_starting_at_once_on_an_empty_database_one_opens_the_rest_refused(
         postgres: PostgresCluster) -> None:
-    # The schema is created under an advisory lock: without it one of them would fail on
-    # "relation already exists".
+    # The store's lock is taken before the schema is touched, and the schema is created under
+    # an advisory lock of its own: no "relation already exists", one bridge, one schema.
     url = postgres.url(postgres.database())
-    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
-    for store in stores:
-        assert await store.first_sight_of_event(f"ev-{id(store)}") is True
-        await store.close()
+    results = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)),
+                                   return_exceptions=True)
+    stores = [r for r in results if isinstance(r, PostgresStore)]
+    refused = [r for r in results if not isinstance(r, PostgresStore)]
+    assert len(stores) == 1 and len(refused) == 3, results
+    assert all(isinstance(r, StoreInUse) for r in refused), refused
+    assert await stores[0].first_sight_of_event("ev-1") is True
+    await stores[0].close()
     assert postgres.execute(url.rsplit("/", 1)[1], "SELECT version FROM schema_version") == [
         (SCHEMA_VERSION,)]
+
+
+async def test_a_second_bridge_on_the_same_database_is_refused_naming_the_holder(
+        postgres: PostgresCluster) -> None:
+    import socket
+
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    store = await PostgresStore.open(url)
+    await store.add_inbound([NewInbound("C1", "alice", text("queued"), 1.0)])
+    with pytest.raises(StoreInUse, match=f"in use by another bridge \\(pid {os.getpid()} on "
+                                         f"host {socket.gethostname()}, since "):
+        await PostgresStore.open(url)
+    # The refused bridge changed nothing and the first one goes on working.
+    assert [r.text.body for r in await store.waiting_inbound()] == ["queued"]
+    await store.close()
+    again = await PostgresStore.open(url)  # released with the store: the next one opens it
+    assert [r.text.body for r in await again.waiting_inbound()] == ["queued"]
+    # Another schema of the same database is another store, with a lock of its own.
+    postgres.execute(dbname, "CREATE SCHEMA other")
+    other = await PostgresStore.open(url + "?options=-csearch_path%3Dother")
+    assert await other.waiting_inbound() == []
+    await other.close()
+    await again.close()
+
+
+async def test_a_killed_bridge_leaves_the_lock_free_for_the_next(
+        postgres: PostgresCluster) -> None:
+    # SIGKILL closes the process's sockets: the server ends its session and the lock with it.
+    url = postgres.url(postgres.database())
+    holder = await asyncio.create_subprocess_exec(
+        sys.executable, "-c",
+        "import asyncio, sys\n"
+        "from bridge.store.postgres import PostgresStore\n"
+        "async def main():\n"
+        "    store = await PostgresStore.open(sys.argv[1])\n"
+        "    print('open', flush=True)\n"
+        "    await asyncio.sleep(600)\n"
+        "    await store.close()\n"
+        "asyncio.run(main())\n", url, stdout=asyncio.subprocess.PIPE)
+    assert holder.stdout is not None
+    assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"open\n"
+    with pytest.raises(StoreInUse, match=f"pid {holder.pid} on host"):
+        await PostgresStore.open(url)
+    holder.kill()
+    await holder.wait()
+    # Started again at once (as systemd would): the killed session's lock is gone already.
+    store = await PostgresStore.open(url)
+    await store.close()
 
 
 async def test_connections_the_server_dropped_are_replaced_before_a_call_fails(
@@ -517,7 +699,8 @@ async def test_an_empty_file_becomes_a_new_store_and_says_so(
     store = await Store.open(path)
     assert store.created_now  # so the spool from before it is not reposted unasked
     await store.close()
-    [line] = [r for r in caplog.records if r.name == "bridge.store.sqlite"]
+    [line] = [r for r in caplog.records if r.name == "bridge.store.sqlite"
+              and "existed but was empty" in r.getMessage()]
     assert line.levelname == "WARNING" and "existed but was empty (0 bytes)" in line.getMessage()
 
 
@@ -540,3 +723,111 @@ async def test_the_store_and_its_wal_and_shm_are_private_to_their_owner(tmp_path
         assert path.stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old_umask)
+
+
+# -- PostgreSQL only: health and the store's lock while the bridge runs -----------------------
+
+async def test_a_database_refusing_writes_is_a_problem_until_it_takes_them_again(
+        postgres: PostgresCluster) -> None:
+    # What a failover to a read-only standby looks like from the bridge's connections.
+    dbname = postgres.database()
+    store = await PostgresStore.open(postgres.url(dbname), timeout=2)
+    watching = asyncio.ensure_future(store.watch(interval=0.1))
+    try:
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} SET default_transaction_read_only = on",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        with pytest.raises(StoreUnavailable, match="cannot take writes.*read-only"):
+            await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+        assert store.problem is not None and "cannot take writes" in store.problem
+        assert await store.waiting_inbound() == []  # reads still work; still a problem
+        assert store.problem is not None
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} SET default_transaction_read_only = off",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        await wait_for(lambda: store.problem is None)  # the watch's test write worked
+        await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+        assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
+    finally:
+        watching.cancel()
+        await store.close()
+
+
+async def test_a_database_turned_read_only_is_noticed_before_a_text_needs_it(
+        postgres: PostgresCluster) -> None:
+    store = await PostgresStore.open(postgres.url(postgres.database()), timeout=2)
+    watching = asyncio.ensure_future(store.watch(interval=0.1))
+    try:
+        # Every session read-only from now on, the ones already open included (a reload;
+        # no connection is lost, so only a look at the database can tell).
+        postgres.execute("postgres", ["ALTER SYSTEM SET default_transaction_read_only = on",
+                                      "SELECT pg_reload_conf()"])
+        await wait_for(lambda: store.problem is not None and "cannot take writes"
+                       in store.problem)  # no call was made: the watch found it
+        with pytest.raises(StoreUnavailable):
+            await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+    finally:
+        postgres.execute("postgres", ["ALTER SYSTEM RESET default_transaction_read_only",
+                                      "SELECT pg_reload_conf()"])
+    try:
+        await wait_for(lambda: store.problem is None)
+        await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+    finally:
+        watching.cancel()
+        await store.close()
+
+
+async def test_an_unreachable_database_is_a_problem_and_the_lock_is_taken_again(
+        postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    store = await PostgresStore.open(url, timeout=1)
+    watching = asyncio.ensure_future(store.watch(interval=0.1))
+    try:
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        # The watch finds the lock's connection gone and cannot connect again.
+        await wait_for(lambda: store.problem is not None and "cannot be reached"
+                       in store.problem)
+        with pytest.raises(StoreUnavailable):
+            await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+        postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
+        await wait_for(lambda: store.problem is None)
+        # The lock is held again: a second bridge is still refused.
+        with pytest.raises(StoreInUse):
+            await PostgresStore.open(url)
+        await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
+        assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
+    finally:
+        watching.cancel()
+        await store.close()
+
+
+async def test_a_bridge_whose_lock_was_taken_meanwhile_stops_storing(
+        postgres: PostgresCluster) -> None:
+    # The lock's session ended (a DBA's pg_terminate_backend, an idle timeout) and a second
+    # bridge started before the first noticed: the first must stop, not send alongside it.
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    first = await PostgresStore.open(url)
+    postgres.execute("postgres", "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN"
+                                 " pg_database d ON d.oid = l.database WHERE"
+                                 f" l.locktype = 'advisory' AND d.datname = '{dbname}'")
+    second = await PostgresStore.open(url)
+    await first.check_lock()  # what watch() runs every interval
+    assert first.problem is not None and "taken over by another bridge" in first.problem
+    assert f"pid {os.getpid()}" in first.problem
+    with pytest.raises(StoreUnavailable, match="taken over"):
+        await first.add_inbound([NewInbound("C1", "alice", text("from the first"), 1.0)])
+    await second.add_inbound([NewInbound("C1", "alice", text("from the second"), 2.0)])
+    assert [r.text.body for r in await second.waiting_inbound()] == ["from the second"]
+    await first.close()
+    await second.close()
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the condition never came true"
+        await asyncio.sleep(0.05)

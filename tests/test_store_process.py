@@ -4,12 +4,14 @@ AMI points at a closed port, the bridge runs and retries it).
 One bridge per store (a second one refuses, naming the first); a store file deleted, replaced or
 truncated under a running bridge makes /healthz 503 at once; a damaged store gives one clear
 error and exit code whether the damage is in its header or in a page further in; a new store
-starts quietly (one line, no library warnings).
+starts quietly (one line, no library warnings). On PostgreSQL too: one bridge per database,
+and a database that cannot be reached shows on /healthz until it is back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import sqlite3
@@ -21,6 +23,7 @@ from bridge_runner import BridgeProcess
 from conftest import bridge_env, start_bridge
 from fake_slack import FakeSlack
 from ops_view import health
+from postgres_cluster import PostgresCluster
 
 from bridge.sandbox.launcher import free_port
 
@@ -149,3 +152,69 @@ async def test_a_fatal_signal_is_not_silent(tmp_path: Path, slack: FakeSlack) ->
     bridge._process.send_signal(signal.SIGBUS)
     assert await exit_code(bridge) == -signal.SIGBUS
     await bridge.wait_for_log("Fatal Python error: Bus error")
+
+
+async def test_a_second_bridge_on_the_same_postgresql_database_refuses_to_start(
+        tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster) -> None:
+    url = postgres.url(postgres.database())
+    first = await start_bridge(tmp_path, slack, free_port(), wait_for_ami=False, store_url=url)
+    try:
+        second = BridgeProcess(first.config_path, bridge_env(slack), port=free_port())
+        await second.start(wait_for=None)
+        assert await exit_code(second) == EXIT_STORE
+        assert first._process is not None
+        line = await second.wait_for_log("in use by another bridge")
+        assert f"pid {first._process.pid} on host" in line
+        assert postgres.password not in second.log
+        assert "Traceback" not in second.log
+        assert first.returncode is None
+        assert (await health(first.port))[1]["store"]["ok"] is True
+    finally:
+        assert await first.stop() == 0
+    third = BridgeProcess(first.config_path, bridge_env(slack), port=free_port())
+    await third.start()  # the first has stopped: the database is free again
+    assert await third.stop() == 0
+
+
+async def test_an_unreachable_postgresql_store_shows_on_healthz_until_it_is_back(
+        tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    bridge = await start_bridge(tmp_path, slack, free_port(), wait_for_ami=False,
+                                store_url=postgres.url(dbname))
+    try:
+        assert (await health(bridge.port))[1]["store"]["ok"] is True
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        body = await wait_store_problem(bridge.port, timeout=15)
+        assert "cannot be reached" in body["store"]["problem"]
+        assert postgres.password not in json.dumps(body)
+        postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while not (await health(bridge.port))[1]["store"]["ok"]:
+            assert loop.time() < deadline, "/healthz never showed the store back"
+            await asyncio.sleep(0.1)
+        assert bridge.returncode is None
+    finally:
+        postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_bridge_stopped_while_its_postgresql_store_is_unreachable_exits_cleanly(
+        tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster) -> None:
+    dbname = postgres.database()
+    bridge = await start_bridge(tmp_path, slack, free_port(), wait_for_ami=False,
+                                store_url=postgres.url(dbname))
+    try:
+        postgres.execute("postgres", [
+            f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false",
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
+        await wait_store_problem(bridge.port, timeout=15)
+        began = asyncio.get_running_loop().time()
+        assert await bridge.stop() == 0, bridge.log  # what is stored stays stored
+        assert asyncio.get_running_loop().time() - began < 8
+        assert "Traceback" not in bridge.log
+        await bridge.wait_for_log("the store cannot say what is left in it")
+    finally:
+        postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")

@@ -58,7 +58,9 @@ class OpsEndpoints:
             backlog = await self._store.backlog()
         except Exception as exc:  # noqa: BLE001 - an unreadable store is a health fact
             backlog = Backlog(0, None, 0, None, 0)
-            problem = problem or f"the store {self._store.location} cannot be read: {exc}"
+            # The failure may be what told the store (the database just became unreachable).
+            problem = (problem or self._store.problem
+                       or f"the store {self._store.location} cannot be read: {exc}")
         report = health_report(ami=self._ami, slack=self._slack, backlog=backlog,
                                store_problem=problem)
         return web.Response(status=200 if report.healthy else 503,

@@ -18,6 +18,17 @@ same tables on both) and upgraded in place by `_MIGRATIONS`, one transaction per
 advisory lock so two bridges starting at once do not both migrate; a database written by a newer
 bridge is refused and left untouched (the check runs inside a transaction that is rolled back).
 
+One bridge per store, as with the SQLite file: `open` takes a session advisory lock (keyed by
+the schema the tables are in) on a connection of its own, held for the store's life, and
+refuses to start if another session holds it, naming the holder (recorded in `store_info`).
+`watch` checks that connection every interval and takes the lock again on a new one when the
+session was lost (a database restart); if another bridge took it meanwhile the store refuses
+every call for good (two bridges would send every queued text twice).
+
+The store watches its own health (`problem`): the database unreachable (connection refused, the
+pool timing out, shut down) or refusing writes (read-only after a failover, disk full) makes
+calls raise `StoreUnavailable`, and clears when a call (or the watch's test write) works again.
+
 PostgreSQL's text cannot hold NUL characters where SQLite's can: every string parameter goes
 through `_text`, which writes a NUL as U+2400 (␀) instead of failing the whole transaction.
 psycopg errors become `StoreError` here; the rest of the bridge never sees psycopg.
@@ -25,11 +36,16 @@ psycopg errors become `StoreError` here; the rest of the bridge never sees psyco
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import os
+import socket
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, astuple, dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -37,7 +53,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from bridge.core.errors import StoreError
+from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import (
     AuditEntry,
     Backlog,
@@ -47,6 +63,7 @@ from bridge.core.model import (
     NewInbound,
     OutboundRow,
     OutboundState,
+    Pruned,
     Source,
     ThreadOwner,
 )
@@ -58,7 +75,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 # Seconds to wait for the database when opening, and for a free connection on each call.
 CONNECT_TIMEOUT = 10.0
@@ -66,6 +83,22 @@ CONNECT_TIMEOUT = 10.0
 POOL_MAX = 4
 # pg_advisory_xact_lock key held while the schema is checked and upgraded ("slkbrdg1").
 _MIGRATION_LOCK = 0x736C6B6272646731
+# The store's lock (one bridge per store) is the session advisory lock (this class, the CRC
+# of the schema the tables are in): two stores in two schemas of one database are two stores.
+# Two-key advisory locks never collide with the one-key _MIGRATION_LOCK.
+_STORE_LOCK_CLASS = 0x736C6B62  # "slkb"
+# How many rows of each table one prune transaction deletes.
+_PRUNE_BATCH = 500
+# SQLSTATEs of a database that is up but refuses writes (a read-only standby after a
+# failover, default_transaction_read_only; class 53 is disk full, out of memory and the like).
+_REFUSING_WRITES = frozenset({"25006"})
+# Seconds a call waits for a connection while the database is known to be unreachable.
+_UNREACHABLE_WAIT = 1.0
+# Whether the database would refuse a write now, asked without writing.
+_READ_ONLY_CHECK = ("SELECT current_setting('transaction_read_only') = 'on'"
+                    " OR pg_is_in_recovery() AS read_only")
+# SQLSTATEs of a database going away under the bridge (shut down, restarting, dropped).
+_GONE = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "3D000"})
 
 # Each entry upgrades the schema from version N to N+1 (index N), the same steps as SQLite's
 # `_MIGRATIONS` in PostgreSQL's types. Never edit a shipped entry: add a new one, and bump
@@ -153,6 +186,40 @@ _MIGRATIONS: list[str] = [
     CREATE INDEX audit_outbound ON audit (outbound_id);
     CREATE INDEX audit_at ON audit (at);
     """,
+    # 3 -> 4: facts about the store itself (created_at: when a new store was created; holder:
+    # the bridge holding the store's lock).
+    """
+    CREATE TABLE store_info (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    CREATE INDEX threads_started ON threads (started);
+    CREATE INDEX conversations_activity ON conversations (last_activity);
+    """,
+    # 4 -> 5: an index for every query a text, a start, a scrape or a prune runs (the partial
+    # ones hold the waiting rows only), the version-1 indexes no query could use dropped, and
+    # spool_mark: the newest Asterisk time of any text stored, kept apart from the (pruned)
+    # rows. The same as SQLite's 4 -> 5.
+    """
+    DROP INDEX inbound_waiting;
+    DROP INDEX outbound_waiting;
+    CREATE INDEX inbound_unposted ON inbound (id, received_at)
+        WHERE state IN ('pending', 'posting');
+    CREATE INDEX inbound_waiting_channel ON inbound (channel, id)
+        WHERE state IN ('pending', 'posting');
+    CREATE INDEX inbound_posted ON inbound (posted_at) WHERE state = 'posted';
+    CREATE INDEX outbound_queued ON outbound (created_at) WHERE state = 'queued';
+    CREATE INDEX outbound_unfinished ON outbound (id) WHERE state = 'queued' OR NOT notified;
+    CREATE INDEX outbound_untold ON outbound (id) WHERE state != 'queued' AND NOT notified;
+    CREATE INDEX outbound_told ON outbound (finished_at) WHERE state != 'queued' AND notified;
+    CREATE INDEX slack_events_age ON slack_events (received_at);
+    CREATE INDEX conversations_thread ON conversations (channel, thread_ts);
+    CREATE INDEX outbound_user ON outbound (slack_user, id);
+    CREATE TABLE spool_mark (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        asterisk_time DOUBLE PRECISION NOT NULL
+    );
+    """,
 ]
 
 # The tables the bridge uses, and the rights it needs on each (schema_version is written only
@@ -161,6 +228,8 @@ _ROW_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 TABLE_RIGHTS: dict[str, tuple[str, ...]] = {
     **{table: _ROW_RIGHTS for table in ("inbound", "outbound", "conversations", "threads",
                                         "slack_events", "audit")},
+    # Upserted only: the lock's holder, the health check's test write, the spool mark.
+    **{table: ("SELECT", "INSERT", "UPDATE") for table in ("store_info", "spool_mark")},
     "schema_version": ("SELECT",),
 }
 
@@ -189,31 +258,56 @@ def _params(*values: Any) -> tuple[Any, ...]:
 
 
 class PostgresStore:
-    """The store in a PostgreSQL database, through a small pool of connections."""
+    """The store in a PostgreSQL database, through a small pool of connections, and one more
+    connection of its own that holds the store's lock (one bridge per store) for its life."""
 
-    def __init__(self, url: str, pool: AsyncConnectionPool[Connection]) -> None:
+    def __init__(self, url: str, pool: AsyncConnectionPool[Connection], *,
+                 lock: Connection, lock_key: tuple[int, int], timeout: float) -> None:
+        self._url = url
         self._where = describe(url)
         self._pool = pool
+        self._lock_conn: Connection | None = lock  # None: the lock is lost (watch retakes it)
+        self._lock_key = lock_key
+        self._timeout = timeout
+        self.created_at: float | None = None  # None: created before the store knew (schema < 4)
+        self.unreachable = ""  # why the database cannot be reached right now
+        self.unwritable = ""  # why it refuses writes right now (read-only, disk full)
+        self.taken_over = ""  # another bridge took the lock: permanent until restart
 
     @classmethod
     async def open(cls, url: str, *, timeout: float = CONNECT_TIMEOUT) -> PostgresStore:
-        """Connect, create or upgrade the schema, and return the store; StoreError if the
-        database cannot be used (unreachable, refused, newer schema, missing rights)."""
+        """Connect, take the store's lock, create or upgrade the schema, and return the store;
+        StoreInUse if another bridge holds it, StoreError if the database cannot be used
+        (unreachable, refused, newer schema, missing rights)."""
         where = describe(url)
         # One connection of our own first: its error is libpq's, word for word (the pool
-        # would only say it timed out), and it upgrades the schema before any call is made.
+        # would only say it timed out). It takes the lock before the schema is touched (a
+        # second bridge upgrades nothing under a running one), upgrades the schema, and then
+        # holds the lock for the store's life.
         try:
-            conn = await psycopg.AsyncConnection.connect(
-                url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, int(timeout)))
+            conn = await _connect(url, timeout)
         except psycopg.Error as exc:
             raise StoreError(
                 f"cannot connect to the store at {where}: {_reason(exc)}. Check [store] url "
                 "(or BRIDGE_STORE_URL), the password (in the URL, PGPASSWORD or ~/.pgpass) and "
                 "that the server accepts this host (pg_hba.conf)") from exc
         try:
+            lock_key = await _store_lock_key(conn)
+            if not await _try_lock(conn, lock_key):
+                holder = await _holder(conn)
+                raise StoreInUse(
+                    f"the store at {where} is in use by another bridge ({holder or 'unknown'});"
+                    f" two bridges on one store would send every queued text twice. Stop the "
+                    f"other one, or give this one its own database or schema ([store] url)")
             await _migrate(conn, where)
-        finally:
+            await _record_holder(conn)
+            created_at = await _created_at(conn)
+        except psycopg.Error as exc:
             await conn.close()
+            raise StoreError(f"cannot set up the store at {where}: {_reason(exc)}") from exc
+        except BaseException:
+            await conn.close()  # closing the session releases its lock
+            raise
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url, connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row}, min_size=1,
@@ -226,26 +320,162 @@ class PostgresStore:
             await pool.open(wait=True, timeout=timeout)
         except psycopg.Error as exc:
             await pool.close()
+            await conn.close()
             raise StoreError(f"cannot connect to the store at {where}: {_reason(exc)}") from exc
-        return cls(url, pool)
+        store = cls(url, pool, lock=conn, lock_key=lock_key, timeout=timeout)
+        store.created_at = created_at
+        return store
 
     async def close(self) -> None:
         await self._pool.close()
+        conn, self._lock_conn = self._lock_conn, None
+        if conn is not None:
+            await conn.close()  # ends the session: the lock is free for the next bridge
+
+    # -- health ------------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        return self._where
+
+    @property
+    def problem(self) -> str | None:
+        """Why the store cannot take texts right now; None when it can."""
+        if self.taken_over:
+            return self.taken_over
+        if self.unreachable:
+            return f"the store at {self._where} cannot be reached: {self.unreachable}"
+        if self.unwritable:
+            return f"the store at {self._where} cannot take writes: {self.unwritable}"
+        if self._lock_conn is None:
+            return (f"the store at {self._where}: the connection holding the store's lock "
+                    f"was lost; taking it again")
+        return None
+
+    async def watch(self, interval: float = 2.0) -> None:
+        """Forever: check that the connection holding the store's lock is alive (a database
+        restart ends it, and with it the lock), take the lock again when it is not, and find
+        out when a database that could not be reached or written to can again."""
+        while True:
+            await asyncio.sleep(interval)
+            read_only = await self.check_lock()
+            # A database that turned read-only is noticed before a text needs it: the test
+            # write (on the pool, as texts are written) says whether it takes writes.
+            if (self.unreachable or self.unwritable or read_only) and not self.taken_over:
+                try:
+                    await self._transaction(self._test_write, writes=True)
+                except StoreError as exc:  # still unusable (logged when it changed)
+                    log.debug("store: still unusable: %s", exc)
+                    continue
+
+    async def check_lock(self) -> bool:
+        """One round trip on the lock's connection; if the session is gone, take the lock
+        again on a new one (or learn that another bridge has it now). True when the
+        database looks read-only (a standby, default_transaction_read_only)."""
+        if self.taken_over:
+            return False
+        conn = self._lock_conn
+        if conn is not None:
+            try:
+                cursor = await asyncio.wait_for(conn.execute(_READ_ONLY_CHECK), self._timeout)
+                row = await cursor.fetchone()
+                return bool(row and row["read_only"])
+            except (psycopg.Error, TimeoutError) as exc:
+                log.warning("store: the connection holding the store's lock at %s was lost "
+                            "(%s); taking it again", self._where, _reason(exc))
+                self._lock_conn = None
+                with contextlib.suppress(psycopg.Error):
+                    await conn.close()
+        try:
+            conn = await _connect(self._url, self._timeout)
+        except psycopg.Error as exc:
+            self._trouble(exc)
+            return False
+        try:
+            if not await _try_lock(conn, self._lock_key):
+                holder = await _holder(conn)
+                await conn.close()
+                self.taken_over = (
+                    f"the store at {self._where} was taken over by another bridge "
+                    f"({holder or 'unknown'}) while this one's connection was lost: texts are "
+                    f"no longer stored here (phones' texts stay in Asterisk's spool); stop one "
+                    f"of the two bridges and restart the other")
+                log.error("store: %s", self.taken_over)
+                return False
+            cursor = await conn.execute(_READ_ONLY_CHECK)
+            row = await cursor.fetchone()
+            read_only = bool(row and row["read_only"])
+            if not read_only:  # a read-only database keeps the holder of before
+                await _record_holder(conn)
+        except psycopg.Error as exc:
+            with contextlib.suppress(psycopg.Error):
+                await conn.close()
+            self._trouble(exc)
+            return False
+        self._lock_conn = conn
+        log.info("store: took the lock of the store at %s again", self._where)
+        return read_only
+
+    @staticmethod
+    async def _test_write(conn: Connection) -> None:
+        await conn.execute("INSERT INTO store_info (key, value) VALUES ('last_write_test', %s)"
+                           " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                           (str(time.time()),))
+
+    def _trouble(self, exc: psycopg.Error) -> StoreError:
+        """The error a caller gets for `exc`: the database unreachable or refusing writes
+        makes the store unhealthy (`problem`) and raises StoreUnavailable; anything else is a
+        StoreError."""
+        reason = _reason(exc)
+        state = exc.sqlstate or ""
+        if state in _REFUSING_WRITES or state[:2] == "53":
+            if reason != self.unwritable:
+                log.error("store: %s refuses writes: %s; texts are not stored until it takes "
+                          "them (phones' texts stay in Asterisk's spool)", self._where, reason)
+            self.unwritable = reason
+            return StoreUnavailable(f"the store at {self._where} cannot take writes: {reason}")
+        if (isinstance(exc, psycopg.OperationalError) and not state) or state[:2] == "08" \
+                or state in _GONE:
+            if reason != self.unreachable:
+                log.error("store: %s cannot be reached: %s; texts are not stored until it "
+                          "can (phones' texts stay in Asterisk's spool)", self._where, reason)
+            self.unreachable = reason
+            return StoreUnavailable(f"the store at {self._where} failed: {reason}")
+        return StoreError(f"the store at {self._where} failed: {reason}")
+
+    def _worked(self, *, wrote: bool) -> None:
+        """A call reached the database (and changed it, if `wrote`): clear what it disproves."""
+        if self.unreachable:
+            log.info("store: %s can be reached again", self._where)
+            self.unreachable = ""
+        if wrote and self.unwritable:
+            log.info("store: %s takes writes again", self._where)
+            self.unwritable = ""
 
     async def _transaction(self, fn: Callable[[Connection], Awaitable[T]], *,
-                           single: bool = False) -> T:
-        """Run `fn` in one transaction on a pooled connection; psycopg errors -> StoreError.
+                           single: bool = False, writes: bool = True) -> T:
+        """Run `fn` in one transaction on a pooled connection; psycopg errors -> StoreError
+        (StoreUnavailable while the database cannot be reached or written to).
 
         `single`: `fn` runs one statement, which in autocommit mode is a transaction of its
-        own, so BEGIN and COMMIT (two round trips) are left out."""
+        own, so BEGIN and COMMIT (two round trips) are left out. `writes`: a success shows
+        the database takes writes again."""
+        if self.taken_over:
+            raise StoreUnavailable(self.taken_over)
+        # A database known to be unreachable gets a short wait for a connection, not the full
+        # one: /healthz and a stopping bridge answer in a second, and the callers retry.
+        wait = min(self._timeout, _UNREACHABLE_WAIT) if self.unreachable else self._timeout
         try:
-            async with self._pool.connection() as conn:
+            async with self._pool.connection(timeout=wait) as conn:
                 if single:
-                    return await fn(conn)
-                async with conn.transaction():
-                    return await fn(conn)
+                    value = await fn(conn)
+                else:
+                    async with conn.transaction():
+                        value = await fn(conn)
         except psycopg.Error as exc:
-            raise StoreError(f"the store at {self._where} failed: {_reason(exc)}") from exc
+            raise self._trouble(exc) from exc
+        self._worked(wrote=writes)
+        return value
 
     async def _execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         """One statement; how many rows it changed."""
@@ -254,15 +484,17 @@ class PostgresStore:
             return cursor.rowcount
         return await self._transaction(run, single=True)
 
-    async def _fetch(self, sql: str, params: Sequence[Any] = ()) -> list[DictRow]:
+    async def _fetch(self, sql: str, params: Sequence[Any] = (), *,
+                     writes: bool = False) -> list[DictRow]:
         """One statement; the rows it returned."""
         async def run(conn: Connection) -> list[DictRow]:
             cursor = await conn.execute(sql, _params(*params))
             return await cursor.fetchall()
-        return await self._transaction(run, single=True)
+        return await self._transaction(run, single=True, writes=writes)
 
-    async def _fetch_one(self, sql: str, params: Sequence[Any] = ()) -> DictRow | None:
-        rows = await self._fetch(sql, params)
+    async def _fetch_one(self, sql: str, params: Sequence[Any] = (), *,
+                         writes: bool = False) -> DictRow | None:
+        rows = await self._fetch(sql, params, writes=writes)
         return rows[0] if rows else None
 
     # -- inbound ---------------------------------------------------------------------------
@@ -300,15 +532,41 @@ class PostgresStore:
                                            endpoint=item.endpoint, text=item.text,
                                            received_at=item.received_at, state="pending",
                                            attempts=0, conversation=item.conversation))
+            newest = max((item.text.asterisk_time for item in items
+                          if isinstance(item.text, InboundText) and item.text.asterisk_time),
+                         default=None)
+            if newest is not None:
+                await conn.execute("INSERT INTO spool_mark (id, asterisk_time) VALUES (1, %s)"
+                                   " ON CONFLICT (id) DO UPDATE SET asterisk_time ="
+                                   " GREATEST(spool_mark.asterisk_time, excluded.asterisk_time)",
+                                   (newest,))
             return rows
         return await self._transaction(insert)
 
-    async def waiting_inbound(self) -> list[InboundRow]:
-        """Every inbound text not yet known to be posted, oldest first."""
+    async def spool_mark(self) -> float | None:
+        """The newest Asterisk time of any text from a phone the store ever took (None before
+        the first): spooled texts older than this are already here, or were, before a prune."""
+        row = await self._fetch_one("SELECT asterisk_time FROM spool_mark WHERE id=1")
+        return float(row["asterisk_time"]) if row else None
+
+    async def waiting_inbound(self, *, channel: str | None = None,
+                              limit: int | None = None) -> list[InboundRow]:
+        """Inbound texts not yet known to be posted, oldest first: all of them, or the
+        oldest `limit` of one `channel`."""
+        where = " AND channel = %s" if channel is not None else ""
         rows = await self._fetch(
             "SELECT id, channel, endpoint, text_json, received_at, state, attempts, kind,"
-            " conversation FROM inbound WHERE state != 'posted' ORDER BY id")
+            " conversation FROM inbound WHERE state IN ('pending', 'posting')" + where +
+            " ORDER BY id" + (" LIMIT %s" if limit is not None else ""),
+            (*((channel,) if channel is not None else ()),
+             *((limit,) if limit is not None else ())))
         return [_inbound_row(r) for r in rows]
+
+    async def waiting_channels(self) -> list[str]:
+        """The channels with inbound texts waiting."""
+        rows = await self._fetch(
+            "SELECT DISTINCT channel FROM inbound WHERE state IN ('pending', 'posting')")
+        return [str(r["channel"]) for r in rows]
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
                            error: str | None = None, slack_ts: str | None = None) -> None:
@@ -343,7 +601,7 @@ class PostgresStore:
             " feedback_ts, thread_ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
             " RETURNING id",
             (slack_user, slack_channel, endpoint, destination, body, response_url, now,
-             segments_total, source, feedback_channel, feedback_ts, thread_ts))
+             segments_total, source, feedback_channel, feedback_ts, thread_ts), writes=True)
         assert found is not None
         return OutboundRow(id=found["id"], slack_user=slack_user, slack_channel=slack_channel,
                            endpoint=endpoint, destination=destination, body=body,
@@ -362,6 +620,12 @@ class PostgresStore:
         row = await self._fetch_one(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE id=%s",
                                     (row_id,))
         return _outbound_row(row) if row else None
+
+    async def recent_outbound(self, slack_user: str, limit: int = 10) -> list[OutboundRow]:
+        """A user's latest texts to phones, newest first (for the App Home)."""
+        rows = await self._fetch(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE"
+                                 " slack_user=%s ORDER BY id DESC LIMIT %s", (slack_user, limit))
+        return [_outbound_row(r) for r in rows]
 
     async def set_feedback_target(self, row_id: int, channel: str, ts: str, *,
                                   done: bool = False) -> None:
@@ -425,6 +689,10 @@ class PostgresStore:
                                    " VALUES (%s, %s) ON CONFLICT (event_id) DO NOTHING",
                                    (event_id, time.time())) == 1
 
+    async def forget_event(self, event_id: str) -> None:
+        """Forget a recorded event ID, so its next sight counts as the first again."""
+        await self._execute("DELETE FROM slack_events WHERE event_id=%s", (event_id,))
+
     async def outbound_progress(self, row_id: int, segments_sent: int) -> None:
         await self._execute("UPDATE outbound SET segments_sent=%s WHERE id=%s",
                             (segments_sent, row_id))
@@ -446,28 +714,63 @@ class PostgresStore:
     async def outbound_notified(self, row_id: int) -> None:
         await self._execute("UPDATE outbound SET notified=TRUE WHERE id=%s", (row_id,))
 
-    async def prune(self, older_than: float) -> int:
-        """Forget delivered texts finished before unix time `older_than`; returns how many.
+    async def prune(self, older_than: float, *, audit_older_than: float | None = None
+                    ) -> Pruned:
+        """Forget what was finished before unix time `older_than`: delivered texts, Slack
+        event IDs, conversations idle since then and their threads (a reply in such an old
+        thread is no longer mapped to its phone), and audit entries before
+        `audit_older_than` (None: keep the audit trail). Texts set aside are kept.
 
-        Keep them longer than Asterisk's spool (about 22 h): their message IDs are what
-        recognises a spooled text as already relayed.
+        Keep texts longer than Asterisk's spool (about 25 h): their message IDs are what
+        recognises a spooled text as already relayed. Deletes in batches of a few hundred
+        rows, each its own transaction, so no long transaction holds rows others wait for.
         """
-        async def delete(conn: Connection) -> int:
-            inbound = await conn.execute("DELETE FROM inbound WHERE state='posted' AND"
-                                         " posted_at < %s", (older_than,))
-            outbound = await conn.execute("DELETE FROM outbound WHERE state!='queued' AND"
-                                          " notified AND finished_at < %s", (older_than,))
-            await conn.execute("DELETE FROM slack_events WHERE received_at < %s",
-                               (older_than,))
-            return inbound.rowcount + outbound.rowcount
-        return await self._transaction(delete)
+        total = Pruned(texts=0, threads=0, conversations=0, slack_events=0, audit=0)
+        while True:
+            batch, more = await self._transaction(
+                lambda conn: self._prune_batch(conn, older_than, audit_older_than,
+                                               _PRUNE_BATCH))
+            total = Pruned(*(a + b for a, b in zip(astuple(total), astuple(batch),
+                                                   strict=True)))
+            if not more:
+                return total
+
+    @staticmethod
+    async def _prune_batch(conn: Connection, older_than: float,
+                           audit_older_than: float | None, limit: int) -> tuple[Pruned, bool]:
+        async def batch(sql: str, before: float) -> int:
+            return (await conn.execute(sql, (before, limit))).rowcount
+        inbound = await batch("DELETE FROM inbound WHERE id IN (SELECT id FROM inbound"
+                              " WHERE state='posted' AND posted_at < %s LIMIT %s)", older_than)
+        outbound = await batch("DELETE FROM outbound WHERE id IN (SELECT id FROM outbound"
+                               " WHERE state!='queued' AND notified AND finished_at < %s"
+                               " LIMIT %s)", older_than)
+        events = await batch("DELETE FROM slack_events WHERE event_id IN (SELECT event_id FROM"
+                             " slack_events WHERE received_at < %s LIMIT %s)", older_than)
+        conversations = await batch("DELETE FROM conversations WHERE key IN (SELECT key FROM"
+                                    " conversations WHERE last_activity < %s LIMIT %s)",
+                                    older_than)
+        # A thread still some conversation's current one stays, however old it is.
+        threads = await batch(
+            "DELETE FROM threads WHERE (channel, thread_ts) IN (SELECT t.channel, t.thread_ts"
+            " FROM threads t WHERE t.started < %s AND NOT EXISTS (SELECT 1 FROM conversations c"
+            " WHERE c.channel = t.channel AND c.thread_ts = t.thread_ts) LIMIT %s)", older_than)
+        audit = 0 if audit_older_than is None else await batch(
+            "DELETE FROM audit WHERE id IN (SELECT id FROM audit WHERE at < %s LIMIT %s)",
+            audit_older_than)
+        counts = (inbound, outbound, events, conversations, threads, audit)
+        return (Pruned(texts=inbound + outbound, threads=threads, conversations=conversations,
+                       slack_events=events, audit=audit),
+                any(count >= limit for count in counts))
 
     # -- reporting -------------------------------------------------------------------------
 
     async def backlog(self) -> Backlog:
         row = await self._fetch_one(
-            "SELECT (SELECT COUNT(*) FROM inbound WHERE state != 'posted') AS inbound_waiting,"
-            " (SELECT MIN(received_at) FROM inbound WHERE state != 'posted') AS inbound_oldest,"
+            "SELECT (SELECT COUNT(*) FROM inbound WHERE state IN ('pending', 'posting'))"
+            " AS inbound_waiting,"
+            " (SELECT MIN(received_at) FROM inbound WHERE state IN ('pending', 'posting'))"
+            " AS inbound_oldest,"
             " (SELECT COUNT(*) FROM outbound WHERE state = 'queued') AS outbound_waiting,"
             " (SELECT MIN(created_at) FROM outbound WHERE state = 'queued') AS outbound_oldest,"
             " (SELECT COUNT(*) FROM outbound WHERE state != 'queued' AND NOT notified)"
@@ -502,12 +805,25 @@ async def _migrate(conn: Connection, where: str) -> None:
                     raise _Newer(version)
                 if version == SCHEMA_VERSION:
                     return
-                log.info("store: upgrading %s from schema %d to %d", where, version,
-                         version + 1)
-                await conn.execute(_MIGRATIONS[version])
+                if version == 0:
+                    # A new store: every step in one transaction, one log line, and when it
+                    # was created (texts in Asterisk's spool from before it are not relayed
+                    # unless asked: they may be in Slack already).
+                    for script in _MIGRATIONS:
+                        await conn.execute(script)
+                    await conn.execute("INSERT INTO store_info (key, value)"
+                                       " VALUES ('created_at', %s)", (repr(time.time()),))
+                    log.info("store: created the store at %s (schema %d)", where,
+                             SCHEMA_VERSION)
+                    target = SCHEMA_VERSION
+                else:
+                    log.info("store: upgrading %s from schema %d to %d", where, version,
+                             version + 1)
+                    await conn.execute(_MIGRATIONS[version])
+                    target = version + 1
                 await conn.execute("DELETE FROM schema_version")
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)",
-                                   (version + 1,))
+                                   (target,))
     except _Newer as newer:  # the transaction was rolled back: nothing was changed
         raise StoreError(
             f"the database at {where} was written by a newer version of the bridge (store "
@@ -528,6 +844,52 @@ async def _schema_version(conn: Connection) -> int:
     cursor = await conn.execute("SELECT MAX(version) AS version FROM schema_version")
     row = await cursor.fetchone()
     return int(row["version"]) if row and row["version"] is not None else 0
+
+
+async def _connect(url: str, timeout: float) -> Connection:
+    return await psycopg.AsyncConnection.connect(
+        url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, int(timeout)))
+
+
+async def _store_lock_key(conn: Connection) -> tuple[int, int]:
+    """The store's advisory lock key: our class, and the schema its tables are (or will be) in."""
+    cursor = await conn.execute("SELECT COALESCE(current_schema(), '') AS schema")
+    row = await cursor.fetchone()
+    crc = zlib.crc32(str(row["schema"] if row else "").encode())
+    return _STORE_LOCK_CLASS, crc - (1 << 32) if crc >= 1 << 31 else crc  # as a signed int4
+
+
+async def _try_lock(conn: Connection, key: tuple[int, int]) -> bool:
+    """Take the store's lock for this session's life; False when another session has it."""
+    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS taken", key)
+    row = await cursor.fetchone()
+    return bool(row and row["taken"])
+
+
+async def _holder(conn: Connection) -> str:
+    """Who holds the store's lock, as its holder recorded it ('' when unknown: it has no
+    store_info table yet, or it is still starting)."""
+    cursor = await conn.execute("SELECT to_regclass('store_info') IS NOT NULL AS present")
+    found = await cursor.fetchone()
+    if not found or not found["present"]:
+        return ""
+    cursor = await conn.execute("SELECT value FROM store_info WHERE key='holder'")
+    row = await cursor.fetchone()
+    return str(row["value"]) if row else ""
+
+
+async def _record_holder(conn: Connection) -> None:
+    """Write who holds the lock now, for the message of a bridge it refuses."""
+    holder = (f"pid {os.getpid()} on host {socket.gethostname()}, since "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}")
+    await conn.execute("INSERT INTO store_info (key, value) VALUES ('holder', %s)"
+                       " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (holder,))
+
+
+async def _created_at(conn: Connection) -> float | None:
+    cursor = await conn.execute("SELECT value FROM store_info WHERE key='created_at'")
+    row = await cursor.fetchone()
+    return float(row["value"]) if row else None
 
 
 class _Newer(Exception):

@@ -4,9 +4,13 @@ Pure: built from validated config, no I/O; every index is built once, so each an
 same with 10 endpoints or 10,000. Answers three questions:
 - `lookup("front-desk")`: which endpoint a Slack user means,
 - `suggest("alce")`: which names they probably meant,
-- `by_asterisk_endpoint("alice")`: which directory entry a text Asterisk identified as
-  coming from its PJSIP endpoint `alice` belongs to. That identity comes from the dialplan
+- `by_asterisk_endpoint("alice", pbx="hq")`: which directory entry a text Asterisk identified
+  as coming from its PJSIP endpoint `alice` belongs to. That identity comes from the dialplan
   (one context per endpoint), never from the From header, which a phone writes itself.
+
+With several PBXs (`[[pbx]]`), every endpoint belongs to one of them and a text's sender is
+matched only among the endpoints of the PBX it came from: `alice` on hq and `alice` on branch
+are two phones. Names Slack users type stay unique across all PBXs.
 """
 
 from __future__ import annotations
@@ -17,6 +21,9 @@ from dataclasses import dataclass
 
 # A destination that is just a PJSIP endpoint; group 1 is the endpoint (section) name.
 _PLAIN_PJSIP = re.compile(r"^pjsip:([A-Za-z0-9][A-Za-z0-9._+-]*)$")
+
+# The PBX of a config with one `[ami]` section (and of texts and rows from before PBXs had names).
+DEFAULT_PBX = "default"
 
 
 def asterisk_endpoint(destination: str) -> str | None:
@@ -34,6 +41,7 @@ class Endpoint:
     channel: str  # Slack channel ID where this endpoint's texts are posted
     aliases: tuple[str, ...] = ()
     from_uris: tuple[str, ...] = ()  # SIP From URIs that identify this endpoint's texts
+    pbx: str = DEFAULT_PBX  # the PBX (AMI link) it is reached through and texts from
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -86,16 +94,23 @@ class Directory:
         # (the intake runs it for every text on the event loop). Values keep the endpoint's
         # position, so that when two endpoints could match, the first one configured wins,
         # as it did when senders were matched by walking the list.
-        self._by_uri: dict[str, tuple[int, Endpoint]] = {}
-        self._by_user: dict[str, Endpoint] = {}
+        # Sender indexes are keyed by (PBX, ...): a sender is matched within its own PBX.
+        self._by_uri: dict[tuple[str, str], tuple[int, Endpoint]] = {}
+        self._by_user: dict[tuple[str, str], Endpoint] = {}
+        self._by_pjsip: dict[tuple[str, str], Endpoint] = {}
         for position, endpoint in enumerate(endpoints):
             for name in endpoint.names:
                 # config validation guarantees names are unique; first one wins if not
                 self._by_name.setdefault(name.casefold(), endpoint)
             for configured in endpoint.from_uris:
-                self._by_uri.setdefault(normalize_uri(configured), (position, endpoint))
+                self._by_uri.setdefault((endpoint.pbx, normalize_uri(configured)),
+                                        (position, endpoint))
             if not endpoint.from_uris:
-                self._by_user.setdefault(endpoint.name.casefold(), endpoint)
+                self._by_user.setdefault((endpoint.pbx, endpoint.name.casefold()), endpoint)
+            pjsip = asterisk_endpoint(endpoint.destination)
+            if pjsip is not None:
+                self._by_pjsip.setdefault((endpoint.pbx, pjsip), endpoint)
+        self.pbxs = tuple(dict.fromkeys(e.pbx for e in endpoints))
 
     def lookup(self, recipient: str) -> Endpoint | None:
         """The endpoint called `recipient` (a name or alias), if any."""
@@ -106,15 +121,13 @@ class Directory:
         return difflib.get_close_matches(recipient.casefold(), list(self._by_name), n=limit,
                                          cutoff=0.5)
 
-    def by_asterisk_endpoint(self, endpoint_id: str) -> Endpoint | None:
-        """The directory entry whose destination is `pjsip:<endpoint_id>` (exact: Asterisk
-        section names are case-sensitive), or None for an endpoint not in the directory."""
-        for endpoint in self.endpoints:
-            if asterisk_endpoint(endpoint.destination) == endpoint_id:
-                return endpoint
-        return None
+    def by_asterisk_endpoint(self, endpoint_id: str, pbx: str = DEFAULT_PBX) -> Endpoint | None:
+        """The directory entry of PBX `pbx` whose destination is `pjsip:<endpoint_id>` (exact:
+        Asterisk section names are case-sensitive), or None for an endpoint not in the
+        directory."""
+        return self._by_pjsip.get((pbx, endpoint_id))
 
-    def sender(self, from_uri: str) -> Endpoint | None:
+    def sender(self, from_uri: str, pbx: str = DEFAULT_PBX) -> Endpoint | None:
         """The endpoint a SIP From URI belongs to, or None for an unknown sender.
 
         An endpoint with `from_uris` configured matches only those (port ignored when the
@@ -122,11 +135,12 @@ class Directory:
         """
         wanted = normalize_uri(from_uri)
         # A From matches a configured URI exactly, or with its port left off.
-        found = [hit for hit in (self._by_uri.get(wanted),
-                                 self._by_uri.get(_without_port(wanted))) if hit is not None]
+        found = [hit for hit in (self._by_uri.get((pbx, wanted)),
+                                 self._by_uri.get((pbx, _without_port(wanted))))
+                 if hit is not None]
         if found:
             return min(found, key=lambda hit: hit[0])[1]
         user = sip_user(from_uri).casefold()
         if not user:
             return None
-        return self._by_user.get(user)
+        return self._by_user.get((pbx, user))

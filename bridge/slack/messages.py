@@ -60,8 +60,9 @@ def sending_text(endpoint: Endpoint) -> str:
     return f"Sending to *{escape(endpoint.name)}*…"
 
 
-def queued_text(endpoint: Endpoint) -> str:
-    return (f":hourglass_flowing_sand: Queued for *{escape(endpoint.name)}*: Asterisk is "
+def queued_text(endpoint: Endpoint, *, several_pbxs: bool = False) -> str:
+    where = f" (PBX *{escape(endpoint.pbx)}*)" if several_pbxs else ""
+    return (f":hourglass_flowing_sand: Queued for *{escape(endpoint.name)}*: Asterisk{where} is "
             f"unreachable, the bridge will send it when it is back and tell you.")
 
 
@@ -254,6 +255,11 @@ def _shown_body(text: InboundText) -> str:
                 f"of at most {ASTERISK_MAX_INBOUND_BYTES - 1:,} bytes and passed on nothing, "
                 f"so its content is lost. Ask the sender to split it.]")
     return "[empty text]"
+
+
+def pbx_note(pbx: str) -> str:
+    """Which PBX (site) a text came through, shown when the bridge serves several."""
+    return f"via PBX *{escape(pbx)}*"
 
 
 def late_note(received_at: float, now: float) -> str:

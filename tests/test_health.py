@@ -47,6 +47,8 @@ class FakeAmi:
         self.last_error = last_error
         self.reconnects = 0
         self.connected_since: float | None = 0.0 if ready else None
+        self.name = "default"
+        self.required = True
 
 
 def test_healthy_when_ami_is_logged_in_and_slack_answered() -> None:
@@ -195,7 +197,7 @@ async def test_healthz_goes_503_while_asterisk_is_down_and_back_after_the_reconn
         assert body["status"] == "unhealthy" and body["ami"]["connected"] is False
         assert body["reasons"][0].startswith("AMI not connected: "), body
         assert no_secrets(body)
-        assert value(await scrape(bridge.port), "bridge_ami_connected") == 0
+        assert value(await scrape(bridge.port), "bridge_ami_connected", pbx="default") == 0
 
         mark = len(bridge.lines)
         await asterisk.restart()
@@ -203,8 +205,8 @@ async def test_healthz_goes_503_while_asterisk_is_down_and_back_after_the_reconn
         body = await wait_health(bridge.port, 200)
         assert body["ami"]["reconnects"] == 1
         samples = await scrape(bridge.port)
-        assert value(samples, "bridge_ami_connected") == 1
-        assert value(samples, "bridge_ami_reconnects_total") == 1
+        assert value(samples, "bridge_ami_connected", pbx="default") == 1
+        assert value(samples, "bridge_ami_reconnects_total", pbx="default") == 1
     finally:
         assert await bridge.stop() == 0, bridge.log
 
@@ -218,7 +220,7 @@ async def test_socket_mode_serves_healthz_and_metrics_on_port(
         body = await wait_health(bridge.port, 200)
         assert body["status"] == "ok" and no_secrets(body)
         samples = await scrape(bridge.port)
-        assert value(samples, "bridge_ami_connected") == 1
+        assert value(samples, "bridge_ami_connected", pbx="default") == 1
         assert value(samples, "bridge_texts_waiting", direction="out") == 0
         status, _, _ = await get(bridge.port, "/slack/events")
         assert status in (404, 405)  # Slack talks over the socket, not to this port

@@ -59,8 +59,9 @@ class Teller(Protocol):
 
 
 class LinkState(Protocol):
-    @property
-    def ready(self) -> bool: ...
+    """Whether a PBX is reachable (implemented by `bridge.asterisk.links.PbxLinks`)."""
+
+    def ready_for(self, pbx: str) -> bool: ...
 
 
 class DeliveryFeedback:
@@ -160,7 +161,7 @@ class DeliveryFeedback:
         if row is None:
             return
         if row.state == "queued":
-            if not self._ami.ready:
+            if not self._ami.ready_for(row.pbx):
                 await self.show_queued(channel, ts)
             return
         if not row.feedback_done:

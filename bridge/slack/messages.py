@@ -22,7 +22,7 @@ from bridge.core.errors import (
     TextRejected,
     UnknownRecipient,
 )
-from bridge.core.model import Backlog
+from bridge.core.model import Backlog, PbxStatus
 from bridge.core.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
 from bridge.slack.text import escape
 
@@ -100,10 +100,19 @@ def not_sent_text(error: Exception, command: str, endpoint: str | None = None) -
     return f":x: Not sent{to}: {escape(_reason(error))}."
 
 
-def status_text(*, ami_ready: bool, ami_error: str, backlog: Backlog, now: float) -> str:
-    ami = ":large_green_circle: connected" if ami_ready else \
-        f":red_circle: not connected ({escape(ami_error)})"
-    lines = [f"*Asterisk (AMI):* {ami}",
+def status_text(*, pbxs: list[PbxStatus], backlog: Backlog, now: float) -> str:
+    """`/sip status`: each PBX's link (one line per PBX when there are several), then the
+    queues."""
+    def state(pbx: PbxStatus) -> str:
+        return ":large_green_circle: connected" if pbx.ready else \
+            f":red_circle: not connected ({escape(pbx.error or 'connecting')})"
+    if len(pbxs) == 1:
+        lines = [f"*Asterisk (AMI):* {state(pbxs[0])}"]
+    else:
+        lines = ["*Asterisk (AMI), per PBX:*"] + [
+            f"• *{escape(p.name)}* ({escape(p.address)}"
+            f"{', may be down' if not p.required else ''}): {state(p)}" for p in pbxs]
+    lines += [
              f"*Texts from phones waiting for Slack:* {backlog.inbound_waiting}"
              + _oldest(backlog.inbound_oldest, now),
              f"*Texts to phones waiting for Asterisk:* {backlog.outbound_waiting}"

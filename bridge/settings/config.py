@@ -81,6 +81,7 @@ class AmiSettings:
     name: str = DEFAULT_PBX  # the PBX's `[[pbx]]` name; `[ami]` is the PBX "default"
     required: bool = True  # False: this PBX may be down without the bridge being unhealthy
     key: str = "ami"  # where it is configured (`ami`, `pbx[1]`), for messages about it
+    secret_env: str = "AMI_SECRET"  # the environment variable its secret comes from
 
 
 @dataclass(frozen=True)
@@ -266,7 +267,8 @@ def _load_pbxs(check: ConfigReader, data: Mapping[str, Any],
         ami = _load_ami(check, table, env, prefix=prefix, secret_env=secret_env,
                         token_env=f"AMI_EVENT_TOKEN_{env_name}")
         if ami is not None:
-            ami = dataclasses.replace(ami, name=name, required=required, key=key)
+            ami = dataclasses.replace(ami, name=name, required=required, key=key,
+                                      secret_env=secret_env)
         found.append((name, ami))
     return found
 

@@ -72,6 +72,44 @@ def test_unhealthy_with_every_reason() -> None:
                                       "Slack has not answered yet"]
 
 
+def test_several_pbxs_healthy_only_while_every_required_pbx_is_logged_in() -> None:
+    slack = SlackReachability()
+    slack.answered("chat.postMessage", 200)
+    hq = FakeAmi(ready=True)
+    hq.name = "hq"
+    branch = FakeAmi(ready=False, last_error="cannot connect to 10.1.0.5:5038")
+    branch.name, branch.address = "branch", "10.1.0.5:5038"
+    report = health_report(ami=[hq, branch], slack=slack, backlog=EMPTY)
+    assert not report.healthy
+    assert report.body["reasons"] == [
+        "PBX branch: AMI not connected: cannot connect to 10.1.0.5:5038"]
+    assert report.body["pbxs"]["hq"]["connected"] is True
+    assert report.body["pbxs"]["branch"] == {
+        "connected": False, "address": "10.1.0.5:5038", "required": True,
+        "connected_for_s": None, "reconnects": 0,
+        "last_error": "cannot connect to 10.1.0.5:5038"}
+
+    branch.required = False  # `required = false`: it may be down
+    report = health_report(ami=[hq, branch], slack=slack, backlog=EMPTY)
+    assert report.healthy and report.body["status"] == "ok"
+    assert report.body["pbxs"]["branch"]["connected"] is False
+
+    hq.ready = False
+    assert not health_report(ami=[hq, branch], slack=slack, backlog=EMPTY).healthy
+
+
+def test_metrics_carry_each_pbx_as_a_label() -> None:
+    m = Metrics()
+    hq, branch = FakeAmi(ready=True), FakeAmi(ready=False)
+    hq.name, branch.name = "hq", "branch"
+    branch.reconnects = 4
+    m.watch(ami=[hq, branch], slack=SlackReachability())
+    text = m.exposition().decode()
+    assert 'bridge_ami_connected{pbx="hq"} 1.0' in text
+    assert 'bridge_ami_connected{pbx="branch"} 0.0' in text
+    assert 'bridge_ami_reconnects_total{pbx="branch"} 4.0' in text
+
+
 async def test_slack_counts_as_gone_after_the_window_without_an_answer() -> None:
     slack = SlackReachability(interval=0.05, window=0.1)
     slack.answered("chat.postMessage", 429)  # rate limited is still an answer

@@ -23,6 +23,7 @@ from asterisk.harness import AsteriskSandbox, free_port
 from bridge_runner import BridgeProcess, ack_text
 from conftest import AMI_SECRET, BOT_TOKEN, SIGNING_SECRET, own_pbx
 from fake_slack import FakeSlack
+from ops_view import health
 from sip_ua import SipPhone
 from slack_view import shown_senders, shown_texts, wait_phone_posts
 
@@ -263,3 +264,38 @@ async def test_a_pbx_away_delays_only_its_own_texts_and_its_backlog_arrives_once
         code = await bridge.stop()
         await relay.close()
     assert code == 0, bridge.log
+
+
+async def test_a_stopped_pbx_gets_its_queued_text_once_when_it_is_started_again(
+        tmp_path: Path, slack: FakeSlack, pbxs: Any) -> None:
+    """Asterisk branch itself stopped (not only its AMI): the same from the user's side, and
+    /healthz names the PBX that is down."""
+    (hq, hq_phones), (branch, branch_phones) = pbxs
+    bridge = await start(tmp_path, slack, hq.ami_port, branch.ami_port)
+    try:
+        mark = len(bridge.lines)
+        await branch.stop()
+        await bridge.wait_for_log(r"AMI: disconnected from .*\(PBX branch\)", after=mark)
+        answer = await slash(bridge, slack, "carol while branch is stopped")
+        assert "Queued for *carol*" in answer and "PBX *branch*" in answer, answer
+        assert "Sending" in await slash(bridge, slack, "bob meanwhile")
+        [got] = await hq_phones["bob"].wait_for_messages(1, timeout=3)
+        assert got.body == "meanwhile"
+        code, report = await health(bridge.port)
+        assert code == 503 and any(r.startswith("PBX branch: AMI not connected")
+                                   for r in report["reasons"]), report
+        assert report["pbxs"]["hq"]["connected"] is True
+        assert report["pbxs"]["branch"]["connected"] is False
+
+        mark = len(bridge.lines)
+        await branch.restart()
+        await bridge.wait_for_log(r"AMI: connected .*\(PBX branch\)", after=mark, timeout=40)
+        [queued] = await branch_phones["carol"].wait_for_messages(1, timeout=15)
+        assert queued.body == "while branch is stopped"
+        assert await branch_phones["carol"].send_message("carol after the restart") == 202
+        posts = await wait_phone_posts(slack, 1)
+        assert posts[0]["channel"] == CAROL_CHANNEL
+        await asyncio.sleep(1)
+        assert len(branch_phones["carol"].received) == 1, "the queued text went out twice"
+    finally:
+        assert await bridge.stop() == 0, bridge.log

@@ -9,6 +9,10 @@ Each part is handed what it needs when it is built (nothing is wired afterwards)
                 ▼                           ▼      ▼
           InboundRelay ◄────────────── SlackFrontend ──► Outbox ──► AmiLink (MessageSend)
 
+Several PBXs: one AmiLink per `[[pbx]]` (PbxLinks holds them), all handing texts to the one
+Inbox, each read from its own spool mark; the Outbox has one lane per PBX, sending through
+that PBX's link.
+
 One `AsyncExitStack` holds the stop actions: whatever started is stopped, in reverse order,
 whether the bridge is told to stop (SIGTERM, SIGINT), a background task crashes, or a later
 part fails to start.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import time
@@ -27,13 +32,14 @@ from collections.abc import Awaitable, Callable
 import aiohttp
 
 from bridge.asterisk.ami import AmiLink
+from bridge.asterisk.links import PbxLinks
 from bridge.core.errors import StoreError
 from bridge.core.model import Backlog
 from bridge.core.presence import PhonePresence
 from bridge.core.tasks import TaskSet
 from bridge.delivery.feedback import DeliveryFeedback
 from bridge.delivery.inbound import InboundRelay, Inbox
-from bridge.delivery.outbound import Outbox
+from bridge.delivery.outbound import Outbox, Route
 from bridge.ops.health import SlackReachability
 from bridge.ops.http import OpsEndpoints
 from bridge.ops.metrics import Metrics, install
@@ -91,29 +97,33 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     actions = SlackActions(client, usergroups=settings.access.usergroups)
     inbox = Inbox()
     presence = PhonePresence()  # which phones are registered (ContactStatus events)
-    ami = AmiLink(settings.ami, on_text=inbox.submit, spool_mark=store.spool_mark,
-                  spool_since=spool_since, presence=presence)
+    links = PbxLinks([AmiLink(pbx, on_text=inbox.submit,
+                              spool_mark=functools.partial(store.spool_mark, pbx.name),
+                              spool_since=spool_since, presence=presence)
+                      for pbx in settings.all_pbxs])
     # The App Home tab: the directory with presence, a user's recent texts, the bridge's state.
     home = HomeTab(client=client, directory=settings.directory,
                    presence=lambda name: presence.of_name(settings.directory, name),
-                   recent=store.recent_outbound, state=_state_of(ami, store))
+                   recent=store.recent_outbound, state=_state_of(links, store))
     presence.on_change(lambda _endpoint: home.changed())
     feedback = DeliveryFeedback(store=store, reactions=actions,
                                 teller=Notifier(client, fallback=settings.delivery.notify),
-                                ami=ami, command=settings.slack.command, on_change=home.changed)
+                                ami=links, command=settings.slack.command, on_change=home.changed)
     tasks = TaskSet()
     relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
-                         inbox=inbox, feedback=feedback, thread_idle=settings.slack.thread_idle)
-    outbox = Outbox(store=store, sender=ami, feedback=feedback,
-                    from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)
+                         inbox=inbox, feedback=feedback, thread_idle=settings.slack.thread_idle,
+                         show_pbx=links.several)
+    outbox = Outbox(store=store, feedback=feedback, max_wait=settings.delivery.outbound_max_wait,
+                    routes={link.name: Route(link, pbx.from_)
+                            for link, pbx in zip(links, settings.all_pbxs, strict=True)})
     metrics = Metrics()
-    metrics.watch(ami=ami, slack=slack_health)
+    metrics.watch(ami=list(links), slack=slack_health)
     install(metrics)
-    ops = OpsEndpoints(ami=ami, slack=slack_health, store=store, metrics=metrics)
+    ops = OpsEndpoints(ami=list(links), slack=slack_health, store=store, metrics=metrics)
     frontend = SlackFrontend(settings=settings, client=client, actions=actions, outbox=outbox,
-                             ami=ami, store=store, relay=relay, feedback=feedback,
+                             ami=links, store=store, relay=relay, feedback=feedback,
                              transport=slack_health, presence=presence, home=home,
                              # HTTP mode: /healthz and /metrics beside /slack/events
                              extra_routes=ops.add_routes)
@@ -122,10 +132,11 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    log.info("starting: %d endpoints, AMI %s:%d as %s, Slack %s, store %s", len(
-        settings.directory.endpoints), settings.ami.host, settings.ami.port,
-        settings.ami.username, "Socket Mode" if settings.slack.socket_mode else "HTTP",
-        store_location(settings))
+    log.info("starting: %d endpoints, AMI %s, Slack %s, store %s", len(
+        settings.directory.endpoints), ", ".join(
+            f"{p.host}:{p.port} as {p.username}" + (f" (PBX {p.name})" if links.several else "")
+            for p in settings.all_pbxs),
+        "Socket Mode" if settings.slack.socket_mode else "HTTP", store_location(settings))
 
     # Start in order; each stop action is pushed once its part runs (they run in reverse).
     stack.push_async_callback(_report_left, store)
@@ -133,8 +144,8 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     await relay.start()
     stack.push_async_callback(relay.stop, drain)  # after AMI: no more texts from phones
     tasks.spawn(store.watch(), name="store-watch")  # file replaced? disk writable again?
-    await ami.start()
-    stack.push_async_callback(ami.stop)
+    await links.start()  # each PBX connects in the background, on its own
+    stack.push_async_callback(links.stop)
     feedback.start()
     stack.push_async_callback(feedback.stop, drain)
     tasks.spawn(outbox.run(), name="outbox")
@@ -168,7 +179,7 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     return 1 if tasks.failed.is_set() else 0
 
 
-def _state_of(ami: AmiLink, store: StoreBackend) -> Callable[[], Awaitable[tuple[bool, Backlog]]]:
+def _state_of(ami: PbxLinks, store: StoreBackend) -> Callable[[], Awaitable[tuple[bool, Backlog]]]:
     """What the App Home shows of the bridge: is Asterisk there, what waits."""
     async def state() -> tuple[bool, Backlog]:
         return ami.ready, await store.backlog()

@@ -350,3 +350,56 @@ async def test_invalid_config_is_reported_like_run(tmp_path: Path) -> None:
     assert "endpoints[0].destination: 'alice' is not a MessageSend destination" in result.err
     assert "AMI_SECRET" in result.err
     assert result.out == ""
+
+
+@pytest.mark.asterisk
+async def test_several_pbxs_are_each_checked_and_named(
+        tmp_path: Path, pbx: AsteriskSandbox, slack: FakeSlack,
+        check_phones: dict[str, SipPhone]) -> None:
+    """hq is the real Asterisk, branch is down: each item says which PBX it is about, and
+    the test text goes through the PBX of its endpoint."""
+    check_phones["alice"].received.clear()
+    closed_port = free_port()
+    config = tmp_path / "bridge.toml"
+    config.write_text(f"""
+[[pbx]]
+name = "hq"
+port = {pbx.ami_port}
+username = "slackbridge"
+
+[[pbx]]
+name = "branch"
+port = {closed_port}
+username = "slackbridge"
+
+[slack]
+default_channel = "{DEFAULT_CHANNEL}"
+
+[[endpoints]]
+name = "alice"
+pbx = "hq"
+destination = "pjsip:alice"
+channel = "{ALICE_CHANNEL}"
+
+[[endpoints]]
+name = "carol"
+pbx = "branch"
+destination = "pjsip:carol"
+channel = "{BOB_CHANNEL}"
+""")
+    env = {**env_for(slack), "AMI_SECRET_HQ": AMI_SECRET, "AMI_SECRET_BRANCH": "unused-2"}
+    del env["AMI_SECRET"]
+    result = await run_check(config, env, "--send-test", "alice")
+    assert result.code == 1, result.out + result.err
+    assert result.line(f"✓ AMI (PBX hq): logged in to 127.0.0.1:{pbx.ami_port}")
+    assert result.line("✓ AMI (PBX hq): 'slackbridge' may send texts")
+    block = result.line(f"✗ AMI (PBX branch): cannot log in at 127.0.0.1:{closed_port}")
+    assert "[[pbx]] 'branch' (pbx[1]) host and port" in block
+    assert result.line("✓ test text: Asterisk accepted it for delivery to alice (pjsip:alice "
+                       "on PBX hq)")
+    received = await check_phones["alice"].wait_for_messages(1)
+    assert [m.body for m in received] == [TEST_TEXT]
+    assert result.seconds < MAX_SECONDS
+
+    to_branch = await run_check(config, env, "--send-test", "carol")
+    assert to_branch.line("✗ test text to carol (pjsip:carol on PBX branch) not sent")

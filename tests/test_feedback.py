@@ -92,6 +92,9 @@ class Told:
 class Ami:
     ready: bool = True
 
+    def ready_for(self, pbx: str) -> bool:
+        return self.ready
+
 
 @pytest.fixture
 async def store(tmp_path: Path) -> AsyncIterator[Store]:

@@ -47,6 +47,8 @@ class FakeAmi:
         self.last_error = last_error
         self.reconnects = 0
         self.connected_since: float | None = 0.0 if ready else None
+        self.name = "default"
+        self.required = True
 
 
 def test_healthy_when_ami_is_logged_in_and_slack_answered() -> None:
@@ -68,6 +70,44 @@ def test_unhealthy_with_every_reason() -> None:
     assert not report.healthy and report.body["status"] == "unhealthy"
     assert report.body["reasons"] == ["AMI not connected: cannot connect to 127.0.0.1",
                                       "Slack has not answered yet"]
+
+
+def test_several_pbxs_healthy_only_while_every_required_pbx_is_logged_in() -> None:
+    slack = SlackReachability()
+    slack.answered("chat.postMessage", 200)
+    hq = FakeAmi(ready=True)
+    hq.name = "hq"
+    branch = FakeAmi(ready=False, last_error="cannot connect to 10.1.0.5:5038")
+    branch.name, branch.address = "branch", "10.1.0.5:5038"
+    report = health_report(ami=[hq, branch], slack=slack, backlog=EMPTY)
+    assert not report.healthy
+    assert report.body["reasons"] == [
+        "PBX branch: AMI not connected: cannot connect to 10.1.0.5:5038"]
+    assert report.body["pbxs"]["hq"]["connected"] is True
+    assert report.body["pbxs"]["branch"] == {
+        "connected": False, "address": "10.1.0.5:5038", "required": True,
+        "connected_for_s": None, "reconnects": 0,
+        "last_error": "cannot connect to 10.1.0.5:5038"}
+
+    branch.required = False  # `required = false`: it may be down
+    report = health_report(ami=[hq, branch], slack=slack, backlog=EMPTY)
+    assert report.healthy and report.body["status"] == "ok"
+    assert report.body["pbxs"]["branch"]["connected"] is False
+
+    hq.ready = False
+    assert not health_report(ami=[hq, branch], slack=slack, backlog=EMPTY).healthy
+
+
+def test_metrics_carry_each_pbx_as_a_label() -> None:
+    m = Metrics()
+    hq, branch = FakeAmi(ready=True), FakeAmi(ready=False)
+    hq.name, branch.name = "hq", "branch"
+    branch.reconnects = 4
+    m.watch(ami=[hq, branch], slack=SlackReachability())
+    text = m.exposition().decode()
+    assert 'bridge_ami_connected{pbx="hq"} 1.0' in text
+    assert 'bridge_ami_connected{pbx="branch"} 0.0' in text
+    assert 'bridge_ami_reconnects_total{pbx="branch"} 4.0' in text
 
 
 async def test_slack_counts_as_gone_after_the_window_without_an_answer() -> None:
@@ -195,7 +235,7 @@ async def test_healthz_goes_503_while_asterisk_is_down_and_back_after_the_reconn
         assert body["status"] == "unhealthy" and body["ami"]["connected"] is False
         assert body["reasons"][0].startswith("AMI not connected: "), body
         assert no_secrets(body)
-        assert value(await scrape(bridge.port), "bridge_ami_connected") == 0
+        assert value(await scrape(bridge.port), "bridge_ami_connected", pbx="default") == 0
 
         mark = len(bridge.lines)
         await asterisk.restart()
@@ -203,8 +243,8 @@ async def test_healthz_goes_503_while_asterisk_is_down_and_back_after_the_reconn
         body = await wait_health(bridge.port, 200)
         assert body["ami"]["reconnects"] == 1
         samples = await scrape(bridge.port)
-        assert value(samples, "bridge_ami_connected") == 1
-        assert value(samples, "bridge_ami_reconnects_total") == 1
+        assert value(samples, "bridge_ami_connected", pbx="default") == 1
+        assert value(samples, "bridge_ami_reconnects_total", pbx="default") == 1
     finally:
         assert await bridge.stop() == 0, bridge.log
 
@@ -218,7 +258,7 @@ async def test_socket_mode_serves_healthz_and_metrics_on_port(
         body = await wait_health(bridge.port, 200)
         assert body["status"] == "ok" and no_secrets(body)
         samples = await scrape(bridge.port)
-        assert value(samples, "bridge_ami_connected") == 1
+        assert value(samples, "bridge_ami_connected", pbx="default") == 1
         assert value(samples, "bridge_texts_waiting", direction="out") == 0
         status, _, _ = await get(bridge.port, "/slack/events")
         assert status in (404, 405)  # Slack talks over the socket, not to this port

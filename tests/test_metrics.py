@@ -48,6 +48,7 @@ METRIC_NAMES = {
 class _Ami:
     ready = True
     reconnects = 2
+    name = "default"
 
 
 class _Slack:
@@ -78,8 +79,8 @@ def test_every_metric_is_exposed_in_prometheus_text_before_anything_happens(
     assert value(samples, "bridge_texts_in_total", result="posted") == 0
     assert value(samples, "bridge_delivery_failures_total", direction="out",
                  reason="asterisk_refused") == 0
-    assert value(samples, "bridge_ami_connected") == 1
-    assert value(samples, "bridge_ami_reconnects_total") == 2
+    assert value(samples, "bridge_ami_connected", pbx="default") == 1
+    assert value(samples, "bridge_ami_reconnects_total", pbx="default") == 2
     assert value(samples, "bridge_slack_last_answer_age_seconds") == 3.0
 
 
@@ -194,7 +195,7 @@ async def test_counters_move_when_texts_move_and_json_logs_carry_them(
     try:
         await bridge.wait_for_log("AMI: connected")
         before = await scrape(bridge.port)
-        assert value(before, "bridge_ami_connected") == 1
+        assert value(before, "bridge_ami_connected", pbx="default") == 1
 
         async def slash(text: str) -> str:
             body, headers = slack.signed_slash_command(slack.slash_command_payload(text=text))

@@ -69,8 +69,8 @@ def test_a_submission_reads_as_typed() -> None:
 def test_the_home_fits_slack_with_a_long_directory_and_escapes_names() -> None:
     from fake_slack import check_view
 
+    from bridge.core.model import Backlog, OutboundRow
     from bridge.slack.home import home_view
-    from bridge.store import Backlog, OutboundRow
 
     many = Directory(tuple(Endpoint(f"p{i}<@U1>", f"pjsip:p{i}", "C1") for i in range(300)))
     rows = [OutboundRow(id=i, slack_user="U1", slack_channel="C1", endpoint="p1",

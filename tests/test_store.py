@@ -831,3 +831,43 @@ async def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:
     while not condition():
         assert time.monotonic() < deadline, "the condition never came true"
         await asyncio.sleep(0.05)
+
+
+async def test_each_pbx_has_its_own_spool_mark_and_a_schema_5_mark_is_the_default_pbxs(
+        tmp_path: Path) -> None:
+    path = tmp_path / "store.sqlite3"
+    # A store of schema 5 (one PBX): its spool mark and a queued text to a phone.
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+        Store._migrate(db, 0, 5, created_at=1.0)
+        db.execute("INSERT INTO spool_mark (id, asterisk_time) VALUES (1, 500.0)")
+        db.execute("INSERT INTO outbound (slack_user, slack_channel, endpoint, destination,"
+                   " body, created_at, segments_total) VALUES ('U1', 'C1', 'alice',"
+                   " 'pjsip:alice', 'queued before', 2.0, 1)")
+    store = await Store.open(path)
+    try:
+        assert await store.spool_mark() == 500.0  # the PBX "default"
+        assert await store.spool_mark("branch") is None
+        [queued] = await store.unfinished_outbound()
+        assert queued.body == "queued before" and queued.pbx == "default"
+
+        hq_text = InboundText(event_id="hq/x", sender_uri="sip:a@h", display_name="",
+                              body="hq", declared_bytes=2, to_uri="", exten="",
+                              asterisk_time=900.0, pbx="hq")
+        branch_text = InboundText(event_id="branch/x", sender_uri="sip:a@h", display_name="",
+                                  body="branch", declared_bytes=6, to_uri="", exten="",
+                                  asterisk_time=700.0, pbx="branch")
+        rows = await store.add_inbound([NewInbound("C1", None, hq_text, 1.0),
+                                        NewInbound("C1", None, branch_text, 1.0)])
+        assert None not in rows  # same MessageId, different PBXs: two texts
+        assert (await store.spool_mark("hq"), await store.spool_mark("branch")) == (900.0,
+                                                                                    700.0)
+        assert await store.spool_mark() == 500.0
+        row = await store.add_outbound(slack_user="U1", slack_channel="C1", endpoint="carol",
+                                       destination="pjsip:carol", body="b", response_url=None,
+                                       segments_total=1, pbx="branch")
+        assert (await store.get_outbound(row.id)).pbx == "branch"  # type: ignore[union-attr]
+        waiting = await store.waiting_inbound()
+        assert [t.text.pbx for t in waiting] == ["hq", "branch"]  # type: ignore[union-attr]
+    finally:
+        await store.close()

@@ -15,7 +15,9 @@
 - at each login, reads the dialplan's AstDB spool of recent texts, only the hours newer than
   the newest text the bridge has, streamed one entry at a time (`_catch_up`);
 - speaks TLS when `[ami] tls = true` (Asterisk's manager.conf `tlsenable`), verifying the
-  certificate against `ca_file` (or the system's CAs) and the host name by default.
+  certificate against `ca_file` (or the system's CAs) and the host name by default;
+- tags every text with its PBX's name (several PBXs: one AmiLink per `[[pbx]]`, each with
+  its own backoff, pings and spool read, sharing nothing but the handler texts go to).
 
 panoramisk's automatic reconnect is switched off (its queued actions are re-sent blindly
 after a reconnect, which could send a text twice); reconnecting is ours.
@@ -37,6 +39,7 @@ from typing import Any
 import panoramisk
 import panoramisk.actions
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import (
     AmiActionFailed,
     AmiError,
@@ -280,6 +283,33 @@ class AmiLink:
         self.forged_events = 0  # text events refused for a missing or wrong token
 
     @property
+    def name(self) -> str:
+        """The PBX this link is to (`[[pbx]]` name; "default" for `[ami]`)."""
+        return self._settings.name
+
+    @property
+    def required(self) -> bool:
+        """Whether the bridge is unhealthy while this PBX is not logged in."""
+        return self._settings.required
+
+    @property
+    def _site(self) -> str:
+        # Log and error suffix naming the PBX, when it has a name of its own.
+        return "" if self._settings.name == DEFAULT_PBX else f" (PBX {self._settings.name})"
+
+    def _tag(self, item: InboundText | MalformedEvent) -> InboundText | MalformedEvent:
+        """The text as coming from this PBX. Its event ID is prefixed with the PBX's name
+        (not for "default", whose IDs stay as they were), so two PBXs' texts never count as
+        one another's repeats."""
+        name = self._settings.name
+        if name == DEFAULT_PBX:
+            return item
+        event_id = f"{name}/{item.event_id}" if item.event_id else ""
+        if isinstance(item, InboundText):
+            return dataclasses.replace(item, pbx=name, event_id=event_id)
+        return dataclasses.replace(item, event_id=event_id)
+
+    @property
     def ready(self) -> bool:
         """Connected and logged in right now."""
         return self._ready.is_set()
@@ -290,7 +320,7 @@ class AmiLink:
 
     async def start(self) -> None:
         """Start connecting in the background; returns at once (Asterisk may still be down)."""
-        self._task = asyncio.create_task(self._supervise(), name="ami-link")
+        self._task = asyncio.create_task(self._supervise(), name=f"ami-link-{self.name}")
 
     async def wait_ready(self, timeout: float) -> bool:
         try:
@@ -348,7 +378,7 @@ class AmiLink:
         name = action["Action"]
         manager = self._manager
         if not self.ready or manager is None:
-            raise AmiUnavailable(f"not connected to Asterisk at {self.address} "
+            raise AmiUnavailable(f"not connected to Asterisk at {self.address}{self._site} "
                                  f"({self.last_error})")
         # as_list=None, not True, for list actions too: panoramisk recognises a list by its
         # `EventList: start`, and with as_list=True it never resolves an action answered by a
@@ -397,8 +427,9 @@ class AmiLink:
                     self.reconnects += 1
                 first = False
                 backoff = _BACKOFF_FIRST
-                log.info("AMI: connected to %s%s as %s", self.address,
-                         " over TLS" if self._settings.tls else "", self._settings.username)
+                log.info("AMI: connected to %s%s as %s%s", self.address,
+                         " over TLS" if self._settings.tls else "", self._settings.username,
+                         self._site)
                 await self._catch_up()
                 await self._list_contacts()
                 await self._watch()
@@ -406,7 +437,7 @@ class AmiLink:
                 changed = str(exc) != self.last_error
                 self.last_error = str(exc)
                 (log.warning if changed else log.debug)(
-                    "AMI: %s; retrying in %.0f s", exc, backoff)
+                    "AMI: %s%s; retrying in %.0f s", exc, self._site, backoff)
             finally:
                 self._teardown(self.last_error)
             if self._stopping:
@@ -469,7 +500,7 @@ class AmiLink:
             manager.patterns.clear()
             manager.close()
         if was_connected:
-            log.warning("AMI: disconnected from %s: %s", self.address, reason)
+            log.warning("AMI: disconnected from %s%s: %s", self.address, self._site, reason)
             if self._presence is not None:
                 self._presence.forget()  # changes while away are missed: unknown again
         self.connected_since = None
@@ -496,6 +527,7 @@ class AmiLink:
         except Exception:  # one bad event must not stop the event stream
             log.exception("AMI: could not decode a %s event", TEXT_EVENT)
             return
+        decoded = self._tag(decoded)
         if self._held is not None:
             self._held.append(decoded)  # after the spool, to keep arrival order
         else:
@@ -545,8 +577,8 @@ class AmiLink:
                     "them anyway, restart with `bridge run --replay-spool`", older,
                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0.0)))
             log.info("AMI: %d texts from Asterisk's spool handed over, %d older ones the bridge "
-                     "already had skipped (hours read: %d)", relayed, skipped,
-                     sum(1 for h in hours if h >= first))
+                     "already had skipped (hours read: %d)%s", relayed, skipped,
+                     sum(1 for h in hours if h >= first), self._site)
         finally:
             held, self._held = self._held, None
             for text in held or []:
@@ -594,7 +626,7 @@ class AmiLink:
                 counts[2] += 1
                 return
             counts[0] += 1
-            self._on_text(decode_spool_entry(str(entry.get("Val", ""))))
+            self._on_text(self._tag(decode_spool_entry(str(entry.get("Val", "")))))
 
         action = _StreamedList({"Action": "DBGetTree", "Family": f"{SPOOL_FAMILY}/{hour}"},
                                on_entry)
@@ -609,7 +641,7 @@ class AmiLink:
         """Send a streamed list action; wait while its events keep coming."""
         manager = self._manager
         if not self.ready or manager is None:
-            raise AmiUnavailable(f"not connected to Asterisk at {self.address} "
+            raise AmiUnavailable(f"not connected to Asterisk at {self.address}{self._site} "
                                  f"({self.last_error})")
         future: asyncio.Future[Any] = manager.send_action(action)
         self._pending.add(future)

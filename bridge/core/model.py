@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.texts import EchoText, InboundText
 
 # A text from a phone (or the echo of a /sip text) on its way to Slack: `posting` is written
@@ -57,6 +58,7 @@ class OutboundRow:
     feedback_ts: str | None = None
     thread_ts: str | None = None
     feedback_done: bool = False
+    pbx: str = DEFAULT_PBX  # the PBX it goes out through (its endpoint's)
 
 
 @dataclass(frozen=True)
@@ -128,3 +130,14 @@ class Outcome:
     sent: bool
     segments_sent: int
     reason: Exception | None  # why it failed
+
+
+@dataclass(frozen=True)
+class PbxStatus:
+    """One PBX's AMI link right now, as `/sip status` shows it."""
+
+    name: str
+    address: str
+    ready: bool
+    error: str
+    required: bool = True

@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from bridge.core.directory import Directory, Endpoint
+from bridge.core.directory import DEFAULT_PBX, Directory, Endpoint
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,7 @@ class NumberPattern:
     destination: str  # template with {number} (E.164) and {digits} (without +)
     channel: str  # where conversations with these numbers live
     rule: Rule | None  # None: the default rule
+    pbx: str = DEFAULT_PBX  # the PBX (trunk) these numbers are texted through
 
 
 @dataclass(frozen=True)
@@ -114,8 +115,8 @@ def number_endpoint(recipient: str, policy: AccessPolicy) -> tuple[Endpoint, Rul
     for pattern in policy.numbers:
         if pattern.match.fullmatch(number):
             destination = pattern.destination.format(number=number, digits=number[1:])
-            return Endpoint(name=number, destination=destination, channel=pattern.channel), \
-                pattern.rule
+            return Endpoint(name=number, destination=destination, channel=pattern.channel,
+                            pbx=pattern.pbx), pattern.rule
     return None
 
 

@@ -33,7 +33,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bridge.core.directory import normalize_uri
+from bridge.core.directory import DEFAULT_PBX, normalize_uri
 
 TEXT_EVENT = "SlackBridgeText"
 EVENT_TOKEN_GLOBAL = "SLACK_BRIDGE_EVENT_TOKEN"  # the dialplan global holding the token
@@ -76,6 +76,8 @@ class InboundText:
     # The PJSIP endpoint Asterisk identified (and authenticated) as the sender, from the
     # dialplan; "" when the text came through the shared context and nobody knows.
     asterisk_endpoint: str = ""
+    # The PBX (its `[[pbx]]` name) whose AMI link reported the text; set by that link.
+    pbx: str = DEFAULT_PBX
 
     @property
     def dropped_by_asterisk(self) -> bool:

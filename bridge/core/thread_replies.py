@@ -40,7 +40,8 @@ class SendReply:
     recipient: str  # a directory name, or the Asterisk endpoint of a phone outside it
     thread_ts: str | None  # the conversation's thread; None for a top-level message
     # Set for a phone outside the directory: the PJSIP endpoint its text came from (the
-    # reply goes back there, never to what its From claimed).
+    # reply goes back there, never to what its From claimed), `<endpoint>@<pbx>` when it
+    # came through a PBX other than the default one.
     reply_endpoint: str | None = None
 
 

@@ -24,12 +24,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from bridge.core.model import OutboundRow, Outcome
-from bridge.slack.messages import (
-    failure_notice_blocks,
-    failure_reason,
-    not_sent_text,
-    sent_text,
-)
+from bridge.slack.messages import failure_notice_blocks, failure_reason, not_sent_text, sent_text
 from bridge.slack.text import escape
 from bridge.store.backend import StoreBackend
 
@@ -60,8 +55,9 @@ class Teller(Protocol):
 
 
 class LinkState(Protocol):
-    @property
-    def ready(self) -> bool: ...
+    """Whether a PBX is reachable (implemented by `bridge.asterisk.links.PbxLinks`)."""
+
+    def ready_for(self, pbx: str) -> bool: ...
 
 
 class DeliveryFeedback:
@@ -163,7 +159,7 @@ class DeliveryFeedback:
         if row is None:
             return
         if row.state == "queued":
-            if not self._ami.ready:
+            if not self._ami.ready_for(row.pbx):
                 await self.show_queued(channel, ts)
             return
         if not row.feedback_done:

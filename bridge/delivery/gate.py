@@ -12,7 +12,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from bridge.core.directory import Directory, Endpoint, asterisk_endpoint
+from bridge.core.directory import DEFAULT_PBX, Directory, Endpoint, asterisk_endpoint
 from bridge.core.errors import NotAllowed, RateLimited, TextRejected, UnknownRecipient
 from bridge.core.model import AuditEntry, OutboundRow, Source
 from bridge.core.policy import AccessPolicy, RateLimiter, Rule, normalize_number, resolve
@@ -88,12 +88,15 @@ class Gate:
         policy = self._policy
         found: tuple[Endpoint, Rule] | None
         if reply_endpoint is not None:
-            if asterisk_endpoint(f"pjsip:{reply_endpoint}") is None:
+            # `<endpoint>@<pbx>`: a phone of a PBX other than the default one.
+            pjsip, _, pbx = reply_endpoint.partition("@")
+            if asterisk_endpoint(f"pjsip:{pjsip}") is None:
                 # It becomes an AMI header: only a plain pjsip.conf section name may.
                 raise NotAllowed(f"`{reply_endpoint}` is not an endpoint name the bridge can "
                                  f"send to")
-            found = (Endpoint(name=reply_endpoint, destination=f"pjsip:{reply_endpoint}",
-                              channel=self._default_channel), policy.default)
+            found = (Endpoint(name=reply_endpoint, destination=f"pjsip:{pjsip}",
+                              channel=self._default_channel, pbx=pbx or DEFAULT_PBX),
+                     policy.default)
         else:
             found = resolve(recipient, self._directory, policy)
         if found is None:

@@ -37,7 +37,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.core.directory import Directory, normalize_uri
+from bridge.core.directory import DEFAULT_PBX, Directory, normalize_uri
 from bridge.core.errors import PostFailed, StoreError
 from bridge.core.model import Conversation, InboundRow, InboundState, NewInbound
 from bridge.core.tasks import TaskSet
@@ -53,6 +53,7 @@ from bridge.slack.messages import (
     item_blocks,
     item_size,
     late_note,
+    pbx_note,
     set_aside_notice,
 )
 from bridge.store.backend import StoreBackend
@@ -140,18 +141,22 @@ class EchoListener(Protocol):
         """The echo is in Slack at `ts`; `shown_final`: it already shows the final state."""
 
 
-def conversation_key(endpoint: str | None, sender_uri: str, asterisk_endpoint: str = "") -> str:
+def conversation_key(endpoint: str | None, sender_uri: str, asterisk_endpoint: str = "",
+                     pbx: str = DEFAULT_PBX) -> str:
     """Which conversation (Slack thread) a text belongs to: its phone.
 
     A directory phone's is its name; an endpoint Asterisk identified that is not in the
-    directory is `pjsip:<endpoint>` (replies go back to it); a text nobody identified (the
-    shared dialplan context) is `uri:<the From it claims>`, and cannot be replied to.
+    directory is `pjsip:<endpoint>` (replies go back to it), `pjsip:<endpoint>@<pbx>` on a
+    PBX other than the default one (`@` cannot occur in an endpoint name); a text nobody
+    identified (the shared dialplan context) is `uri:<the From it claims>` (`@<pbx>` added
+    likewise), and cannot be replied to.
     """
     if endpoint:
         return endpoint
+    site = "" if pbx == DEFAULT_PBX else f"@{pbx}"
     if asterisk_endpoint:
-        return f"{IDENTIFIED_PREFIX}{asterisk_endpoint}"
-    return f"{CLAIMED_PREFIX}{normalize_uri(sender_uri)}"
+        return f"{IDENTIFIED_PREFIX}{asterisk_endpoint}{site}"
+    return f"{CLAIMED_PREFIX}{normalize_uri(sender_uri)}{site}"
 
 
 # The thread of a post combining texts of several senders not in the directory: a reply in
@@ -257,8 +262,10 @@ class InboundRelay:
     def __init__(self, *, store: StoreBackend, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
                  inbox: Inbox | None = None, feedback: EchoListener | None = None,
-                 thread_idle: float = 86400.0) -> None:
+                 thread_idle: float = 86400.0, show_pbx: bool = False) -> None:
+        """`show_pbx`: name the PBX (site) a text came through in its post (several PBXs)."""
         self._store = store
+        self._show_pbx = show_pbx
         self._thread_idle = thread_idle
         self._echoes = feedback
         self._inbox = inbox if inbox is not None else Inbox()
@@ -364,14 +371,15 @@ class InboundRelay:
                               text=item.as_notice(), received_at=now,
                               conversation="unreadable")
         # Who sent it is the endpoint Asterisk identified, never what From claims.
-        endpoint = (self._directory.by_asterisk_endpoint(item.asterisk_endpoint)
+        # With several PBXs, only among the endpoints of the PBX the text came through.
+        endpoint = (self._directory.by_asterisk_endpoint(item.asterisk_endpoint, item.pbx)
                     if item.asterisk_endpoint else None)
         name = endpoint.name if endpoint else None
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
                           endpoint=name, text=item,
                           received_at=min(item.asterisk_time or now, now),
                           conversation=conversation_key(name, item.sender_uri,
-                                                        item.asterisk_endpoint))
+                                                        item.asterisk_endpoint, item.pbx))
 
     async def post_echo(self, echo: EchoText, channel: str) -> None:
         """Show a text sent from Slack with /sip in its phone's conversation."""
@@ -633,6 +641,8 @@ class InboundRelay:
         items = []
         for row in batch:
             notes = []
+            if self._show_pbx and isinstance(row.text, InboundText) and not row.text.problem:
+                notes.append(pbx_note(row.text.pbx))
             if isinstance(row.text, EchoText) and row.text.outbound_id in states:
                 notes.append(states[row.text.outbound_id])
             endpoint = self._directory.lookup(row.endpoint) if row.endpoint else None

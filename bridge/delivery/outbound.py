@@ -6,6 +6,10 @@ segment, recording each segment Asterisk accepted, so a restart resumes after th
 While AMI is down texts wait; a text that waited longer than `outbound_max_wait` fails. Each
 outcome goes to the delivery feedback (`bridge/delivery/feedback.py`), which tells the sender.
 
+Several PBXs: a text is stored with its endpoint's PBX and sent through that PBX's link. Each
+PBX has its own lane (one worker, in order, within the one Outbox): a PBX that is down holds
+up only the texts to its own phones, never those to another PBX's.
+
 At-least-once window: a crash or a lost AMI connection between Asterisk accepting a segment
 and the store recording it sends that segment again.
 """
@@ -15,11 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.core.directory import Endpoint
+from bridge.core.directory import DEFAULT_PBX, Endpoint
 from bridge.core.errors import (
     AmiActionFailed,
     AmiError,
@@ -48,6 +52,26 @@ class MessageSender(Protocol):
     async def wait_ready(self, timeout: float) -> bool: ...
 
     async def message_send(self, *, destination: str, body: str, from_: str | None) -> None: ...
+
+
+@dataclass(frozen=True)
+class Route:
+    """How texts to one PBX's phones go out: its link, and the From its texts carry."""
+
+    sender: MessageSender
+    from_: str | None = None
+
+
+class _Lane:
+    """One PBX's worker state."""
+
+    def __init__(self, name: str, route: Route) -> None:
+        self.name = name
+        self.route = route
+        self.wakeup = asyncio.Event()
+        self.idle = asyncio.Event()
+        self.idle.set()
+        self.waiting = 0
 
 
 @dataclass(frozen=True)
@@ -90,18 +114,31 @@ def check_text(text: str) -> None:
 class Outbox:
     """The durable queue of texts to phones, and the one worker that sends them."""
 
-    def __init__(self, *, store: StoreBackend, sender: MessageSender,
-                 feedback: OutcomeSink, from_: str | None, max_wait: float) -> None:
+    def __init__(self, *, store: StoreBackend, feedback: OutcomeSink, max_wait: float,
+                 sender: MessageSender | None = None, from_: str | None = None,
+                 routes: Mapping[str, Route] | None = None) -> None:
+        """One PBX: `sender` (and `from_`); several: `routes` by PBX name, in config order."""
         self._store = store
-        self._sender = sender
         self._feedback = feedback
-        self._from = from_
         self._max_wait = max_wait
-        self._wakeup = asyncio.Event()
+        if routes is None:
+            if sender is None:
+                raise ValueError("an Outbox needs a sender or routes")
+            routes = {DEFAULT_PBX: Route(sender, from_)}
+        self._lanes = {name: _Lane(name, route) for name, route in routes.items()}
         self._stopping = False
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self.waiting = 0
+
+    @property
+    def waiting(self) -> int:
+        """Texts waiting to be sent, through every PBX."""
+        return sum(lane.waiting for lane in self._lanes.values())
+
+    def _lane_of(self, row: OutboundRow) -> _Lane | None:
+        """The lane a row goes out through; None for a PBX no longer configured. With one
+        PBX every row is its (rows from before it was renamed in the config included)."""
+        if len(self._lanes) == 1:
+            return next(iter(self._lanes.values()))
+        return self._lanes.get(row.pbx)
 
     async def accept(self, request: OutboundText, endpoint: Endpoint) -> OutboundRow:
         """Store a text for `endpoint` (resolved and admitted by the gate); raise
@@ -112,32 +149,50 @@ class Outbox:
             endpoint=endpoint.name, destination=endpoint.destination, body=request.text,
             response_url=request.response_url,
             segments_total=len(segment_body(request.text)), source=request.source,
-            feedback_ts=request.feedback_ts, thread_ts=request.thread_ts)
-        self.waiting += 1
-        self._wakeup.set()
+            feedback_ts=request.feedback_ts, thread_ts=request.thread_ts, pbx=endpoint.pbx)
+        lane = self._lane_of(row)
+        for woken in [lane] if lane is not None else self._lanes.values():
+            woken.waiting += 1
+            woken.wakeup.set()
         return row
 
     async def run(self) -> None:
-        """Send stored texts in order, forever (resumes what the store holds)."""
+        """Send stored texts in order, forever (resumes what the store holds): one lane per
+        PBX, each sending its own texts in order."""
+        async with asyncio.TaskGroup() as lanes:
+            for lane in self._lanes.values():
+                lanes.create_task(self._run_lane(lane), name=f"outbox-{lane.name}")
+
+    async def _run_lane(self, lane: _Lane) -> None:
+        first = next(iter(self._lanes.values()))
         while not self._stopping:
-            self._wakeup.clear()
+            lane.wakeup.clear()
             try:
-                rows = await self._store.unfinished_outbound()
+                every = await self._store.unfinished_outbound()
             except StoreError as exc:  # an unusable store file: the texts wait, in it
                 log.warning("text out: cannot read the store (%s); retrying", exc)
                 await asyncio.sleep(_STORE_RETRY)
                 continue
+            rows = []
+            for row in every:
+                owner = self._lane_of(row)
+                if owner is lane:
+                    rows.append(row)
+                elif owner is None and lane is first and row.state == "queued":
+                    # Its PBX was removed from the config: it cannot go anywhere.
+                    await self._fail(row, row.segments_sent, TextRejected(
+                        f"its PBX {row.pbx!r} is no longer in the bridge's config"))
             queued = [row for row in rows if row.state == "queued"]
-            self.waiting = len(queued)
+            lane.waiting = len(queued)
             for row in rows:
                 if self._stopping:
                     return
                 if row.state == "queued":
-                    self._idle.clear()
+                    lane.idle.clear()
                     try:
-                        await self._deliver(row)
+                        await self._deliver(row, lane)
                     finally:
-                        self._idle.set()
+                        lane.idle.set()
                 else:  # finished earlier, but its sender has not heard yet
                     await self._tell(row, sent=row.state == "sent",
                                      segments_sent=row.segments_sent,
@@ -145,7 +200,7 @@ class Outbox:
             if not queued:
                 # Only untold outcomes (Slack unreachable?) or nothing: wait for news.
                 try:
-                    await asyncio.wait_for(self._wakeup.wait(), _RETELL_INTERVAL if rows
+                    await asyncio.wait_for(lane.wakeup.wait(), _RETELL_INTERVAL if rows
                                            else None)
                 except TimeoutError:
                     pass
@@ -153,32 +208,36 @@ class Outbox:
     async def stop(self, timeout: float) -> None:
         """Finish the text being sent (bounded); everything else stays stored."""
         self._stopping = True
-        self._wakeup.set()
+        for lane in self._lanes.values():
+            lane.wakeup.set()
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            await asyncio.wait_for(asyncio.gather(
+                *(lane.idle.wait() for lane in self._lanes.values())), timeout)
         except TimeoutError:
             log.warning("text out: stopped in the middle of a text; it resumes at the next "
                         "start after its last accepted segment")
 
-    async def _deliver(self, row: OutboundRow) -> None:
+    async def _deliver(self, row: OutboundRow, lane: _Lane) -> None:
         segments = segment_body(row.body)
         sent = row.segments_sent
         started = time.monotonic()
         told_waiting = False
+        sender = lane.route.sender
         while sent < len(segments):
             if time.time() - row.created_at > self._max_wait:
+                where = f" (PBX {lane.name})" if len(self._lanes) > 1 else ""
                 await self._fail(row, sent, GaveUp(
-                    f"Asterisk was unreachable for {self._max_wait / 60:.0f} min, so the bridge "
-                    f"gave up"))
+                    f"Asterisk{where} was unreachable for {self._max_wait / 60:.0f} min, so "
+                    f"the bridge gave up"))
                 return
-            if not self._sender.ready:
-                await self._sender.wait_ready(_EXPIRY_CHECK)
+            if not sender.ready:
+                await sender.wait_ready(_EXPIRY_CHECK)
                 if self._stopping:
                     return
                 continue
             try:
-                await self._sender.message_send(destination=row.destination,
-                                                body=segments[sent], from_=self._from)
+                await sender.message_send(destination=row.destination,
+                                          body=segments[sent], from_=lane.route.from_)
             except AmiActionFailed as exc:
                 await self._fail(row, sent, exc)
                 return
@@ -187,7 +246,7 @@ class Outbox:
                     "text out: id=%d endpoint=%s waits for Asterisk: %s", row.id,
                     row.endpoint, exc)
                 told_waiting = True
-                if self._sender.ready:  # still connected: try again in a moment
+                if sender.ready:  # still connected: try again in a moment
                     await asyncio.sleep(_EXPIRY_CHECK)
                 continue
             except AmiError as exc:

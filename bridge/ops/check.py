@@ -2,7 +2,8 @@
 
 After the config (checked like `bridge run` does, before this module is reached) it asks, at
 the same time and each within a few seconds:
-- Asterisk (`probe_ami`): can the bridge log in; may its AMI user send texts (ListCommands
+- each PBX's Asterisk (`probe_ami`; several `[[pbx]]`: every one, each item naming its PBX):
+  can the bridge log in; may its AMI user send texts (ListCommands
   lists MessageSend: write=message); does it get system events (Asterisk sends FullyBooted
   right after the login only with read=system). Whether it gets the bridge's UserEvents
   (read=user) Asterisk does not reveal to a client, so that item is a reminder (!), not a pass.
@@ -29,7 +30,7 @@ from enum import Enum
 
 from bridge.asterisk.ami import AmiProbe, probe_ami
 from bridge.core.errors import AmiActionFailed, AmiError, AmiLoginRefused, AmiTimeout
-from bridge.settings.config import Settings
+from bridge.settings.config import AmiSettings, Settings
 from bridge.slack.probe import ChannelState, SlackProbe, probe_slack
 from bridge.store import StoreProbe, probe_store, store_location
 
@@ -76,16 +77,29 @@ async def run_checks(settings: Settings, *, send_test: str | None = None,
                        f"{'s' if len(directory.endpoints) != 1 else ''}, Slack "
                        f"{'Socket Mode' if settings.slack.socket_mode else 'HTTP mode'}")]
     test_endpoint = directory.lookup(send_test) if send_test is not None else None
+    test_pbx = (settings.pbx(test_endpoint.pbx) or settings.ami) if test_endpoint else None
     channels = _channel_users(settings)
-    ami_result, slack_result, store_result = await asyncio.gather(
-        _probe_ami(settings, timeout=timeout,
-                   test_destination=test_endpoint.destination if test_endpoint else None),
+    pbxs = settings.all_pbxs
+    # Every PBX and Slack at the same time: a PBX that is down costs no more than one.
+    *ami_results, slack_result, store_result = await asyncio.gather(
+        *(_probe_ami(pbx, timeout=timeout,
+                     test_destination=test_endpoint.destination
+                     if test_endpoint is not None and pbx is test_pbx else None)
+          for pbx in pbxs),
         probe_slack(settings.slack, list(channels), timeout=timeout),
         _probe_store(settings, timeout=timeout))
-    items += _ami_items(settings, ami_result)
+    by_pbx: dict[str, AmiProbe | AmiError] = {}
+    for pbx, result in zip(pbxs, ami_results, strict=True):
+        assert isinstance(result, (AmiProbe, AmiError))
+        by_pbx[pbx.name] = result
+        items += _ami_items(pbx, result, several=settings.several_pbxs)
     if send_test is not None:
-        items.append(_test_item(settings, send_test, ami_result))
+        items.append(_test_item(settings, send_test,
+                                by_pbx[test_pbx.name] if test_pbx is not None
+                                else next(iter(by_pbx.values()))))
+    assert isinstance(slack_result, SlackProbe)
     items += _slack_items(settings, slack_result, channels)
+    assert isinstance(store_result, StoreProbe)
     items += _store_items(store_result)
     return items
 
@@ -99,11 +113,11 @@ async def _probe_store(settings: Settings, *, timeout: float) -> StoreProbe:
                           error=f"no answer within {timeout + 1:.0f} s")
 
 
-async def _probe_ami(settings: Settings, *, timeout: float,
+async def _probe_ami(pbx: AmiSettings, *, timeout: float,
                      test_destination: str | None) -> AmiProbe | AmiError:
     try:
-        return await probe_ami(settings.ami, timeout=timeout, test_destination=test_destination,
-                               test_body=TEST_TEXT, test_from=settings.ami.from_)
+        return await probe_ami(pbx, timeout=timeout, test_destination=test_destination,
+                               test_body=TEST_TEXT, test_from=pbx.from_)
     except AmiError as exc:
         return exc
 
@@ -118,57 +132,60 @@ def _channel_users(settings: Settings) -> dict[str, list[str]]:
 
 # -- AMI ------------------------------------------------------------------------------------
 
-def _ami_items(settings: Settings, result: AmiProbe | AmiError) -> list[CheckItem]:
-    ami = settings.ami
+def _ami_items(ami: AmiSettings, result: AmiProbe | AmiError, *,
+               several: bool = False) -> list[CheckItem]:
+    """One PBX's items; with several PBXs each title says which PBX it is about."""
+    label = f"AMI (PBX {ami.name})" if several else "AMI"
+    section = "[ami]" if ami.key == "ami" else f"[[pbx]] {ami.name!r} ({ami.key})"
     address = f"{ami.host}:{ami.port}"
     user = ami.username
     reload_ = 'then `asterisk -rx "manager reload"`'
     if isinstance(result, AmiLoginRefused):
         return [
-            CheckItem(Mark.OK, f"AMI: Asterisk answers at {address}"),
-            CheckItem(Mark.FAIL, f"AMI: login as '{user}' refused", str(result),
-                      f"make [ami] username and AMI_SECRET match a [{user}] section in "
+            CheckItem(Mark.OK, f"{label}: Asterisk answers at {address}"),
+            CheckItem(Mark.FAIL, f"{label}: login as '{user}' refused", str(result),
+                      f"make {section} username and {ami.secret_env} match a [{user}] section in "
                       f"manager.conf (its `secret =`), and let its `permit =` lines allow "
                       f"this machine's address; {reload_}"),
         ]
     if isinstance(result, AmiTimeout):
-        return [CheckItem(Mark.FAIL, f"AMI: Asterisk at {address} stopped answering",
+        return [CheckItem(Mark.FAIL, f"{label}: Asterisk at {address} stopped answering",
                           str(result), "check Asterisk's load and logs, then run the check again")]
     if isinstance(result, AmiError):
-        return [CheckItem(Mark.FAIL, f"AMI: cannot log in at {address}", str(result),
-                          "check [ami] host and port in the config; on the PBX, manager.conf "
+        return [CheckItem(Mark.FAIL, f"{label}: cannot log in at {address}", str(result),
+                          f"check {section} host and port in the config; on the PBX, manager.conf "
                           "[general] needs `enabled = yes` and a `bindaddr`/`port` this machine "
                           "can reach (asterisk -rx \"manager show settings\"); check firewalls")]
     version = f" (AMI {result.version})" if result.version else ""
-    items = [CheckItem(Mark.OK, f"AMI: logged in to {address} as '{user}'{version}")]
+    items = [CheckItem(Mark.OK, f"{label}: logged in to {address} as '{user}'{version}")]
     if result.may_send:
-        items.append(CheckItem(Mark.OK, f"AMI: '{user}' may send texts (MessageSend, "
+        items.append(CheckItem(Mark.OK, f"{label}: '{user}' may send texts (MessageSend, "
                                         "write=message)"))
     else:
-        items.append(CheckItem(Mark.FAIL, f"AMI: '{user}' may not send texts",
+        items.append(CheckItem(Mark.FAIL, f"{label}: '{user}' may not send texts",
                                "MessageSend is not among the actions Asterisk lets it run",
                                f"in manager.conf [{user}] set `write = message`; {reload_}"))
     if "dbgettree" in result.actions:
-        items.append(CheckItem(Mark.OK, f"AMI: '{user}' may read the spool of texts that "
+        items.append(CheckItem(Mark.OK, f"{label}: '{user}' may read the spool of texts that "
                                         "arrived while the bridge was away (DBGetTree)"))
     else:
-        items.append(CheckItem(Mark.WARN, f"AMI: '{user}' may not run DBGetTree",
+        items.append(CheckItem(Mark.WARN, f"{label}: '{user}' may not run DBGetTree",
                                "texts that phones send while the bridge is not connected "
                                "will not reach Slack",
                                f"in manager.conf [{user}] set `write = message,reporting`; "
                                f"{reload_}"))
     if result.reads_system:
-        items.append(CheckItem(Mark.OK, f"AMI: '{user}' gets system events (read=system: "
+        items.append(CheckItem(Mark.OK, f"{label}: '{user}' gets system events (read=system: "
                                         "FullyBooted)"))
     else:
-        items.append(CheckItem(Mark.FAIL, f"AMI: '{user}' gets no system events",
+        items.append(CheckItem(Mark.FAIL, f"{label}: '{user}' gets no system events",
                                "Asterisk sent no FullyBooted after the login: no read=system "
                                "(or Asterisk is still starting)",
                                f"in manager.conf [{user}] set `read = system,user`; {reload_}"))
     if result.unneeded_events:
         names = ", ".join(sorted(result.unneeded_events))
         items.append(CheckItem(
-            Mark.WARN, f"AMI: '{user}' reads more than it needs (it got {names})",
+            Mark.WARN, f"{label}: '{user}' reads more than it needs (it got {names})",
             "the bridge needs read = system,user and only its own events; with more (read = "
             "all, dialplan, call, security, ...) and no name filters it receives every "
             "channel event, whose Exten/Value headers a phone fills in (the bridge refuses "
@@ -176,7 +193,7 @@ def _ami_items(settings: Settings, result: AmiProbe | AmiError) -> list[CheckIte
             f"in manager.conf [{user}] set `read = system,user` and the eventfilter(...) lines "
             f"of the shipped manager.conf; {reload_}"))
     items.append(CheckItem(
-        Mark.WARN, f"AMI: not verifiable here: '{user}' gets the bridge's UserEvents (read=user)",
+        Mark.WARN, f"{label}: not verifiable here: '{user}' gets the bridge's UserEvents (read=user)",
         "Asterisk shows a client its read permissions only by sending it events, and the "
         "bridge's UserEvent comes only with a text from a phone",
         f"make sure manager.conf [{user}] has `read = system,user` and the shipped "
@@ -191,7 +208,8 @@ def _test_item(settings: Settings, name: str, result: AmiProbe | AmiError) -> Ch
         hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return CheckItem(Mark.FAIL, f"test text: no endpoint called '{name}' in the directory",
                          fix=f"give --send-test a name or alias from [[endpoints]]{hint}")
-    where = f"{endpoint.name} ({endpoint.destination})"
+    where = f"{endpoint.name} ({endpoint.destination}" + (
+        f" on PBX {endpoint.pbx})" if settings.several_pbxs else ")")
     if isinstance(result, AmiError) or result.test_sent is None:
         return CheckItem(Mark.FAIL, f"test text to {where} not sent",
                          "not logged in to Asterisk", "fix the AMI problem above first")
@@ -201,7 +219,8 @@ def _test_item(settings: Settings, name: str, result: AmiProbe | AmiError) -> Ch
                          f"\"{TEST_TEXT}\"")
     error = result.test_error
     if isinstance(error, AmiActionFailed) and "permission" in error.asterisk_message.lower():
-        fix = f"in manager.conf [{settings.ami.username}] set `write = message`"
+        user = (settings.pbx(endpoint.pbx) or settings.ami).username
+        fix = f"in manager.conf [{user}] set `write = message`"
     else:
         target = endpoint.destination.split(":", 1)[1].split("/", 1)[0]
         fix = (f"check the destination: asterisk -rx \"pjsip show endpoint {target}\" must "

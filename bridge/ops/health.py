@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -36,13 +36,19 @@ ANSWER_WINDOW = 180.0
 
 
 class AmiHealth(Protocol):
-    """What health reads from the AMI link (implemented by AmiLink)."""
+    """What health reads from one PBX's AMI link (implemented by AmiLink)."""
 
     @property
     def ready(self) -> bool: ...
 
     @property
     def address(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def required(self) -> bool: ...
 
     last_error: str
     reconnects: int
@@ -186,26 +192,30 @@ class HealthReport:
     body: dict[str, Any]
 
 
-def health_report(*, ami: AmiHealth, slack: SlackReachability, backlog: Backlog,
-                  now: float | None = None, store_problem: str | None = None) -> HealthReport:
-    """The `/healthz` answer: healthy when AMI is logged in, Slack answers and the store
-    takes writes (`store_problem` says why it does not)."""
+def health_report(*, ami: AmiHealth | Sequence[AmiHealth], slack: SlackReachability,
+                  backlog: Backlog, now: float | None = None,
+                  store_problem: str | None = None) -> HealthReport:
+    """The `/healthz` answer: healthy when every required PBX's AMI is logged in (`ami`: one
+    link, or every PBX's), Slack answers and the store takes writes (`store_problem` says
+    why it does not). `ami` in the answer is the first PBX; `pbxs` has each, by name."""
     now = time.time() if now is None else now
+    links = [ami] if not isinstance(ami, Sequence) else list(ami)
+    several = len(links) > 1
     reasons = []
     if store_problem:
         reasons.append(store_problem)
-    if not ami.ready:
-        reasons.append(f"AMI not connected: {ami.last_error or 'connecting'}")
+    for link in links:
+        if not link.ready and link.required:
+            reasons.append(f"{f'PBX {link.name}: ' if several else ''}AMI not connected: "
+                           f"{link.last_error or 'connecting'}")
     slack_problem = slack.problem()
     if slack_problem is not None:
         reasons.append(slack_problem)
-    since = ami.connected_since
+    pbxs = {link.name: _link_report(link) for link in links}
     body: dict[str, Any] = {
         "status": "unhealthy" if reasons else "ok",
-        "ami": {"connected": ami.ready, "address": ami.address,
-                "connected_for_s": None if since is None or not ami.ready
-                else round(time.monotonic() - since, 1),
-                "reconnects": ami.reconnects, "last_error": ami.last_error or None},
+        "ami": pbxs[links[0].name],
+        "pbxs": pbxs,
         "slack": slack.report(),
         "store": {"ok": not store_problem, "problem": store_problem or None},
         "backlog": {
@@ -219,6 +229,14 @@ def health_report(*, ami: AmiHealth, slack: SlackReachability, backlog: Backlog,
     if reasons:
         body["reasons"] = reasons
     return HealthReport(healthy=not reasons, body=body)
+
+
+def _link_report(link: AmiHealth) -> dict[str, Any]:
+    since = link.connected_since
+    return {"connected": link.ready, "address": link.address, "required": link.required,
+            "connected_for_s": None if since is None or not link.ready
+            else round(time.monotonic() - since, 1),
+            "reconnects": link.reconnects, "last_error": link.last_error or None}
 
 
 def _age(oldest: float | None, now: float) -> float | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 class OpsEndpoints:
     """Answers /healthz and /metrics from the live state of the bridge."""
 
-    def __init__(self, *, ami: AmiHealth, slack: SlackReachability, store: StoreBackend,
+    def __init__(self, *, ami: AmiHealth | Sequence[AmiHealth], slack: SlackReachability,
+                 store: StoreBackend,
                  metrics: Metrics) -> None:
         self._ami = ami
         self._slack = slack

@@ -14,7 +14,7 @@ grow the number of series. Queue depths are read from the store when `/metrics` 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -44,10 +44,13 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0
 
 
 class AmiStatus(Protocol):
-    """What metrics and health read from the AMI link (implemented by AmiLink)."""
+    """What metrics and health read from one PBX's AMI link (implemented by AmiLink)."""
 
     @property
     def ready(self) -> bool: ...
+
+    @property
+    def name(self) -> str: ...
 
     reconnects: int
 
@@ -109,9 +112,11 @@ class Metrics:
             self.waiting.labels(direction=direction)
             self.oldest.labels(direction=direction)
 
-    def watch(self, *, ami: AmiStatus, slack: SlackStatus) -> None:
-        """Report the AMI link's and Slack's state whenever metrics are collected."""
-        self.registry.register(_LinkCollector(ami, slack))
+    def watch(self, *, ami: AmiStatus | Sequence[AmiStatus], slack: SlackStatus) -> None:
+        """Report each PBX's AMI link (labelled `pbx`) and Slack's state whenever metrics are
+        collected."""
+        links = [ami] if not isinstance(ami, Sequence) else list(ami)
+        self.registry.register(_LinkCollector(links, slack))
 
     def refresh_backlog(self, backlog: Backlog, now: float | None = None) -> None:
         """Set the queue gauges from the store's current backlog."""
@@ -130,18 +135,23 @@ class Metrics:
 
 
 class _LinkCollector(Collector):
-    def __init__(self, ami: AmiStatus, slack: SlackStatus) -> None:
-        self._ami = ami
+    def __init__(self, links: list[AmiStatus], slack: SlackStatus) -> None:
+        self._links = links
         self._slack = slack
 
     def collect(self) -> Iterable[Metric]:
         return self._metrics()
 
     def _metrics(self) -> Iterator[Metric]:
-        yield GaugeMetricFamily("bridge_ami_connected", "1 while logged in to AMI",
-                                value=1 if self._ami.ready else 0)
-        yield CounterMetricFamily("bridge_ami_reconnects", "AMI logins after the first",
-                                  value=self._ami.reconnects)
+        connected = GaugeMetricFamily("bridge_ami_connected", "1 while logged in to the "
+                                      "PBX's AMI", labels=["pbx"])
+        reconnects = CounterMetricFamily("bridge_ami_reconnects", "AMI logins after the "
+                                         "first, per PBX", labels=["pbx"])
+        for link in self._links:
+            connected.add_metric([link.name], 1 if link.ready else 0)
+            reconnects.add_metric([link.name], link.reconnects)
+        yield connected
+        yield reconnects
         age = self._slack.answered_age()
         yield GaugeMetricFamily("bridge_slack_last_answer_age_seconds", "Seconds since Slack's "
                                 "Web API last answered (-1: not yet)",

@@ -7,13 +7,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.policy import AccessPolicy, NumberPattern, RateLimit, Rule
 from bridge.settings.reader import ConfigReader
 
 ACCESS_KEYS = {"default", "users", "usergroups", "channels", "user_rate", "endpoint_rate",
                "default_country_code"}
 NUMBER_KEYS = {"name", "match", "destination", "channel", "allow_users", "allow_usergroups",
-               "allow_channels"}
+               "allow_channels", "pbx"}
 AUDIT_KEYS = {"store_text", "keep_days"}
 ENDPOINT_ACCESS_KEYS = {"allow_users", "allow_usergroups", "allow_channels"}
 
@@ -158,6 +159,8 @@ def _numbers(check: ConfigReader, raw: Any) -> tuple[NumberPattern, ...]:
         rule = _allow_rule(check, table, prefix) if ENDPOINT_ACCESS_KEYS & table.keys() \
             else None
         if compiled is not None and destination and channel and name:
+            pbx = table.get("pbx")  # checked against the PBXs by the config loader
             patterns.append(NumberPattern(name=name, match=compiled, destination=destination,
-                                          channel=channel, rule=rule))
+                                          channel=channel, rule=rule,
+                                          pbx=pbx if isinstance(pbx, str) else DEFAULT_PBX))
     return tuple(patterns)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bridge.core.directory import Directory, Endpoint
+from bridge.core.directory import DEFAULT_PBX, Directory, Endpoint
 from bridge.core.errors import ConfigError, ConfigProblem
 from bridge.core.policy import AccessPolicy
 from bridge.core.texts import derive_event_token
@@ -80,6 +80,10 @@ class AmiSettings:
     # What the dialplan's text events must carry as Token (AMI_EVENT_TOKEN, else derived
     # from the AMI secret): events without it were not written by the shipped dialplan.
     event_token: Secret = field(default=Secret(""), repr=False)
+    name: str = DEFAULT_PBX  # the PBX's `[[pbx]]` name; `[ami]` is the PBX "default"
+    required: bool = True  # False: this PBX may be down without the bridge being unhealthy
+    key: str = "ami"  # where it is configured (`ami`, `pbx[1]`), for messages about it
+    secret_env: str = "AMI_SECRET"  # the environment variable its secret comes from
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ class OpsSettings:
 @dataclass(frozen=True)
 class Settings:
     path: Path
-    ami: AmiSettings
+    ami: AmiSettings  # the first (or only) PBX
     slack: SlackSettings
     directory: Directory
     store_path: Path
@@ -143,15 +147,32 @@ class Settings:
     store_secrets: tuple[Secret, ...] = field(default=(), repr=False)
     ops: OpsSettings = field(default_factory=OpsSettings)
 
+    # Every PBX, in config order: `[ami]` alone, or each `[[pbx]]` (empty: just `ami`).
+    pbxs: tuple[AmiSettings, ...] = ()
+
+    @property
+    def all_pbxs(self) -> tuple[AmiSettings, ...]:
+        return self.pbxs or (self.ami,)
+
+    @property
+    def several_pbxs(self) -> bool:
+        return len(self.all_pbxs) > 1
+
+    def pbx(self, name: str) -> AmiSettings | None:
+        return next((p for p in self.all_pbxs if p.name == name), None)
+
     def secrets(self) -> list[str]:
         """Every secret value in force, for log redaction."""
-        found = [self.ami.secret, self.ami.event_token, self.slack.bot_token,
-                 self.slack.signing_secret, self.slack.app_token, *self.store_secrets]
+        found = [self.slack.bot_token, self.slack.signing_secret, self.slack.app_token,
+                 *self.store_secrets]
+        for pbx in self.all_pbxs:
+            found += [pbx.secret, pbx.event_token]
         return [s.reveal() for s in found if s is not None and s.reveal()]
 
 
 _KNOWN_KEYS: dict[str, set[str]] = {
-    "": {"ami", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit", "ops"},
+    "": {"ami", "pbx", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit",
+         "ops"},
     "ops": {"bind"},
     "store": {"path", "url"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
@@ -161,9 +182,12 @@ _KNOWN_KEYS: dict[str, set[str]] = {
             "tls", "ca_file", "tls_verify", "tls_server_name"},
     "slack": {"command", "default_channel", "timeout", "reply_mode", "thread_idle",
               "allowed_bots"},
-    "endpoints": {"name", "destination", "channel", "aliases", "from", "reply_mode",
+    "endpoints": {"name", "destination", "channel", "aliases", "from", "reply_mode", "pbx",
                   *ENDPOINT_ACCESS_KEYS},
 }
+_KNOWN_KEYS["pbx"] = _KNOWN_KEYS["ami"] | {"name", "required", "secret_env"}
+# A PBX name: it becomes part of environment variable names, metric labels and keys.
+_PBX_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
 def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
@@ -201,11 +225,14 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
 
     _warn_if_secret_exposed(path, data)
     check.unknown_keys(data, _KNOWN_KEYS[""], "")
-    ami = _load_ami(check, _table(check, data, "ami"), env)
+    pbxs = _load_pbxs(check, data, env)
     slack = _load_slack(check, _table(check, data, "slack"), env)
     endpoints, reply_modes = _load_endpoints(
         check, data.get("endpoints", []),
         slack.reply_mode if slack is not None else "thread")
+    pbx_names = [name for name, _ in pbxs]
+    _check_endpoint_pbxs(check, data.get("endpoints", []), pbx_names)
+    _check_number_pbxs(check, data.get("numbers", []), pbx_names)
     store_table = _optional_table(check, data, "store")
     store_path = _load_store(check, store_table)
     store_url, store_secrets = _load_store_url(check, store_table, env)
@@ -216,11 +243,98 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
 
     if check.problems:
         raise ConfigError(check.problems)
-    assert ami is not None and slack is not None
+    loaded = tuple(ami for _, ami in pbxs if ami is not None)
+    assert loaded and len(loaded) == len(pbxs) and slack is not None
     slack = dataclasses.replace(slack, reply_modes=reply_modes)
-    return Settings(path=path, ami=ami, slack=slack, directory=Directory(tuple(endpoints)),
-                    store_path=store_path, delivery=delivery, access=access, ops=ops,
+    if len(loaded) == 1:  # one PBX: every endpoint and pattern is on it, named or not
+        endpoints = [dataclasses.replace(e, pbx=loaded[0].name) for e in endpoints]
+        access = dataclasses.replace(access, numbers=tuple(
+            dataclasses.replace(p, pbx=loaded[0].name) for p in access.numbers))
+    return Settings(path=path, ami=loaded[0], slack=slack,
+                    directory=Directory(tuple(endpoints)), store_path=store_path,
+                    delivery=delivery, access=access, pbxs=loaded, ops=ops,
                     store_url=store_url, store_secrets=store_secrets)
+
+
+def _load_pbxs(check: ConfigReader, data: Mapping[str, Any],
+               env: Mapping[str, str]) -> list[tuple[str, AmiSettings | None]]:
+    """`[ami]` (the PBX "default") or every `[[pbx]]`: (name, settings or None if invalid)."""
+    if "pbx" not in data:
+        return [(DEFAULT_PBX, _load_ami(check, _table(check, data, "ami"), env))]
+    raw = data["pbx"]
+    if "ami" in data:
+        check.add("ami", "is set together with [[pbx]]",
+                  "use one of them: move the [ami] keys into a [[pbx]] section with a name, "
+                  "or remove the [[pbx]] sections to keep one PBX")
+    if not isinstance(raw, list) or not raw:
+        check.add("pbx", "must be a list of [[pbx]] tables",
+                  "write each PBX as a [[pbx]] section with name, host and username")
+        return [(DEFAULT_PBX, None)]
+    found: list[tuple[str, AmiSettings | None]] = []
+    first: dict[str, str] = {}  # name -> key where it was first used
+    for index, table in enumerate(raw):
+        key = f"pbx[{index}]"
+        if not isinstance(table, dict):
+            check.add(key, "must be a table", "write it as [[pbx]]")
+            found.append((key, None))
+            continue
+        prefix = f"{key}."
+        check.unknown_keys(table, _KNOWN_KEYS["pbx"], prefix)
+        name = check.string(table, "name", prefix, required=True, example='"hq"')
+        if name is not None and not _PBX_NAME.match(name):
+            check.add(f"{prefix}name", f"{name!r} cannot name a PBX",
+                      "use lower-case letters, digits, - and _ only (at most 32), e.g. "
+                      '"hq" or "branch-2"')
+            name = None
+        elif name is not None and name in first:
+            check.add(f"{prefix}name", f"{name!r} is already the name of {first[name]}",
+                      "give every [[pbx]] its own name")
+            name = None
+        if name is None:
+            found.append((key, None))
+            continue
+        first[name] = key
+        env_name = "".join(c if c.isalnum() else "_" for c in name.upper())
+        secret_env = check.string(table, "secret_env", prefix) or f"AMI_SECRET_{env_name}"
+        required = check.boolean(table, "required", prefix, default=True)
+        ami = _load_ami(check, table, env, prefix=prefix, secret_env=secret_env,
+                        token_env=f"AMI_EVENT_TOKEN_{env_name}")
+        if ami is not None:
+            ami = dataclasses.replace(ami, name=name, required=required, key=key,
+                                      secret_env=secret_env)
+        found.append((name, ami))
+    return found
+
+
+def _check_endpoint_pbxs(check: ConfigReader, raw: Any, pbxs: list[str]) -> None:
+    """Each endpoint names one of the PBXs (it may leave it out when there is only one)."""
+    for index, table in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(table, dict):
+            _check_pbx_key(check, table, f"endpoints[{index}].", pbxs,
+                           "the PBX this phone is registered on")
+
+
+def _check_number_pbxs(check: ConfigReader, raw: Any, pbxs: list[str]) -> None:
+    """Each [[numbers]] pattern names the PBX (trunk) its numbers go out through."""
+    for index, table in enumerate(raw if isinstance(raw, list) else []):
+        if isinstance(table, dict):
+            _check_pbx_key(check, table, f"numbers[{index}].", pbxs,
+                           "the PBX whose trunk these numbers are texted through")
+
+
+def _check_pbx_key(check: ConfigReader, table: Mapping[str, Any], prefix: str,
+                   pbxs: list[str], what: str) -> None:
+    known = [p for p in pbxs if _PBX_NAME.match(p) or p == DEFAULT_PBX]
+    if "pbx" not in table:
+        if len(pbxs) > 1:
+            check.add(f"{prefix}pbx", "is missing, and there are several PBXs",
+                      f"add `pbx = \"...\"`, {what}: one of {', '.join(known)}")
+        return
+    value = check.string(table, "pbx", prefix)
+    if value is not None and value not in pbxs:
+        check.add(f"{prefix}pbx", f"{value!r} is not a PBX of this config",
+                  f"use one of {', '.join(known) or '(none configured)'} ({what}), or add a "
+                  f"[[pbx]] section named {value!r}")
 
 
 def _load_ops(check: ConfigReader, table: dict[str, Any], *, socket_mode: bool) -> OpsSettings:
@@ -346,46 +460,51 @@ def _table(check: ConfigReader, data: Mapping[str, Any], name: str) -> dict[str,
     return value
 
 
-def _load_ami(check: ConfigReader, table: dict[str, Any], env: Mapping[str, str]) -> AmiSettings | None:
-    host = check.string(table, "host", "ami.", default="127.0.0.1")
-    tls = check.boolean(table, "tls", "ami.", default=False)
+def _load_ami(check: ConfigReader, table: dict[str, Any], env: Mapping[str, str], *,
+              prefix: str = "ami.", secret_env: str = "AMI_SECRET",
+              token_env: str = "AMI_EVENT_TOKEN") -> AmiSettings | None:
+    """One PBX's AMI settings: `[ami]`, or a `[[pbx]]` table (then keys are under `prefix`
+    and the secret and event token come from that PBX's own variables)."""
+    section = "[ami]" if prefix == "ami." else f"[[pbx]] {prefix.rstrip('.')}"
+    host = check.string(table, "host", prefix, default="127.0.0.1")
+    tls = check.boolean(table, "tls", prefix, default=False)
     # Asterisk's conventional ports: 5038 plain, 5039 TLS (manager.conf tlsbindaddr).
-    port = check.integer(table, "port", "ami.", default=5039 if tls else 5038, low=1,
+    port = check.integer(table, "port", prefix, default=5039 if tls else 5038, low=1,
                          high=65535)
-    tls_verify = check.boolean(table, "tls_verify", "ami.", default=True)
-    tls_server_name = check.string(table, "tls_server_name", "ami.")
-    ca_file = _load_ca_file(check, table)
+    tls_verify = check.boolean(table, "tls_verify", prefix, default=True)
+    tls_server_name = check.string(table, "tls_server_name", prefix)
+    ca_file = _load_ca_file(check, table, prefix)
     if table.get("tls", False) is False:  # off, not merely invalid (reported above)
         for key in ("ca_file", "tls_verify", "tls_server_name"):
             if key in table:
-                check.add(f"ami.{key}", "has no effect: AMI over TLS is off",
-                          "add `tls = true` to [ami] (and enable TLS in Asterisk's "
+                check.add(f"{prefix}{key}", "has no effect: AMI over TLS is off",
+                          f"add `tls = true` to {section} (and enable TLS in Asterisk's "
                           "manager.conf), or remove the key")
-    username = check.string(table, "username", "ami.", required=True, example='"slackbridge"')
-    from_ = check.string(table, "from", "ami.")
+    username = check.string(table, "username", prefix, required=True, example='"slackbridge"')
+    from_ = check.string(table, "from", prefix)
     if from_ is not None and not re.match(r"^(\"[^\"]*\"\s*)?<?sips?:", from_):
-        check.add("ami.from", f"{from_!r} is not a SIP URI",
+        check.add(f"{prefix}from", f"{from_!r} is not a SIP URI",
                   'write it like "sip:slack@pbx.example.com" or "\\"Slack\\" <sip:slack@pbx>"')
-    action_timeout = check.number(table, "action_timeout", "ami.", default=10.0, low=0.5,
+    action_timeout = check.number(table, "action_timeout", prefix, default=10.0, low=0.5,
                                   high=300)
-    connect_timeout = check.number(table, "connect_timeout", "ami.", default=5.0, low=0.5,
+    connect_timeout = check.number(table, "connect_timeout", prefix, default=5.0, low=0.5,
                                    high=120)
-    secret = env.get("AMI_SECRET") or None
+    secret = env.get(secret_env) or None
     if secret is None:
-        secret = _file_secret(check, table)
+        secret = _file_secret(check, table, prefix)
     if not secret:
-        check.add("AMI_SECRET", "no AMI secret is set",
-                  "export AMI_SECRET=<the secret of the AMI user in manager.conf> "
-                  "(or set ami.secret in the file)", source=ENV)
+        check.add(secret_env, "no AMI secret is set",
+                  f"export {secret_env}=<the secret of the AMI user in manager.conf> "
+                  f"(or set {prefix}secret in the file)", source=ENV)
     elif any(c in secret for c in "\r\n\0"):
-        check.add("AMI_SECRET", "contains a line break or NUL",
+        check.add(secret_env, "contains a line break or NUL",
                   "set it to the secret exactly as in manager.conf", source=ENV)
-    event_token = env.get("AMI_EVENT_TOKEN") or None
+    event_token = env.get(token_env) or None
     if event_token is not None and not re.fullmatch(r"[A-Za-z0-9_-]{16,128}", event_token):
-        check.add("AMI_EVENT_TOKEN", "must be 16 to 128 letters, digits, - or _",
+        check.add(token_env, "must be 16 to 128 letters, digits, - or _",
                   "generate one with `python3 -c 'import secrets; print(secrets.token_hex(16))'`"
                   " and put the same in extensions.conf (SLACK_BRIDGE_EVENT_TOKEN), or unset "
-                  "it to use the one derived from AMI_SECRET", source=ENV)
+                  f"it to use the one derived from {secret_env}", source=ENV)
         event_token = None
     if None in (host, username) or not secret:
         return None
@@ -397,50 +516,53 @@ def _load_ami(check: ConfigReader, table: dict[str, Any], env: Mapping[str, str]
                        event_token=Secret(event_token or derive_event_token(secret)))
 
 
-def _file_secret(check: ConfigReader, table: Mapping[str, Any]) -> str | None:
-    """ami.secret from the file; problems are reported without ever echoing the value."""
+def _file_secret(check: ConfigReader, table: Mapping[str, Any],
+                 prefix: str = "ami.") -> str | None:
+    """ami.secret (or a [[pbx]]'s) from the file; problems are reported without ever echoing
+    the value."""
     value = table.get("secret")
     if value is None:
         return None
     if not isinstance(value, str):
-        check.add("ami.secret", f"must be a string, got {type(value).__name__}",
+        check.add(f"{prefix}secret", f"must be a string, got {type(value).__name__}",
                   'write it in quotes: `secret = "..."` (or unset it and use AMI_SECRET)')
         return None
     if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        check.add("ami.secret", "contains a control character (newline, tab, NUL, ...)",
+        check.add(f"{prefix}secret", "contains a control character (newline, tab, NUL, ...)",
                   "set it to the secret exactly as in manager.conf")
         return None
     if value != value.strip():
-        check.add("ami.secret", "has leading or trailing spaces",
+        check.add(f"{prefix}secret", "has leading or trailing spaces",
                   "remove them; set it to the secret exactly as in manager.conf")
         return None
     if len(value) > MAX_HEADER_VALUE:
-        check.add("ami.secret", f"is {len(value)} characters long",
+        check.add(f"{prefix}secret", f"is {len(value)} characters long",
                   f"keep it under {MAX_HEADER_VALUE}")
         return None
     return value
 
 
-def _load_ca_file(check: ConfigReader, table: Mapping[str, Any]) -> Path | None:
+def _load_ca_file(check: ConfigReader, table: Mapping[str, Any],
+                  prefix: str = "ami.") -> Path | None:
     """ami.ca_file: must be a readable PEM file holding at least one CA certificate."""
-    raw = check.string(table, "ca_file", "ami.")
+    raw = check.string(table, "ca_file", prefix)
     if raw is None:
         return None
     path = Path(raw)
     fix = ("point it at the PEM file of the CA that signed Asterisk's manager.conf "
            "tlscertfile, or remove it to trust the system's CAs")
     if not path.is_file():
-        check.add("ami.ca_file", f"{raw} does not exist or is not a file", fix)
+        check.add(f"{prefix}ca_file", f"{raw} does not exist or is not a file", fix)
         return None
     try:
         path.read_bytes()
         ssl.create_default_context(cafile=str(path))
     except PermissionError:
-        check.add("ami.ca_file", f"{raw} cannot be read by this user",
+        check.add(f"{prefix}ca_file", f"{raw} cannot be read by this user",
                   f"make it readable to the bridge's user (e.g. `chmod 644 {raw}`)")
         return None
     except (ssl.SSLError, OSError) as exc:
-        check.add("ami.ca_file", f"{raw} holds no usable PEM certificate ({exc})", fix)
+        check.add(f"{prefix}ca_file", f"{raw} holds no usable PEM certificate ({exc})", fix)
         return None
     return path
 
@@ -449,8 +571,9 @@ def _warn_if_secret_exposed(path: Path, data: Mapping[str, Any]) -> None:
     """Log one warning per secret the file holds (the AMI secret, a password in the store's
     URL) when others may read it."""
     held: list[tuple[str, str]] = []
-    ami = data.get("ami")
-    if isinstance(ami, dict) and ami.get("secret"):
+    pbxs = data.get("pbx")
+    tables = [data.get("ami"), *(pbxs if isinstance(pbxs, list) else [])]
+    if any(isinstance(t, dict) and t.get("secret") for t in tables):
         held.append(("the AMI secret (ami.secret)", "move the secret to AMI_SECRET"))
     store = data.get("store")
     if isinstance(store, dict) and isinstance(store.get("url"), str):
@@ -607,9 +730,11 @@ def _load_endpoints(check: ConfigReader, raw: Any, default_mode: str = "thread"
                           "every name and alias must be unique (case does not count)")
             else:
                 owner[word.casefold()] = key
+        pbx = table.get("pbx")  # checked against the PBXs by _check_endpoint_pbxs
         if name and destination and channel:
             endpoints.append(Endpoint(name=name, destination=destination, channel=channel,
-                                      aliases=tuple(aliases)))
+                                      aliases=tuple(aliases),
+                                      pbx=pbx if isinstance(pbx, str) else DEFAULT_PBX))
     # "channel" mode (top-level messages text the phone) needs a channel with one phone;
     # thread and off are per phone, so phones sharing a channel may differ.
     for endpoint in endpoints:

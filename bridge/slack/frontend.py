@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.core.directory import Endpoint
 from bridge.core.errors import StoreError, TextRejected
-from bridge.core.model import OutboundRow
+from bridge.core.model import OutboundRow, PbxStatus
 from bridge.core.presence import PhonePresence
 from bridge.core.segments import segment_body
 from bridge.core.texts import EchoText
@@ -70,12 +70,12 @@ from bridge.store.backend import StoreBackend
 log = logging.getLogger(__name__)
 
 class AmiState(Protocol):
-    """What the command handler needs to know about AMI (implemented by AmiLink)."""
+    """What the command handler needs to know about each PBX's AMI link (implemented by
+    `bridge.asterisk.links.PbxLinks`)."""
 
-    @property
-    def ready(self) -> bool: ...
+    def ready_for(self, pbx: str) -> bool: ...
 
-    last_error: str
+    def statuses(self) -> list[PbxStatus]: ...
 
 
 def _is_external(event: dict[str, Any], body: dict[str, Any]) -> bool:
@@ -286,8 +286,8 @@ class SlackFrontend:
             return
         if isinstance(parsed, Status):
             backlog = await self._store.backlog()
-            await ack(status_text(ami_ready=self._ami.ready, ami_error=self._ami.last_error,
-                                  backlog=backlog, now=time.time()))
+            await ack(status_text(pbxs=self._ami.statuses(), backlog=backlog,
+                                  now=time.time()))
             return
         request = OutboundText(recipient=parsed.recipient, text=parsed.text, slack_user=user,
                                slack_channel=str(command.get("channel_id", "")),
@@ -301,7 +301,8 @@ class SlackFrontend:
             log.warning("text out: slack_user=%s result=not_stored reason=%s", user, exc)
             await ack(cannot_store_text(parsed.recipient))
             return
-        await ack(sending_text(endpoint) if self._ami.ready else queued_text(endpoint))
+        await ack(sending_text(endpoint) if self._ami.ready_for(endpoint.pbx) else queued_text(
+            endpoint, several_pbxs=self._settings.several_pbxs))
         # The conversation's thread shows what was sent, by whom (its state as a reaction).
         try:
             await self._relay.post_echo(EchoText(
@@ -376,7 +377,7 @@ class SlackFrontend:
         if decision.thread_ts:
             owner_key = owner.conversation if owner else endpoint.name
             await self._relay.touch(owner_key)
-        if not self._ami.ready:
+        if not self._ami.ready_for(endpoint.pbx):
             await self._feedback.show_queued(channel, ts)
 
     def presence_of(self, name: str) -> str:

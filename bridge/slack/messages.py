@@ -24,7 +24,7 @@ from bridge.core.errors import (
     TextRejected,
     UnknownRecipient,
 )
-from bridge.core.model import Backlog
+from bridge.core.model import Backlog, PbxStatus
 from bridge.core.texts import ASTERISK_MAX_INBOUND_BYTES, EchoText, InboundText
 from bridge.slack.text import escape
 
@@ -64,8 +64,9 @@ def sending_text(endpoint: Endpoint) -> str:
     return f"Sending to *{escape(endpoint.name)}*…"
 
 
-def queued_text(endpoint: Endpoint) -> str:
-    return (f":hourglass_flowing_sand: Queued for *{escape(endpoint.name)}*: Asterisk is "
+def queued_text(endpoint: Endpoint, *, several_pbxs: bool = False) -> str:
+    where = f" (PBX *{escape(endpoint.pbx)}*)" if several_pbxs else ""
+    return (f":hourglass_flowing_sand: Queued for *{escape(endpoint.name)}*: Asterisk{where} is "
             f"unreachable, the bridge will send it when it is back and tell you.")
 
 
@@ -103,10 +104,19 @@ def not_sent_text(error: Exception, command: str, endpoint: str | None = None) -
     return f":x: Not sent{to}: {escape(_reason(error))}."
 
 
-def status_text(*, ami_ready: bool, ami_error: str, backlog: Backlog, now: float) -> str:
-    ami = ":large_green_circle: connected" if ami_ready else \
-        f":red_circle: not connected ({escape(ami_error)})"
-    lines = [f"*Asterisk (AMI):* {ami}",
+def status_text(*, pbxs: list[PbxStatus], backlog: Backlog, now: float) -> str:
+    """`/sip status`: each PBX's link (one line per PBX when there are several), then the
+    queues."""
+    def state(pbx: PbxStatus) -> str:
+        return ":large_green_circle: connected" if pbx.ready else \
+            f":red_circle: not connected ({escape(pbx.error or 'connecting')})"
+    if len(pbxs) == 1:
+        lines = [f"*Asterisk (AMI):* {state(pbxs[0])}"]
+    else:
+        lines = ["*Asterisk (AMI), per PBX:*"] + [
+            f"• *{escape(p.name)}* ({escape(p.address)}"
+            f"{', may be down' if not p.required else ''}): {state(p)}" for p in pbxs]
+    lines += [
              f"*Texts from phones waiting for Slack:* {backlog.inbound_waiting}"
              + _oldest(backlog.inbound_oldest, now),
              f"*Texts to phones waiting for Asterisk:* {backlog.outbound_waiting}"
@@ -412,6 +422,9 @@ def set_aside_notice(item: PostItem, *, row_id: int, error: str) -> str:
     return (f":warning: Slack refused {who} ({_clock(item.received_at)}) however the bridge "
             f"posted it ({_short(error, 100)}), so it is not shown here. It is kept in the "
             f"bridge's store (text {row_id}, state set_aside); the texts after it go on.")
+def pbx_note(pbx: str) -> str:
+    """Which PBX (site) a text came through, shown when the bridge serves several."""
+    return f"via PBX *{escape(pbx)}*"
 
 
 def late_note(received_at: float, now: float) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Protocol
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.model import (
     AuditEntry,
     Backlog,
@@ -68,7 +69,9 @@ class StoreBackend(Protocol):
                            destination: str, body: str, response_url: str | None,
                            segments_total: int, source: Source = "slash",
                            feedback_ts: str | None = None,
-                           thread_ts: str | None = None) -> OutboundRow: ...
+                           thread_ts: str | None = None, pbx: str = DEFAULT_PBX
+                           ) -> OutboundRow:
+        """Store a text to send to `endpoint` through PBX `pbx`."""
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
@@ -116,8 +119,8 @@ class StoreBackend(Protocol):
     async def forget_event(self, event_id: str) -> None:
         """Forget a recorded event ID, so its next sight counts as the first again."""
 
-    async def spool_mark(self) -> float | None:
-        """The newest Asterisk time of any text ever stored (None: none yet); the spool read
-        at login skips what is older."""
+    async def spool_mark(self, pbx: str = DEFAULT_PBX) -> float | None:
+        """The newest Asterisk time of any text from PBX `pbx` ever stored (None: none yet);
+        that PBX's spool read at login skips what is older."""
 
     async def backlog(self) -> Backlog: ...

@@ -53,6 +53,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import (
     AuditEntry,
@@ -75,7 +76,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Seconds to wait for the database when opening, and for a free connection on each call.
 CONNECT_TIMEOUT = 10.0
@@ -220,6 +221,18 @@ _MIGRATIONS: list[str] = [
         asterisk_time DOUBLE PRECISION NOT NULL
     );
     """,
+    # 5 -> 6: several PBXs: a text to a phone keeps the PBX it goes out through, and each
+    # PBX's spool has its own mark. The same as SQLite's 5 -> 6.
+    """
+    ALTER TABLE outbound ADD COLUMN pbx TEXT NOT NULL DEFAULT 'default';
+    CREATE TABLE pbx_spool_mark (
+        pbx TEXT PRIMARY KEY,
+        asterisk_time DOUBLE PRECISION NOT NULL
+    );
+    INSERT INTO pbx_spool_mark (pbx, asterisk_time)
+        SELECT 'default', asterisk_time FROM spool_mark;
+    DROP TABLE spool_mark;
+    """,
 ]
 
 # The tables the bridge uses, and the rights it needs on each (schema_version is written only
@@ -229,7 +242,7 @@ TABLE_RIGHTS: dict[str, tuple[str, ...]] = {
     **{table: _ROW_RIGHTS for table in ("inbound", "outbound", "conversations", "threads",
                                         "slack_events", "audit")},
     # Upserted only: the lock's holder, the health check's test write, the spool mark.
-    **{table: ("SELECT", "INSERT", "UPDATE") for table in ("store_info", "spool_mark")},
+    **{table: ("SELECT", "INSERT", "UPDATE") for table in ("store_info", "pbx_spool_mark")},
     "schema_version": ("SELECT",),
 }
 
@@ -532,21 +545,25 @@ class PostgresStore:
                                            endpoint=item.endpoint, text=item.text,
                                            received_at=item.received_at, state="pending",
                                            attempts=0, conversation=item.conversation))
-            newest = max((item.text.asterisk_time for item in items
-                          if isinstance(item.text, InboundText) and item.text.asterisk_time),
-                         default=None)
-            if newest is not None:
-                await conn.execute("INSERT INTO spool_mark (id, asterisk_time) VALUES (1, %s)"
-                                   " ON CONFLICT (id) DO UPDATE SET asterisk_time ="
-                                   " GREATEST(spool_mark.asterisk_time, excluded.asterisk_time)",
-                                   (newest,))
+            newest: dict[str, float] = {}  # per PBX
+            for item in items:
+                if isinstance(item.text, InboundText) and item.text.asterisk_time:
+                    newest[item.text.pbx] = max(newest.get(item.text.pbx, 0.0),
+                                                item.text.asterisk_time)
+            for pbx, at in newest.items():
+                await conn.execute(
+                    "INSERT INTO pbx_spool_mark (pbx, asterisk_time) VALUES (%s, %s)"
+                    " ON CONFLICT (pbx) DO UPDATE SET asterisk_time ="
+                    " GREATEST(pbx_spool_mark.asterisk_time, excluded.asterisk_time)", (pbx, at))
             return rows
         return await self._transaction(insert)
 
-    async def spool_mark(self) -> float | None:
-        """The newest Asterisk time of any text from a phone the store ever took (None before
-        the first): spooled texts older than this are already here, or were, before a prune."""
-        row = await self._fetch_one("SELECT asterisk_time FROM spool_mark WHERE id=1")
+    async def spool_mark(self, pbx: str = DEFAULT_PBX) -> float | None:
+        """The newest Asterisk time of any text from a phone of PBX `pbx` the store ever took
+        (None before the first): spooled texts older than this are already here, or were,
+        before a prune."""
+        row = await self._fetch_one("SELECT asterisk_time FROM pbx_spool_mark WHERE pbx=%s",
+                                    (pbx,))
         return float(row["asterisk_time"]) if row else None
 
     async def waiting_inbound(self, *, channel: str | None = None,
@@ -592,23 +609,24 @@ class PostgresStore:
                            destination: str, body: str, response_url: str | None,
                            segments_total: int, source: Source = "slash",
                            feedback_ts: str | None = None,
-                           thread_ts: str | None = None) -> OutboundRow:
+                           thread_ts: str | None = None, pbx: str = DEFAULT_PBX) -> OutboundRow:
         now = time.time()
         feedback_channel = slack_channel if feedback_ts else None
         found = await self._fetch_one(
             "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
             " response_url, created_at, segments_total, source, feedback_channel,"
-            " feedback_ts, thread_ts) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-            " RETURNING id",
+            " feedback_ts, thread_ts, pbx) VALUES"
+            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
             (slack_user, slack_channel, endpoint, destination, body, response_url, now,
-             segments_total, source, feedback_channel, feedback_ts, thread_ts), writes=True)
+             segments_total, source, feedback_channel, feedback_ts, thread_ts, pbx),
+            writes=True)
         assert found is not None
         return OutboundRow(id=found["id"], slack_user=slack_user, slack_channel=slack_channel,
                            endpoint=endpoint, destination=destination, body=body,
                            response_url=response_url, created_at=now, state="queued",
                            segments_sent=0, segments_total=segments_total, last_error=None,
                            notified=False, source=source, feedback_channel=feedback_channel,
-                           feedback_ts=feedback_ts, thread_ts=thread_ts)
+                           feedback_ts=feedback_ts, thread_ts=thread_ts, pbx=pbx)
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
@@ -969,7 +987,7 @@ async def probe_database(url: str, *, timeout: float) -> DatabaseProbe:
 _OUTBOUND_COLUMNS = (
     "id, slack_user, slack_channel, endpoint, destination, body, response_url, created_at,"
     " state, segments_sent, segments_total, last_error, notified, source, feedback_channel,"
-    " feedback_ts, thread_ts, feedback_done")
+    " feedback_ts, thread_ts, feedback_done, pbx")
 
 
 def _outbound_row(r: DictRow) -> OutboundRow:
@@ -980,7 +998,8 @@ def _outbound_row(r: DictRow) -> OutboundRow:
                        segments_total=r["segments_total"], last_error=r["last_error"],
                        notified=bool(r["notified"]), source=r["source"],
                        feedback_channel=r["feedback_channel"], feedback_ts=r["feedback_ts"],
-                       thread_ts=r["thread_ts"], feedback_done=bool(r["feedback_done"]))
+                       thread_ts=r["thread_ts"], feedback_done=bool(r["feedback_done"]),
+                       pbx=r["pbx"])
 
 
 def _inbound_row(r: DictRow) -> InboundRow:

@@ -44,6 +44,7 @@ from dataclasses import asdict, astuple
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import (
     AuditEntry,
@@ -66,7 +67,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -189,6 +190,20 @@ _MIGRATIONS: list[str] = [
         id INTEGER PRIMARY KEY CHECK (id = 1),
         asterisk_time REAL NOT NULL
     );
+    """,
+    # 5 -> 6: several PBXs. A text to a phone goes out through its endpoint's PBX, kept with
+    # it; each PBX's spool is read from the newest text that PBX gave (a PBX that was down
+    # has older texts in its spool than the newest of another). Existing rows and the mark
+    # are the one PBX there was: "default".
+    """
+    ALTER TABLE outbound ADD COLUMN pbx TEXT NOT NULL DEFAULT 'default';
+    CREATE TABLE pbx_spool_mark (
+        pbx TEXT PRIMARY KEY,
+        asterisk_time REAL NOT NULL
+    );
+    INSERT INTO pbx_spool_mark (pbx, asterisk_time)
+        SELECT 'default', asterisk_time FROM spool_mark;
+    DROP TABLE spool_mark;
     """,
 ]
 
@@ -470,24 +485,28 @@ class Store:
                                        endpoint=item.endpoint, text=item.text,
                                        received_at=item.received_at, state="pending",
                                        attempts=0, conversation=item.conversation))
-            newest = max((item.text.asterisk_time for item in items
-                          if isinstance(item.text, InboundText) and item.text.asterisk_time),
-                         default=None)
-            if newest is not None:
-                db.execute("INSERT INTO spool_mark (id, asterisk_time) VALUES (1, ?)"
-                           " ON CONFLICT(id) DO UPDATE SET"
+            newest: dict[str, float] = {}  # per PBX
+            for item in items:
+                if isinstance(item.text, InboundText) and item.text.asterisk_time:
+                    newest[item.text.pbx] = max(newest.get(item.text.pbx, 0.0),
+                                                item.text.asterisk_time)
+            for pbx, at in newest.items():
+                db.execute("INSERT INTO pbx_spool_mark (pbx, asterisk_time) VALUES (?, ?)"
+                           " ON CONFLICT(pbx) DO UPDATE SET"
                            " asterisk_time=MAX(asterisk_time, excluded.asterisk_time)",
-                           (newest,))
+                           (pbx, at))
             return rows
         return self._transaction(insert)
 
-    async def spool_mark(self) -> float | None:
-        """The newest Asterisk time of any text from a phone the store ever took (None before
-        the first): spooled texts older than this are already here, or were, before a prune."""
-        return await self._run(self._spool_mark)
+    async def spool_mark(self, pbx: str = DEFAULT_PBX) -> float | None:
+        """The newest Asterisk time of any text from a phone of PBX `pbx` the store ever took
+        (None before the first): spooled texts older than this are already here, or were,
+        before a prune."""
+        return await self._run(self._spool_mark, pbx)
 
-    def _spool_mark(self) -> float | None:
-        row = self._conn().execute("SELECT asterisk_time FROM spool_mark WHERE id=1").fetchone()
+    def _spool_mark(self, pbx: str) -> float | None:
+        row = self._conn().execute("SELECT asterisk_time FROM pbx_spool_mark WHERE pbx=?",
+                                   (pbx,)).fetchone()
         return float(row[0]) if row else None
 
     async def waiting_inbound(self, *, channel: str | None = None,
@@ -544,15 +563,15 @@ class Store:
                            destination: str, body: str, response_url: str | None,
                            segments_total: int, source: Source = "slash",
                            feedback_ts: str | None = None,
-                           thread_ts: str | None = None) -> OutboundRow:
+                           thread_ts: str | None = None, pbx: str = DEFAULT_PBX) -> OutboundRow:
         return await self._run(self._add_outbound, slack_user, slack_channel, endpoint,
                                destination, body, response_url, segments_total, source,
-                               feedback_ts, thread_ts)
+                               feedback_ts, thread_ts, pbx)
 
     def _add_outbound(self, slack_user: str, slack_channel: str, endpoint: str,
                       destination: str, body: str, response_url: str | None,
                       segments_total: int, source: Source, feedback_ts: str | None,
-                      thread_ts: str | None) -> OutboundRow:
+                      thread_ts: str | None, pbx: str) -> OutboundRow:
         now = time.time()
         feedback_channel = slack_channel if feedback_ts else None
 
@@ -560,9 +579,9 @@ class Store:
             cursor = db.execute(
                 "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
                 " response_url, created_at, segments_total, source, feedback_channel,"
-                " feedback_ts, thread_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " feedback_ts, thread_ts, pbx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (slack_user, slack_channel, endpoint, destination, body, response_url, now,
-                 segments_total, source, feedback_channel, feedback_ts, thread_ts))
+                 segments_total, source, feedback_channel, feedback_ts, thread_ts, pbx))
             assert cursor.lastrowid is not None
             return cursor.lastrowid
         row_id = self._transaction(insert)
@@ -571,7 +590,7 @@ class Store:
                            response_url=response_url, created_at=now, state="queued",
                            segments_sent=0, segments_total=segments_total, last_error=None,
                            notified=False, source=source, feedback_channel=feedback_channel,
-                           feedback_ts=feedback_ts, thread_ts=thread_ts)
+                           feedback_ts=feedback_ts, thread_ts=thread_ts, pbx=pbx)
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
@@ -770,7 +789,7 @@ class Store:
 _OUTBOUND_COLUMNS = (
     "id, slack_user, slack_channel, endpoint, destination, body, response_url, created_at,"
     " state, segments_sent, segments_total, last_error, notified, source, feedback_channel,"
-    " feedback_ts, thread_ts, feedback_done")
+    " feedback_ts, thread_ts, feedback_done, pbx")
 
 
 def _private(path: Path) -> None:
@@ -806,7 +825,8 @@ def _outbound_row(r: sqlite3.Row) -> OutboundRow:
                        segments_total=r["segments_total"], last_error=r["last_error"],
                        notified=bool(r["notified"]), source=r["source"],
                        feedback_channel=r["feedback_channel"], feedback_ts=r["feedback_ts"],
-                       thread_ts=r["thread_ts"], feedback_done=bool(r["feedback_done"]))
+                       thread_ts=r["thread_ts"], feedback_done=bool(r["feedback_done"]),
+                       pbx=r["pbx"])
 
 
 def _inbound_row(r: sqlite3.Row) -> InboundRow:

@@ -57,7 +57,7 @@ async def run(settings: Settings) -> int:
     relay = InboundRelay(store=store, directory=settings.directory,
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
-                         thread_idle=settings.slack.thread_idle)
+                         thread_idle=settings.slack.thread_idle, access=settings.access)
     ami = AmiLink(settings.ami, on_text=relay.submit)
     outbox = Outbox(store=store, sender=ami,
                     from_=settings.ami.from_, max_wait=settings.delivery.outbound_max_wait)

@@ -31,7 +31,8 @@ from typing import Any, Protocol
 
 from bridge import metrics
 from bridge.config import DeliverySettings
-from bridge.directory import Directory, normalize_uri
+from bridge.directory import Directory, Endpoint, normalize_uri, sip_user
+from bridge.policy import AccessPolicy, normalize_number, number_from_trunk
 from bridge.replies import PostItem, inbound_post, item_size, late_note
 from bridge.slack_client import PostFailed
 from bridge.store import Conversation, InboundRow, NewInbound, Store
@@ -157,8 +158,9 @@ class _ChannelState:
 class InboundRelay:
     def __init__(self, *, store: Store, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
-                 thread_idle: float = 86400.0) -> None:
+                 thread_idle: float = 86400.0, access: AccessPolicy | None = None) -> None:
         self._store = store
+        self._access = access or AccessPolicy()
         self._thread_idle = thread_idle
         self._echoes: EchoListener | None = None
         self._directory = directory
@@ -240,6 +242,18 @@ class InboundRelay:
         # Who sent it is the endpoint Asterisk identified, never what From claims.
         endpoint = (self._directory.by_asterisk_endpoint(item.asterisk_endpoint)
                     if item.asterisk_endpoint else None)
+        if endpoint is None and item.asterisk_endpoint:
+            # A trunk Asterisk identified, carrying a number a [[numbers]] pattern sends to
+            # through that same trunk: the conversation with that number (its own channel).
+            pattern = number_from_trunk(sip_user(item.sender_uri), item.asterisk_endpoint,
+                                        self._access)
+            if pattern is not None:
+                number = normalize_number(sip_user(item.sender_uri),
+                                          self._access.default_country_code)
+                assert number is not None
+                return NewInbound(channel=pattern.channel, endpoint=number, text=item,
+                                  received_at=min(item.asterisk_time or now, now),
+                                  conversation=number)
         name = endpoint.name if endpoint else None
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
                           endpoint=name, text=item,
@@ -415,6 +429,9 @@ class InboundRelay:
             if isinstance(row.text, EchoText) and row.text.outbound_id in states:
                 notes.append(states[row.text.outbound_id])
             endpoint = self._directory.lookup(row.endpoint) if row.endpoint else None
+            if endpoint is None and row.endpoint and isinstance(row.text, InboundText):
+                # A number a trunk vouched for (see _placed): shown by its number.
+                endpoint = Endpoint(name=row.endpoint, destination="", channel=channel)
             if endpoint is not None and endpoint.channel != channel:
                 notes.append(f":warning: belongs in <#{endpoint.channel}>, where Slack refused "
                              f"the post: invite the bridge's bot there")

@@ -114,7 +114,7 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
                          inbox=inbox, feedback=feedback, thread_idle=settings.slack.thread_idle,
-                         show_pbx=links.several)
+                         show_pbx=links.several, access=settings.access)
     outbox = Outbox(store=store, feedback=feedback, max_wait=settings.delivery.outbound_max_wait,
                     routes={link.name: Route(link, pbx.from_)
                             for link, pbx in zip(links, settings.all_pbxs, strict=True)})

@@ -14,7 +14,7 @@ from bridge_runner import BridgeProcess, EndpointSpec, ack_text
 from conftest import own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
-from slack_view import shown_senders, shown_texts, wait_phone_posts
+from slack_view import phone_posts, shown_senders, shown_texts, wait_phone_posts
 
 pytestmark = pytest.mark.asterisk
 
@@ -169,3 +169,47 @@ async def test_long_texts_are_capped_and_their_parts_count_against_the_phone(
         assert [len(m.body) for m in phones["alice"].received] == [756, 756, 1, 8]
     finally:
         assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_number_a_trunk_carries_is_one_conversation_and_replies_go_back_to_it(
+        tmp_path: Path, slack: FakeSlack) -> None:
+    # The trunk is an Asterisk endpoint outside the directory, identified by its address; a
+    # [[numbers]] pattern sends +1555... through it. A text it carries from +15551234567 is
+    # the conversation with that number, in the pattern's channel, and a reply reaches it.
+    async with own_pbx("alice", "trunk", phone_options={
+            "trunk": {"identify_by": "ip", "host": "127.0.0.4"},
+            "alice": {"identify_by": "ip", "host": "127.0.0.5"}}) as (asterisk, phones):
+        tail = f"""
+[access]
+default_country_code = "1"
+
+[[numbers]]
+name = "us-555"
+match = '^\\+1555\\d{{7}}$'
+destination = "pjsip:trunk/sip:{{digits}}@127.0.0.4:{phones['trunk'].port}"
+channel = "C0NUMBERS"
+"""
+        bridge = await start_bridge(
+            tmp_path, slack, asterisk.ami_port,
+            endpoints=[EndpointSpec("alice", "pjsip:alice", "C0ALICE00")], tail=tail)
+        try:
+            assert await phones["trunk"].send_message("hi from a mobile",
+                                                      from_user="+15551234567") == 202
+            [post] = await wait_phone_posts(slack, 1)
+            assert post["channel"] == "C0NUMBERS"
+            [sender] = shown_senders([post])
+            assert sender.startswith(":iphone: *+15551234567*"), sender
+            payload = slack.message_event_payload(text="we got it", user_id="U0HUMAN1",
+                                                  channel_id="C0NUMBERS",
+                                                  thread_ts=post["ts"], escaped=True)
+            assert (await bridge.post_signed(*slack.signed_event(payload)))[0] == 200
+            [message] = await phones["trunk"].wait_for_messages(1)
+            assert message.body == "we got it"
+            assert "sip:15551234567@" in message.to_header
+            # alice naming a number in From is only a phone's claim: her own conversation.
+            assert await phones["alice"].send_message("me again",
+                                                      from_user="+15551234567") == 202
+            await wait_phone_posts(slack, 2)
+            assert phone_posts(slack.posts)[1]["channel"] == "C0ALICE00"
+        finally:
+            assert await bridge.stop() == 0, bridge.log

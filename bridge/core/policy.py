@@ -120,6 +120,36 @@ def number_endpoint(recipient: str, policy: AccessPolicy) -> tuple[Endpoint, Rul
     return None
 
 
+def _route_endpoint(destination: str) -> str | None:
+    """The PJSIP endpoint a MessageSend destination goes out through: `pjsip:trunk/sip:...`
+    and `pjsip:PJSIP/+1555...@trunk` both name `trunk`."""
+    rest = destination.removeprefix("pjsip:")
+    if rest == destination:
+        return None
+    if rest.upper().startswith("PJSIP/"):
+        return rest.rsplit("@", 1)[1] if "@" in rest else None
+    return rest.split("/", 1)[0] if "/" in rest else rest
+
+
+def number_from_trunk(claimed_user: str, endpoint_id: str,
+                      policy: AccessPolicy) -> NumberPattern | None:
+    """The `[[numbers]]` pattern under which a text from `endpoint_id` (an endpoint Asterisk
+    identified, outside the directory) is a conversation with the number its From names.
+
+    Only when the pattern sends to that number through this very endpoint: a trunk vouches
+    for the numbers it carries, so the reply goes back the way the text came; any other
+    endpoint naming a number in From is just a phone making a claim.
+    """
+    number = normalize_number(claimed_user, policy.default_country_code)
+    if number is None:
+        return None
+    for pattern in policy.numbers:
+        if pattern.match.fullmatch(number) and _route_endpoint(
+                pattern.destination.format(number=number, digits=number[1:])) == endpoint_id:
+            return pattern
+    return None
+
+
 def rule_for(endpoint: Endpoint, policy: AccessPolicy, pattern_rule: Rule | None = None) -> Rule:
     if endpoint.name in policy.endpoints:
         return policy.endpoints[endpoint.name]

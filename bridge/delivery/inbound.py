@@ -37,9 +37,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from bridge.core.directory import DEFAULT_PBX, Directory, normalize_uri
+from bridge.core.directory import DEFAULT_PBX, Directory, Endpoint, normalize_uri, sip_user
 from bridge.core.errors import PostFailed, StoreError
 from bridge.core.model import Conversation, InboundRow, InboundState, NewInbound
+from bridge.core.policy import AccessPolicy, normalize_number, number_from_trunk
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.core.thread_replies import CLAIMED_PREFIX, IDENTIFIED_PREFIX
@@ -262,10 +263,13 @@ class InboundRelay:
     def __init__(self, *, store: StoreBackend, directory: Directory, default_channel: str,
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
                  inbox: Inbox | None = None, feedback: EchoListener | None = None,
-                 thread_idle: float = 86400.0, show_pbx: bool = False) -> None:
-        """`show_pbx`: name the PBX (site) a text came through in its post (several PBXs)."""
+                 thread_idle: float = 86400.0, show_pbx: bool = False,
+                 access: AccessPolicy | None = None) -> None:
+        """`show_pbx`: name the PBX (site) a text came through in its post (several PBXs);
+        `access`: the [[numbers]] patterns, which say which trunk carries which numbers."""
         self._store = store
         self._show_pbx = show_pbx
+        self._access = access or AccessPolicy()
         self._thread_idle = thread_idle
         self._echoes = feedback
         self._inbox = inbox if inbox is not None else Inbox()
@@ -374,6 +378,18 @@ class InboundRelay:
         # With several PBXs, only among the endpoints of the PBX the text came through.
         endpoint = (self._directory.by_asterisk_endpoint(item.asterisk_endpoint, item.pbx)
                     if item.asterisk_endpoint else None)
+        if endpoint is None and item.asterisk_endpoint:
+            # A trunk Asterisk identified, carrying a number a [[numbers]] pattern sends to
+            # through that same trunk: the conversation with that number (its own channel).
+            pattern = number_from_trunk(sip_user(item.sender_uri), item.asterisk_endpoint,
+                                        self._access)
+            if pattern is not None:
+                number = normalize_number(sip_user(item.sender_uri),
+                                          self._access.default_country_code)
+                assert number is not None
+                return NewInbound(channel=pattern.channel, endpoint=number, text=item,
+                                  received_at=min(item.asterisk_time or now, now),
+                                  conversation=number)
         name = endpoint.name if endpoint else None
         return NewInbound(channel=endpoint.channel if endpoint else self._default_channel,
                           endpoint=name, text=item,
@@ -646,6 +662,9 @@ class InboundRelay:
             if isinstance(row.text, EchoText) and row.text.outbound_id in states:
                 notes.append(states[row.text.outbound_id])
             endpoint = self._directory.lookup(row.endpoint) if row.endpoint else None
+            if endpoint is None and row.endpoint and isinstance(row.text, InboundText):
+                # A number a trunk vouched for (see _placed): shown by its number.
+                endpoint = Endpoint(name=row.endpoint, destination="", channel=channel)
             if endpoint is not None and endpoint.channel != channel:
                 notes.append(f":warning: belongs in <#{endpoint.channel}>, where Slack refused "
                              f"the post: invite the bridge's bot there")

@@ -227,3 +227,13 @@ async def test_the_home_is_published_at_most_once_per_refresh_window(
     assert asyncio.get_running_loop().time() - first >= REFRESH_SECONDS - 0.2
     await asyncio.sleep(REFRESH_SECONDS + 0.5)
     assert len(slack.home_views[user]) == 2  # the three opens made one publish
+
+
+async def test_an_unsigned_interaction_is_refused_and_opens_nothing(
+        bridge: BridgeProcess, slack: FakeSlack) -> None:
+    # HTTP only: in Socket Mode the app token authenticates the connection instead.
+    body, headers = slack.signed_interaction(slack.shortcut_payload(callback_id=COMPOSE_SHORTCUT))
+    headers["X-Slack-Signature"] = "v0=" + "0" * 64
+    status, _ = await bridge.post_signed(body, headers)
+    assert status == 401
+    assert not slack.calls_of("views.open")

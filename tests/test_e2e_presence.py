@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
@@ -42,6 +43,10 @@ async def listed(bridge: BridgeProcess, slack: FakeSlack) -> str:
     return line
 
 
+def home_text(view: dict[str, Any]) -> str:
+    return "\n".join(b["text"]["text"] for b in view["blocks"] if b["type"] == "section")
+
+
 async def picked(bridge: BridgeProcess, slack: FakeSlack) -> list[str]:
     opened = len(slack.opened_views)
     await slack.interact(slack.shortcut_payload(callback_id=COMPOSE_SHORTCUT),
@@ -62,11 +67,16 @@ async def test_register_unregister_and_expiry_show_as_online_and_offline(
         # The shipped AMI user may not list contacts: nothing is known until a change.
         await bridge.wait_for_log("cannot list registered phones \\(Permission denied\\)")
         assert "· unknown" in await listed(bridge, slack)
+        await slack.interact(slack.app_home_opened_payload(user_id="U0HOME003"),
+                             events_url=bridge.events_url)
+        assert "*alice* · unknown" in home_text(await slack.wait_for_home("U0HOME003", 1))
 
         mark = len(bridge.lines)
         assert await phone.register(expires=60) == 200
         await bridge.wait_for_log("contact sip:alice@.* of alice: NonQualified", after=mark)
         assert "`alice` · online" in await listed(bridge, slack)
+        # An open Home is republished when a phone's presence changes.
+        assert "*alice* · online" in home_text(await slack.wait_for_home("U0HOME003", 2))
         assert await picked(bridge, slack) == ["alice · online"]
 
         mark = len(bridge.lines)

@@ -199,7 +199,11 @@ class SlackFrontend:
             await ack(list_text(name, directory))
             return
         if isinstance(parsed, Status):
-            backlog = await self._store.backlog()
+            try:
+                backlog = await self._store.backlog()
+            except StoreError:  # the store file is unusable: say that instead of a status
+                await ack(cannot_store_text())
+                return
             await ack(status_text(ami_ready=self._ami.ready, ami_error=self._ami.last_error,
                                   backlog=backlog, now=time.time()))
             return

@@ -285,7 +285,11 @@ class SlackFrontend:
             await ack(list_text(name, directory, presence=self.presence_of))
             return
         if isinstance(parsed, Status):
-            backlog = await self._store.backlog()
+            try:
+                backlog = await self._store.backlog()
+            except StoreError:  # the store file is unusable: say that instead of a status
+                await ack(cannot_store_text())
+                return
             await ack(status_text(pbxs=self._ami.statuses(), backlog=backlog,
                                   now=time.time()))
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from bridge.slack_compose import COMPOSE_SHORTCUT, MESSAGE_SHORTCUT
+from bridge.slack.compose import COMPOSE_SHORTCUT, MESSAGE_SHORTCUT
 
 MANIFEST = (Path(__file__).resolve().parent.parent / "config" / "slack-app-manifest.yml"
             ).read_text()

@@ -99,7 +99,8 @@ def fill_store(path: Path, rows: int) -> None:
         ((now - 172_000 + i, now - 172_000 + i + 0.1) for i in range(rows // 10)))
     # The newest text a running bridge had stored: its spool read at the next start skips
     # what Asterisk spooled before (bridge/asterisk/ami.py), as it would after a restart.
-    db.execute("INSERT OR REPLACE INTO spool_mark (id, asterisk_time) VALUES (1, ?)", (now,))
+    db.execute("INSERT OR REPLACE INTO pbx_spool_mark (pbx, asterisk_time) VALUES ('default', ?)",
+               (now,))
     db.commit()
     db.close()
 

@@ -68,7 +68,9 @@ async def test_a_name_of_2500_ampersands_and_a_14000_character_echo_block_nothin
         tmp_path: Path, slack: FakeSlack,
         pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
     asterisk, phones = pbx
-    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    # The 14,000 characters are 19 MessageSends: more than the default [delivery] max_parts.
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port,
+                                delivery={"max_parts": 30})
     try:
         # Escaped, 2,500 "&" are 12,500 characters: over the 3,000 of a text object.
         assert await phones["alice"].send_message("poisoned?", display_name="&" * 2500) == 202

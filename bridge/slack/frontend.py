@@ -262,7 +262,11 @@ class SlackFrontend:
         # The same signed command delivered again (a replayed request within the signature's
         # 5 minutes, or Socket Mode redelivering) is one command: its trigger_id is unique
         # per invocation. Recorded in the store, so a restart in between changes nothing.
-        if not await self._store.first_sight_of_event(_command_key(command)):
+        try:
+            first = await self._store.first_sight_of_event(_command_key(command))
+        except StoreError:  # disk full: help and status still work; a text is refused below
+            first = True
+        if not first:
             log.info("Slack: command from %s delivered again (trigger_id seen); not sent again",
                      command.get("user_id", "?"))
             await ack()

@@ -46,7 +46,9 @@ def bare_dialplan(shipped: str) -> str:
     for line in shipped.splitlines():
         stripped = line.split(";", 1)[0].rstrip()
         if stripped.startswith("["):
-            keep = "spool" not in stripped
+            # [globals] (the event token) is the main dialplan's: repeating the shipped
+            # placeholder here would override the token the sandbox set there.
+            keep = "spool" not in stripped and stripped != "[globals]"
         if not keep or not stripped:
             continue
         if re.search(r"spool|SLACK_BRIDGE_KEY|SLACK_BRIDGE_HOUR", stripped):

@@ -27,15 +27,20 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 from slack_bolt.async_app import AsyncAck
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.core.directory import Directory, Endpoint
-from bridge.core.errors import NotAllowed, RateLimited, TextRejected, UnknownRecipient
+from bridge.core.errors import (
+    NotAllowed,
+    RateLimited,
+    SlackError,
+    TextRejected,
+    UnknownRecipient,
+)
 from bridge.core.policy import AccessPolicy, normalize_number, number_endpoint
 from bridge.delivery.outbound import OutboundText
+from bridge.slack.client import slack_call
 from bridge.slack.text import slack_to_plain, user_ids
 
 log = logging.getLogger(__name__)
@@ -177,15 +182,11 @@ class ComposeFlow:
         if not trigger_id:
             return False
         try:
-            await self._client.views_open(trigger_id=trigger_id,
-                                          view=compose_view(origin=origin, prefill=prefill,
-                                                            note=note))
-        except SlackApiError as exc:
-            log.warning("Slack: could not open the compose window (%s)",
-                        exc.response.get("error"))
-            return False
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack: could not open the compose window (%s)", exc)
+            await slack_call(self._client.views_open(
+                trigger_id=trigger_id, view=compose_view(origin=origin, prefill=prefill,
+                                                         note=note)))
+        except SlackError as exc:
+            log.warning("Slack: could not open the compose window (%s)", exc.error)
             return False
         return True
 

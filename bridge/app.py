@@ -39,6 +39,7 @@ from bridge.core.presence import PhonePresence
 from bridge.core.tasks import TaskSet
 from bridge.delivery.feedback import DeliveryFeedback
 from bridge.delivery.inbound import InboundRelay, Inbox
+from bridge.delivery.leases import Leases, events_lease, outbox_lease, replica_name
 from bridge.delivery.outbound import Outbox, Route
 from bridge.ops.health import SlackReachability
 from bridge.ops.http import OpsEndpoints
@@ -97,9 +98,17 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     actions = SlackActions(client, usergroups=settings.access.usergroups)
     inbox = Inbox()
     presence = PhonePresence()  # which phones are registered (ContactStatus events)
+    # Several replicas on one PostgreSQL store share the work by leases (a channel, a PBX's
+    # texts in, a PBX's texts out); alone on a SQLite file, this bridge holds every lease.
+    leases = Leases(store=store, holder=replica_name(), ttl=settings.lease_seconds,
+                    shared=settings.store_url is not None)
+    for pbx in settings.all_pbxs:
+        leases.want(events_lease(pbx.name))
+        leases.want(outbox_lease(pbx.name))
     links = PbxLinks([AmiLink(pbx, on_text=inbox.submit,
                               spool_mark=functools.partial(store.spool_mark, pbx.name),
-                              spool_since=spool_since, presence=presence)
+                              spool_since=spool_since, presence=presence,
+                              consuming=functools.partial(leases.holds, events_lease(pbx.name)))
                       for pbx in settings.all_pbxs])
     # The App Home tab: the directory with presence, a user's recent texts, the bridge's state.
     home = HomeTab(client=client, directory=settings.directory,
@@ -114,14 +123,22 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
                          default_channel=settings.slack.default_channel,
                          poster=SlackPoster(client), delivery=settings.delivery, tasks=tasks,
                          inbox=inbox, feedback=feedback, thread_idle=settings.slack.thread_idle,
-                         show_pbx=links.several, access=settings.access)
+                         show_pbx=links.several, access=settings.access, leases=leases)
     outbox = Outbox(store=store, feedback=feedback, max_wait=settings.delivery.outbound_max_wait,
                     routes={link.name: Route(link, pbx.from_)
-                            for link, pbx in zip(links, settings.all_pbxs, strict=True)})
+                            for link, pbx in zip(links, settings.all_pbxs, strict=True)},
+                    leases=leases)
+
+    def lease_changed(name: str, held: bool) -> None:
+        for link in links:
+            if held and name == events_lease(link.name):
+                link.take_over()  # read the spool for what arrived while nobody took it
+    leases.on_change(lease_changed)
     metrics = Metrics()
     metrics.watch(ami=list(links), slack=slack_health)
     install(metrics)
-    ops = OpsEndpoints(ami=list(links), slack=slack_health, store=store, metrics=metrics)
+    ops = OpsEndpoints(ami=list(links), slack=slack_health, store=store, metrics=metrics,
+                       leases=leases)
     frontend = SlackFrontend(settings=settings, client=client, actions=actions, outbox=outbox,
                              ami=links, store=store, relay=relay, feedback=feedback,
                              transport=slack_health, presence=presence, home=home,
@@ -141,6 +158,14 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
     # Start in order; each stop action is pushed once its part runs (they run in reverse).
     stack.push_async_callback(_report_left, store)
     stack.push_async_callback(tasks.cancel_all)
+    if leases.shared:
+        # Whatever is free is this replica's before it starts (the first replica takes the
+        # PBXs' streams at once); then renewed and retaken in the background.
+        await leases.claim(name for name in leases.wanted)
+        log.info("replica %s on a shared store: holds %s", leases.holder,
+                 ", ".join(leases.held()) or "nothing yet (other replicas hold the PBXs)")
+    tasks.spawn(leases.run(), name="leases")
+    stack.push_async_callback(leases.stop)  # the last to stop: after the work is finished
     await relay.start()
     stack.push_async_callback(relay.stop, drain)  # after AMI: no more texts from phones
     tasks.spawn(store.watch(), name="store-watch")  # file replaced? disk writable again?

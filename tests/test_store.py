@@ -9,8 +9,8 @@ import hashlib
 import json
 import os
 import sqlite3
-import sys
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -203,6 +203,9 @@ async def test_a_newer_store_is_refused_and_left_untouched(backend: Backend) -> 
     await store.add_inbound([NewInbound("C1", "alice", text("from the future"), 1.0)])
     await store.close()
     backend.sql(f"INSERT INTO schema_version (version) VALUES ({SCHEMA_VERSION + 1})")
+    if backend.name == "postgres":  # and one this bridge may not use (see the rolling upgrade)
+        backend.sql(f"UPDATE store_info SET value = '{SCHEMA_VERSION + 1}'"
+                    " WHERE key = 'oldest_reader'")
     before = backend.fingerprint()
     with pytest.raises(StoreError, match="newer version of the bridge"):
         await backend.open()
@@ -375,6 +378,24 @@ async def test_a_forgotten_event_counts_as_first_seen_again(backend: Backend) ->
     await store.forget_event("Ev1")
     await store.forget_event("never-seen")  # nothing to forget: no error
     assert await store.first_sight_of_event("Ev1") is True
+    await store.close()
+
+
+async def test_a_lease_has_one_holder_until_it_expires_or_is_released(
+        backend: Backend) -> None:
+    store = await backend.open()
+    assert await store.claim_leases("A", ["channel:C1", "events:default"], 30) == {
+        "channel:C1", "events:default"}
+    assert await store.claim_leases("B", ["channel:C1", "outbox:default"], 30) == {
+        "outbox:default"}
+    assert await store.claim_leases("A", ["channel:C1"], 0.3) == {"channel:C1"}  # renewed
+    assert await store.claim_leases("B", ["channel:C1"], 30) == set()
+    await asyncio.sleep(0.5)  # A stopped renewing: expired, the next claimant takes it
+    assert await store.claim_leases("B", ["channel:C1"], 30) == {"channel:C1"}
+    assert await store.claim_leases("A", ["channel:C1"], 30) == set()
+    await store.release_leases("B", ["channel:C1", "events:default"])  # not B's: kept
+    assert await store.claim_leases("A", ["channel:C1", "events:default"], 30) == {
+        "channel:C1", "events:default"}
     await store.close()
 
 
@@ -594,70 +615,83 @@ async def test_a_user_with_row_rights_only_uses_a_current_store(
     await store.close()
 
 
-async def test_bridges_starting_at_once_on_an_empty_database_one_opens_the_rest_refused(
+async def test_replicas_starting_at_once_on_an_empty_database_all_open_one_schema(
         postgres: PostgresCluster) -> None:
-    # The store's lock is taken before the schema is touched, and the schema is created under
-    # an advisory lock of its own: no "relation already exists", one bridge, one schema.
+    # The schema is created under an advisory lock: no "relation already exists", one
+    # schema, and every replica opens the same store.
     url = postgres.url(postgres.database())
-    results = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)),
-                                   return_exceptions=True)
-    stores = [r for r in results if isinstance(r, PostgresStore)]
-    refused = [r for r in results if not isinstance(r, PostgresStore)]
-    assert len(stores) == 1 and len(refused) == 3, results
-    assert all(isinstance(r, StoreInUse) for r in refused), refused
+    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(4)))
     assert await stores[0].first_sight_of_event("ev-1") is True
-    await stores[0].close()
+    assert [await s.first_sight_of_event("ev-1") for s in stores[1:]] == [False] * 3
+    for store in stores:
+        await store.close()
     assert postgres.execute(url.rsplit("/", 1)[1], "SELECT version FROM schema_version") == [
         (SCHEMA_VERSION,)]
 
 
-async def test_a_second_bridge_on_the_same_database_is_refused_naming_the_holder(
+async def test_one_expired_lease_claimed_by_many_replicas_at_once_goes_to_one(
         postgres: PostgresCluster) -> None:
-    import socket
+    url = postgres.url(postgres.database())
+    stores = await asyncio.gather(*(PostgresStore.open(url) for _ in range(5)))
+    for attempt in range(5):
+        name = f"channel:C{attempt}"
+        got = await asyncio.gather(*(s.claim_leases(f"replica-{i}", [name], 30)
+                                     for i, s in enumerate(stores)))
+        assert sum(1 for g in got if g == {name}) == 1, got
+    for store in stores:
+        await store.close()
 
+
+async def test_a_bridge_of_the_previous_version_still_running_stops_the_upgrade(
+        postgres: PostgresCluster) -> None:
+    # Bridges of schema 6 held a session advisory lock, one bridge per store, and know no
+    # leases: upgrading under one would let it send texts beside the replicas.
     dbname = postgres.database()
     url = postgres.url(dbname)
     store = await PostgresStore.open(url)
     await store.add_inbound([NewInbound("C1", "alice", text("queued"), 1.0)])
-    with pytest.raises(StoreInUse, match=f"in use by another bridge \\(pid {os.getpid()} on "
-                                         f"host {socket.gethostname()}, since "):
-        await PostgresStore.open(url)
-    # The refused bridge changed nothing and the first one goes on working.
+    await store.close()
+    postgres.execute(dbname, ["DROP TABLE leases", "DELETE FROM store_info",
+                              "UPDATE schema_version SET version = 6",
+                              "INSERT INTO store_info VALUES ('holder', 'pid 42 on host old')"])
+    old = await psycopg.AsyncConnection.connect(url, autocommit=True)
+    crc = zlib.crc32(b"public")
+    await old.execute("SELECT pg_advisory_lock(%s, %s)",
+                      (pg_store._STORE_LOCK_CLASS, crc - (1 << 32) if crc >= 1 << 31 else crc))
+    try:
+        with pytest.raises(StoreError, match=r"previous version .* still running .*\(pid 42 "
+                                             r"on host old\).* Stop it"):
+            await PostgresStore.open(url)
+        assert postgres.execute(dbname, "SELECT version FROM schema_version") == [(6,)]
+    finally:
+        await old.close()
+    store = await PostgresStore.open(url)  # the old bridge stopped: the upgrade goes on
     assert [r.text.body for r in await store.waiting_inbound()] == ["queued"]
     await store.close()
-    again = await PostgresStore.open(url)  # released with the store: the next one opens it
-    assert [r.text.body for r in await again.waiting_inbound()] == ["queued"]
-    # Another schema of the same database is another store, with a lock of its own.
-    postgres.execute(dbname, "CREATE SCHEMA other")
-    other = await PostgresStore.open(url + "?options=-csearch_path%3Dother")
-    assert await other.waiting_inbound() == []
-    await other.close()
-    await again.close()
+    assert postgres.execute(dbname, "SELECT version FROM schema_version") == [(SCHEMA_VERSION,)]
 
 
-async def test_a_killed_bridge_leaves_the_lock_free_for_the_next(
+async def test_a_rolling_upgrade_keeps_older_replicas_running_unless_the_schema_forbids(
         postgres: PostgresCluster) -> None:
-    # SIGKILL closes the process's sockets: the server ends its session and the lock with it.
-    url = postgres.url(postgres.database())
-    holder = await asyncio.create_subprocess_exec(
-        sys.executable, "-c",
-        "import asyncio, sys\n"
-        "from bridge.store.postgres import PostgresStore\n"
-        "async def main():\n"
-        "    store = await PostgresStore.open(sys.argv[1])\n"
-        "    print('open', flush=True)\n"
-        "    await asyncio.sleep(600)\n"
-        "    await store.close()\n"
-        "asyncio.run(main())\n", url, stdout=asyncio.subprocess.PIPE)
-    assert holder.stdout is not None
-    assert await asyncio.wait_for(holder.stdout.readline(), 30) == b"open\n"
-    with pytest.raises(StoreInUse, match=f"pid {holder.pid} on host"):
+    dbname = postgres.database()
+    url = postgres.url(dbname)
+    running = await PostgresStore.open(url)
+    # A newer bridge upgraded the store with a migration older replicas can live with.
+    postgres.execute(dbname, f"UPDATE schema_version SET version = {SCHEMA_VERSION + 1}")
+    joining = await PostgresStore.open(url)  # this version may still start, too
+    assert await running.check() is False and running.problem is None
+    await joining.add_inbound([NewInbound("C1", "alice", text("during the deploy"), 1.0)])
+    # The next one's migration cannot be lived with: older replicas step aside.
+    postgres.execute(dbname, f"UPDATE store_info SET value = '{SCHEMA_VERSION + 1}'"
+                             " WHERE key = 'oldest_reader'")
+    await running.check()  # what watch() runs every interval
+    assert running.problem is not None and "upgrade it" in running.problem
+    with pytest.raises(StoreUnavailable, match="newer bridge"):
+        await running.claim_leases("old-replica", ["channel:C1"], 3)
+    with pytest.raises(StoreError, match="newer version of the bridge"):
         await PostgresStore.open(url)
-    holder.kill()
-    await holder.wait()
-    # Started again at once (as systemd would): the killed session's lock is gone already.
-    store = await PostgresStore.open(url)
-    await store.close()
+    await running.close()
+    await joining.close()
 
 
 async def test_connections_the_server_dropped_are_replaced_before_a_call_fails(
@@ -777,7 +811,7 @@ async def test_a_database_turned_read_only_is_noticed_before_a_text_needs_it(
         await store.close()
 
 
-async def test_an_unreachable_database_is_a_problem_and_the_lock_is_taken_again(
+async def test_an_unreachable_database_is_a_problem_until_it_is_back(
         postgres: PostgresCluster) -> None:
     dbname = postgres.database()
     url = postgres.url(dbname)
@@ -787,43 +821,19 @@ async def test_an_unreachable_database_is_a_problem_and_the_lock_is_taken_again(
         postgres.execute("postgres", [
             f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS false",
             f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{dbname}'"])
-        # The watch finds the lock's connection gone and cannot connect again.
         await wait_for(lambda: store.problem is not None and "cannot be reached"
                        in store.problem)
         with pytest.raises(StoreUnavailable):
             await store.add_inbound([NewInbound("C1", "alice", text("during"), 1.0)])
+        with pytest.raises(StoreUnavailable):  # no lease renewed: the replica posts nothing
+            await store.claim_leases("r1", ["channel:C1"], 3)
         postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
         await wait_for(lambda: store.problem is None)
-        # The lock is held again: a second bridge is still refused.
-        with pytest.raises(StoreInUse):
-            await PostgresStore.open(url)
         await store.add_inbound([NewInbound("C1", "alice", text("after"), 2.0)])
         assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
     finally:
         watching.cancel()
         await store.close()
-
-
-async def test_a_bridge_whose_lock_was_taken_meanwhile_stops_storing(
-        postgres: PostgresCluster) -> None:
-    # The lock's session ended (a DBA's pg_terminate_backend, an idle timeout) and a second
-    # bridge started before the first noticed: the first must stop, not send alongside it.
-    dbname = postgres.database()
-    url = postgres.url(dbname)
-    first = await PostgresStore.open(url)
-    postgres.execute("postgres", "SELECT pg_terminate_backend(l.pid) FROM pg_locks l JOIN"
-                                 " pg_database d ON d.oid = l.database WHERE"
-                                 f" l.locktype = 'advisory' AND d.datname = '{dbname}'")
-    second = await PostgresStore.open(url)
-    await first.check_lock()  # what watch() runs every interval
-    assert first.problem is not None and "taken over by another bridge" in first.problem
-    assert f"pid {os.getpid()}" in first.problem
-    with pytest.raises(StoreUnavailable, match="taken over"):
-        await first.add_inbound([NewInbound("C1", "alice", text("from the first"), 1.0)])
-    await second.add_inbound([NewInbound("C1", "alice", text("from the second"), 2.0)])
-    assert [r.text.body for r in await second.waiting_inbound()] == ["from the second"]
-    await first.close()
-    await second.close()
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float = 10) -> None:

@@ -98,6 +98,8 @@ async def exercise(store: Store) -> set[str]:
     await call("first_sight_of_event", "Ev-new")
     await call("forget_event", "Ev-new")
     await call("backlog")
+    await call("claim_leases", "replica-1", ["channel:C1", "events:default"], 3.0)
+    await call("release_leases", "replica-1", ["channel:C1"])
     await call("prune", now - 50_000, audit_older_than=now - 50_000)
     await store._run(store._test_write)
     return called

@@ -256,13 +256,19 @@ class AmiLink:
     def __init__(self, settings: AmiSettings, *, on_text: TextHandler,
                  spool_mark: SpoolMark | None = None,
                  spool_since: float | None = None,
-                 presence: PhonePresence | None = None) -> None:
+                 presence: PhonePresence | None = None,
+                 consuming: Callable[[], bool] | None = None) -> None:
         """`spool_mark` gives the newest Asterisk time of a text the bridge has stored: the
         spool read at login skips what is older (None: read the whole spool). Spooled texts
         from before `spool_since` (unix time) are not relayed: the store is newer than them,
         so it cannot tell whether they are in Slack already (None: relay all). `presence` is
-        fed from ContactStatus events (bridge.core.presence)."""
+        fed from ContactStatus events (bridge.core.presence). `consuming` says whether this
+        bridge takes the PBX's texts right now (several replicas: the one holding its events
+        lease); while not, text events are left to the replica that does and the spool is
+        not read (`take_over` reads it when this one becomes the consumer)."""
         self._settings = settings
+        self._consuming = consuming or (lambda: True)
+        self._catch_up_task: asyncio.Task[None] | None = None
         self._on_text = on_text
         self._spool_mark = spool_mark
         self._spool_since = spool_since
@@ -332,13 +338,32 @@ class AmiLink:
     async def stop(self) -> None:
         self._stopping = True
         self._lost.set()
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in (self._task, self._catch_up_task):
+            if task is not None:
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         self._teardown("bridge stopping")
+
+    def take_over(self) -> None:
+        """This bridge has just become the one taking this PBX's texts (another replica
+        stopped): read the spool from the newest text the store has, for what arrived while
+        no replica was taking them. Not connected: the next login reads it anyway."""
+        if not self.ready or self._stopping or (
+                self._catch_up_task is not None and not self._catch_up_task.done()):
+            return
+        log.info("AMI: taking this PBX's texts over from another replica%s; reading the "
+                 "spool for what arrived meanwhile", self._site)
+        self._catch_up_task = asyncio.create_task(self._catch_up(),
+                                                  name=f"ami-take-over-{self.name}")
+        self._catch_up_task.add_done_callback(self._caught_up)
+
+    def _caught_up(self, task: asyncio.Task[None]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("AMI: reading the spool at a take-over failed%s: %s", self._site,
+                      task.exception())
 
     async def message_send(self, *, destination: str, body: str, from_: str | None) -> None:
         """Send one text (at most one segment) with MessageSend; raise AmiError if not queued.
@@ -430,7 +455,8 @@ class AmiLink:
                 log.info("AMI: connected to %s%s as %s%s", self.address,
                          " over TLS" if self._settings.tls else "", self._settings.username,
                          self._site)
-                await self._catch_up()
+                if self._consuming():
+                    await self._catch_up()
                 await self._list_contacts()
                 await self._watch()
             except AmiError as exc:
@@ -510,6 +536,8 @@ class AmiLink:
     def _dispatch(self, _manager: object, event: Mapping[str, str]) -> None:
         if str(event.get("UserEvent", "")) != TEXT_EVENT:
             return
+        if not self._consuming():
+            return  # another replica takes this PBX's texts (and has this one)
         expected = self._settings.event_token.reveal()
         token = str(event.get("Token", "")).strip()
         if not hmac.compare_digest(token.encode(), expected.encode()):

@@ -44,6 +44,7 @@ from bridge.core.policy import AccessPolicy, normalize_number, number_from_trunk
 from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.core.thread_replies import CLAIMED_PREFIX, IDENTIFIED_PREFIX
+from bridge.delivery.leases import Leases, channel_lease
 from bridge.ops import metrics
 from bridge.settings.config import DeliverySettings
 from bridge.slack.messages import (
@@ -73,6 +74,9 @@ _BUSY_GAP = _LINGER_SECONDS / 3  # at least three more texts expected while ling
 # back a few posts' worth at a time as the channel's queue drains.
 _QUEUE_MAX = 2000
 _RATES_MAX = 10000  # senders whose inbound rate is tracked before the oldest are forgotten
+# Several replicas: a channel lease held this long with nothing to post is given back, so the
+# replica taking the PBX's texts (which claims their channels as it stores them) posts them.
+_IDLE_RELEASE = 30.0
 
 
 class Poster(Protocol):
@@ -264,10 +268,14 @@ class InboundRelay:
                  poster: Poster, delivery: DeliverySettings, tasks: TaskSet,
                  inbox: Inbox | None = None, feedback: EchoListener | None = None,
                  thread_idle: float = 86400.0, show_pbx: bool = False,
-                 access: AccessPolicy | None = None) -> None:
+                 access: AccessPolicy | None = None, leases: Leases | None = None) -> None:
         """`show_pbx`: name the PBX (site) a text came through in its post (several PBXs);
-        `access`: the [[numbers]] patterns, which say which trunk carries which numbers."""
+        `access`: the [[numbers]] patterns, which say which trunk carries which numbers;
+        `leases`: with several replicas, which channels this one posts (None: all)."""
         self._store = store
+        self._leases = leases
+        self._refused: dict[str, float] = {}  # channel -> until when not to claim it again
+        self._idle: dict[str, float] = {}  # held channel -> since when it has had nothing
         self._show_pbx = show_pbx
         self._access = access or AccessPolicy()
         self._thread_idle = thread_idle
@@ -295,16 +303,106 @@ class InboundRelay:
         """Resume everything the store holds, then start taking new texts."""
         resumed = 0
         for channel in await self._store.waiting_channels():
-            waiting = await self._store.waiting_inbound(channel=channel, limit=_QUEUE_MAX + 1)
-            for row in waiting[:_QUEUE_MAX]:
-                self._enqueue(row, resumed=True)
-            resumed += len(waiting)
-            if len(waiting) > _QUEUE_MAX:
-                self._channels[channel].full = True  # the rest is read as the queue drains
+            resumed += await self._resume(channel)
         if resumed:
             log.info("text in: resuming %s texts from the store",
                      f"{resumed - 1}+" if resumed > _QUEUE_MAX else resumed)
         self._intake_task = self._tasks.spawn(self._run_intake(), name="inbound-intake")
+        if self._leases is not None and self._leases.shared:
+            self._tasks.spawn(self._run_scan(), name="inbound-scan")
+
+    async def _resume(self, channel: str) -> int:
+        """Queue a channel's texts waiting in the store (the oldest first); how many."""
+        waiting = await self._store.waiting_inbound(channel=channel, limit=_QUEUE_MAX + 1)
+        for row in waiting[:_QUEUE_MAX]:
+            self._enqueue(row, resumed=True)
+        if len(waiting) > _QUEUE_MAX:
+            self._channels[channel].full = True  # the rest is read as the queue drains
+        return len(waiting)
+
+    # -- several replicas ------------------------------------------------------------------
+
+    def _holds(self, channel: str) -> bool:
+        return self._leases is None or self._leases.holds(channel_lease(channel))
+
+    async def _own(self, channel: str) -> bool:
+        """Whether this replica posts `channel` now, taking its lease if it is free."""
+        if self._holds(channel):
+            return True
+        assert self._leases is not None
+        if self._refused.get(channel, 0.0) > time.monotonic():
+            return False
+        if await self._leases.claim([channel_lease(channel)]):
+            self._gained(channel)
+            return True
+        self._refused[channel] = time.monotonic() + self._leases.renew_interval
+        return False
+
+    def _gained(self, channel: str) -> None:
+        """A channel this replica did not post a moment ago: another replica may have
+        started threads and refitted texts meanwhile, so nothing remembered of it holds."""
+        self._refused.pop(channel, None)
+        self._refits.pop(channel, None)
+        self._partials.pop(channel, None)
+        for key, conversation in list(self._conversations.items()):
+            if conversation.channel == channel:
+                del self._conversations[key]
+
+    def _let_go(self, channel: str, state: _ChannelState) -> None:
+        """Another replica posts `channel`: forget its queue (its texts stay in the store)."""
+        if self._channels.get(channel) is state:
+            del self._channels[channel]
+        if state.queue:
+            log.info("text in: channel=%s is posted by another replica now; %d texts are left "
+                     "to it in the store", channel, len(state.queue))
+
+    async def _run_scan(self) -> None:
+        """Several replicas: every half renewal, take the channels with texts waiting that
+        no replica posts (their poster died, or another replica stored them), pick up texts
+        other replicas stored for the channels this one posts, and give back idle ones."""
+        assert self._leases is not None
+        leases = self._leases
+        while True:
+            await asyncio.sleep(leases.renew_interval / 2)
+            try:
+                waiting = await self._store.waiting_channels()
+            except StoreError:
+                continue  # /healthz says why; the leases lapse by themselves
+            free = []
+            for channel in waiting:
+                self._idle.pop(channel, None)
+                state = self._channels.get(channel)
+                if not self._holds(channel):
+                    free.append(channel)
+                elif state is None or state.worker is None or state.worker.done():
+                    await self._resume(channel)
+                else:
+                    state.full = True  # texts another replica stored: read back, in order
+            if free:
+                got = await leases.claim(channel_lease(channel) for channel in free)
+                for channel in free:
+                    if channel_lease(channel) in got:
+                        self._gained(channel)
+                        await self._resume(channel)
+            await self._release_idle(set(waiting))
+
+    async def _release_idle(self, waiting: set[str]) -> None:
+        assert self._leases is not None
+        now = time.monotonic()
+        idle = []
+        for name in self._leases.held():
+            if not name.startswith("channel:"):
+                continue
+            channel = name.removeprefix("channel:")
+            state = self._channels.get(channel)
+            if channel in waiting or (state is not None and state.worker is not None
+                                      and not state.worker.done()):
+                continue
+            if now - self._idle.setdefault(channel, now) >= _IDLE_RELEASE:
+                idle.append(name)
+                del self._idle[channel]
+        if idle:
+            await self._leases.release(idle)
 
     async def stop(self, timeout: float) -> None:
         """Stop intake, store what was received, let in-flight posts finish (bounded)."""
@@ -408,6 +506,9 @@ class InboundRelay:
     def _enqueue(self, row: InboundRow, *, resumed: bool = False) -> None:
         """Queue a stored text for its channel, or leave it in the store to be read back
         later: when the channel's queue is full, or its sender is over the inbound rate."""
+        if not self._holds(row.channel) and \
+                self._refused.get(row.channel, 0.0) > time.monotonic():
+            return  # another replica posts this channel: it finds the text in the store
         state = self._channels.get(row.channel)
         if state is None:
             state = self._channels[row.channel] = _ChannelState(queue=deque())
@@ -440,8 +541,18 @@ class InboundRelay:
 
     async def _run_channel(self, channel: str) -> None:
         state = self._channels[channel]
+        try:
+            mine = await self._own(channel)
+        except StoreError:
+            mine = False
+        if not mine:
+            self._let_go(channel, state)
+            return
         backoff = _BACKOFF_FIRST
         while state.queue or state.spilled:
+            if not self._holds(channel):  # the lease lapsed (the store unreachable) or moved
+                self._let_go(channel, state)
+                return
             if state.spilled and len(state.queue) < self._delivery.max_texts_per_post:
                 await self._read_back(channel, state)
                 if not state.queue:
@@ -449,6 +560,9 @@ class InboundRelay:
             await self._pacer.wait(channel)
             if state.busy:
                 await self._linger(state)
+            if not self._holds(channel):  # lapsed while waiting for the channel's pace
+                self._let_go(channel, state)
+                return
             state.in_flight = 1
             try:
                 outcome = await self._step(channel, state.queue)

@@ -35,6 +35,7 @@ from bridge.core.errors import (
 )
 from bridge.core.model import OutboundRow, Outcome, Source
 from bridge.core.segments import segment_body
+from bridge.delivery.leases import Leases, outbox_lease
 from bridge.ops import metrics
 from bridge.store.backend import StoreBackend
 
@@ -116,9 +117,12 @@ class Outbox:
 
     def __init__(self, *, store: StoreBackend, feedback: OutcomeSink, max_wait: float,
                  sender: MessageSender | None = None, from_: str | None = None,
-                 routes: Mapping[str, Route] | None = None) -> None:
-        """One PBX: `sender` (and `from_`); several: `routes` by PBX name, in config order."""
+                 routes: Mapping[str, Route] | None = None,
+                 leases: Leases | None = None) -> None:
+        """One PBX: `sender` (and `from_`); several: `routes` by PBX name, in config order.
+        `leases`: with several replicas, which PBXs' texts this one sends (None: all)."""
         self._store = store
+        self._leases = leases
         self._feedback = feedback
         self._max_wait = max_wait
         if routes is None:
@@ -163,10 +167,19 @@ class Outbox:
             for lane in self._lanes.values():
                 lanes.create_task(self._run_lane(lane), name=f"outbox-{lane.name}")
 
+    def _holds(self, lane: _Lane) -> bool:
+        return self._leases is None or self._leases.holds(outbox_lease(lane.name))
+
     async def _run_lane(self, lane: _Lane) -> None:
         first = next(iter(self._lanes.values()))
+        # Several replicas: texts another replica stored are found by asking the store this
+        # often, and a lane whose lease another replica holds waits for it.
+        poll = self._leases.renew_interval / 2 if self._leases and self._leases.shared else None
         while not self._stopping:
             lane.wakeup.clear()
+            if not self._holds(lane):
+                await asyncio.sleep(poll or _EXPIRY_CHECK)
+                continue
             try:
                 every = await self._store.unfinished_outbound()
             except StoreError as exc:  # an unusable store file: the texts wait, in it
@@ -187,6 +200,8 @@ class Outbox:
             for row in rows:
                 if self._stopping:
                     return
+                if not self._holds(lane):
+                    break  # another replica sends them now, from the store
                 if row.state == "queued":
                     lane.idle.clear()
                     try:
@@ -199,9 +214,11 @@ class Outbox:
                                      reason=TextRejected(row.last_error or "not sent"))
             if not queued:
                 # Only untold outcomes (Slack unreachable?) or nothing: wait for news.
+                timeout = _RETELL_INTERVAL if rows else None
+                if poll is not None:
+                    timeout = poll if timeout is None else min(timeout, poll)
                 try:
-                    await asyncio.wait_for(lane.wakeup.wait(), _RETELL_INTERVAL if rows
-                                           else None)
+                    await asyncio.wait_for(lane.wakeup.wait(), timeout)
                 except TimeoutError:
                     pass
 
@@ -224,6 +241,8 @@ class Outbox:
         told_waiting = False
         sender = lane.route.sender
         while sent < len(segments):
+            if not self._holds(lane):  # the rest is sent by the lease's next holder
+                return
             if time.time() - row.created_at > self._max_wait:
                 where = f" (PBX {lane.name})" if len(self._lanes) > 1 else ""
                 await self._fail(row, sent, GaveUp(

@@ -35,6 +35,16 @@ PROBE_INTERVAL = 60.0
 ANSWER_WINDOW = 180.0
 
 
+class LeaseView(Protocol):
+    """What a replica holds (bridge.delivery.leases.Leases)."""
+
+    holder: str
+    ttl: float
+    shared: bool
+
+    def held(self) -> list[str]: ...
+
+
 class AmiHealth(Protocol):
     """What health reads from one PBX's AMI link (implemented by AmiLink)."""
 
@@ -194,7 +204,8 @@ class HealthReport:
 
 def health_report(*, ami: AmiHealth | Sequence[AmiHealth], slack: SlackReachability,
                   backlog: Backlog, now: float | None = None,
-                  store_problem: str | None = None) -> HealthReport:
+                  store_problem: str | None = None,
+                  leases: LeaseView | None = None) -> HealthReport:
     """The `/healthz` answer: healthy when every required PBX's AMI is logged in (`ami`: one
     link, or every PBX's), Slack answers and the store takes writes (`store_problem` says
     why it does not). `ami` in the answer is the first PBX; `pbxs` has each, by name."""
@@ -226,6 +237,10 @@ def health_report(*, ami: AmiHealth | Sequence[AmiHealth], slack: SlackReachabil
             "outbound_untold": backlog.outbound_unnotified,
         },
     }
+    if leases is not None and leases.shared:
+        # Several replicas: which one this is, and what it works (channels, PBX streams).
+        body["replica"] = {"name": leases.holder, "lease_seconds": leases.ttl,
+                           "leases": leases.held()}
     if reasons:
         body["reasons"] = reasons
     return HealthReport(healthy=not reasons, body=body)

@@ -16,7 +16,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bridge.core.model import Backlog
-from bridge.ops.health import AmiHealth, SlackReachability, health_report
+from bridge.ops.health import AmiHealth, LeaseView, SlackReachability, health_report
 from bridge.ops.metrics import Metrics
 from bridge.store.backend import StoreBackend
 
@@ -28,8 +28,9 @@ class OpsEndpoints:
 
     def __init__(self, *, ami: AmiHealth | Sequence[AmiHealth], slack: SlackReachability,
                  store: StoreBackend,
-                 metrics: Metrics) -> None:
+                 metrics: Metrics, leases: LeaseView | None = None) -> None:
         self._ami = ami
+        self._leases = leases
         self._slack = slack
         self._store = store
         self._metrics = metrics
@@ -64,12 +65,14 @@ class OpsEndpoints:
             problem = (problem or self._store.problem
                        or f"the store {self._store.location} cannot be read: {exc}")
         report = health_report(ami=self._ami, slack=self._slack, backlog=backlog,
-                               store_problem=problem)
+                               store_problem=problem, leases=self._leases)
         return web.Response(status=200 if report.healthy else 503,
                             text=json.dumps(report.body), content_type="application/json",
                             headers={"Cache-Control": "no-store"})
 
     async def _scrape(self, _request: web.Request) -> web.Response:
         self._metrics.refresh_backlog(await self._store.backlog())
+        if self._leases is not None:
+            self._metrics.refresh_leases(self._leases.held())
         return web.Response(body=self._metrics.exposition(),
                             headers={"Content-Type": CONTENT_TYPE_LATEST})

@@ -31,6 +31,8 @@ IN_FAILURES = ("rate_limited", "channel_refused", "timeout", "connection", "slac
 OUT_FAILURES = ("asterisk_refused", "asterisk_unreachable", "unconfirmed", "other")
 # Why a text from Slack was refused before it was stored (bridge/delivery/gate.py, check_text).
 REFUSALS = ("unknown_recipient", "not_allowed", "rate_limited", "invalid_text")
+# What a replica can hold a lease on (bridge/delivery/leases.py).
+LEASE_KINDS = ("channel", "events", "outbox")
 SLACK_METHODS = frozenset({
     "chat.postMessage", "chat.postEphemeral", "chat.update", "conversations.history",
     "conversations.replies",
@@ -97,6 +99,11 @@ class Metrics:
                                "not sendable as typed)", ["reason"], registry=r)
         self.untold = Gauge("bridge_untold_outcomes", "Finished texts to phones whose sender "
                             "has not been told yet", registry=r)
+        self.leases = Gauge("bridge_leases_held", "Leases this replica holds (several "
+                            "replicas on one store): channels it posts, PBXs whose texts it "
+                            "takes (events) and sends (outbox)", ["kind"], registry=r)
+        for kind in LEASE_KINDS:
+            self.leases.labels(kind=kind)
         for result in IN_RESULTS:
             self.texts_in.labels(result=result)
             self.slack_posts.labels(result=result)
@@ -128,6 +135,12 @@ class Metrics:
             self.oldest.labels(direction=direction).set(
                 max(0.0, now - oldest) if oldest is not None else 0.0)
         self.untold.set(backlog.outbound_unnotified)
+
+    def refresh_leases(self, held: list[str]) -> None:
+        """Set the leases gauge from the names held (`<kind>:<what>`)."""
+        for kind in LEASE_KINDS:
+            self.leases.labels(kind=kind).set(
+                sum(1 for name in held if name.startswith(kind + ":")))
 
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""

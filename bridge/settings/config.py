@@ -145,6 +145,9 @@ class Settings:
     # (the URL's, PGPASSWORD), for redaction.
     store_url: Secret | None = field(default=None, repr=False)
     store_secrets: tuple[Secret, ...] = field(default=(), repr=False)
+    # Several replicas on the PostgreSQL store: how long a replica's lease on a channel or a
+    # PBX stream lasts unrenewed, i.e. how soon the others take over from a dead one.
+    lease_seconds: float = 3.0
     ops: OpsSettings = field(default_factory=OpsSettings)
 
     # Every PBX, in config order: `[ami]` alone, or each `[[pbx]]` (empty: just `ami`).
@@ -174,7 +177,7 @@ _KNOWN_KEYS: dict[str, set[str]] = {
     "": {"ami", "pbx", "slack", "endpoints", "store", "delivery", "access", "numbers", "audit",
          "ops"},
     "ops": {"bind"},
-    "store": {"path", "url"},
+    "store": {"path", "url", "lease_seconds"},
     "delivery": {"channel_rate", "channel_burst", "max_texts_per_post", "max_chars_per_post",
                  "late_after", "outbound_max_wait", "notify", "drain_timeout", "max_parts",
                  "inbound_rate", "inbound_burst"},
@@ -236,6 +239,8 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     store_table = _optional_table(check, data, "store")
     store_path = _load_store(check, store_table)
     store_url, store_secrets = _load_store_url(check, store_table, env)
+    lease_seconds = check.number(store_table, "lease_seconds", "store.", default=3.0, low=1,
+                                 high=60)
     delivery = _load_delivery(check, _optional_table(check, data, "delivery"))
     access = load_access(check, data)
     ops = _load_ops(check, _optional_table(check, data, "ops"),
@@ -253,7 +258,8 @@ def load_settings(path: str | Path, environ: Mapping[str, str] | None = None, *,
     return Settings(path=path, ami=loaded[0], slack=slack,
                     directory=Directory(tuple(endpoints)), store_path=store_path,
                     delivery=delivery, access=access, pbxs=loaded, ops=ops,
-                    store_url=store_url, store_secrets=store_secrets)
+                    store_url=store_url, store_secrets=store_secrets,
+                    lease_seconds=lease_seconds)
 
 
 def _load_pbxs(check: ConfigReader, data: Mapping[str, Any],

@@ -102,6 +102,13 @@ class StoreBackend(Protocol):
     async def first_sight_of_event(self, event_id: str) -> bool:
         """Record a Slack event ID; False if it was seen before (a retried delivery)."""
 
+    async def claim_leases(self, holder: str, names: Iterable[str], ttl: float) -> set[str]:
+        """Take the leases of `names` that are free or expired and renew those `holder` has,
+        each for `ttl` seconds (one statement); the names `holder` holds now."""
+
+    async def release_leases(self, holder: str, names: Iterable[str]) -> None:
+        """Give up `holder`'s leases of `names`."""
+
     async def outbound_progress(self, row_id: int, segments_sent: int) -> None: ...
 
     async def finish_outbound(self, row_id: int, state: OutboundState,

@@ -18,12 +18,14 @@ same tables on both) and upgraded in place by `_MIGRATIONS`, one transaction per
 advisory lock so two bridges starting at once do not both migrate; a database written by a newer
 bridge is refused and left untouched (the check runs inside a transaction that is rolled back).
 
-One bridge per store, as with the SQLite file: `open` takes a session advisory lock (keyed by
-the schema the tables are in) on a connection of its own, held for the store's life, and
-refuses to start if another session holds it, naming the holder (recorded in `store_info`).
-`watch` checks that connection every interval and takes the lock again on a new one when the
-session was lost (a database restart); if another bridge took it meanwhile the store refuses
-every call for good (two bridges would send every queued text twice).
+Several bridges (replicas) share one store: unlike the SQLite file, nothing here is one
+bridge's alone. Who works what is decided by leases (`claim_leases`, driven by
+`bridge/delivery/leases.py`): one replica at a time posts a channel, consumes a PBX's events or
+sends a PBX's texts to phones. Rolling upgrades: `store_info.oldest_reader` is the oldest schema
+a bridge may know and still use this database. A migration that only adds (so far, all of them)
+leaves it; one that older replicas cannot live with raises it to its own version. A bridge older
+than it refuses at start, and a running one that sees it raised (`watch`) stops working with a
+message saying to upgrade it.
 
 The store watches its own health (`problem`): the database unreachable (connection refused, the
 pool timing out, shut down) or refusing writes (read-only after a failover, disk full) makes
@@ -37,11 +39,8 @@ psycopg errors become `StoreError` here; the rest of the bridge never sees psyco
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
-import os
-import socket
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -54,7 +53,7 @@ from psycopg.rows import DictRow, dict_row
 from psycopg_pool import AsyncConnectionPool
 
 from bridge.core.directory import DEFAULT_PBX
-from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
+from bridge.core.errors import StoreError, StoreUnavailable
 from bridge.core.model import (
     AuditEntry,
     Backlog,
@@ -76,7 +75,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Connection = psycopg.AsyncConnection[DictRow]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Seconds to wait for the database when opening, and for a free connection on each call.
 CONNECT_TIMEOUT = 10.0
@@ -84,10 +83,6 @@ CONNECT_TIMEOUT = 10.0
 POOL_MAX = 4
 # pg_advisory_xact_lock key held while the schema is checked and upgraded ("slkbrdg1").
 _MIGRATION_LOCK = 0x736C6B6272646731
-# The store's lock (one bridge per store) is the session advisory lock (this class, the CRC
-# of the schema the tables are in): two stores in two schemas of one database are two stores.
-# Two-key advisory locks never collide with the one-key _MIGRATION_LOCK.
-_STORE_LOCK_CLASS = 0x736C6B62  # "slkb"
 # How many rows of each table one prune transaction deletes.
 _PRUNE_BATCH = 500
 # SQLSTATEs of a database that is up but refuses writes (a read-only standby after a
@@ -233,6 +228,17 @@ _MIGRATIONS: list[str] = [
         SELECT 'default', asterisk_time FROM spool_mark;
     DROP TABLE spool_mark;
     """,
+    # 6 -> 7: leases: several bridges share the store, each channel, PBX event stream and
+    # PBX's texts to phones worked by one of them at a time (`claim_leases`). `expires` is
+    # the database's clock, so the replicas' clocks need not agree. The same as SQLite's.
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires DOUBLE PRECISION NOT NULL
+    );
+    INSERT INTO store_info (key, value) VALUES ('oldest_reader', '7');
+    """,
 ]
 
 # The tables the bridge uses, and the rights it needs on each (schema_version is written only
@@ -240,7 +246,7 @@ _MIGRATIONS: list[str] = [
 _ROW_RIGHTS = ("SELECT", "INSERT", "UPDATE", "DELETE")
 TABLE_RIGHTS: dict[str, tuple[str, ...]] = {
     **{table: _ROW_RIGHTS for table in ("inbound", "outbound", "conversations", "threads",
-                                        "slack_events", "audit")},
+                                        "slack_events", "audit", "leases")},
     # Upserted only: the lock's holder, the health check's test write, the spool mark.
     **{table: ("SELECT", "INSERT", "UPDATE") for table in ("store_info", "pbx_spool_mark")},
     "schema_version": ("SELECT",),
@@ -271,32 +277,29 @@ def _params(*values: Any) -> tuple[Any, ...]:
 
 
 class PostgresStore:
-    """The store in a PostgreSQL database, through a small pool of connections, and one more
-    connection of its own that holds the store's lock (one bridge per store) for its life."""
+    """The store in a PostgreSQL database, through a small pool of connections, shared with
+    any other bridge replicas pointed at the same database."""
 
     def __init__(self, url: str, pool: AsyncConnectionPool[Connection], *,
-                 lock: Connection, lock_key: tuple[int, int], timeout: float) -> None:
+                 timeout: float) -> None:
         self._url = url
         self._where = describe(url)
         self._pool = pool
-        self._lock_conn: Connection | None = lock  # None: the lock is lost (watch retakes it)
-        self._lock_key = lock_key
         self._timeout = timeout
         self.created_at: float | None = None  # None: created before the store knew (schema < 4)
         self.unreachable = ""  # why the database cannot be reached right now
         self.unwritable = ""  # why it refuses writes right now (read-only, disk full)
-        self.taken_over = ""  # another bridge took the lock: permanent until restart
+        self.outdated = ""  # a newer bridge upgraded the store beyond what this one can use
 
     @classmethod
     async def open(cls, url: str, *, timeout: float = CONNECT_TIMEOUT) -> PostgresStore:
-        """Connect, take the store's lock, create or upgrade the schema, and return the store;
-        StoreInUse if another bridge holds it, StoreError if the database cannot be used
-        (unreachable, refused, newer schema, missing rights)."""
+        """Connect, create or upgrade the schema, and return the store; StoreError if the
+        database cannot be used (unreachable, refused, a schema this bridge is too old for,
+        missing rights)."""
         where = describe(url)
         # One connection of our own first: its error is libpq's, word for word (the pool
-        # would only say it timed out). It takes the lock before the schema is touched (a
-        # second bridge upgrades nothing under a running one), upgrades the schema, and then
-        # holds the lock for the store's life.
+        # would only say it timed out). It upgrades the schema (under a transaction lock:
+        # replicas starting at once upgrade it once) and is closed.
         try:
             conn = await _connect(url, timeout)
         except psycopg.Error as exc:
@@ -305,22 +308,12 @@ class PostgresStore:
                 "(or BRIDGE_STORE_URL), the password (in the URL, PGPASSWORD or ~/.pgpass) and "
                 "that the server accepts this host (pg_hba.conf)") from exc
         try:
-            lock_key = await _store_lock_key(conn)
-            if not await _try_lock(conn, lock_key):
-                holder = await _holder(conn)
-                raise StoreInUse(
-                    f"the store at {where} is in use by another bridge ({holder or 'unknown'});"
-                    f" two bridges on one store would send every queued text twice. Stop the "
-                    f"other one, or give this one its own database or schema ([store] url)")
             await _migrate(conn, where)
-            await _record_holder(conn)
             created_at = await _created_at(conn)
         except psycopg.Error as exc:
-            await conn.close()
             raise StoreError(f"cannot set up the store at {where}: {_reason(exc)}") from exc
-        except BaseException:
-            await conn.close()  # closing the session releases its lock
-            raise
+        finally:
+            await conn.close()
         pool: AsyncConnectionPool[Connection] = AsyncConnectionPool(
             url, connection_class=psycopg.AsyncConnection[DictRow],
             kwargs={"autocommit": True, "row_factory": dict_row}, min_size=1,
@@ -333,17 +326,13 @@ class PostgresStore:
             await pool.open(wait=True, timeout=timeout)
         except psycopg.Error as exc:
             await pool.close()
-            await conn.close()
             raise StoreError(f"cannot connect to the store at {where}: {_reason(exc)}") from exc
-        store = cls(url, pool, lock=conn, lock_key=lock_key, timeout=timeout)
+        store = cls(url, pool, timeout=timeout)
         store.created_at = created_at
         return store
 
     async def close(self) -> None:
         await self._pool.close()
-        conn, self._lock_conn = self._lock_conn, None
-        if conn is not None:
-            await conn.close()  # ends the session: the lock is free for the next bridge
 
     # -- health ------------------------------------------------------------------------------
 
@@ -354,80 +343,50 @@ class PostgresStore:
     @property
     def problem(self) -> str | None:
         """Why the store cannot take texts right now; None when it can."""
-        if self.taken_over:
-            return self.taken_over
+        if self.outdated:
+            return self.outdated
         if self.unreachable:
             return f"the store at {self._where} cannot be reached: {self.unreachable}"
         if self.unwritable:
             return f"the store at {self._where} cannot take writes: {self.unwritable}"
-        if self._lock_conn is None:
-            return (f"the store at {self._where}: the connection holding the store's lock "
-                    f"was lost; taking it again")
         return None
 
     async def watch(self, interval: float = 2.0) -> None:
-        """Forever: check that the connection holding the store's lock is alive (a database
-        restart ends it, and with it the lock), take the lock again when it is not, and find
-        out when a database that could not be reached or written to can again."""
+        """Forever: ask the database every interval whether it is there and takes writes,
+        and whether a newer bridge upgraded the store beyond this one (a rolling upgrade);
+        clear the trouble once a test write works again."""
         while True:
             await asyncio.sleep(interval)
-            read_only = await self.check_lock()
-            # A database that turned read-only is noticed before a text needs it: the test
-            # write (on the pool, as texts are written) says whether it takes writes.
-            if (self.unreachable or self.unwritable or read_only) and not self.taken_over:
+            read_only = await self.check()
+            if (self.unreachable or self.unwritable or read_only) and not self.outdated:
                 try:
                     await self._transaction(self._test_write, writes=True)
                 except StoreError as exc:  # still unusable (logged when it changed)
                     log.debug("store: still unusable: %s", exc)
                     continue
 
-    async def check_lock(self) -> bool:
-        """One round trip on the lock's connection; if the session is gone, take the lock
-        again on a new one (or learn that another bridge has it now). True when the
-        database looks read-only (a standby, default_transaction_read_only)."""
-        if self.taken_over:
-            return False
-        conn = self._lock_conn
-        if conn is not None:
-            try:
-                cursor = await asyncio.wait_for(conn.execute(_READ_ONLY_CHECK), self._timeout)
-                row = await cursor.fetchone()
-                return bool(row and row["read_only"])
-            except (psycopg.Error, TimeoutError) as exc:
-                log.warning("store: the connection holding the store's lock at %s was lost "
-                            "(%s); taking it again", self._where, _reason(exc))
-                self._lock_conn = None
-                with contextlib.suppress(psycopg.Error):
-                    await conn.close()
-        try:
-            conn = await _connect(self._url, self._timeout)
-        except psycopg.Error as exc:
-            self._trouble(exc)
+    async def check(self) -> bool:
+        """One round trip: True when the database looks read-only (a standby,
+        default_transaction_read_only). Notes a schema this bridge is too old for."""
+        if self.outdated:
             return False
         try:
-            if not await _try_lock(conn, self._lock_key):
-                holder = await _holder(conn)
-                await conn.close()
-                self.taken_over = (
-                    f"the store at {self._where} was taken over by another bridge "
-                    f"({holder or 'unknown'}) while this one's connection was lost: texts are "
-                    f"no longer stored here (phones' texts stay in Asterisk's spool); stop one "
-                    f"of the two bridges and restart the other")
-                log.error("store: %s", self.taken_over)
-                return False
-            cursor = await conn.execute(_READ_ONLY_CHECK)
-            row = await cursor.fetchone()
-            read_only = bool(row and row["read_only"])
-            if not read_only:  # a read-only database keeps the holder of before
-                await _record_holder(conn)
-        except psycopg.Error as exc:
-            with contextlib.suppress(psycopg.Error):
-                await conn.close()
-            self._trouble(exc)
+            rows = await self._fetch(
+                f"SELECT ({_READ_ONLY_CHECK}) AS read_only,"
+                " (SELECT MAX(version) FROM schema_version) AS version,"
+                " (SELECT value FROM store_info WHERE key='oldest_reader') AS oldest")
+        except StoreError:
             return False
-        self._lock_conn = conn
-        log.info("store: took the lock of the store at %s again", self._where)
-        return read_only
+        row = rows[0]
+        version = int(row["version"] or 0)
+        oldest = int(row["oldest"] or version)
+        if version > SCHEMA_VERSION and oldest > SCHEMA_VERSION and not self.outdated:
+            self.outdated = (
+                f"the store at {self._where} was upgraded by a newer bridge to schema "
+                f"{version}, which bridges older than schema {oldest} cannot use (this one "
+                f"knows {SCHEMA_VERSION}): this replica stops working; upgrade it")
+            log.error("store: %s", self.outdated)
+        return bool(row["read_only"])
 
     @staticmethod
     async def _test_write(conn: Connection) -> None:
@@ -473,8 +432,8 @@ class PostgresStore:
         `single`: `fn` runs one statement, which in autocommit mode is a transaction of its
         own, so BEGIN and COMMIT (two round trips) are left out. `writes`: a success shows
         the database takes writes again."""
-        if self.taken_over:
-            raise StoreUnavailable(self.taken_over)
+        if self.outdated:  # permanent: a newer bridge's schema this one cannot use
+            raise StoreUnavailable(self.outdated)
         # A database known to be unreachable gets a short wait for a connection, not the full
         # one: /healthz and a stopping bridge answer in a second, and the callers retry.
         wait = min(self._timeout, _UNREACHABLE_WAIT) if self.unreachable else self._timeout
@@ -711,6 +670,30 @@ class PostgresStore:
         """Forget a recorded event ID, so its next sight counts as the first again."""
         await self._execute("DELETE FROM slack_events WHERE event_id=%s", (event_id,))
 
+    async def claim_leases(self, holder: str, names: Iterable[str], ttl: float) -> set[str]:
+        """Take the leases of `names` that are free or expired, renew those `holder` has,
+        each for `ttl` seconds of the database's clock; the names `holder` holds now. One
+        statement: two replicas claiming one expired lease at once get it once (the second
+        one's ON CONFLICT sees the first one's row, unexpired)."""
+        listed = sorted(set(names))  # one order for every replica: no deadlock between them
+        if not listed:
+            return set()
+        rows = await self._fetch(
+            "INSERT INTO leases (name, holder, expires)"
+            " SELECT n, %s, extract(epoch FROM clock_timestamp()) + %s"
+            " FROM unnest(%s::text[]) AS n"
+            " ON CONFLICT (name) DO UPDATE SET holder=excluded.holder, expires=excluded.expires"
+            " WHERE leases.holder=excluded.holder"
+            " OR leases.expires < extract(epoch FROM clock_timestamp())"
+            " RETURNING name", (holder, ttl, listed), writes=True)
+        return {str(row["name"]) for row in rows}
+
+    async def release_leases(self, holder: str, names: Iterable[str]) -> None:
+        """Give up `holder`'s leases of `names` (a clean stop: the next holder need not wait
+        for them to expire)."""
+        await self._execute("DELETE FROM leases WHERE holder=%s AND name = ANY(%s::text[])",
+                            (holder, list(names)))
+
     async def outbound_progress(self, row_id: int, segments_sent: int) -> None:
         await self._execute("UPDATE outbound SET segments_sent=%s WHERE id=%s",
                             (segments_sent, row_id))
@@ -820,9 +803,15 @@ async def _migrate(conn: Connection, where: str) -> None:
                     await conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                 version = await _schema_version(conn)
                 if version > SCHEMA_VERSION:
+                    if await _oldest_reader(conn) <= SCHEMA_VERSION:
+                        return  # a newer bridge's schema that this one can still use
                     raise _Newer(version)
                 if version == SCHEMA_VERSION:
                     return
+                if 0 < version < 7 and not await _try_lock(conn, await _store_lock_key(conn)):
+                    # A bridge from before replicas holds its one-bridge lock: it knows no
+                    # leases, and beside replicas it would send every queued text twice.
+                    raise _StillRunning(await _holder(conn))
                 if version == 0:
                     # A new store: every step in one transaction, one log line, and when it
                     # was created (texts in Asterisk's spool from before it are not relayed
@@ -842,6 +831,12 @@ async def _migrate(conn: Connection, where: str) -> None:
                 await conn.execute("DELETE FROM schema_version")
                 await conn.execute("INSERT INTO schema_version (version) VALUES (%s)",
                                    (target,))
+    except _StillRunning as running:
+        raise StoreError(
+            f"a bridge of the previous version (one bridge per store) is still running on the "
+            f"store at {where} ({running.holder or 'unknown'}): it would send texts beside "
+            f"these replicas without sharing the work. Stop it, then start this version; the "
+            f"store was left untouched") from None
     except _Newer as newer:  # the transaction was rolled back: nothing was changed
         raise StoreError(
             f"the database at {where} was written by a newer version of the bridge (store "
@@ -869,8 +864,20 @@ async def _connect(url: str, timeout: float) -> Connection:
         url, autocommit=True, row_factory=dict_row, connect_timeout=max(1, int(timeout)))
 
 
+async def _oldest_reader(conn: Connection) -> int:
+    """The oldest schema a bridge may know and still use this store (store_info)."""
+    cursor = await conn.execute("SELECT value FROM store_info WHERE key='oldest_reader'")
+    row = await cursor.fetchone()
+    return int(row["value"]) if row else await _schema_version(conn)
+
+
+# Bridges of schema 6 and before took a session advisory lock (one bridge per store) with this
+# class and the CRC of the schema the tables are in; an upgrade checks that none holds it.
+_STORE_LOCK_CLASS = 0x736C6B62  # "slkb"
+
+
 async def _store_lock_key(conn: Connection) -> tuple[int, int]:
-    """The store's advisory lock key: our class, and the schema its tables are (or will be) in."""
+    """The one-bridge lock key of earlier bridges: our class, and the schema its tables are (or will be) in."""
     cursor = await conn.execute("SELECT COALESCE(current_schema(), '') AS schema")
     row = await cursor.fetchone()
     crc = zlib.crc32(str(row["schema"] if row else "").encode())
@@ -878,14 +885,14 @@ async def _store_lock_key(conn: Connection) -> tuple[int, int]:
 
 
 async def _try_lock(conn: Connection, key: tuple[int, int]) -> bool:
-    """Take the store's lock for this session's life; False when another session has it."""
-    cursor = await conn.execute("SELECT pg_try_advisory_lock(%s, %s) AS taken", key)
+    """Whether a bridge of before holds its one-bridge lock (taken and given back at once)."""
+    cursor = await conn.execute("SELECT pg_try_advisory_xact_lock(%s, %s) AS taken", key)
     row = await cursor.fetchone()
     return bool(row and row["taken"])
 
 
 async def _holder(conn: Connection) -> str:
-    """Who holds the store's lock, as its holder recorded it ('' when unknown: it has no
+    """Who holds the earlier bridges' lock, as its holder recorded it ('' when unknown: it has no
     store_info table yet, or it is still starting)."""
     cursor = await conn.execute("SELECT to_regclass('store_info') IS NOT NULL AS present")
     found = await cursor.fetchone()
@@ -896,18 +903,16 @@ async def _holder(conn: Connection) -> str:
     return str(row["value"]) if row else ""
 
 
-async def _record_holder(conn: Connection) -> None:
-    """Write who holds the lock now, for the message of a bridge it refuses."""
-    holder = (f"pid {os.getpid()} on host {socket.gethostname()}, since "
-              f"{time.strftime('%Y-%m-%d %H:%M:%S %z')}")
-    await conn.execute("INSERT INTO store_info (key, value) VALUES ('holder', %s)"
-                       " ON CONFLICT (key) DO UPDATE SET value = excluded.value", (holder,))
-
-
 async def _created_at(conn: Connection) -> float | None:
     cursor = await conn.execute("SELECT value FROM store_info WHERE key='created_at'")
     row = await cursor.fetchone()
     return float(row["value"]) if row else None
+
+
+class _StillRunning(Exception):
+    def __init__(self, holder: str) -> None:
+        super().__init__(holder)
+        self.holder = holder
 
 
 class _Newer(Exception):

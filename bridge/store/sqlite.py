@@ -67,7 +67,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 # Each entry upgrades the schema from version N to N+1 (index N). Never edit a shipped entry:
 # add a new one, and bump SCHEMA_VERSION.
@@ -204,6 +204,16 @@ _MIGRATIONS: list[str] = [
     INSERT INTO pbx_spool_mark (pbx, asterisk_time)
         SELECT 'default', asterisk_time FROM spool_mark;
     DROP TABLE spool_mark;
+    """,
+    # 6 -> 7: leases, by which several bridges on one PostgreSQL store share the work (one
+    # channel, PBX event stream or PBX's texts to phones at a time). Kept here too so both
+    # backends have the same schema; a bridge alone on its file holds everything anyway.
+    """
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires REAL NOT NULL
+    );
     """,
 ]
 
@@ -697,6 +707,34 @@ class Store:
         """Forget a recorded event ID, so its next sight counts as the first again."""
         await self._run(self._transaction, lambda db: db.execute(
             "DELETE FROM slack_events WHERE event_id=?", (event_id,)))
+
+    async def claim_leases(self, holder: str, names: Iterable[str], ttl: float) -> set[str]:
+        """Take the leases of `names` that are free or expired, renew those `holder` has,
+        each for `ttl` seconds; the names `holder` holds now."""
+        return await self._run(self._claim_leases, holder, list(names), ttl)
+
+    def _claim_leases(self, holder: str, names: list[str], ttl: float) -> set[str]:
+        def claim(db: sqlite3.Connection) -> set[str]:
+            now = time.time()
+            held = set()
+            for name in names:
+                cursor = db.execute(
+                    "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?)"
+                    " ON CONFLICT (name) DO UPDATE SET holder=excluded.holder,"
+                    " expires=excluded.expires"
+                    " WHERE leases.holder=excluded.holder OR leases.expires < ?",
+                    (name, holder, now + ttl, now))
+                if cursor.rowcount == 1:
+                    held.add(name)
+            return held
+        return self._transaction(claim)
+
+    async def release_leases(self, holder: str, names: Iterable[str]) -> None:
+        """Give up `holder`'s leases of `names` (a clean stop: the next holder need not wait
+        for them to expire)."""
+        listed = list(names)
+        await self._run(self._transaction, lambda db: db.executemany(
+            "DELETE FROM leases WHERE name=? AND holder=?", [(n, holder) for n in listed]))
 
     async def outbound_progress(self, row_id: int, segments_sent: int) -> None:
         await self._run(self._transaction, lambda db: db.execute(

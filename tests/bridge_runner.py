@@ -43,6 +43,7 @@ class BridgeConfig:
     store_path: str = ""  # default: bridge-store.sqlite3 beside the config file
     store_url: str = ""  # a PostgreSQL URL: the store is there instead of the SQLite file
     delivery: dict[str, Any] = field(default_factory=dict)
+    store_extra: dict[str, Any] = field(default_factory=dict)  # e.g. lease_seconds
     slack_extra: dict[str, Any] = field(default_factory=dict)
     tail: str = ""  # more TOML after everything else, e.g. [access] or [[numbers]]
 
@@ -60,7 +61,8 @@ class BridgeConfig:
             *(f"{k} = {_toml(v)}" for k, v in self.slack_extra.items()),
         ]
         lines += ["", "[store]", f"url = {_toml(self.store_url)}" if self.store_url
-                  else f'path = "{self.store_path}"']
+                  else f'path = "{self.store_path}"',
+                  *(f"{k} = {_toml(v)}" for k, v in self.store_extra.items())]
         if self.delivery:
             lines += ["", "[delivery]", *(f"{k} = {_toml(v)}" for k, v in self.delivery.items())]
         for endpoint in self.endpoints:

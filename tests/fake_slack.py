@@ -279,6 +279,7 @@ class FakeSlack:
         self.private_channels: set[str] = set()
 
         self.posts: list[dict[str, Any]] = []
+        self.rate_limited = 0  # calls answered 429 by rate_limit()'s buckets
         # User groups and their members, for usergroups.users.list.
         self.usergroups: dict[str, set[str]] = {}
         # The bot's reactions: (channel, message ts) -> reaction names.
@@ -481,6 +482,7 @@ class FakeSlack:
         self.usergroups.clear()
         self._faults.clear()
         self._limits.clear()
+        self.rate_limited = 0
         self.opened_views.clear()
         self.home_views.clear()
 
@@ -571,6 +573,7 @@ class FakeSlack:
             self._check_token(request, method)
             retry_after = self._check_rate_limit(method, params)
             if retry_after is not None:
+                self.rate_limited += 1
                 return web.json_response(
                     {"ok": False, "error": "ratelimited"},
                     status=429,

@@ -26,6 +26,7 @@ after a reconnect, which could send a text twice); reconnecting is ours.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import base64
 import dataclasses
 import hmac
@@ -758,6 +759,8 @@ class AmiProbe:
         return "messagesend" in self.actions
 
 
+# Seconds `bridge check` waits after the login for events the bridge does not need.
+_UNNEEDED_WAIT = 1.0
 # Headers of the ListCommands response that are not action names.
 _RESPONSE_HEADERS = frozenset({"response", "actionid", "message", "content", "eventlist"})
 
@@ -786,10 +789,12 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         forgetable_actions=("ping", "login", "messagesend", "listcommands", "logoff"))
     manager.register_event("FullyBooted", lambda _m, _e: booted.set())
     unneeded: set[str] = set()
+    got_unneeded = asyncio.Event()
 
     def notice(_manager: object, event: Mapping[str, str]) -> None:
         if str(event.get("Event", "")) not in _NEEDED_EVENTS:
             unneeded.add(str(event.get("Event", "")))
+            got_unneeded.set()
 
     manager.register_event("*", notice)
 
@@ -813,6 +818,11 @@ async def probe_ami(settings: AmiSettings, *, timeout: float, test_destination: 
         commands = await action({"Action": "ListCommands"})
         actions = frozenset(key.lower() for key in commands
                             if key.lower() not in _RESPONSE_HEADERS)
+        # Security events (SuccessfulAuth after our own login, for a user with read=all)
+        # come through Asterisk's message bus, in no order with the answers: a moment for
+        # them, so a loaded PBX does not hide the risk.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(got_unneeded.wait(), left(_UNNEEDED_WAIT))
         protocol = getattr(manager, "protocol", None)
         probe = AmiProbe(version=str(getattr(protocol, "version", "") or ""), actions=actions,
                          reads_system=booted.is_set(), unneeded_events=frozenset(unneeded))

@@ -106,9 +106,18 @@ class PostgresCluster:
                   f"--pwfile={pwfile}", "--auth-local=trust", "--auth-host=scram-sha-256",
                   "-E", "UTF8", "--no-locale", "--no-sync")
         pwfile.unlink()
-        # fsync off: the tests kill the bridge, never this server, and it makes commits cheap.
-        options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base}"
-                   " -c fsync=off -c full_page_writes=off -c max_connections=200")
+        # fsync off: commits are cheap; the tests kill bridges, and stop this server only cleanly.
+        self._options = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.base}"
+                         " -c fsync=off -c full_page_writes=off -c max_connections=200")
+        self.resume()
+
+    def pause(self) -> None:
+        """Stop the server, keeping its data (a database restart, with `resume`)."""
+        self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start the server (again) on the same port and data."""
+        options = self._options
         try:
             self._run(str(self._bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-w",
                       "-t", "30", "-l", str(self.base / "server.log"), "start")

@@ -26,8 +26,8 @@ after a reconnect, which could send a text twice); reconnecting is ours.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import base64
+import contextlib
 import dataclasses
 import hmac
 import logging

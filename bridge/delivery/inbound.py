@@ -124,6 +124,14 @@ class ChannelPacer:
             self._tokens[channel] = tokens
             await asyncio.sleep((1 - tokens) / self._rate)
 
+    def cautious(self, channel: str) -> None:
+        """Post this channel one per interval for a while, without a burst: another replica
+        posted it until a moment ago and may have spent Slack's burst."""
+        now = time.monotonic()
+        self._cautious_until[channel] = now + self._CAUTIOUS_SECONDS
+        self._tokens[channel] = min(self._tokens.get(channel, 1.0), 1.0)
+        self._stamp[channel] = now
+
     def pause(self, channel: str, seconds: float) -> None:
         now = time.monotonic()
         until = now + seconds
@@ -342,6 +350,7 @@ class InboundRelay:
         """A channel this replica did not post a moment ago: another replica may have
         started threads and refitted texts meanwhile, so nothing remembered of it holds."""
         self._refused.pop(channel, None)
+        self._pacer.cautious(channel)
         self._refits.pop(channel, None)
         self._partials.pop(channel, None)
         for key, conversation in list(self._conversations.items()):

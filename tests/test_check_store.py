@@ -74,7 +74,7 @@ async def test_a_user_without_the_rights_is_told_which_to_grant(
         "CREATE ROLE reader LOGIN PASSWORD 'reader-pw-5150'",
         "GRANT SELECT ON ALL TABLES IN SCHEMA public TO reader",
         ("GRANT INSERT, UPDATE, DELETE ON inbound, outbound, conversations, threads,"
-         " slack_events, schema_version, store_info, pbx_spool_mark TO reader")])
+         " slack_events, schema_version, store_info, pbx_spool_mark, leases TO reader")])
     result = await check_with(tmp_path, slack, postgres.url(dbname, user="reader",
                                                             password="reader-pw-5150"))
     assert result.code == 1

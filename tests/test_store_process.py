@@ -154,26 +154,23 @@ async def test_a_fatal_signal_is_not_silent(tmp_path: Path, slack: FakeSlack) ->
     await bridge.wait_for_log("Fatal Python error: Bus error")
 
 
-async def test_a_second_bridge_on_the_same_postgresql_database_refuses_to_start(
+async def test_a_second_bridge_on_the_same_postgresql_database_runs_beside_it_as_a_replica(
         tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster) -> None:
     url = postgres.url(postgres.database())
     first = await start_bridge(tmp_path, slack, free_port(), wait_for_ami=False, store_url=url)
+    second = BridgeProcess(first.config_path, bridge_env(slack), port=free_port())
     try:
-        second = BridgeProcess(first.config_path, bridge_env(slack), port=free_port())
-        await second.start(wait_for=None)
-        assert await exit_code(second) == EXIT_STORE
-        assert first._process is not None
-        line = await second.wait_for_log("in use by another bridge")
-        assert f"pid {first._process.pid} on host" in line
-        assert postgres.password not in second.log
-        assert "Traceback" not in second.log
-        assert first.returncode is None
-        assert (await health(first.port))[1]["store"]["ok"] is True
+        await second.start()
+        assert postgres.password not in second.log and "Traceback" not in second.log
+        # Each says which replica it is and what it holds; the PBX's streams are one's only.
+        one = (await health(first.port))[1]["replica"]
+        two = (await health(second.port))[1]["replica"]
+        assert one["name"] != two["name"] and one["lease_seconds"] == 3.0
+        assert set(one["leases"]) == {"events:default", "outbox:default"}
+        assert two["leases"] == []
     finally:
+        assert await second.stop() == 0
         assert await first.stop() == 0
-    third = BridgeProcess(first.config_path, bridge_env(slack), port=free_port())
-    await third.start()  # the first has stopped: the database is free again
-    assert await third.stop() == 0
 
 
 async def test_an_unreachable_postgresql_store_shows_on_healthz_until_it_is_back(

@@ -973,17 +973,24 @@ class FakeSlack:
                 f"(apps.connections.open called {opens} times)"
             ) from None
 
-    def _live_socket(self) -> web.WebSocketResponse:
+    @property
+    def live_sockets(self) -> int:
+        """Socket Mode connections open now."""
+        return sum(1 for ws in self._sockets if not ws.closed)
+
+    def _live_socket(self, connection: int | None = None) -> web.WebSocketResponse:
         live = [ws for ws in self._sockets if not ws.closed]
         if not live:
             raise AssertionError("no Socket Mode client is connected")
         # Slack spreads envelopes over connections; the newest one is as good as any.
-        return live[-1]
+        return live[-1] if connection is None else live[connection % len(live)]
 
     async def send_socket_envelope(
-        self, type: str, payload: dict[str, Any], *, timeout: float = 5.0
+        self, type: str, payload: dict[str, Any], *, timeout: float = 5.0,
+        connection: int | None = None,
     ) -> dict[str, Any]:
-        """Deliver an envelope to the connected client and return its ack (parsed JSON)."""
+        """Deliver an envelope to the connected client and return its ack (parsed JSON);
+        `connection` picks one of several open connections (in the order they opened)."""
         envelope_id = str(uuid.uuid4())
         envelope: dict[str, Any] = {
             "envelope_id": envelope_id,
@@ -997,7 +1004,7 @@ class FakeSlack:
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending_acks[envelope_id] = future
         try:
-            await self._live_socket().send_json(envelope)
+            await self._live_socket(connection).send_json(envelope)
             return await asyncio.wait_for(future, timeout)
         except TimeoutError:
             raise AssertionError(

@@ -41,11 +41,11 @@ def endpoints() -> list[EndpointSpec]:
 
 
 async def replica(tmp: Path, slack: FakeSlack, asterisk: AsteriskSandbox,
-                  url: str) -> BridgeProcess:
+                  url: str, *, socket_mode: bool = False) -> BridgeProcess:
     """One more `bridge run` with the shared config (each its own directory and port)."""
     tmp.mkdir(parents=True, exist_ok=True)
     return await start_bridge(tmp, slack, asterisk.ami_port, store_url=url,
-                              endpoints=endpoints())
+                              endpoints=endpoints(), socket_mode=socket_mode)
 
 
 async def health(bridge: BridgeProcess) -> tuple[int, dict[str, Any]]:
@@ -194,6 +194,46 @@ async def test_slacks_retry_of_one_event_to_the_other_replica_sends_one_text(
         await phones["alice"].wait_for_messages(1)
         await asyncio.sleep(1.5)
         assert [m.body for m in phones["alice"].received] == ["on my way"]
+    finally:
+        assert await a.stop() == 0, a.log
+        assert await b.stop() == 0, b.log
+
+
+async def test_in_socket_mode_each_replica_holds_its_own_connection_and_texts_go_once(
+        tmp_path: Path, slack: FakeSlack, postgres: PostgresCluster,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    asterisk, phones = pbx
+    url = postgres.url(postgres.database())
+    a = await replica(tmp_path / "a", slack, asterisk, url, socket_mode=True)
+    b = await replica(tmp_path / "b", slack, asterisk, url, socket_mode=True)
+    try:
+        deadline = time.monotonic() + 15
+        while slack.live_sockets < 2:
+            assert time.monotonic() < deadline, "the replicas did not both connect"
+            await asyncio.sleep(0.1)
+        for i in range(10):  # Slack hands each envelope to one of the connections
+            ack = await slack.send_socket_envelope("slash_commands", slack.slash_command_payload(
+                text=f"alice over socket {i}"), connection=i)
+            assert "Sending to *alice*" in ack["payload"]["text"]
+        await phones["alice"].wait_for_messages(10)
+        # A text from a phone and a reply in its thread, redelivered on the other connection.
+        assert await phones["bob"].send_message("socket thread?") == 202
+        deadline = time.monotonic() + 10
+        while not [p for p in slack.posts if p["channel"] == BOB_CHANNEL and not
+                   p.get("thread_ts")]:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        [parent] = [p for p in slack.posts if p["channel"] == BOB_CHANNEL
+                    and not p.get("thread_ts")]
+        event = slack.message_event_payload(text="yes", user_id="U0HUMAN1",
+                                            channel_id=BOB_CHANNEL, thread_ts=parent["ts"])
+        await slack.send_socket_envelope("events_api", event, connection=0)
+        await slack.send_socket_envelope("events_api", event, connection=1)
+        await phones["bob"].wait_for_messages(1)
+        await asyncio.sleep(1.5)
+        assert [m.body for m in phones["alice"].received] == [
+            f"over socket {i}" for i in range(10)]
+        assert [m.body for m in phones["bob"].received] == ["yes"]
     finally:
         assert await a.stop() == 0, a.log
         assert await b.stop() == 0, b.log

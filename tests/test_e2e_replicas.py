@@ -109,6 +109,7 @@ async def test_two_replicas_one_sigkilled_post_every_text_once_in_order_within_t
     a = await replica(tmp_path / "a", slack, asterisk, url)
     b = await replica(tmp_path / "b", slack, asterisk, url)
     sent: dict[str, list[str]] = {name: [] for name in CHANNELS}
+    victim, survivor = a, b
     try:
         victim = await holder_of("events:default", a, b)
         survivor = b if victim is a else a
@@ -132,6 +133,7 @@ async def test_two_replicas_one_sigkilled_post_every_text_once_in_order_within_t
         # The survivor holds everything now, and says so.
         assert {"events:default", "outbox:default"} <= set(await leases_of(survivor))
     finally:
+        await victim.stop(signal.SIGKILL)  # already dead unless the test failed before
         assert await survivor.stop() == 0, survivor.log
 
 
@@ -174,6 +176,7 @@ async def test_slash_commands_to_both_replicas_one_killed_reach_each_phone_once_
             await asyncio.sleep(0.2)
         assert set(urls) <= told, f"{len(set(urls) - told)} senders not told"
     finally:
+        await victim.stop(signal.SIGKILL)  # already dead unless the test failed before
         assert await survivor.stop() == 0, survivor.log
 
 

@@ -460,8 +460,10 @@ class FakeSlack:
         ``retry_after`` is given. With ``status=200`` and an ``error`` the answer is Slack's usual
         HTTP 200 refusal. With ``status=200`` and no ``error`` the call is answered normally, only
         late. ``delay`` seconds pass before answering, to simulate a hang past a client timeout.
-        ``processed``: the call takes effect (the message is posted) before the error is
-        answered, as Slack warns may happen with ``internal_error``. ``body``: the answer is
+        ``processed``: the call takes effect (the message is posted) at once, before the
+        delay and the error, as Slack warns may happen with ``internal_error``; with
+        ``status=200`` and no ``error`` its own answer comes after the delay (Slack has posted
+        the message, and everyone in the channel sees it, before the poster hears back). ``body``: the answer is
         this raw body (``content_type``, HTML by default) with ``status``, as a proxy in front
         of Slack sends, or any odd shape (``'[1]'``, ``'{"ok": true}'``) to test a client.
         """
@@ -548,15 +550,18 @@ class FakeSlack:
 
         fault = self._take_fault(method)
         if fault is not None:
-            if fault.delay > 0:
-                await self._sleep_unless_stopping(fault.delay)
-            if fault.processed:
+            processed: Params = {"ok": False, "error": "unknown_method"}
+            if fault.processed:  # it takes effect now; its answer comes after the delay
                 handler = self._handlers.get(method)
                 if handler is not None:
                     try:
-                        await handler(params)
-                    except SlackRefusal:
-                        pass
+                        processed = await handler(params)
+                    except SlackRefusal as refusal:
+                        processed = {"ok": False, "error": refusal.error}
+            if fault.delay > 0:
+                await self._sleep_unless_stopping(fault.delay)
+            if fault.processed and fault.status == 200 and fault.error is None:
+                return web.json_response(processed, headers=headers)
             if fault.body is not None:
                 return web.Response(status=fault.status, text=fault.body,
                                     content_type=fault.content_type)

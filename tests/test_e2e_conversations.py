@@ -5,6 +5,7 @@ the real bridge, message events over signed HTTP and over Socket Mode."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,28 @@ async def test_a_reply_in_the_thread_texts_the_phone_and_the_answer_stays_in_the
         second = phone_posts(slack.posts)[1]
         assert second["thread_ts"] == parent["ts"]
         assert shown_texts([second]) == ["Great, on my way"]
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_a_reply_that_comes_before_slack_answers_the_post_still_texts_the_phone(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    """Slack shows a post to the channel before the bridge hears its ts back; a quick reply
+    (a bot's, or one sent to another replica) must not be taken for a stranger's thread."""
+    asterisk, phones = pbx
+    bridge = await conversation_bridge(tmp_path, slack, asterisk)
+    try:
+        slack.fail_next("chat.postMessage", status=200, processed=True, delay=0.6)
+        await phones["alice"].send_message("Is the order ready?")
+        [parent] = await wait_phone_posts(slack, 1)
+        await reply(bridge, slack, ALICE, "yes, at the desk", thread_ts=parent["ts"])
+        [message] = await phones["alice"].wait_for_messages(1)
+        assert message.body == "yes, at the desk"
+        # A reply in a thread the bridge never started is still ignored (after the wait).
+        await reply(bridge, slack, ALICE, "not for a phone", thread_ts=f"{time.time():.6f}")
+        await asyncio.sleep(1.0)
+        assert [m.body for m in phones["alice"].received] == ["yes, at the desk"]
     finally:
         assert await bridge.stop() == 0, bridge.log
 

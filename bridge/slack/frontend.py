@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.core.directory import Endpoint
 from bridge.core.errors import StoreError, TextRejected
-from bridge.core.model import OutboundRow, PbxStatus
+from bridge.core.model import OutboundRow, PbxStatus, ThreadOwner
 from bridge.core.presence import PhonePresence
 from bridge.core.segments import segment_body
 from bridge.core.texts import EchoText
@@ -68,6 +68,11 @@ from bridge.slack.text import slack_to_plain, user_ids
 from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
+
+# A thread started less than this many seconds ago (by its ts; Slack's clock may be a little
+# ahead of ours) may not be recorded yet; its lookup waits up to _YOUNG_THREAD_WAIT seconds.
+_YOUNG_THREAD = 10.0
+_YOUNG_THREAD_WAIT = 1.5
 
 class AmiState(Protocol):
     """What the command handler needs to know about each PBX's AMI link (implemented by
@@ -346,7 +351,7 @@ class SlackFrontend:
         slack = self._settings.slack
         channel = str(event.get("channel") or "")
         thread_ts = str(event.get("thread_ts") or "")
-        owner = await self._store.thread_owner(channel, thread_ts) if thread_ts else None
+        owner = await self._thread_owner(channel, thread_ts) if thread_ts else None
         decision = decide(
             event, directory=self._settings.directory,
             bot_user_id=str(context.get("bot_user_id") or ""),
@@ -387,6 +392,25 @@ class SlackFrontend:
             await self._relay.touch(owner_key)
         if not self._ami.ready_for(endpoint.pbx):
             await self._feedback.show_queued(channel, ts)
+
+    async def _thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
+        """The conversation a thread belongs to. A reply can arrive before the store knows
+        its thread: the bridge (another replica, on a shared store) records a post only once
+        Slack has answered with its ts, and a quick reply, most often a bot's, can come in
+        between. So a thread younger than a few seconds that is not known yet is looked up
+        again for a moment (well within Slack's 3 s for the answer) before it is ignored."""
+        owner = await self._store.thread_owner(channel, thread_ts)
+        try:
+            age = time.time() - float(thread_ts)
+        except ValueError:
+            return owner
+        if owner is not None or not -_YOUNG_THREAD < age < _YOUNG_THREAD:
+            return owner
+        deadline = time.monotonic() + _YOUNG_THREAD_WAIT
+        while owner is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            owner = await self._store.thread_owner(channel, thread_ts)
+        return owner
 
     def presence_of(self, name: str) -> str:
         """online / offline / unknown for a directory name (bridge.core.presence)."""

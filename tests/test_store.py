@@ -720,7 +720,15 @@ async def test_an_unreachable_database_is_a_store_error_not_a_driver_error(
         await store.add_inbound([NewInbound("C1", "alice", text("during"), 2.0)])
     assert not isinstance(failed.value, psycopg.Error)
     postgres.execute("postgres", f"ALTER DATABASE {dbname} WITH ALLOW_CONNECTIONS true")
-    await store.add_inbound([NewInbound("C1", "alice", text("after"), 3.0)])
+    # The pool reconnects with a backoff; a caller retries meanwhile (as the bridge does).
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            await store.add_inbound([NewInbound("C1", "alice", text("after"), 3.0)])
+            break
+        except StoreError:
+            assert time.monotonic() < deadline, "the store did not come back"
+            await asyncio.sleep(0.2)
     assert [r.text.body for r in await store.waiting_inbound()] == ["after"]
     await store.close()
 

@@ -185,3 +185,16 @@ def ack_text(body: str) -> str:
     if body.startswith("{"):
         return str(json.loads(body).get("text", ""))
     return body
+
+
+_OUTCOMES = ("Sent to", "Not sent", "Only part of the text")
+
+
+async def told_outcome(slack: Any, answer: str, *, timeout: float = 10.0) -> str:
+    """What the sender of one /sip text hears of its outcome: the command's answer itself when
+    Asterisk answered within the second the bridge waits for it, else the response_url reply
+    that follows the answer's "Sending to …" (wait for it)."""
+    if any(marker in answer for marker in _OUTCOMES):
+        return answer
+    replies = await slack.wait_for_responses(1, timeout=timeout)
+    return str(replies[-1]["text"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox, make_test_pki
-from bridge_runner import ack_text
+from bridge_runner import ack_text, told_outcome
 from conftest import ALICE_CHANNEL, own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
@@ -39,7 +39,8 @@ async def test_texts_flow_both_ways_over_ami_tls(
         body, headers = slack.signed_slash_command(
             slack.slash_command_payload(text="alice hello over TLS 🔒"))
         status, answer = await bridge.post_signed(body, headers)
-        assert status == 200 and "Sending to *alice*" in ack_text(answer)
+        assert status == 200
+        assert "Sent to *alice*" in await told_outcome(slack, ack_text(answer))
         [message] = await phone.wait_for_messages(1)
         assert message.body == "hello over TLS 🔒"
 

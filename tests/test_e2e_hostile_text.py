@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 from asterisk.harness import AsteriskSandbox
-from bridge_runner import BridgeProcess, ack_text
+from bridge_runner import BridgeProcess, ack_text, told_outcome
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
 from slack_view import phone_posts
@@ -42,10 +42,9 @@ async def test_hostile_text_reaches_the_phone_exactly_and_nothing_else_happens(
         bridge: BridgeProcess, slack: FakeSlack, phones: dict[str, SipPhone],
         asterisk: AsteriskSandbox, text: str) -> None:
     console_before = len(asterisk.log_text())
-    assert "Sending to *alice*" in await slash(bridge, slack, f"alice {text}")
-    [reply] = await slack.wait_for_responses(1)
-    assert "Sent to *alice*" in reply["text"], reply
-    parts = 1 if " in " not in reply["text"] else int(reply["text"].split(" in ")[1].split()[0])
+    outcome = await told_outcome(slack, await slash(bridge, slack, f"alice {text}"))
+    assert "Sent to *alice*" in outcome, outcome
+    parts = 1 if " in " not in outcome else int(outcome.split(" in ")[1].split()[0])
     received = await phones["alice"].wait_for_messages(parts)
     assert "".join(m.body for m in received) == text
     assert all(len(m.raw_body) <= 756 for m in received)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox
-from bridge_runner import ack_text
+from bridge_runner import ack_text, told_outcome
 from conftest import ALICE_CHANNEL, own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
@@ -81,10 +81,10 @@ async def test_a_name_of_2500_ampersands_and_a_14000_character_echo_block_nothin
         body, headers = slack.signed_slash_command(slack.slash_command_payload(
             text=f"alice {long_text}", channel_id=ALICE_CHANNEL))
         status, answer = await bridge.post_signed(body, headers)
-        assert status == 200 and "Sending to *alice*" in ack_text(answer)
-        [reply] = await slack.wait_for_responses(1, timeout=30)
-        assert "Sent to *alice*" in reply["text"], reply
-        parts = int(reply["text"].split(" in ")[1].split()[0])
+        assert status == 200
+        outcome = await told_outcome(slack, ack_text(answer), timeout=30)
+        assert "Sent to *alice*" in outcome, outcome
+        parts = int(outcome.split(" in ")[1].split()[0])
         received = await phones["alice"].wait_for_messages(parts, timeout=10)
         assert "".join(m.body for m in received) == long_text
         assert await phones["alice"].send_message("after both") == 202

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox
-from bridge_runner import BridgeProcess, ack_text
+from bridge_runner import BridgeProcess, ack_text, told_outcome
 from conftest import own_pbx, start_bridge
 from fake_slack import FakeSlack
 from ops_view import health
@@ -109,7 +109,8 @@ async def test_a_full_disk_keeps_the_bridge_up_and_it_resumes_by_itself(
             await wait_until(healthy, 15, "/healthz stayed 503 after space came back")
             await wait_until(lambda: _shown(slack, "while the disk is full"), 15,
                              "the text from the full-disk time was not posted")
-            assert "Sending to *alice*" in await slash(bridge, slack, "alice space is back")
+            outcome = await told_outcome(slack, await slash(bridge, slack, "alice space is back"))
+            assert "Sent to *alice*" in outcome, outcome
             [got] = await phone.wait_for_messages(1)
             assert got.body == "space is back"
             assert shown_texts(slack.posts).count("while the disk is full") == 1

@@ -7,7 +7,9 @@ A text sent from Slack shows its state in three places, and this object keeps th
   ❌ failed, with the reason as a note in the thread;
 * an echo posted after the outcome is known shows it in its own line instead (the relay asks
   `state_of` before posting, and reports the post through `posted`);
-* the sender of a `/sip` text is told the outcome (response_url while valid, else the fallback).
+* the sender of a `/sip` text is told the outcome: in the command's own answer when it comes
+  within a second (the usual case: one message instead of "Sending…" and then "Sent", and no
+  response_url call), else through the response_url while valid, else the fallback.
 
 The outbox hands every outcome to `outcome()` and never waits for Slack: a few teller tasks
 tell them concurrently, each outcome once at a time, and the store records who has been told,
@@ -23,6 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from bridge.core.errors import StoreError
 from bridge.core.model import OutboundRow, Outcome
 from bridge.slack.messages import failure_notice_blocks, failure_reason, not_sent_text, sent_text
 from bridge.slack.text import escape
@@ -75,6 +78,8 @@ class DeliveryFeedback:
         self._showing: set[int] = set()  # rows whose outcome is being shown right now
         self._started = time.time()
         self._tells: asyncio.Queue[Outcome] = asyncio.Queue()
+        # Outcomes a slash command waits for, to answer with them (`expect`, `wait_for`).
+        self._expected: dict[int, asyncio.Future[Outcome]] = {}
         self._telling: set[int] = set()  # rows whose outcome is being told right now
         self._tellers: list[asyncio.Task[None]] = []
 
@@ -102,7 +107,69 @@ class DeliveryFeedback:
         if outcome.row.id in self._telling:
             return
         self._telling.add(outcome.row.id)
+        waiting = self._expected.pop(outcome.row.id, None)
+        if waiting is not None and not waiting.done():
+            # The command's own answer tells it (`answered`), or, if that cannot happen
+            # after all, the tellers do (`_drop`).
+            waiting.set_result(outcome)
+            return
         self._tells.put_nowait(outcome)
+
+    # -- from the Slack frontend: a slash command answered with its outcome --------------------
+
+    def expect(self, row_id: int) -> None:
+        """A slash command will wait for this text's outcome (the outbox calls this when it
+        stores the text, before it can be sent)."""
+        self._expected[row_id] = asyncio.get_running_loop().create_future()
+
+    async def wait_for(self, row_id: int, timeout: float) -> Outcome | None:
+        """The outcome of an expected text if it comes within `timeout` seconds; else None,
+        and it is told the usual way (response_url) when it comes."""
+        future = self._expected.get(row_id)
+        if future is None:
+            return None
+        try:
+            await asyncio.wait({future}, timeout=timeout)
+        except BaseException:  # the request was abandoned: nobody will answer with it
+            self.forget(row_id)
+            raise
+        if not future.done():
+            self.forget(row_id)
+            return None
+        return future.result()
+
+    def forget(self, row_id: int) -> None:
+        """Nobody waits for this text's outcome any more: it is told the usual way."""
+        future = self._expected.pop(row_id, None)
+        if future is None:
+            return
+        if future.done() and not future.cancelled():
+            self._tells.put_nowait(future.result())  # it came meanwhile; still telling
+        else:
+            future.cancel()
+
+    def answer(self, outcome: Outcome, row: OutboundRow) -> str:
+        """What the sender of `row` is told of `outcome`."""
+        if outcome.sent:
+            return sent_text(outcome.endpoint, outcome.segments_sent,
+                             time.time() - row.created_at)
+        return not_sent_text(outcome.reason or Exception("not sent"), self._command,
+                             outcome.endpoint)
+
+    async def answered(self, outcome: Outcome) -> None:
+        """The command's answer told the sender `outcome`: record that (so nobody tells it
+        again, also after a restart) and keep it for the text's echo, posted next."""
+        row = outcome.row
+        reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
+        self._outcomes[row.id] = (outcome.sent, reason)
+        self._on_change(row.slack_user)
+        try:
+            await self._store.outbound_notified(row.id)
+        except StoreError as exc:  # then it is told once more, later: better than never
+            log.warning("text out: id=%d cannot record that its sender was told: %s",
+                        row.id, exc)
+        finally:
+            self._telling.discard(row.id)
 
     async def _run_teller(self) -> None:
         while True:
@@ -118,6 +185,8 @@ class DeliveryFeedback:
     async def tell(self, outcome: Outcome) -> bool:
         """Show a text's outcome; True once its sender has heard (or cannot be told)."""
         row = await self._store.get_outbound(outcome.row.id) or outcome.row
+        if row.notified:  # told meanwhile (in its command's answer; the outbox saw it before)
+            return True
         reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
         if not row.feedback_ts and row.source != "reply":  # /sip, the compose window, Retry
             self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
@@ -126,15 +195,10 @@ class DeliveryFeedback:
         self._on_change(row.slack_user)
         if row.source == "reply":
             return True  # the reaction on their message is how they hear it
-        if outcome.sent:
-            text = sent_text(outcome.endpoint, outcome.segments_sent,
-                             time.time() - row.created_at)
-        else:
-            text = not_sent_text(outcome.reason or Exception("not sent"), self._command,
-                                 outcome.endpoint)
         return await self._teller.tell(user=row.slack_user, channel=row.slack_channel,
                                        response_url=row.response_url,
-                                       created_at=row.created_at, text=text)
+                                       created_at=row.created_at,
+                                       text=self.answer(outcome, row))
 
     # -- from the relay -----------------------------------------------------------------------
 

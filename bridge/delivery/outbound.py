@@ -98,6 +98,9 @@ class OutcomeSink(Protocol):
 
     def outcome(self, outcome: Outcome) -> None: ...
 
+    def expect(self, row_id: int) -> None:
+        """Someone waits for this text's outcome to tell its sender themselves."""
+
 
 def check_text(text: str) -> None:
     """Refuse texts that cannot reach a phone exactly as typed."""
@@ -144,9 +147,12 @@ class Outbox:
             return next(iter(self._lanes.values()))
         return self._lanes.get(row.pbx)
 
-    async def accept(self, request: OutboundText, endpoint: Endpoint) -> OutboundRow:
+    async def accept(self, request: OutboundText, endpoint: Endpoint, *,
+                     awaited: bool = False) -> OutboundRow:
         """Store a text for `endpoint` (resolved and admitted by the gate); raise
-        TextRejected if it cannot be sent as typed."""
+        TextRejected if it cannot be sent as typed. `awaited`: the caller waits a moment
+        for the outcome (`DeliveryFeedback.wait_for`) to tell the sender in its own answer;
+        registered here, before the lane can run, when this bridge sends the text now."""
         check_text(request.text)
         row = await self._store.add_outbound(
             slack_user=request.slack_user, slack_channel=request.slack_channel,
@@ -155,6 +161,8 @@ class Outbox:
             segments_total=len(segment_body(request.text)), source=request.source,
             feedback_ts=request.feedback_ts, thread_ts=request.thread_ts, pbx=endpoint.pbx)
         lane = self._lane_of(row)
+        if awaited and lane is not None and self._holds(lane) and lane.route.sender.ready:
+            self._feedback.expect(row.id)
         for woken in [lane] if lane is not None else self._lanes.values():
             woken.waiting += 1
             woken.wakeup.set()

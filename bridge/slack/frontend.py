@@ -73,6 +73,10 @@ log = logging.getLogger(__name__)
 # ahead of ours) may not be recorded yet; its lookup waits up to _YOUNG_THREAD_WAIT seconds.
 _YOUNG_THREAD = 10.0
 _YOUNG_THREAD_WAIT = 1.5
+# How long a slash command's answer waits for its text's outcome (Slack wants the answer
+# within 3 s). Asterisk normally answers MessageSend in milliseconds; past this the answer
+# says "Sending…" and the outcome follows through the response_url.
+_ANSWER_WAIT = 1.0
 
 class AmiState(Protocol):
     """What the command handler needs to know about each PBX's AMI link (implemented by
@@ -306,7 +310,7 @@ class SlackFrontend:
                                slack_channel=str(command.get("channel_id", "")),
                                response_url=command.get("response_url") or None)
         try:
-            endpoint, row = await self._admit_and_store(request)
+            endpoint, row = await self._admit_and_store(request, awaited=True)
         except TextRejected as exc:
             await ack(not_sent_text(exc, name))
             return
@@ -314,8 +318,13 @@ class SlackFrontend:
             log.warning("text out: slack_user=%s result=not_stored reason=%s", user, exc)
             await ack(cannot_store_text(parsed.recipient))
             return
-        await ack(sending_text(endpoint) if self._ami.ready_for(endpoint.pbx) else queued_text(
-            endpoint, several_pbxs=self._settings.several_pbxs))
+        outcome = await self._feedback.wait_for(row.id, _ANSWER_WAIT)
+        if outcome is not None:
+            await ack(self._feedback.answer(outcome, row))
+            await self._feedback.answered(outcome)
+        else:
+            await ack(sending_text(endpoint) if self._ami.ready_for(endpoint.pbx)
+                      else queued_text(endpoint, several_pbxs=self._settings.several_pbxs))
         # The conversation's thread shows what was sent, by whom (its state as a reaction).
         try:
             await self._relay.post_echo(EchoText(
@@ -424,8 +433,10 @@ class SlackFrontend:
             endpoint=endpoint.name, outbound_id=row.id), channel=endpoint.channel)
         return endpoint
 
-    async def _admit_and_store(self, request: OutboundText) -> tuple[Endpoint, OutboundRow]:
-        """Check a text (sendable, allowed, within limits), then store it for sending."""
+    async def _admit_and_store(self, request: OutboundText, *,
+                               awaited: bool = False) -> tuple[Endpoint, OutboundRow]:
+        """Check a text (sendable, allowed, within limits), then store it for sending.
+        `awaited`: the caller waits for its outcome (`DeliveryFeedback.wait_for`)."""
         try:
             check_text(request.text)  # before the gate: a blank text costs no rate allowance
             parts = len(segment_body(request.text))
@@ -444,8 +455,12 @@ class SlackFrontend:
                                           source=request.source, text=request.text,
                                           reply_endpoint=request.reply_endpoint, parts=parts,
                                           external=request.external)
-        row = await self._outbox.accept(request, endpoint)
-        await self._gate.accepted(row, recipient=request.recipient, source=request.source)
+        row = await self._outbox.accept(request, endpoint, awaited=awaited)
+        try:
+            await self._gate.accepted(row, recipient=request.recipient, source=request.source)
+        except BaseException:
+            self._feedback.forget(row.id)  # the caller will not wait for it now
+            raise
         self._home.changed(request.slack_user)  # their Home lists it (if they opened it)
         return endpoint, row
 

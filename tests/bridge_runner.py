@@ -198,3 +198,16 @@ async def told_outcome(slack: Any, answer: str, *, timeout: float = 10.0) -> str
         return answer
     replies = await slack.wait_for_responses(1, timeout=timeout)
     return str(replies[-1]["text"])
+
+
+def taken(answer: str) -> bool:
+    """A /sip answer saying the text was taken to send: sent already ("Sent to", the usual
+    case) or going out ("Sending to", when Asterisk has not answered within the second)."""
+    return "Sent to" in answer or "Sending to" in answer
+
+
+def outcomes_told(slack: Any, answers: list[str]) -> list[str]:
+    """Every outcome the senders heard: those in the commands' answers, then the
+    response_url replies."""
+    return ([a for a in answers if any(marker in a for marker in _OUTCOMES)]
+            + [str(r.get("text", "")) for r in slack.responses])

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox
-from bridge_runner import BridgeProcess, EndpointSpec, ack_text
+from bridge_runner import BridgeProcess, EndpointSpec, ack_text, taken
 from conftest import own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
@@ -74,13 +74,13 @@ async def test_who_may_text_whom_is_enforced_and_audited(
     slack.usergroups["S0BOBTEAM"] = {"U0BOBFAN"}
     bridge = await access_bridge(tmp_path, slack, asterisk, phones)
     try:
-        assert "Sending" in await slash(bridge, slack, "alice listed user", user="U0ALLOWED")
-        assert "Sending" in await slash(bridge, slack, "alice from the ops channel",
-                                        user="U0NOBODY", channel="C0OPS0000")
+        assert taken(await slash(bridge, slack, "alice listed user", user="U0ALLOWED"))
+        assert taken(await slash(bridge, slack, "alice from the ops channel",
+                                        user="U0NOBODY", channel="C0OPS0000"))
         refused = await slash(bridge, slack, "alice not listed", user="U0NOBODY")
         assert "Not sent" in refused and "you may not text *alice*" in refused
         # bob's own rule (a user group) replaces the default list.
-        assert "Sending" in await slash(bridge, slack, "bob team member", user="U0BOBFAN")
+        assert taken(await slash(bridge, slack, "bob team member", user="U0BOBFAN"))
         refused = await slash(bridge, slack, "bob listed but not in bob's team",
                               user="U0ALLOWED")
         assert "you may not text *bob*" in refused
@@ -104,8 +104,8 @@ async def test_numbers_only_by_pattern_and_rate_limits(
     asterisk, phones = pbx
     bridge = await access_bridge(tmp_path, slack, asterisk, phones)
     try:
-        assert "Sending" in await slash(bridge, slack, "555-123-4567 hello number",
-                                        user="U0ALLOWED")
+        assert taken(await slash(bridge, slack, "555-123-4567 hello number",
+                                        user="U0ALLOWED"))
         [message] = await phones["trunk"].wait_for_messages(1)
         assert message.body == "hello number"
         assert "sip:15551234567@" in message.to_header
@@ -115,7 +115,7 @@ async def test_numbers_only_by_pattern_and_rate_limits(
 
         answers = [await slash(bridge, slack, f"alice burst {i}", user="U0LIMITED")
                    for i in range(4)]
-        assert all("Sending" in a for a in answers[:3])
+        assert all(taken(a) for a in answers[:3])
         assert "limit of 3 texts per minute" in answers[3]
         await phones["alice"].wait_for_messages(3)
         await asyncio.sleep(1)
@@ -159,11 +159,11 @@ async def test_long_texts_are_capped_and_their_parts_count_against_the_phone(
         refused = await slash(bridge, slack, "alice " + "x" * 40_000, user="U0ANY")
         assert "Not sent" in refused and "53 messages" in refused and "max_parts" in refused
         three_parts = "y" * 1513  # 756 + 756 + 1 bytes
-        assert "Sending" in await slash(bridge, slack, f"alice {three_parts}", user="U0ANY")
+        assert taken(await slash(bridge, slack, f"alice {three_parts}", user="U0ANY"))
         # 3 parts sent, 3 more would be 6 messages to alice within the minute: over 5.
         again = await slash(bridge, slack, f"alice {three_parts}", user="U0ANY")
         assert "limit of 5 texts per minute" in again and "3 parts" in again
-        assert "Sending" in await slash(bridge, slack, "alice one more", user="U0ANY")
+        assert taken(await slash(bridge, slack, "alice one more", user="U0ANY"))
         await phones["alice"].wait_for_messages(4)
         await asyncio.sleep(1)
         assert [len(m.body) for m in phones["alice"].received] == [756, 756, 1, 8]

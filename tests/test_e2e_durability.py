@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox
-from bridge_runner import BridgeProcess, ack_text
+from bridge_runner import BridgeProcess, ack_text, outcomes_told, taken
 from conftest import ALICE_CHANNEL, BOB_CHANNEL, own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
@@ -85,7 +85,8 @@ async def test_asterisk_restart_while_texts_flow_both_ways(
     bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
     try:
         await phones["alice"].send_message("in before")
-        assert "Sending" in await slash(bridge, slack, "alice out before")
+        before = await slash(bridge, slack, "alice out before")
+        assert taken(before)
         await asyncio.sleep(0.5)
         await asterisk.stop()
         assert "Queued" in await slash(bridge, slack, "alice out during")
@@ -93,7 +94,8 @@ async def test_asterisk_restart_while_texts_flow_both_ways(
         await asterisk.restart()
         await bridge.wait_for_log("AMI: connected", after=mark, timeout=40)
         await phones["alice"].send_message("in after")
-        assert "Sending" in await slash(bridge, slack, "alice out after")
+        after = await slash(bridge, slack, "alice out after")
+        assert taken(after)
 
         assert await wait_shown(slack, 2, timeout=20) == ["in before", "in after"]
         received = await phones["alice"].wait_for_messages(3)
@@ -101,8 +103,12 @@ async def test_asterisk_restart_while_texts_flow_both_ways(
         assert [m.body for m in phones["alice"].received] == [
             "out before", "out during", "out after"]
         assert [m.body for m in received] == ["out before", "out during", "out after"]
-        replies = await slack.wait_for_responses(3)
-        assert all("Sent to *alice*" in r["text"] for r in replies)
+        deadline = asyncio.get_running_loop().time() + 10
+        while len(outcomes_told(slack, [before, after])) < 3:
+            assert asyncio.get_running_loop().time() < deadline, slack.responses
+            await asyncio.sleep(0.1)
+        told = outcomes_told(slack, [before, after])
+        assert len(told) == 3 and all("Sent to *alice*" in t for t in told), told
     finally:
         assert await bridge.stop() == 0, bridge.log
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from asterisk.harness import AsteriskSandbox, free_port
-from bridge_runner import BridgeConfig, BridgeProcess, ack_text, write_config
+from bridge_runner import BridgeConfig, BridgeProcess, ack_text, taken, write_config
 from conftest import (
     AMI_SECRET,
     APP_TOKEN,
@@ -54,7 +54,7 @@ async def session(bridge: BridgeProcess, slack: FakeSlack, asterisk: AsteriskSan
         assert status == 200
         return ack_text(answer)
 
-    assert "Sending" in await command("alice a secret-free text")
+    assert taken(await command("alice a secret-free text"))
     await phone.wait_for_messages(1)
     await phone.send_message("a phone's text")
     await wait_phone_posts(slack, 1)
@@ -68,7 +68,7 @@ async def session(bridge: BridgeProcess, slack: FakeSlack, asterisk: AsteriskSan
     mark = len(bridge.lines)
     await asterisk.restart()
     await bridge.wait_for_log("AMI: connected", after=mark, timeout=30)
-    assert "Sending" in await command("alice after the reconnect")
+    assert taken(await command("alice after the reconnect"))
     await phone.wait_for_messages(2)
 
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from asterisk.harness import AsteriskSandbox, free_port
-from bridge_runner import BridgeProcess, ack_text
+from bridge_runner import BridgeProcess, ack_text, taken
 from conftest import AMI_SECRET, BOT_TOKEN, SIGNING_SECRET, own_pbx
 from fake_slack import FakeSlack
 from ops_view import health
@@ -163,9 +163,9 @@ async def test_each_pbx_texts_its_own_phones_and_their_texts_land_in_their_chann
     bridge = await start(tmp_path, slack, hq.ami_port, branch.ami_port)
     try:
         # The same PJSIP endpoint name on both PBXs: each directory entry reaches its own.
-        assert "Sending" in await slash(bridge, slack, "alice-hq hello hq alice")
-        assert "Sending" in await slash(bridge, slack, "alice-branch hello branch alice")
-        assert "Sending" in await slash(bridge, slack, "carol hello carol")
+        assert taken(await slash(bridge, slack, "alice-hq hello hq alice"))
+        assert taken(await slash(bridge, slack, "alice-branch hello branch alice"))
+        assert taken(await slash(bridge, slack, "carol hello carol"))
         [got_hq] = await hq_phones["alice"].wait_for_messages(1)
         [got_branch] = await branch_phones["alice"].wait_for_messages(1)
         [got_carol] = await branch_phones["carol"].wait_for_messages(1)
@@ -215,7 +215,7 @@ async def test_a_pbx_away_delays_only_its_own_texts_and_its_backlog_arrives_once
     bridge = await start(tmp_path, slack, hq.ami_port, relay.port)
     try:
         began = time.monotonic()
-        assert "Sending" in await slash(bridge, slack, "bob before")
+        assert taken(await slash(bridge, slack, "bob before"))
         await hq_phones["bob"].wait_for_messages(1)
         with_both = time.monotonic() - began
 
@@ -231,7 +231,7 @@ async def test_a_pbx_away_delays_only_its_own_texts_and_its_backlog_arrives_once
 
         # hq keeps going behind the queued branch text, as fast as with both PBXs up.
         began = time.monotonic()
-        assert "Sending" in await slash(bridge, slack, "bob while branch is away")
+        assert taken(await slash(bridge, slack, "bob while branch is away"))
         await hq_phones["bob"].wait_for_messages(2)
         with_branch_away = time.monotonic() - began
         print(f"/sip to an hq phone: {with_both * 1000:.0f} ms with both PBXs, "
@@ -278,7 +278,7 @@ async def test_a_stopped_pbx_gets_its_queued_text_once_when_it_is_started_again(
         await bridge.wait_for_log(r"AMI: disconnected from .*\(PBX branch\)", after=mark)
         answer = await slash(bridge, slack, "carol while branch is stopped")
         assert "Queued for *carol*" in answer and "PBX *branch*" in answer, answer
-        assert "Sending" in await slash(bridge, slack, "bob meanwhile")
+        assert taken(await slash(bridge, slack, "bob meanwhile"))
         [got] = await hq_phones["bob"].wait_for_messages(1, timeout=3)
         assert got.body == "meanwhile"
         code, report = await health(bridge.port)

@@ -62,7 +62,7 @@ function messageNode(message, channelId, top) {
       links.append(reply);
     }
     // Slack's "More actions" menu on a message, with the bridge's message shortcut in it.
-    const shortcut = el("button", "reply-link shortcut-link", "⋮ Text this to a phone…");
+    const shortcut = el("button", "shortcut-link", "⋮ Text this to a phone…");
     shortcut.type = "button";
     shortcut.title = "message shortcut (More actions)";
     shortcut.addEventListener("click", () => post("/ui/message-shortcut",

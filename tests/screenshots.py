@@ -4,6 +4,9 @@ Home tab. Runs the demo (real Asterisk, needs root and the sandbox) and a headle
 docs/demo-home.png.
 
     sudo .venv/bin/python tests/screenshots.py     # about 20 s; --out DIR to save elsewhere
+
+Emoji (presence dots, ✅) need a colour emoji font for Chromium: apt-get install
+fonts-noto-color-emoji, or they show as empty boxes.
 """
 
 from __future__ import annotations

@@ -6,6 +6,7 @@ bridge, a real Asterisk and the demo's SIP phones; plus the stand-in's Slack lim
 from __future__ import annotations
 
 import json
+import urllib.parse
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ import pytest
 from aiohttp import web
 from asterisk.harness import require_sandbox
 from cdp_browser import Chromium, require_chromium
+from slack_sdk.signature import SignatureVerifier
 
 from bridge.demo import slack_views
 from bridge.demo.runner import MAX_PARTS, Demo
@@ -358,3 +360,89 @@ def test_option_answers_slack_would_not_show() -> None:
     assert check_options({"options": [option("x", "v" * 151)]}) is None
     assert check_options({"options": [{"text": {"type": "mrkdwn", "text": "*x*"},
                                        "value": "x"}]}) is None
+
+
+@pytest.fixture
+async def app_behind(standin: tuple[SlackStandIn, str]) -> AsyncIterator[
+        tuple[SlackStandIn, list[dict[str, Any]], dict[str, Any]]]:
+    """A stand-in app at the stand-in's Request URL: it checks each request's signature as
+    bolt does, records the interactivity payloads and answers what `answers` holds per type."""
+    slack, _ = standin
+    verifier = SignatureVerifier("s3cret")
+    seen: list[dict[str, Any]] = []
+    answers: dict[str, Any] = {}
+
+    async def events(request: web.Request) -> web.Response:
+        body = await request.text()
+        if not verifier.is_valid(body, request.headers.get("X-Slack-Request-Timestamp", ""),
+                                 request.headers.get("X-Slack-Signature", "")):
+            return web.Response(status=401)
+        assert request.content_type == "application/x-www-form-urlencoded"
+        [raw] = urllib.parse.parse_qs(body)["payload"]
+        payload = json.loads(raw)
+        seen.append(payload)
+        answer = answers.get(payload["type"], "")
+        return web.Response(text=answer if isinstance(answer, str) else json.dumps(answer),
+                            content_type="application/json")
+
+    app = web.Application()
+    app.add_routes([web.post("/slack/events", events)])
+    runner = web.AppRunner(app)
+    await runner.setup()
+    port = free_port("tcp")
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    slack.events_url = f"http://127.0.0.1:{port}/slack/events"
+    yield slack, seen, answers
+    await runner.cleanup()
+
+
+def compose_modal() -> dict[str, Any]:
+    return {"type": "modal", "callback_id": "compose_text",
+            "title": {"type": "plain_text", "text": "Text a phone"},
+            "submit": {"type": "plain_text", "text": "Send"},
+            "blocks": [{"type": "input", "block_id": "recipient",
+                        "label": {"type": "plain_text", "text": "To"},
+                        "element": {"type": "external_select", "action_id": "recipient_pick"}},
+                       {"type": "input", "block_id": "text",
+                        "label": {"type": "plain_text", "text": "Text"},
+                        "element": {"type": "plain_text_input", "action_id": "text_input"}}]}
+
+
+async def test_interactivity_is_signed_and_the_answers_drive_the_modal(
+        standin: tuple[SlackStandIn, str],
+        app_behind: tuple[SlackStandIn, list[dict[str, Any]], dict[str, Any]]) -> None:
+    slack, seen, answers = app_behind
+    _, api = standin
+    assert (await slack.open_shortcut())["ok"]  # signed: the app answered 200
+    [shortcut] = seen
+    assert shortcut["type"] == "shortcut" and shortcut["callback_id"] == "text_a_phone"
+    opened = await call(api, "views.open", trigger_id=shortcut["trigger_id"],
+                        view=compose_modal())
+    assert opened["ok"]
+
+    option = {"text": {"type": "plain_text", "text": "alice · online"}, "value": "alice"}
+    answers["block_suggestion"] = {"options": [option]}
+    shown = await slack.suggest(block_id="recipient", action_id="recipient_pick", value="al")
+    assert shown["options"] == [option]
+    assert seen[-1]["value"] == "al" and seen[-1]["container"]["view_id"] == opened["view"]["id"]
+    answers["block_suggestion"] = {"options": [option] * 101}  # Slack would show none
+    assert (await slack.suggest(block_id="recipient", action_id="recipient_pick",
+                                value=""))["options"] == []
+    assert slack.views_state()["refusals"][-1].startswith("block_suggestion:")
+
+    values = {"recipient": {"recipient_pick": {"type": "external_select",
+                                               "selected_option": option}},
+              "text": {"text_input": {"type": "plain_text_input", "value": "hi"}}}
+    answers["view_submission"] = {"response_action": "errors",
+                                  "errors": {"text": "the text is too long"}}
+    assert (await slack.submit(values))["closed"] is False
+    assert slack.views_state()["modal"]["errors"] == {"text": "the text is too long"}
+    assert seen[-1]["view"]["state"]["values"] == values
+    answers["view_submission"] = ""  # an empty 200 closes it
+    assert (await slack.submit(values))["closed"] is True
+    assert slack.views_state()["modal"] is None
+
+    # A wrong signing secret: the app answers 401, and nothing opens.
+    slack.signing_secret = "not-the-secret"
+    assert await slack.open_shortcut() == {"ok": False, "error": "http_401"}
+    assert len(seen) == 5  # the forged one never reached the app

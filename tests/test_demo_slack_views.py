@@ -211,7 +211,9 @@ async def test_message_shortcut_opens_the_modal_prefilled_with_that_message(
                         ".querySelector('.shortcut-link').click()")
     await page.wait_for(f"{text_of('.bk-modal h3')} === 'Text a phone'")
     prefilled = await page.evaluate("document.querySelector('.bk-modal textarea').value")
-    assert "Gate code is 4711 & ring twice" in prefilled  # unescaped, as a phone shows it
+    # The post's text as Slack hands it to the shortcut (the bridge's fallback line: who, then
+    # the text), unescaped as a phone would show it.
+    assert prefilled == "bob: Gate code is 4711 & ring twice"
 
     before = len(demo.phones["alice"].received)
     await pick(page, "alice", "alice")

@@ -91,7 +91,8 @@ async def _run(args: argparse.Namespace, sandbox: str) -> int:
         return 1
     names = " and ".join(e.name for e in ENDPOINTS)
     print(f"\nbridge demo: ready. Open {demo.url} in a browser.\n"
-          f"  Type /sip alice hello there, or text from {names}'s phone on the page.\n"
+          f"  Type /sip alice hello there, or /sip alone for the compose window, or text from "
+          f"{names}'s phone on the page; the Home tab shows what the app publishes.\n"
           "  Ctrl-C stops everything.\n", flush=True)
     crashed = asyncio.create_task(demo.wait_stopped())
     await asyncio.wait({stopper, crashed}, return_when=asyncio.FIRST_COMPLETED)

@@ -3,11 +3,15 @@
 `Demo.start()` brings everything up in order:
 1. two phones ("alice", "bob"): SIP user agents on UDP 127.0.0.1 (`phone.py`);
 2. Asterisk 22 from the sandbox chroot, configured with the shipped snippets and one endpoint
-   per phone (`bridge.sandbox.launcher`);
-3. one local web server: the page (`page.html`, polling `/state`), the page's actions
-   (`/command`, `/phones/<name>/send`) and the Slack stand-in (`/api/...`, `/response/...`);
+   per phone, each learning its phone's contact by REGISTER (`bridge.sandbox.launcher`);
+3. one local web server: the page (`page.html` with `page.css`, `page.js` and the Block Kit
+   renderer `blockkit.js`, polling `/state`), the page's actions (`/command`,
+   `/phones/<name>/send`, `/phones/<name>/power`, and `/ui/...` for the modal, the Home tab and
+   buttons) and the Slack stand-in (`/api/...`, `/response/...`);
 4. the real bridge, `python -m bridge run --mode http`, with a generated config mapping alice
-   and bob to two channels, SLACK_API_URL pointing at the stand-in, in a temporary folder.
+   and bob to two channels, SLACK_API_URL pointing at the stand-in, in a temporary folder;
+5. the phones REGISTER (after the bridge listens to AMI, so it sees them come online) and keep
+   their registrations fresh; a phone switched off on the page unregisters.
 
 `stop()` stops them in reverse; nothing is left behind (Asterisk dies with us even on SIGKILL).
 """
@@ -35,11 +39,17 @@ from aiohttp import web
 
 from bridge.demo.phone import SipPhone
 from bridge.demo.slack_standin import SlackStandIn
+from bridge.demo.slack_web_api import SlackRefusal
 from bridge.sandbox.launcher import AsteriskSandbox, SipPeer, free_port
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/sip"
+# Small enough that a long text in the compose window shows the bridge's refusal in the modal.
+MAX_PARTS = 3
+REGISTER_SECONDS = 600
+STATIC_FILES = {"page.css": "text/css", "page.js": "text/javascript",
+                "blockkit.js": "text/javascript"}
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,8 @@ class Demo:
         self.slack.add_channel(DEFAULT_CHANNEL.channel_id, DEFAULT_CHANNEL.channel_name,
                                "texts from phones not in the directory")
         self.phones: dict[str, SipPhone] = {}
+        self.phone_on: dict[str, bool] = {e.name: False for e in ENDPOINTS}  # registered
+        self._keep_registered: asyncio.Task[None] | None = None
         self.sent: dict[str, list[SentText]] = {e.name: [] for e in ENDPOINTS}
         self.asterisk: AsteriskSandbox | None = None
         self.bridge_log: list[str] = []
@@ -130,7 +142,7 @@ class Demo:
             phone.on_message = lambda _message: self._changed()
             self.phones[endpoint.name] = phone
         self.asterisk = AsteriskSandbox(
-            peers=[SipPeer(p.name, p.port) for p in self.phones.values()],
+            peers=[SipPeer(p.name, p.port, registers=True) for p in self.phones.values()],
             ami_secret=self.ami_secret, sandbox_dir=self.sandbox_dir, sip_port=sip_port,
             ami_port=free_port("tcp"))  # known now: the page's state() may ask while it boots
         try:
@@ -139,9 +151,41 @@ class Demo:
             raise DemoError(f"Asterisk did not start: {exc}") from exc
         await self._start_web()
         await self._start_bridge()
+        for name in self.phones:
+            await self.set_phone_power(name, on=True)
+        self._keep_registered = asyncio.create_task(self._refresh_registrations())
+
+    async def set_phone_power(self, name: str, *, on: bool) -> bool:
+        """Register a phone with Asterisk (on) or unregister it (off); True if Asterisk took it."""
+        try:
+            status = await self.phones[name].register(expires=REGISTER_SECONDS if on else 0)
+        except TimeoutError as exc:
+            log.warning("demo: %s", exc)
+            return False
+        if status != 200:
+            log.warning("demo: Asterisk answered %s to %s's REGISTER", status, name)
+            return False
+        self.phone_on[name] = on
+        self._changed()
+        return True
+
+    async def _refresh_registrations(self) -> None:
+        """Re-register the phones that are on before their registration lapses."""
+        while True:
+            await asyncio.sleep(REGISTER_SECONDS / 2)
+            for name, on in list(self.phone_on.items()):
+                if on:
+                    try:
+                        await self.set_phone_power(name, on=True)
+                    except Exception:  # one failed refresh must not end the demo
+                        log.exception("demo: could not refresh %s's registration", name)
 
     async def stop(self) -> None:
         """Stop the bridge (SIGTERM, as a service manager would), Asterisk, page, phones."""
+        if self._keep_registered is not None:
+            self._keep_registered.cancel()
+            await asyncio.gather(self._keep_registered, return_exceptions=True)
+            self._keep_registered = None
         await self._stop_bridge()
         if self.asterisk is not None:
             await self.asterisk.stop()
@@ -163,8 +207,11 @@ class Demo:
     async def _start_web(self) -> None:
         app = web.Application()
         app.add_routes([web.get("/", self._page), web.get("/state", self._state),
+                        web.get("/static/{name}", self._static),
                         web.post("/command", self._command),
                         web.post("/phones/{name}/send", self._phone_send),
+                        web.post("/phones/{name}/power", self._phone_power),
+                        web.post("/ui/{action}", self._ui),
                         *self.slack.routes()])
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self._runner.setup()
@@ -183,7 +230,8 @@ class Demo:
                  "# Slack stand-in. Same format as config/bridge.example.toml.",
                  "[ami]", 'host = "127.0.0.1"', f"port = {ami_port}",
                  'username = "slackbridge"', "", "[slack]", f'command = "{COMMAND}"',
-                 f'default_channel = "{DEFAULT_CHANNEL.channel_id}"', "", "[store]",
+                 f'default_channel = "{DEFAULT_CHANNEL.channel_id}"', "",
+                 "[delivery]", f"max_parts = {MAX_PARTS}", "", "[store]",
                  f"path = {str(self._folder / 'bridge-store.sqlite3')!r}", ""]
         for endpoint in ENDPOINTS:
             lines += ["[[endpoints]]", f'name = "{endpoint.name}"',
@@ -260,6 +308,14 @@ class Demo:
         return web.Response(text=html, content_type="text/html", charset="utf-8",
                             headers={"Cache-Control": "no-store"})
 
+    async def _static(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in STATIC_FILES:
+            raise web.HTTPNotFound()
+        text = resources.files("bridge.demo").joinpath(name).read_text("utf-8")
+        return web.Response(text=text, content_type=STATIC_FILES[name], charset="utf-8",
+                            headers={"Cache-Control": "no-store"})
+
     def state(self) -> dict[str, Any]:
         """Everything the page shows, as JSON-ready values."""
         asterisk = self.asterisk
@@ -275,6 +331,7 @@ class Demo:
             phones.append({
                 "name": endpoint.name, "channel": endpoint.channel_name,
                 "address": f"sip:{endpoint.name}@127.0.0.1:{phone.port}" if phone else "",
+                "on": self.phone_on[endpoint.name],
                 "texts": sorted(received + sent, key=lambda t: float(t["at"]))})
         return {
             "version": self.version,
@@ -286,6 +343,7 @@ class Demo:
                          "ami_port": asterisk.ami_port if asterisk else None,
                          "sip_port": asterisk.sip_port if asterisk else None},
             "channels": self.slack.state(),
+            "views": self.slack.views_state(),
             "phones": phones,
         }
 
@@ -298,6 +356,49 @@ class Demo:
                                                typed=str(data.get("text", "")),
                                                thread_ts=data.get("thread_ts") or None)
         return web.json_response(result)
+
+    async def _ui(self, request: web.Request) -> web.Response:
+        """What the user does in the page's Slack beyond typing: shortcuts, the modal, buttons,
+        the Home tab. Each becomes what Slack would send the app."""
+        data = await request.json()
+        action = request.match_info["action"]
+        slack = self.slack
+        try:
+            if action == "shortcut":
+                result = await slack.open_shortcut()
+            elif action == "message-shortcut":
+                result = await slack.message_shortcut(channel_id=str(data.get("channel", "")),
+                                                      ts=str(data.get("ts", "")))
+            elif action == "suggest":
+                result = await slack.suggest(block_id=str(data.get("block_id", "")),
+                                             action_id=str(data.get("action_id", "")),
+                                             value=str(data.get("value", "")))
+            elif action == "submit":
+                values = data.get("values")
+                result = await slack.submit(values if isinstance(values, dict) else {})
+            elif action == "cancel":
+                slack.cancel_modal()
+                result = {"ok": True}
+            elif action == "press":
+                pressed = data.get("action")
+                result = await slack.press(where=str(data.get("where", "")),
+                                           action=pressed if isinstance(pressed, dict) else {},
+                                           channel_id=str(data.get("channel", "")),
+                                           ts=str(data.get("ts", "")))
+            elif action == "home":
+                result = await slack.open_home()
+            else:
+                raise web.HTTPNotFound(text="no such action")
+        except SlackRefusal as refusal:
+            result = {"ok": False, "error": refusal.error}
+        return web.json_response(result)
+
+    async def _phone_power(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        if name not in self.phones:
+            raise web.HTTPNotFound(text="no such phone")
+        on = bool((await request.json()).get("on"))
+        return web.json_response({"ok": await self.set_phone_power(name, on=on)})
 
     async def _phone_send(self, request: web.Request) -> web.Response:
         phone = self.phones.get(request.match_info["name"])

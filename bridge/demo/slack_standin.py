@@ -6,6 +6,8 @@ keeps what a Slack user would see: each channel's messages (thread replies under
 parent) and the answers only the user sees (ephemeral). `send_command` plays Slack delivering
 a slash command to the app: it builds the payload Slack sends, signs it with the signing
 secret exactly as Slack does, POSTs it to the bridge's Request URL and shows the answer.
+Modals, the App Home and the interactivity payloads (shortcuts, the picker's type-ahead, Send,
+buttons) are kept and built by `slack_views.py`; this module posts them, signed the same way.
 
 Not Slack: no rate limits, no pagination beyond one page of history, one user ("you").
 """
@@ -26,6 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from bridge.demo.slack_views import SlackViews, check_options
 from bridge.demo.slack_web_api import MessageClock, Params, SlackRefusal, read_params, slack_escape
 
 log = logging.getLogger(__name__)
@@ -38,6 +41,10 @@ USER_ID = "U0DEMOYOU"
 USER_NAME = "you"
 BOT_SCOPES = ("commands,chat:write,chat:write.public,channels:history,groups:history,"
               "channels:read,groups:read,users:read")
+# The bridge's callback IDs, as in config/slack-app-manifest.yml (bridge/slack/compose.py).
+COMPOSE_SHORTCUT = "text_a_phone"
+MESSAGE_SHORTCUT = "text_this_to_a_phone"
+HOME_DM = "D0DEMOAPP"  # the user's DM with the app, whose Home tab the page shows
 
 
 @dataclass
@@ -91,6 +98,7 @@ class SlackStandIn:
         self._on_change = on_change or (lambda: None)
         self._clock = MessageClock()
         self._response_urls: dict[str, str] = {}  # id -> channel the command was typed in
+        self.views = SlackViews(user_id=USER_ID, team_id=TEAM_ID, app_id=APP_ID)
         self._handlers: dict[str, Callable[[Params], Awaitable[Params]]] = {
             "auth.test": self._auth_test,
             "chat.postMessage": self._chat_post_message,
@@ -103,6 +111,9 @@ class SlackStandIn:
             "users.info": self._users_info,
             "reactions.add": self._reactions_add,
             "reactions.remove": self._reactions_remove,
+            "views.open": self._views_call(self.views.views_open, "views.open"),
+            "views.update": self._views_call(self.views.views_update, "views.update"),
+            "views.publish": self._views_call(self.views.views_publish, "views.publish"),
         }
 
     def add_channel(self, channel_id: str, name: str, purpose: str = "") -> None:
@@ -208,7 +219,7 @@ class SlackStandIn:
             "text": slack_escape(text.strip()), "api_app_id": APP_ID,
             "is_enterprise_install": "false",
             "response_url": f"{self.base_url}/response/{response_id}",
-            "trigger_id": f"{int(time.time())}.{secrets.token_hex(6)}",
+            "trigger_id": self.views.new_trigger(),
         }
         ack_ts = self._next_ts()
         try:
@@ -248,6 +259,10 @@ class SlackStandIn:
         if message.thread_ts:
             event["thread_ts"] = message.thread_ts
             event["parent_user_id"] = BOT_USER_ID
+        return await self._deliver(event)
+
+    async def _deliver(self, event: dict[str, Any]) -> dict[str, Any]:
+        """Send the app one Events API delivery of `event`."""
         payload = {
             "token": "demo-verification-token", "team_id": TEAM_ID, "api_app_id": APP_ID,
             "event": event, "type": "event_callback",
@@ -257,7 +272,8 @@ class SlackStandIn:
         try:
             status, _ = await self._post_to_app(json.dumps(payload), "application/json")
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            log.warning("Slack stand-in: the app did not take the message event: %r", exc)
+            log.warning("Slack stand-in: the app did not take the %s event: %r",
+                        event.get("type"), exc)
             return {"ok": False, "error": "event_not_delivered"}
         return {"ok": status == 200, "status": status}
 
@@ -278,6 +294,156 @@ class SlackStandIn:
             return web.Response(status=400, text="no_text")
         self._show_reply(channel_id, body)
         return web.Response(text="ok")
+
+    # ----------------------------------------------------------------- modals, Home, buttons
+
+    def views_state(self) -> dict[str, Any]:
+        """The open modal (with its field errors) and the user's Home, for the page."""
+        modal = self.views.modal
+        return {"modal": modal.to_json() if modal else None,
+                "home": self.views.homes.get(USER_ID),
+                "refusals": self.views.refusals[-5:]}
+
+    async def _interact(self, payload: dict[str, Any]) -> tuple[int, str] | None:
+        """POST an interactivity payload as Slack does: a form body `payload=<json>`, signed;
+        None when the app did not answer within 3 s."""
+        body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+        try:
+            return await self._post_to_app(body, "application/x-www-form-urlencoded")
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            log.warning("Slack stand-in: the app did not answer the %s in time: %r",
+                        payload.get("type"), exc)
+            return None
+
+    def _answered(self, what: str, answer: tuple[int, str] | None) -> dict[str, Any]:
+        if answer is None:
+            self.views.refuse(what, "the app did not answer within 3 s")
+            return {"ok": False, "error": "operation_timeout"}
+        if answer[0] != 200:
+            self.views.refuse(what, f"the app answered HTTP {answer[0]}")
+            return {"ok": False, "error": f"http_{answer[0]}"}
+        return {"ok": True}
+
+    async def open_shortcut(self) -> dict[str, Any]:
+        """The user picks the global shortcut "Text a phone" from the shortcuts menu."""
+        payload = self.views.shortcut_payload(COMPOSE_SHORTCUT, USER_NAME)
+        result = self._answered("shortcut", await self._interact(payload))
+        self._on_change()
+        return result
+
+    async def message_shortcut(self, *, channel_id: str, ts: str) -> dict[str, Any]:
+        """The user picks "Text this to a phone…" in a message's "More actions" menu."""
+        channel = self._conversation(channel_id)
+        message = next((m for m in channel.messages if m.ts == ts and not m.ephemeral), None)
+        if message is None:
+            raise SlackRefusal("message_not_found")
+        if message.author == USER_NAME:
+            shown: Params = {"type": "message", "user": USER_ID, "text": message.text,
+                             "ts": message.ts, "team": TEAM_ID}
+        else:
+            shown = self._bot_message(message)
+        response_id = secrets.token_hex(8)
+        self._response_urls[response_id] = channel.id
+        payload = self.views.message_shortcut_payload(
+            MESSAGE_SHORTCUT, USER_NAME, channel={"id": channel.id,
+                                                  "name": channel.name.lstrip("#")},
+            message=shown, response_url=f"{self.base_url}/response/{response_id}")
+        result = self._answered("message shortcut", await self._interact(payload))
+        self._on_change()
+        return result
+
+    async def suggest(self, *, block_id: str, action_id: str, value: str) -> dict[str, Any]:
+        """Type-ahead in the open modal's external_select: the app's options, as Slack shows
+        them (none when the answer breaks Slack's limits or comes too late)."""
+        if self.views.modal is None:
+            return {"ok": False, "error": "no_modal", "options": []}
+        payload = self.views.suggestion_payload(block_id=block_id, action_id=action_id,
+                                                value=value, user_name=USER_NAME)
+        answer = await self._interact(payload)
+        result = self._answered("block_suggestion", answer)
+        if not result["ok"] or answer is None:
+            return {**result, "options": []}
+        try:
+            options = check_options(json.loads(answer[1] or "{}"))
+        except ValueError:
+            options = None
+        if options is None:
+            self.views.refuse("block_suggestion", "the options break Slack's limits")
+            return {"ok": False, "error": "invalid_options", "options": []}
+        return {"ok": True, "options": options}
+
+    async def submit(self, values: dict[str, Any]) -> dict[str, Any]:
+        """Send pressed in the open modal; `values` as Slack puts them in `view.state`."""
+        if self.views.modal is None:
+            return {"ok": False, "error": "no_modal"}
+        missing = self.views.missing_inputs(values)
+        if missing:
+            self.views.modal.errors = missing
+            self._on_change()
+            return {"ok": True, "closed": False, "errors": missing}
+        self.views.modal.errors = {}
+        payload = self.views.submission_payload(values, USER_NAME)
+        answer = await self._interact(payload)
+        if answer is None:
+            self.views.refuse("view_submission", "the app did not answer within 3 s")
+            result: dict[str, Any] = {"ok": False, "error": "operation_timeout"}
+        else:
+            result = self.views.read_submission_answer(*answer)
+        self._on_change()
+        return result
+
+    def cancel_modal(self) -> None:
+        """Cancel (or the ×) in the modal: Slack closes it; the bridge asks for no view_closed."""
+        self.views.close_modal()
+        self._on_change()
+
+    async def press(self, *, where: str, action: dict[str, Any], channel_id: str = "",
+                    ts: str = "") -> dict[str, Any]:
+        """A button pressed in a message (`where="message"`) or in the Home ("home")."""
+        if where == "home":
+            home = self.views.homes.get(USER_ID)
+            if home is None:
+                raise SlackRefusal("no_home")
+            container = {"type": "view", "view_id": home["id"]}
+            extra: dict[str, Any] = {"view": home}
+        else:
+            channel = self._conversation(channel_id)
+            message = next((m for m in channel.messages if m.ts == ts), None)
+            if message is None:
+                raise SlackRefusal("message_not_found")
+            response_id = secrets.token_hex(8)
+            self._response_urls[response_id] = channel.id
+            container = {"type": "message", "message_ts": ts, "channel_id": channel.id,
+                         "is_ephemeral": message.ephemeral}
+            extra = {"channel": {"id": channel.id, "name": channel.name.lstrip("#")},
+                     "message": self._bot_message(message),
+                     "response_url": f"{self.base_url}/response/{response_id}"}
+        payload = self.views.actions_payload(action={"type": "button", **action},
+                                             user_name=USER_NAME, container=container,
+                                             extra=extra)
+        result = self._answered("block_actions", await self._interact(payload))
+        self._on_change()
+        return result
+
+    async def open_home(self) -> dict[str, Any]:
+        """The user opens the app's Home tab: Slack sends `app_home_opened`."""
+        event: dict[str, Any] = {"type": "app_home_opened", "user": USER_ID, "channel": HOME_DM,
+                                 "tab": "home", "event_ts": f"{time.time():.6f}"}
+        if USER_ID in self.views.homes:
+            event["view"] = self.views.homes[USER_ID]
+        return await self._deliver(event)
+
+    def _views_call(self, method: Callable[[Params], Params],
+                    name: str) -> Callable[[Params], Awaitable[Params]]:
+        async def call(params: Params) -> Params:
+            try:
+                answer = method(params)
+            except SlackRefusal as refusal:
+                self.views.refuse(name, refusal.error)
+                raise
+            self._on_change()
+            return answer
+        return call
 
     # ----------------------------------------------------------------- the Web API
 

@@ -366,22 +366,29 @@ async def outbound_runs(lab: Lab, rates: Sequence[float], duration_s: float) -> 
                 elif time.monotonic() - last_change > 5:
                     break
             await uas.stop()
-            # Let the response_url replies land before stopping the bridge.
+            # Let the response_url replies land before stopping the bridge: one for each
+            # text whose command's answer did not carry the outcome already.
+            told_in_answer = sum(1 for status, _, text in acks
+                                 if status == 200 and "Sent to" in ack_text(text))
             with contextlib.suppress(AssertionError):
-                await slack.wait_for_responses(responses_before + count, timeout=5)
+                await slack.wait_for_responses(responses_before + count - told_in_answer,
+                                               timeout=5)
             after = bridge.stats.sample()
             arrived = _uas_arrivals(uas.logged_lines(), run)
             ack_ms = [ms for status, ms, _ in acks if status == 200]
-            ok_acks = sum(1 for status, _, text in acks
-                          if status == 200 and "Sending to" in ack_text(text))
+            ok_acks = sum(1 for status, _, text in acks if status == 200 and (
+                "Sending to" in ack_text(text) or "Sent to" in ack_text(text)))
             replies = slack.responses[responses_before:]
             result: dict[str, Any] = {
                 "system": "bridge", "rate_offered": rate, "commands": count,
                 "send_rate_actual": round((count - 1) / send_span, 1) if send_span else None,
                 "acks_200": len(ack_ms), "acks_sending": ok_acks,
+                "told_in_answer": told_in_answer,
                 "ack_errors": [text[:120] for status, _, text in acks if status != 200][:3],
                 "ack": percentiles(ack_ms),
-                "replies_sent": sum(1 for r in replies if "Sent to" in str(r.get("text", ""))),
+                # Senders told "Sent": in the command's answer, or by a response_url reply.
+                "replies_sent": told_in_answer + sum(1 for r in replies
+                                                     if "Sent to" in str(r.get("text", ""))),
                 "replies_not_sent": sum(1 for r in replies
                                         if "Not sent" in str(r.get("text", ""))),
                 "received_at_phone": len(arrived), "lost": count - len(arrived),

@@ -269,7 +269,7 @@ def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
                 for r in outbound]
         parts.append(_table(["rate", "sent/s", "commands", "acks 200", "ack p50ms",
                              "ack p99ms", "at phone", "lost", "texts/s", "kept up",
-                             "'Sent' replies", "br cpu/1k", "br RSS MB"], rows))
+                             "told 'Sent'", "br cpu/1k", "br RSS MB"], rows))
     burst = results.get("burst")
     if burst:
         parts.append("\n4. Burst to one channel (fake Slack: 1 post/s per channel, burst 1, "

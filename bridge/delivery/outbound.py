@@ -44,6 +44,10 @@ log = logging.getLogger(__name__)
 _EXPIRY_CHECK = 1.0
 _RETELL_INTERVAL = 30.0
 _STORE_RETRY = 2.0  # seconds between tries of a store that cannot take writes (disk full)
+# A command's answer waits for its text's outcome only with fewer texts than this ahead of it
+# in its lane: behind a backlog (a burst, an overload) it answers "Sending" at once, as the
+# wait would only hold the answer up (measured: at 1000 commands/s the answers took seconds).
+_ANSWER_AHEAD_MAX = 8
 
 
 class MessageSender(Protocol):
@@ -152,7 +156,8 @@ class Outbox:
         """Store a text for `endpoint` (resolved and admitted by the gate); raise
         TextRejected if it cannot be sent as typed. `awaited`: the caller waits a moment
         for the outcome (`DeliveryFeedback.wait_for`) to tell the sender in its own answer;
-        registered here, before the lane can run, when this bridge sends the text now."""
+        registered here, before the lane can run, when this bridge sends the text now and
+        few texts are ahead of it."""
         check_text(request.text)
         row = await self._store.add_outbound(
             slack_user=request.slack_user, slack_channel=request.slack_channel,
@@ -161,7 +166,8 @@ class Outbox:
             segments_total=len(segment_body(request.text)), source=request.source,
             feedback_ts=request.feedback_ts, thread_ts=request.thread_ts, pbx=endpoint.pbx)
         lane = self._lane_of(row)
-        if awaited and lane is not None and self._holds(lane) and lane.route.sender.ready:
+        if (awaited and lane is not None and lane.waiting < _ANSWER_AHEAD_MAX
+                and self._holds(lane) and lane.route.sender.ready):
             self._feedback.expect(row.id)
         for woken in [lane] if lane is not None else self._lanes.values():
             woken.waiting += 1

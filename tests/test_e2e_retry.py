@@ -120,3 +120,23 @@ async def slash(bridge: BridgeProcess, slack: FakeSlack, text: str, *, socket: b
     status, body = await bridge.post_signed(*slack.signed_slash_command(payload))
     assert status == 200
     return str(json.loads(body)["text"]) if body.startswith("{") else body
+
+
+async def test_a_text_asterisk_refuses_at_once_is_answered_so_and_its_notice_has_retry(
+        tmp_path: Path, slack: FakeSlack,
+        own_asterisk: tuple[AsteriskSandbox, SipPhone]) -> None:
+    """The /sip answer carries the refusal, so the echo is posted already showing it: the
+    notice with the Retry button must still follow in the thread."""
+    asterisk, _ = own_asterisk
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        answer = await slash(bridge, slack, "ghost are you there?", socket=False)
+        assert "Not sent" in answer and "Asterisk refused it" in answer, answer
+        [notice] = await wait_retry_notices(slack, 1)
+        assert "Not sent to *ghost*" in notice["text"]
+        echo = [p for p in slack.posts if "are you there?" in json.dumps(p.get("blocks"))]
+        assert echo and notice.get("thread_ts") in {echo[0]["ts"], echo[0].get("thread_ts")}
+        await asyncio.sleep(1.0)
+        assert len(retry_notices(slack)) == 1 and slack.responses == []  # told once, in the answer
+    finally:
+        assert await bridge.stop() == 0, bridge.log

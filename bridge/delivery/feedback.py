@@ -110,7 +110,7 @@ class DeliveryFeedback:
         waiting = self._expected.pop(outcome.row.id, None)
         if waiting is not None and not waiting.done():
             # The command's own answer tells it (`answered`), or, if that cannot happen
-            # after all, the tellers do (`_drop`).
+            # after all, the tellers do (`forget`).
             waiting.set_result(outcome)
             return
         self._tells.put_nowait(outcome)
@@ -215,8 +215,12 @@ class DeliveryFeedback:
         """The echo of a /sip text is in Slack at `ts`; from now on it carries the state.
         `shown_final`: it was posted already showing the outcome."""
         if shown_final:
-            self._outcomes.pop(outbound_id, None)
+            sent, reason = self._outcomes.pop(outbound_id, (True, ""))
             await self._store.set_feedback_target(outbound_id, channel, ts, done=True)
+            if not sent:  # the echo says why; the notice below it carries the Retry button
+                row = await self._store.get_outbound(outbound_id)
+                if row is not None:
+                    await self._failure_notice(row, channel, ts, reason or row.last_error or "")
             return
         await self._store.set_feedback_target(outbound_id, channel, ts)
         row = await self._store.get_outbound(outbound_id)
@@ -272,12 +276,17 @@ class DeliveryFeedback:
             await self._reactions.react(channel, ts, QUEUED, remove=True)
         await self._reactions.react(channel, ts, SENT if sent else FAILED)
         if not sent:
-            thread = row.thread_ts
-            if not thread:
-                conversation = await self._store.conversation(row.endpoint)
-                thread = conversation.thread_ts if conversation else ts
-            note = (f":x: Not sent to *{escape(row.endpoint)}*: "
-                    f"{escape(reason or 'unknown reason')}")
-            # The notice carries a Retry button only its sender may press (bridge.slack.retry).
-            await self._reactions.note_in_thread(channel, thread, note,
-                                                 blocks=failure_notice_blocks(note, row.id))
+            await self._failure_notice(row, channel, ts, reason)
+
+    async def _failure_notice(self, row: OutboundRow, channel: str, ts: str,
+                              reason: str) -> None:
+        """Why the text was not sent, in its conversation's thread, with a Retry button only
+        its sender may press (bridge.slack.retry)."""
+        thread = row.thread_ts
+        if not thread:
+            conversation = await self._store.conversation(row.endpoint)
+            thread = conversation.thread_ts if conversation else ts
+        note = (f":x: Not sent to *{escape(row.endpoint)}*: "
+                f"{escape(reason or 'unknown reason')}")
+        await self._reactions.note_in_thread(channel, thread, note,
+                                             blocks=failure_notice_blocks(note, row.id))

@@ -11,8 +11,12 @@ in 50-150 ms), and take turns at each rate, so the machine's load at that moment
   that channel, and every text accepted (202) posted once.
 
 The PostgreSQL server is a throwaway cluster (tests/postgres_cluster.py, which the bench
-reuses as it reuses the other test helpers), one database for the whole section: like the
-lab's SQLite store it is shared by every run, so a new bridge knows what it already relayed.
+reuses as it reuses the other test helpers). The turns share one database: like the lab's
+SQLite store it is shared by every run, so a new bridge knows what it already relayed. The
+failover has a database of its own: each run has a new fake Slack, which knows none of the
+threads an earlier run's posts started, and a post left "posting" by the killed replica
+inside such a thread could not be found there (Slack answers thread_not_found) and would be
+posted again. Against one Slack, as in production, the store and Slack agree.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ class ReplicaStore:
     def start(self) -> None:
         self.cluster.start()
         self.url = self.cluster.url(self.cluster.database())
+
+    def fresh_url(self) -> str:
+        """A new empty database of the cluster."""
+        return self.cluster.url(self.cluster.database())
 
     def stop(self) -> None:
         self.cluster.stop()
@@ -158,7 +166,7 @@ async def failover(lab: measure.Lab, store: ReplicaStore, *, rate: float, second
     replicas: list[RunningBridge] = []
     count = int(rate * seconds)
     try:
-        replicas = await _pair(lab, slack, store.url)
+        replicas = await _pair(lab, slack, store.fresh_url())
         run = measure.new_run("f")
         lease = f"channel:{FAILOVER_CHANNEL}"
 

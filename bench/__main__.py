@@ -16,8 +16,10 @@ at that rate), burst (100 texts to one channel, fake Slack at 1 post/s per chann
 the dialplan without the spool), scaling (sender matching with 10,000 endpoints against 10;
 the store's queries with 1,000,000 rows against none), startup (a bridge on a store of
 1,000,000 rows: its first post, and GET /metrics, against an empty store), curl (the
-dialplan-only CURL() alternative under the same load). Memory (peak RSS, VmHWM) and CPU
-seconds per 1,000 texts of the bridge come with every bridge run. The fake Slack answers
+dialplan-only CURL() alternative under the same load), replicas (two bridges on one
+PostgreSQL against one on SQLite, taking turns: throughput at 1000/s, p99 at 200/s, and the
+failover after a SIGKILL of a busy channel's holder; bench/replicas.py). Memory (peak RSS,
+VmHWM) and CPU seconds per 1,000 texts of the bridge come with every bridge run. The fake Slack answers
 every call after 50-150 ms, like Slack; the dialplan's spool is never cleared (it grows
 through the run, as the dialplan leaves it), and the bridge runs share one store.
 
@@ -46,12 +48,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR, bridge_proc, measure
+from bench import RESULTS_DIR, bridge_proc, measure, replicas
 from bench.report import evaluate, render
 from bench.scaling import directory_ratio, store_scrape
 from bench.spool import spool_cost
 
-SECTIONS = ("inbound", "latency", "outbound", "burst", "spool", "scaling", "startup", "curl")
+SECTIONS = ("inbound", "latency", "outbound", "burst", "spool", "scaling", "startup", "curl",
+            "replicas")
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,18 @@ class Plan:
     spool_rate: float = 200
     spool_entries: int = 50_000
     store_rows: int = 1_000_000
+    # replicas (issue 14): one bridge on SQLite against two on PostgreSQL, taking turns
+    replicas_rate: float = 1000  # the throughput ratio is judged here
+    replicas_count: int = 5000
+    replicas_rounds: int = 2  # turns each at that rate
+    replicas_latency_rate: float = 200  # the added p99 is judged here
+    replicas_latency_seconds: float = 20  # 0: no latency turns
+    # p99s at 200/s are mostly fake Slack's 50-150 ms answers and queueing behind them: they
+    # vary by ~20 ms from run to run, so the added p99 is the mean over several turns each
+    replicas_latency_rounds: int = 3
+    failover_rate: float = 200
+    failover_seconds: float = 12
+    failover_kill_s: float = 5  # into the load
 
 
 PLANS = {
@@ -84,13 +99,19 @@ PLANS = {
                   outbound_rates=(100, 250, 500, 1000), outbound_seconds=2,
                   burst_texts=100, burst_timeout_s=15,
                   curl_rates=(250,), curl_count=2000, curl_wait_s=10,
-                  spool_count=1000, store_rows=300_000),
+                  spool_count=1000, store_rows=300_000,
+                  replicas_count=2000, replicas_rounds=1, replicas_latency_seconds=10,
+                  replicas_latency_rounds=2,
+                  failover_seconds=8, failover_kill_s=3),
     "smoke": Plan(inbound_rates=(100,), inbound_count=50,
                   latency_rate=100, latency_seconds=1,
                   outbound_rates=(20,), outbound_seconds=1,
                   burst_texts=10, burst_timeout_s=5,
                   curl_rates=(50,), curl_count=20, curl_wait_s=3,
-                  spool_count=100, spool_rate=100, spool_entries=2000, store_rows=20_000),
+                  spool_count=100, spool_rate=100, spool_entries=2000, store_rows=20_000,
+                  replicas_rate=100, replicas_count=50, replicas_rounds=1,
+                  replicas_latency_seconds=0, failover_rate=50, failover_seconds=5,
+                  failover_kill_s=2),
 }
 
 
@@ -151,11 +172,32 @@ async def run(plan: Plan, sections: set[str], results: dict[str, Any]) -> list[s
         async def startup() -> None:
             results["startup"] = await measure.startup(lab, plan.store_rows)
 
+        async def several() -> None:
+            store = replicas.ReplicaStore()
+            section: dict[str, Any] = {"runs": []}
+            results["replicas"] = section
+            try:
+                store.start()
+                section["runs"] += await replicas.turns(
+                    lab, store, rate=plan.replicas_rate, count=plan.replicas_count,
+                    label="throughput", rounds=plan.replicas_rounds)
+                if plan.replicas_latency_seconds:
+                    section["runs"] += await replicas.turns(
+                        lab, store, rate=plan.replicas_latency_rate,
+                        count=int(plan.replicas_latency_rate * plan.replicas_latency_seconds),
+                        label="latency", rounds=plan.replicas_latency_rounds)
+                section["failover"] = await replicas.failover(
+                    lab, store, rate=plan.failover_rate, seconds=plan.failover_seconds,
+                    kill_after_s=plan.failover_kill_s)
+            finally:
+                store.stop()
+
         await section("inbound", inbound())
         await section("latency", latency())
         await section("outbound", outbound())
         await section("burst", burst())
         await section("startup", startup())
+        await section("replicas", several())
     finally:
         await lab.stop()
 
@@ -202,6 +244,18 @@ def _losses(results: dict[str, Any]) -> list[str]:
             missing = r["sip_202"] - r["delivered"] if "sip_202" in r else r.get("lost", 0)
             if missing > 0:
                 problems.append(f"{where}: lost {missing}")
+    several = results.get("replicas") or {}
+    for r in [*several.get("runs", []), *([several["failover"]] if several.get("failover")
+                                          else [])]:
+        where = f"replicas {r.get('measure', 'failover')} {r.get('system', 'replicas')} " \
+                f"{r['rate_offered']:g}/s"
+        if r.get("duplicates"):
+            problems.append(f"{where}: {r['duplicates']} texts doubled")
+        if r["sip_202"] - r["delivered"] > 0:
+            problems.append(f"{where}: lost {r['sip_202'] - r['delivered']}")
+    if several.get("failover") and several["failover"].get("failover_s") is None:
+        problems.append("replicas failover: no post in the busy channel after the kill "
+                        f"({several['failover'].get('note', 'none came')})")
     burst = results.get("burst")
     if burst and not burst.get("all_visible"):
         problems.append(f"burst: {burst['visible']}/{burst['texts']} visible")

@@ -110,18 +110,22 @@ async def start_bridge(*, api_url: str, ami_port: int, sip_port: int,
                        arrivals: Callable[[str], Mapping[int, object]],
                        delivery: Mapping[str, object] | None = None,
                        store_path: Path | None = None,
+                       store_url: str = "",
                        timeout: float = 30.0) -> RunningBridge:
     """Start the bridge in HTTP mode; return once it has relayed warm-up texts.
 
     `arrivals(run)` is what the fake Slack has seen of a run's texts. `delivery` becomes the
     config's [delivery] table (the bridge's own pacing of posts); None keeps its defaults.
+    `store_url`: a PostgreSQL store (several replicas share one) instead of the SQLite file.
     """
     workdir = Path(tempfile.mkdtemp(prefix="bench-bridge-"))
     config = BridgeConfig(ami_port=ami_port, endpoints=bridge_endpoints(),
                           default_channel=DEFAULT_CHANNEL)
     if delivery:
         config.delivery = dict(delivery)
-    if store_path is not None:  # kept by the caller; else a new one in workdir
+    if store_url:  # a PostgreSQL store, shared with other replicas
+        config.store_url = store_url
+    elif store_path is not None:  # kept by the caller; else a new one in workdir
         config.store_path = str(store_path)
     # One synthetic user sends every command: the per-user and per-phone rate limits (20 and
     # 60 a minute by default, right for people) would refuse most of a load test.

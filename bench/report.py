@@ -26,6 +26,12 @@ SPOOL_RATIO_MAX = 1.5  # Asterisk CPU per text, full spool (50,000) / bare dialp
 DIRECTORY_RATIO_MAX = 1.5  # sender match, 10,000 endpoints / 10
 STORE_SCRAPE_RATIO_MAX = 3.0  # /metrics, 1,000,000 rows / empty store
 FIRST_POST_MAX_S = 2.0  # first text visible after a start on a store of 1,000,000 rows
+# Several replicas (issue 14): two on one PostgreSQL against one on SQLite, same load.
+REPLICAS_RATIO_MIN = 0.9
+REPLICAS_RATIO_AT = 1000.0
+REPLICAS_ADDED_P99_MAX_MS = 20.0
+REPLICAS_P99_AT = 200.0
+FAILOVER_MAX_S = 5.0
 # Outbound bridge CPU per text: half of what the code before issue 13 spent (4.5-4.9 ms
 # measured in the issue; 4.7 taken).
 OUTBOUND_CPU_MAX_MS = 2.35
@@ -193,6 +199,10 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"<= {BURST_MAX_S:g} s", seconds is not None and seconds <= BURST_MAX_S,
             f"{burst['posts_used']} posts, {burst['rate_limited_429']} calls answered 429")
 
+    several = results.get("replicas")
+    if several:
+        _replica_targets(several, add)
+
     rss = [r["bridge_peak_rss_mb"] for section in ("inbound", "latency", "outbound")
            for r in results.get(section, []) if r.get("bridge_peak_rss_mb") is not None]
     if burst and burst.get("bridge_peak_rss_mb") is not None:
@@ -201,6 +211,114 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         add("bridge peak RSS (VmHWM)", f"{max(rss)} MB", f"<= {PEAK_RSS_MAX_MB:g} MB",
             max(rss) <= PEAK_RSS_MAX_MB, "highest over all bridge runs")
     return targets
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return sum(present) / len(present) if present else None
+
+
+def summarise_replicas(section: dict[str, Any]) -> dict[str, Any]:
+    """The figures the targets judge: the throughput ratio, the added p99, the failover."""
+    def of(measure_name: str, system: str) -> list[dict[str, Any]]:
+        return [r for r in section.get("runs", [])
+                if r["measure"] == measure_name and r["system"] == system]
+
+    summary: dict[str, Any] = {}
+    single, pair = of("throughput", "single"), of("throughput", "replicas")
+    if single and pair:
+        a = _mean([r.get("throughput_per_s") for r in single])
+        b = _mean([r.get("throughput_per_s") for r in pair])
+        summary["throughput_rate"] = single[0]["rate_offered"]
+        summary["throughput_single_per_s"] = round(a, 1) if a else None
+        summary["throughput_replicas_per_s"] = round(b, 1) if b else None
+        summary["throughput_ratio"] = round(b / a, 3) if a and b else None
+    single, pair = of("latency", "single"), of("latency", "replicas")
+    p99s = [[(r.get("latency") or {}).get("p99_ms") for r in runs] for runs in (single, pair)]
+    if single and pair and all(v is not None for vs in p99s for v in vs):
+        a, b = _mean(p99s[0]), _mean(p99s[1])
+        assert a is not None and b is not None
+        summary["latency_rate"] = single[0]["rate_offered"]
+        summary["p99_single_ms"] = round(a, 2)
+        summary["p99_replicas_ms"] = round(b, 2)
+        summary["added_p99_ms"] = round(b - a, 2)
+    if section.get("failover"):
+        summary["failover_s"] = section["failover"].get("failover_s")
+    return summary
+
+
+def _replica_targets(several: dict[str, Any], add: Any) -> None:
+    summary = summarise_replicas(several)
+    several["summary"] = summary
+    runs = several.get("runs", [])
+    failover = several.get("failover") or {}
+    everything = [*runs, *([failover] if failover else [])]
+    lost = sum(max(0, r["sip_202"] - r["delivered"]) for r in everything)
+    doubled = sum(r.get("duplicates") or 0 for r in everything)
+    add("replicas: texts lost or doubled", f"{lost} lost, {doubled} doubled", "0 and 0",
+        lost == 0 and doubled == 0, "every run of the section, the failover's included")
+
+    rate = summary.get("throughput_rate")
+    ratio = summary.get("throughput_ratio")
+    name = f"replicas: inbound ratio two on PostgreSQL / one on SQLite at {REPLICAS_RATIO_AT:g}/s"
+    if rate != REPLICAS_RATIO_AT:
+        add(name, ratio, f">= {REPLICAS_RATIO_MIN}", None,
+            f"no run at {REPLICAS_RATIO_AT:g}/s" + (f" (ran {rate:g}/s)" if rate else ""))
+    else:
+        clean = all(_clean(r) for r in runs if r["measure"] == "throughput")
+        add(name, ratio, f">= {REPLICAS_RATIO_MIN}, nothing lost",
+            ratio is not None and ratio >= REPLICAS_RATIO_MIN and clean,
+            f"throughput {summary.get('throughput_replicas_per_s')}/s vs "
+            f"{summary.get('throughput_single_per_s')}/s, runs taking turns")
+
+    name = "replicas: added inbound p99, two on PostgreSQL - one on SQLite"
+    added = summary.get("added_p99_ms")
+    at = summary.get("latency_rate")
+    if added is None or at != REPLICAS_P99_AT:
+        add(name, added, f"<= {REPLICAS_ADDED_P99_MAX_MS:g} ms at {REPLICAS_P99_AT:g}/s", None,
+            f"no latency run at {REPLICAS_P99_AT:g}/s")
+    else:
+        # The replicas' texts travel the single bridge's way plus a network store: below
+        # zero means the runs were not comparable, never that two are faster.
+        add(name, f"{added} ms",
+            f"0 <= added <= {REPLICAS_ADDED_P99_MAX_MS:g} ms at {REPLICAS_P99_AT:g}/s",
+            0 <= added <= REPLICAS_ADDED_P99_MAX_MS,
+            f"replicas p99 {summary['p99_replicas_ms']:.2f} ms - single p99 "
+            f"{summary['p99_single_ms']:.2f} ms (mean of the turns)"
+            + (" NEGATIVE: measurement error" if added < 0 else ""))
+
+    if failover:
+        seconds = failover.get("failover_s")
+        add("replicas: failover, SIGKILL of a busy channel's holder -> its next post",
+            f"{seconds} s" if seconds is not None else None, f"<= {FAILOVER_MAX_S:g} s",
+            seconds is not None and seconds <= FAILOVER_MAX_S,
+            f"{failover.get('rate_offered'):g}/s over 20 channels; killed the holder of "
+            f"{failover.get('channel')}, which held {len(failover.get('victim_leases') or [])}"
+            " leases")
+
+
+def _render_replicas(several: dict[str, Any]) -> list[str]:
+    parts = [("\n10. Replicas: two bridges on one PostgreSQL vs one on SQLite (same Asterisk, "
+              "sipp load, fake Slack answering in 50-150 ms; taking turns at each rate)")]
+    rows = []
+    for r in several.get("runs", []):
+        lat = r.get("latency") or {}
+        rows.append([r["measure"], r["system"], r["rate_offered"], r.get("send_rate_actual"),
+                     r["sip_202"], r["delivered"], r.get("duplicates"),
+                     r.get("throughput_per_s"), lat.get("p50_ms"), lat.get("p99_ms"),
+                     r.get("bridge_cpu_s_per_1000"),
+                     "/".join(str(n) for n in r.get("channels_posted_by") or []) or None])
+    parts.append(_table(["measure", "system", "rate", "sent/s", "202", "delivered", "dup",
+                         "thru/s", "p50ms", "p99ms", "br cpu/1k", "channels a/b"], rows))
+    failover = several.get("failover")
+    if failover:
+        parts.append(_table(
+            ["failover", "rate", "202", "delivered", "dup", "killed holder of",
+             "kill -> next post s", "p99ms"],
+            [["SIGKILL", failover["rate_offered"], failover["sip_202"], failover["delivered"],
+              failover.get("duplicates"), failover.get("channel"), failover.get("failover_s"),
+              (failover.get("latency") or {}).get("p99_ms")]]))
+    return parts
 
 
 # ------------------------------------------------------------------ rendering
@@ -340,6 +458,8 @@ def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
                             [[label, startup[label]["listening_s"],
                               startup[label]["first_post_s"],
                               startup[label]["metrics_ms"]] for label in ("empty", "full")]))
+    if results.get("replicas"):
+        parts += _render_replicas(results["replicas"])
     parts.append("\nTargets (6. memory and CPU: RSS and cpu/1k columns above; cpu/1k = CPU "
                  "seconds per 1,000 texts)")
     parts.append(_table(["target", "measured", "goal", "verdict", "how"],

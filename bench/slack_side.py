@@ -93,6 +93,7 @@ class TimedFakeSlack(FakeSlack):
         self._arrivals: dict[str, dict[int, Arrival]] = {}
         self._duplicates: dict[str, int] = {}
         self._posts_by_run: dict[str, int] = {}
+        self.post_times: list[tuple[str, int]] = []  # (channel, received_ns) of each post
         self._random = random.Random(7)
 
     async def _handle_api(self, request: web.Request) -> web.StreamResponse:
@@ -107,6 +108,7 @@ class TimedFakeSlack(FakeSlack):
         result = await super()._chat_post_message(params)  # raises when Slack would refuse
         index = self.accepted
         self.accepted += 1
+        self.post_times.append((str(params.get("channel", "")), received_ns))
         runs: set[str] = set()
         for text in texts_in_post(params):
             for marker in markers(text):

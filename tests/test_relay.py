@@ -19,6 +19,7 @@ from bridge.core.tasks import TaskSet
 from bridge.core.texts import EchoText, InboundText, MalformedEvent
 from bridge.core.thread_replies import Refuse, ThreadInfo, decide
 from bridge.delivery.inbound import InboundRelay
+from bridge.delivery.leases import Leases
 from bridge.settings.config import DeliverySettings, Secret, SlackSettings
 from bridge.slack.client import SlackPoster, make_web_client
 from bridge.store.sqlite import Store
@@ -58,15 +59,20 @@ class Harness:
         self.store: Store | None = None
         self.relay: InboundRelay | None = None
 
-    async def start(self, timeout: float = 2, feedback: Echoes | None = None) -> InboundRelay:
+    async def start(self, timeout: float = 2, feedback: Echoes | None = None,
+                    replica: str | None = None) -> InboundRelay:
+        """`replica`: run as that replica of several (leases in the store, 60 s each)."""
         self.store = await Store.open(self.store_path)
+        leases = (Leases(store=self.store, holder=replica, ttl=60, shared=True)
+                  if replica else None)
         slack = SlackSettings(command="/sip", default_channel="C0DEFAULT0",
                               bot_token=Secret("xoxb-relay"), signing_secret=None,
                               app_token=None, api_url=self.fake.api_url, port=0)
         poster = SlackPoster(make_web_client(slack, timeout=timeout))
         self.relay = InboundRelay(store=self.store, directory=DIRECTORY,
                                   default_channel="C0DEFAULT0", poster=poster,
-                                  delivery=self.settings, tasks=self.tasks, feedback=feedback)
+                                  delivery=self.settings, tasks=self.tasks, feedback=feedback,
+                                  leases=leases)
         await self.relay.start()
         return self.relay
 
@@ -202,6 +208,36 @@ async def test_texts_in_the_store_are_delivered_after_a_restart_once(
     store = await Store.open(path)
     assert await store.waiting_inbound() == []
     await store.close()
+
+
+async def test_a_replica_taking_a_dead_ones_channel_posts_what_it_left_first_and_once(
+        tmp_path: Path, fake: FakeSlack) -> None:
+    h = Harness(tmp_path / "store.sqlite3", fake, delivery())
+    relay = await h.start(replica="survivor")
+    try:
+        assert h.store is not None
+        # Another replica stored four texts of alice's channel, posted the first two (Slack
+        # has them, its store row still says "posting") and died holding the channel.
+        rows = await h.store.add_inbound([
+            NewInbound("C0ALICE00", "alice", text(f"left {i}"), time.time()) for i in range(4)])
+        ids = [row.id for row in rows if row]
+        await h.store.mark_inbound(ids[:2], "posting")
+        await SlackPoster(make_web_client(SlackSettings(
+            command="/sip", default_channel="C0DEFAULT0", bot_token=Secret("xoxb-relay"),
+            signing_secret=None, app_token=None, api_url=fake.api_url, port=0))).post(
+            channel="C0ALICE00", text="x", marker=f"{ids[0]}-{ids[1]}", blocks=[
+                {"type": "section", "text": {"type": "plain_text", "text": "left 0"}},
+                {"type": "section", "text": {"type": "plain_text", "text": "left 1"}}])
+        assert await h.store.claim_leases("dead", ["channel:C0ALICE00"], 0.2)
+        await asyncio.sleep(0.3)  # its lease runs out
+        # This replica takes the PBX's texts now: a new one of alice takes the channel up.
+        relay.submit(text("new 0"))
+        assert await wait_shown(fake, 5, timeout=5) == [
+            "left 0", "left 1", "left 2", "left 3", "new 0"]
+        await asyncio.sleep(0.3)
+        assert len(shown(fake.posts)) == 5
+    finally:
+        await h.stop()
 
 
 async def test_late_texts_say_so(tmp_path: Path, fake: FakeSlack) -> None:

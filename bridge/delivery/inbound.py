@@ -283,6 +283,9 @@ class InboundRelay:
         self._store = store
         self._leases = leases
         self._refused: dict[str, float] = {}  # channel -> until when not to claim it again
+        self._fresh: set[str] = set()  # channels gained, their queues not yet taken up
+        # Channels with texts waiting that this replica does not post -> since when it knows
+        self._unclaimed: dict[str, float] = {}
         self._idle: dict[str, float] = {}  # held channel -> since when it has had nothing
         self._show_pbx = show_pbx
         self._access = access or AccessPolicy()
@@ -348,14 +351,46 @@ class InboundRelay:
 
     def _gained(self, channel: str) -> None:
         """A channel this replica did not post a moment ago: another replica may have
-        started threads and refitted texts meanwhile, so nothing remembered of it holds."""
+        started threads and refitted texts meanwhile, so nothing remembered of it holds,
+        and the store has texts of it this replica has not queued (`_take_up`)."""
         self._refused.pop(channel, None)
+        self._fresh.add(channel)
         self._pacer.cautious(channel)
         self._refits.pop(channel, None)
         self._partials.pop(channel, None)
         for key, conversation in list(self._conversations.items()):
             if conversation.channel == channel:
                 del self._conversations[key]
+
+    def _wake(self, channel: str) -> None:
+        """Make sure a worker runs for `channel` (it takes the channel up as it starts)."""
+        state = self._channels.get(channel)
+        if state is None:
+            state = self._channels[channel] = _ChannelState(queue=deque())
+        if state.worker is None or state.worker.done():
+            state.worker = self._tasks.spawn(self._run_channel(channel),
+                                             name=f"post-{channel}")
+
+    async def _take_up(self, channel: str, state: _ChannelState) -> None:
+        """A channel this replica has just taken: its queue becomes what the store has
+        waiting for it, oldest first. The texts its last holder left come ahead of those this
+        replica queued meanwhile, and the one that holder was posting when it died is at the
+        head, where it is looked for in Slack before it is posted again: appended behind
+        newer texts, it would be out of order and posted a second time. Only the channel's
+        worker calls this, between posts: rebuilt under a post in flight, the queue would
+        lose track of what that post carried."""
+        self._fresh.discard(channel)
+        rows = await self._store.waiting_inbound(channel=channel, limit=_QUEUE_MAX + 1)
+        known = {row.id for row in rows}
+        if len(rows) > _QUEUE_MAX:
+            rows, newer = rows[:_QUEUE_MAX], []  # the rest, newer ones too, is read back
+            state.full = True
+        else:
+            newer = [row for row in state.queue if row.id not in known]
+        merged = sorted([*rows, *newer], key=lambda row: row.id)
+        state.queue.clear()
+        state.queue.extend(merged)
+        state.ids = {row.id for row in merged}
 
     def _let_go(self, channel: str, state: _ChannelState) -> None:
         """Another replica posts `channel`: forget its queue (its texts stay in the store)."""
@@ -378,11 +413,20 @@ class InboundRelay:
             except StoreError:
                 continue  # /healthz says why; the leases lapse by themselves
             free = []
+            now = time.monotonic()
+            for channel in list(self._unclaimed):
+                if channel not in waiting or self._holds(channel):
+                    del self._unclaimed[channel]
             for channel in waiting:
                 self._idle.pop(channel, None)
                 state = self._channels.get(channel)
                 if not self._holds(channel):
-                    free.append(channel)
+                    # Only a channel seen waiting at an earlier scan too: the replica taking
+                    # the PBX's texts claims each channel as it stores its first text, and
+                    # taking it from under that claim would leave this replica posting texts
+                    # it only learns of at each scan (half a second late, every one).
+                    if self._unclaimed.setdefault(channel, now) < now:
+                        free.append(channel)
                 elif state is None or state.worker is None or state.worker.done():
                     await self._resume(channel)
                 else:
@@ -391,8 +435,9 @@ class InboundRelay:
                 got = await leases.claim(channel_lease(channel) for channel in free)
                 for channel in free:
                     if channel_lease(channel) in got:
+                        self._unclaimed.pop(channel, None)
                         self._gained(channel)
-                        await self._resume(channel)
+                        self._wake(channel)
             await self._release_idle(set(waiting))
 
     async def _release_idle(self, waiting: set[str]) -> None:
@@ -558,7 +603,21 @@ class InboundRelay:
             self._let_go(channel, state)
             return
         backoff = _BACKOFF_FIRST
-        while state.queue or state.spilled:
+        while True:
+            if channel in self._fresh:
+                try:
+                    await self._take_up(channel, state)
+                except StoreError as exc:
+                    self._fresh.add(channel)
+                    if not self._holds(channel):
+                        self._let_go(channel, state)
+                        return
+                    log.warning("text in: channel=%s waiting for the store: %s", channel, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
+            if not (state.queue or state.spilled):
+                break
             if not self._holds(channel):  # the lease lapsed (the store unreachable) or moved
                 self._let_go(channel, state)
                 return

@@ -202,7 +202,10 @@ async def test_a_failure_known_before_the_echo_is_posted_is_written_in_the_echo(
     assert teller.told == [(USER, RESPONSE_URL, FAILED_TOLD)]
     assert feedback.state_of(row.id) == f":x: not sent: {REFUSED_REASON}"
     await feedback.posted(row.id, ALICE, ECHO_TS, shown_final=True)
-    assert view.reactions == {} and view.notes == []
+    # No reaction (the echo says it), but the notice with the Retry button below it.
+    assert view.reactions == {}
+    assert [note[2] for note in view.notes] == [
+        f":x: Not sent to *alice*: {REFUSED_REASON}"]
 
 
 async def test_an_outcome_after_the_echo_is_posted_is_a_reaction_on_the_echo(

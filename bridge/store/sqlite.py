@@ -38,7 +38,6 @@ import logging
 import os
 import socket
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, astuple
@@ -240,9 +239,6 @@ class Store:
         self.created_now = False  # this open created the store
         self.unwritable = ""  # why writes fail right now (disk full, read-only, ...)
         self.replaced = ""  # the file was deleted/replaced under us: permanent until restart
-        # Point lookups run on the event loop's own read-only connection (see `_read`).
-        self._reader: sqlite3.Connection | None = None
-        self._reading = threading.local()  # .conn: the reader, while a read runs on it
 
     @classmethod
     async def open(cls, path: str | Path) -> Store:
@@ -257,9 +253,6 @@ class Store:
         return store
 
     async def close(self) -> None:
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
         await self._run(self._close, raw=True)
         await self._engine.stop()
         self._unlock()
@@ -354,38 +347,6 @@ class Store:
 
     async def _run(self, fn: Callable[..., T], *args: Any, raw: bool = False) -> T:
         return await self._engine.run(fn, *args, raw=raw)
-
-    async def _read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a small indexed query on the event loop's own read-only connection.
-
-        In WAL mode it sees every commit an awaited write has made and never waits for the
-        writer, and it costs a fifth of a trip through the store thread (queue, wake-up,
-        transaction, answer): about 10 against 50 us of CPU, several times per text. Only
-        for point lookups and short index range reads, never scans. While the store is
-        unhealthy, or if the reader cannot answer at once, the read goes through the store
-        thread as before (which gives the usual errors)."""
-        if self.replaced or self._db is None:
-            return await self._run(fn, *args)
-        try:
-            if self._reader is None:
-                self._reader = self._open_reader()
-            self._reading.conn = self._reader
-            try:
-                return fn(*args)
-            finally:
-                self._reading.conn = None
-        except sqlite3.Error as exc:
-            log.debug("store: read on the loop's connection failed (%s); via the store thread",
-                      exc)
-            return await self._run(fn, *args)
-
-    def _open_reader(self) -> sqlite3.Connection:
-        reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
-        reader.row_factory = sqlite3.Row
-        reader.execute("PRAGMA query_only=ON")
-        # A reader in WAL mode is only held up while the WAL is reset: never block the loop.
-        reader.execute("PRAGMA busy_timeout=0")
-        return reader
 
     # -- the engine's view of the store's health (runs on the store thread) -----------------
 
@@ -499,9 +460,6 @@ class Store:
             self._db = None
 
     def _conn(self) -> sqlite3.Connection:
-        reader = getattr(self._reading, "conn", None)
-        if reader is not None:  # a read running on the loop's connection (`_read`)
-            return reader  # type: ignore[no-any-return]
         if self._db is None:
             raise StoreError("the store is closed")
         return self._db
@@ -565,8 +523,6 @@ class Store:
                               limit: int | None = None) -> list[InboundRow]:
         """Inbound texts not yet known to be posted, oldest first: all of them, or the
         oldest `limit` of one `channel`."""
-        if channel is not None and limit is not None:  # a short index range: on the loop
-            return await self._read(self._waiting_inbound, channel, limit)
         return await self._run(self._waiting_inbound, channel, limit)
 
     async def waiting_channels(self) -> list[str]:
@@ -657,7 +613,7 @@ class Store:
         return [_outbound_row(r) for r in cursor]
 
     async def get_outbound(self, row_id: int) -> OutboundRow | None:
-        return await self._read(self._get_outbound, row_id)
+        return await self._run(self._get_outbound, row_id)
 
     def _get_outbound(self, row_id: int) -> OutboundRow | None:
         row = self._conn().execute(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE id=?",
@@ -701,7 +657,7 @@ class Store:
     # -- conversations -----------------------------------------------------------------------
 
     async def conversation(self, key: str) -> Conversation | None:
-        return await self._read(self._conversation, key)
+        return await self._run(self._conversation, key)
 
     def _conversation(self, key: str) -> Conversation | None:
         row = self._conn().execute("SELECT key, channel, thread_ts, last_activity FROM"
@@ -728,7 +684,7 @@ class Store:
 
     async def thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
         """Which conversation a Slack thread belongs to (old threads included)."""
-        return await self._read(self._thread_owner, channel, thread_ts)
+        return await self._run(self._thread_owner, channel, thread_ts)
 
     def _thread_owner(self, channel: str, thread_ts: str) -> ThreadOwner | None:
         row = self._conn().execute("SELECT conversation, endpoint FROM threads WHERE"

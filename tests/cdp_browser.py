@@ -182,3 +182,8 @@ class Chromium:
     async def screenshot(self, path: str | Path) -> None:
         shot = await self.send("Page.captureScreenshot", format="png", captureBeyondViewport=True)
         Path(path).write_bytes(base64.b64decode(shot["data"]))
+
+
+def text_of(selector: str) -> str:
+    """JavaScript: the visible text of the first element matching `selector` ("" if none)."""
+    return f"(document.querySelector({json.dumps(selector)}) || {{innerText: ''}}).innerText"

@@ -15,9 +15,12 @@ from typing import Any
 import pytest
 from asterisk.harness import AsteriskSandbox, SipPeer, free_port, require_sandbox
 from bridge_runner import BridgeConfig, BridgeProcess, EndpointSpec, write_config
+from cdp_browser import Chromium, require_chromium
 from fake_slack import FakeSlack
 from postgres_cluster import PostgresCluster, require_postgres
 from sip_ua import SipPhone
+
+from bridge.demo.runner import Demo
 
 ALICE_CHANNEL = "C0ALICE00"
 BOB_CHANNEL = "C0BOB0000"
@@ -156,3 +159,28 @@ def _fresh_records(request: pytest.FixtureRequest) -> None:
             else:
                 for phone in value.values():
                     phone.received.clear()
+
+
+# -- `bridge demo` and a browser on its page (tests/test_demo.py, test_demo_slack_views.py) ----
+
+
+@pytest.fixture(scope="module")
+async def demo() -> AsyncIterator[Demo]:
+    require_sandbox()
+    running = Demo(port=0)
+    await running.start()
+    yield running
+    await running.stop()
+
+
+@pytest.fixture(scope="module")
+async def page(demo: Demo) -> AsyncIterator[Chromium]:
+    require_chromium()
+    browser = Chromium()
+    try:
+        await browser.start()
+        await browser.goto(demo.url)
+        await browser.wait_for("document.querySelectorAll('[data-phone]').length === 2")
+        yield browser
+    finally:
+        await browser.stop()

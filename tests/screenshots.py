@@ -14,21 +14,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
-import json
 import sys
 from pathlib import Path
 
-from cdp_browser import Chromium, chromium_problem
+from cdp_browser import Chromium, chromium_problem, text_of
 
 from bridge.demo.runner import Demo
 from bridge.sandbox.launcher import default_sandbox_dir, sandbox_problem
 
 REPO = Path(__file__).resolve().parent.parent
 WIDTH, HEIGHT = 1280, 640
-
-
-def text_of(selector: str) -> str:
-    return f"(document.querySelector({json.dumps(selector)}) || {{innerText: ''}}).innerText"
 
 
 async def shoot(page: Chromium, path: Path) -> None:

@@ -10,48 +10,21 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
 import pytest
 from asterisk.harness import require_sandbox
-from cdp_browser import Chromium, require_chromium
+from cdp_browser import Chromium, text_of
 
 from bridge.demo.runner import Demo
 from bridge.sandbox import launcher
 
 REPO = Path(__file__).resolve().parent.parent
 SCREENSHOT = Path("/tmp/bridge-demo.png")
-ALICE_CHANNEL = "C0ALICE01"
+
+ALICE_CHANNEL = "C0ALICE01"  # the demo's channels (bridge/demo/runner.py)
 BOB_CHANNEL = "C0BOB0001"
-
-
-@pytest.fixture(scope="module")
-async def demo() -> AsyncIterator[Demo]:
-    require_sandbox()
-    running = Demo(port=0)
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture(scope="module")
-async def page(demo: Demo) -> AsyncIterator[Chromium]:
-    require_chromium()
-    browser = Chromium()
-    try:
-        await browser.start()
-        await browser.goto(demo.url)
-        await browser.wait_for("document.querySelectorAll('[data-phone]').length === 2")
-        yield browser
-    finally:
-        await browser.stop()
-
-
-def text_of(selector: str) -> str:
-    """JavaScript: the visible text of the first element matching `selector` ("" if none)."""
-    return f"(document.querySelector({json.dumps(selector)}) || {{innerText: ''}}).innerText"
 
 
 @pytest.mark.asterisk

@@ -13,8 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 from aiohttp import web
-from asterisk.harness import require_sandbox
-from cdp_browser import Chromium, require_chromium
+from cdp_browser import Chromium, text_of
 from slack_sdk.signature import SignatureVerifier
 
 from bridge.demo import slack_views
@@ -23,30 +22,8 @@ from bridge.demo.slack_standin import USER_ID, SlackStandIn
 from bridge.demo.slack_views import check_options
 from bridge.sandbox.launcher import free_port
 
-ALICE_CHANNEL = "C0ALICE01"
+ALICE_CHANNEL = "C0ALICE01"  # the demo's channels (bridge/demo/runner.py)
 BOB_CHANNEL = "C0BOB0001"
-
-
-@pytest.fixture(scope="module")
-async def demo() -> AsyncIterator[Demo]:
-    require_sandbox()
-    running = Demo(port=0)
-    await running.start()
-    yield running
-    await running.stop()
-
-
-@pytest.fixture(scope="module")
-async def page(demo: Demo) -> AsyncIterator[Chromium]:
-    require_chromium()
-    browser = Chromium()
-    try:
-        await browser.start()
-        await browser.goto(demo.url)
-        await browser.wait_for("document.querySelectorAll('[data-phone]').length === 2")
-        yield browser
-    finally:
-        await browser.stop()
 
 
 @pytest.fixture
@@ -59,11 +36,6 @@ async def fresh(demo: Demo, page: Chromium) -> AsyncIterator[Chromium]:
     yield page
     if demo.slack.views.modal is not None:
         demo.slack.cancel_modal()
-
-
-def text_of(selector: str) -> str:
-    """JavaScript: the visible text of the first element matching `selector` ("" if none)."""
-    return f"(document.querySelector({json.dumps(selector)}) || {{innerText: ''}}).innerText"
 
 
 def click(selector: str) -> str:

@@ -50,6 +50,23 @@ def shown(posts: list[dict[str, Any]]) -> list[str]:
             if b["type"] == "section" and b["text"]["type"] == "plain_text"]
 
 
+def poster_for(fake: FakeSlack, timeout: float = 2) -> SlackPoster:
+    """A Slack poster as the bridge builds it, against the fake Slack."""
+    slack = SlackSettings(command="/sip", default_channel="C0DEFAULT0",
+                          bot_token=Secret("xoxb-relay"), signing_secret=None,
+                          app_token=None, api_url=fake.api_url, port=0)
+    return SlackPoster(make_web_client(slack, timeout=timeout))
+
+
+async def posted_by_an_earlier_bridge(fake: FakeSlack, ids: list[int], bodies: list[str]) -> None:
+    """Slack has one post of these texts (rows `ids`), as a bridge that died right after
+    posting them left it: its store rows still say "posting"."""
+    await poster_for(fake).post(
+        channel="C0ALICE00", text="x", marker="-".join(str(i) for i in ids), blocks=[
+            {"type": "section", "text": {"type": "plain_text", "text": body}}
+            for body in bodies])
+
+
 class Harness:
     def __init__(self, store_path: Path, fake: FakeSlack, settings: DeliverySettings) -> None:
         self.store_path = store_path
@@ -65,10 +82,7 @@ class Harness:
         self.store = await Store.open(self.store_path)
         leases = (Leases(store=self.store, holder=replica, ttl=60, shared=True)
                   if replica else None)
-        slack = SlackSettings(command="/sip", default_channel="C0DEFAULT0",
-                              bot_token=Secret("xoxb-relay"), signing_secret=None,
-                              app_token=None, api_url=self.fake.api_url, port=0)
-        poster = SlackPoster(make_web_client(slack, timeout=timeout))
+        poster = poster_for(self.fake, timeout)
         self.relay = InboundRelay(store=self.store, directory=DIRECTORY,
                                   default_channel="C0DEFAULT0", poster=poster,
                                   delivery=self.settings, tasks=self.tasks, feedback=feedback,
@@ -190,12 +204,7 @@ async def test_texts_in_the_store_are_delivered_after_a_restart_once(
     # still says "posting"), and before posting the others.
     await store.mark_inbound(ids[:2], "posting")
     await store.close()
-    await SlackPoster(make_web_client(SlackSettings(
-        command="/sip", default_channel="C0DEFAULT0", bot_token=Secret("xoxb-relay"),
-        signing_secret=None, app_token=None, api_url=fake.api_url, port=0))).post(
-        channel="C0ALICE00", text="x", marker=f"{ids[0]}-{ids[1]}", blocks=[
-            {"type": "section", "text": {"type": "plain_text", "text": "stored 0"}},
-            {"type": "section", "text": {"type": "plain_text", "text": "stored 1"}}])
+    await posted_by_an_earlier_bridge(fake, ids[:2], ["stored 0", "stored 1"])
 
     h = Harness(path, fake, delivery())
     await h.start()
@@ -222,12 +231,7 @@ async def test_a_replica_taking_a_dead_ones_channel_posts_what_it_left_first_and
             NewInbound("C0ALICE00", "alice", text(f"left {i}"), time.time()) for i in range(4)])
         ids = [row.id for row in rows if row]
         await h.store.mark_inbound(ids[:2], "posting")
-        await SlackPoster(make_web_client(SlackSettings(
-            command="/sip", default_channel="C0DEFAULT0", bot_token=Secret("xoxb-relay"),
-            signing_secret=None, app_token=None, api_url=fake.api_url, port=0))).post(
-            channel="C0ALICE00", text="x", marker=f"{ids[0]}-{ids[1]}", blocks=[
-                {"type": "section", "text": {"type": "plain_text", "text": "left 0"}},
-                {"type": "section", "text": {"type": "plain_text", "text": "left 1"}}])
+        await posted_by_an_earlier_bridge(fake, ids[:2], ["left 0", "left 1"])
         assert await h.store.claim_leases("dead", ["channel:C0ALICE00"], 0.2)
         await asyncio.sleep(0.3)  # its lease runs out
         # This replica takes the PBX's texts now: a new one of alice takes the channel up.

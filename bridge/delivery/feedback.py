@@ -160,7 +160,7 @@ class DeliveryFeedback:
         """The command's answer told the sender `outcome`: record that (so nobody tells it
         again, also after a restart) and keep it for the text's echo, posted next."""
         row = outcome.row
-        reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
+        reason = _failure(outcome)
         self._outcomes[row.id] = (outcome.sent, reason)
         self._on_change(row.slack_user)
         try:
@@ -187,7 +187,7 @@ class DeliveryFeedback:
         row = await self._store.get_outbound(outcome.row.id) or outcome.row
         if row.notified:  # told meanwhile (in its command's answer; the outbox saw it before)
             return True
-        reason = "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))
+        reason = _failure(outcome)
         if not row.feedback_ts and row.source != "reply":  # /sip, the compose window, Retry
             self._outcomes[row.id] = (outcome.sent, reason)  # for its echo, once posted
         if not row.feedback_done:
@@ -290,3 +290,8 @@ class DeliveryFeedback:
                 f"{escape(reason or 'unknown reason')}")
         await self._reactions.note_in_thread(channel, thread, note,
                                              blocks=failure_notice_blocks(note, row.id))
+
+
+def _failure(outcome: Outcome) -> str:
+    """Why a text was not sent, for its echo and notice ("" when it was sent)."""
+    return "" if outcome.sent else failure_reason(outcome.reason or Exception("not sent"))

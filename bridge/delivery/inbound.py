@@ -587,9 +587,7 @@ class InboundRelay:
             state.queue.append(row)
             state.ids.add(row.id)
         state.note_arrival()
-        if state.worker is None or state.worker.done():
-            state.worker = self._tasks.spawn(self._run_channel(row.channel),
-                                             name=f"post-{row.channel}")
+        self._wake(row.channel)
 
     # -- posting ---------------------------------------------------------------------------
 

@@ -78,6 +78,7 @@ _YOUNG_THREAD_WAIT = 1.5
 # says "Sending…" and the outcome follows through the response_url.
 _ANSWER_WAIT = 1.0
 
+
 class AmiState(Protocol):
     """What the command handler needs to know about each PBX's AMI link (implemented by
     `bridge.asterisk.links.PbxLinks`)."""

@@ -116,6 +116,8 @@ async def replicas_run(lab: measure.Lab, store: ReplicaStore, *, rate: float, co
     try:
         replicas = await _pair(lab, slack, store.url)
         run = measure.new_run("q")
+        for number, bridge in enumerate(replicas):
+            await bridge.start_profile(f"replica{number}-{label}-{rate:g}")
         watch = {f"replica{i}": bridge.stats for i, bridge in enumerate(replicas)}
         result = await measure.send_texts(lab_sip_port=lab.asterisk.sip_port,
                                           arrivals=slack.arrivals, run=run, count=count,

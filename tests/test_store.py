@@ -186,6 +186,21 @@ async def test_texts_survive_reopening_and_duplicates_are_refused(backend: Backe
     await store.close()
 
 
+async def test_waiting_channels_say_how_many_texts_each_has_waiting(backend: Backend) -> None:
+    # What a replica's scan compares with the texts it has queued, to find those another
+    # replica stored.
+    store = await backend.open()
+    rows = await store.add_inbound([NewInbound("C1", "alice", text("a1"), 1.0),
+                                    NewInbound("C1", "alice", text("a2"), 2.0),
+                                    NewInbound("C2", "bob", text("b1"), 3.0),
+                                    NewInbound("C3", "carol", text("c1"), 4.0)])
+    ids = [row.id for row in rows if row is not None]
+    await store.mark_inbound([ids[0]], "posting")
+    await store.mark_inbound([ids[3]], "posted", slack_ts="1.1")
+    assert await store.waiting_channels() == {"C1": 2, "C2": 1}
+    await store.close()
+
+
 async def test_an_older_store_is_upgraded_in_place_keeping_its_rows(backend: Backend) -> None:
     # A store from before it had tables (schema 0), holding someone else's table too:
     # upgrading must keep what is there, not recreate it.

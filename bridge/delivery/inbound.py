@@ -283,7 +283,8 @@ class InboundRelay:
         self._store = store
         self._leases = leases
         self._refused: dict[str, float] = {}  # channel -> until when not to claim it again
-        self._fresh: set[str] = set()  # channels gained, their queues not yet taken up
+        # Channels gained, or with texts other replicas stored: queues not yet taken up.
+        self._fresh: set[str] = set()
         # Channels with texts waiting that this replica does not post -> since when it knows
         self._unclaimed: dict[str, float] = {}
         self._idle: dict[str, float] = {}  # held channel -> since when it has had nothing
@@ -372,13 +373,14 @@ class InboundRelay:
                                              name=f"post-{channel}")
 
     async def _take_up(self, channel: str, state: _ChannelState) -> None:
-        """A channel this replica has just taken: its queue becomes what the store has
-        waiting for it, oldest first. The texts its last holder left come ahead of those this
-        replica queued meanwhile, and the one that holder was posting when it died is at the
-        head, where it is looked for in Slack before it is posted again: appended behind
-        newer texts, it would be out of order and posted a second time. Only the channel's
-        worker calls this, between posts: rebuilt under a post in flight, the queue would
-        lose track of what that post carried."""
+        """A channel this replica has just taken (or one with texts other replicas stored):
+        its queue becomes what the store has waiting for it, oldest first. The texts its
+        last holder left come ahead of those this replica queued meanwhile, and the one
+        that holder was posting when it died is at the head, where it is looked for in
+        Slack before it is posted again: appended behind newer texts, it would be out of
+        order and posted a second time. Only the channel's worker calls this, between
+        posts: rebuilt under a post in flight, the queue would lose track of what that
+        post carried."""
         self._fresh.discard(channel)
         rows = await self._store.waiting_inbound(channel=channel, limit=_QUEUE_MAX + 1)
         known = {row.id for row in rows}
@@ -429,8 +431,13 @@ class InboundRelay:
                         free.append(channel)
                 elif state is None or state.worker is None or state.worker.done():
                     await self._resume(channel)
-                else:
-                    state.full = True  # texts another replica stored: read back, in order
+                elif not state.spilled and waiting[channel] > len(state.queue):
+                    # More waiting in the store than queued here: texts another replica
+                    # stored (an echo of a /sip it took, or a text from phones it stored
+                    # just before it lost the PBX's stream). Merged in order between two
+                    # posts. Counting first spares a read of the queue at every scan,
+                    # and new texts keep being queued as they come meanwhile.
+                    self._fresh.add(channel)
             if free:
                 got = await leases.claim(channel_lease(channel) for channel in free)
                 for channel in free:
@@ -602,7 +609,9 @@ class InboundRelay:
             return
         backoff = _BACKOFF_FIRST
         while True:
-            if channel in self._fresh:
+            # Not in the middle of a text continued over several posts: that post's texts
+            # must stay the head of the queue.
+            if channel in self._fresh and channel not in self._partials:
                 try:
                     await self._take_up(channel, state)
                 except StoreError as exc:

@@ -57,8 +57,8 @@ class StoreBackend(Protocol):
         """Inbound texts not yet known to be posted, oldest first: all of them, or the
         oldest `limit` of one `channel`."""
 
-    async def waiting_channels(self) -> list[str]:
-        """The channels with inbound texts waiting."""
+    async def waiting_channels(self) -> dict[str, int]:
+        """The channels with inbound texts waiting, each with how many."""
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
                            error: str | None = None, slack_ts: str | None = None) -> None: ...

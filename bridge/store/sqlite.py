@@ -525,10 +525,11 @@ class Store:
         oldest `limit` of one `channel`."""
         return await self._run(self._waiting_inbound, channel, limit)
 
-    async def waiting_channels(self) -> list[str]:
-        """The channels with inbound texts waiting."""
-        return await self._run(lambda: [r[0] for r in self._conn().execute(
-            "SELECT DISTINCT channel FROM inbound WHERE state IN ('pending', 'posting')")])
+    async def waiting_channels(self) -> dict[str, int]:
+        """The channels with inbound texts waiting, each with how many."""
+        return await self._run(lambda: dict(self._conn().execute(
+            "SELECT channel, count(*) FROM inbound WHERE state IN ('pending', 'posting')"
+            " GROUP BY channel")))
 
     def _waiting_inbound(self, channel: str | None, limit: int | None) -> list[InboundRow]:
         where = " AND channel = ?" if channel is not None else ""

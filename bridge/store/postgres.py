@@ -481,11 +481,13 @@ class PostgresStore:
         # message ID is already stored (or earlier in the batch) is skipped by ON CONFLICT.
         columns: list[list[Any]] = [[] for _ in range(8)]
         for item in items:
-            echo = isinstance(item.text, EchoText)
+            text = item.text
+            echo = isinstance(text, EchoText)
             values = _params(
-                None if echo else item.text.event_id or None, item.channel, item.endpoint,
-                json.dumps(asdict(item.text)), item.received_at, "echo" if echo else "in",
-                item.conversation, item.text.outbound_id if echo else None)
+                None if isinstance(text, EchoText) else text.event_id or None, item.channel,
+                item.endpoint, json.dumps(asdict(text)), item.received_at,
+                "echo" if echo else "in", item.conversation,
+                text.outbound_id if isinstance(text, EchoText) else None)
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
 

@@ -131,8 +131,11 @@ async def _serve(settings: Settings, store: StoreBackend, stack: contextlib.Asyn
 
     def lease_changed(name: str, held: bool) -> None:
         for link in links:
-            if held and name == events_lease(link.name):
-                link.take_over()  # read the spool for what arrived while nobody took it
+            if name == events_lease(link.name):
+                if held:
+                    link.take_over()  # read the spool for what arrived while nobody took it
+                else:
+                    link.stand_by()  # Asterisk stops sending this replica the texts
     leases.on_change(lease_changed)
     metrics = Metrics()
     metrics.watch(ami=list(links), slack=slack_health)

@@ -114,6 +114,14 @@ async def test_two_replicas_one_sigkilled_post_every_text_once_in_order_within_t
         victim = await holder_of("events:default", a, b)
         survivor = b if victim is a else a
         await stream(phones, sent, 0, 100, "two")
+        # Asterisk sends the texts only to the replica taking them: the other one stands by
+        # at no cost per text (README, "Running several replicas").
+        _, standing_by = await health(survivor)
+        _, taking = await health(victim)
+        assert (standing_by["ami"]["events"], standing_by["ami"]["text_events"]) == (
+            "system", 0), standing_by["ami"]
+        assert taking["ami"]["events"] == "on"
+        assert taking["ami"]["text_events"] >= 100, taking["ami"]
         kill(victim)
         killed_at = time.monotonic()
         await victim.stop()
@@ -132,6 +140,13 @@ async def test_two_replicas_one_sigkilled_post_every_text_once_in_order_within_t
         assert slack.rate_limited <= baseline_429s
         # The survivor holds everything now, and says so.
         assert {"events:default", "outbox:default"} <= set(await leases_of(survivor))
+        # ... and Asterisk now sends it the texts (those above may all have come from the
+        # spool it read when it took over).
+        await stream(phones, sent, 300, 3, "after")
+        await wait_shown(slack, 303, timeout=30)
+        _, took_over = await health(survivor)
+        assert took_over["ami"]["events"] == "on"
+        assert took_over["ami"]["text_events"] >= 3, took_over["ami"]
     finally:
         await victim.stop(signal.SIGKILL)  # already dead unless the test failed before
         assert await survivor.stop() == 0, survivor.log

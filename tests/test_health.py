@@ -49,6 +49,8 @@ class FakeAmi:
         self.connected_since: float | None = 0.0 if ready else None
         self.name = "default"
         self.required = True
+        self.events = "on" if ready else ""
+        self.text_events = 0
 
 
 def test_healthy_when_ami_is_logged_in_and_slack_answered() -> None:
@@ -87,7 +89,7 @@ def test_several_pbxs_healthy_only_while_every_required_pbx_is_logged_in() -> No
     assert report.body["pbxs"]["branch"] == {
         "connected": False, "address": "10.1.0.5:5038", "required": True,
         "connected_for_s": None, "reconnects": 0,
-        "last_error": "cannot connect to 10.1.0.5:5038"}
+        "last_error": "cannot connect to 10.1.0.5:5038", "events": None, "text_events": 0}
 
     branch.required = False  # `required = false`: it may be down
     report = health_report(ami=[hq, branch], slack=slack, backlog=EMPTY)
@@ -103,11 +105,13 @@ def test_metrics_carry_each_pbx_as_a_label() -> None:
     hq, branch = FakeAmi(ready=True), FakeAmi(ready=False)
     hq.name, branch.name = "hq", "branch"
     branch.reconnects = 4
+    hq.text_events = 7
     m.watch(ami=[hq, branch], slack=SlackReachability())
     text = m.exposition().decode()
     assert 'bridge_ami_connected{pbx="hq"} 1.0' in text
     assert 'bridge_ami_connected{pbx="branch"} 0.0' in text
     assert 'bridge_ami_reconnects_total{pbx="branch"} 4.0' in text
+    assert 'bridge_ami_text_events_total{pbx="hq"} 7.0' in text
 
 
 async def test_slack_counts_as_gone_after_the_window_without_an_answer() -> None:

@@ -40,6 +40,7 @@ METRIC_NAMES = {
     "bridge_slack_api_calls", "bridge_slack_rate_limited", "bridge_text_in_latency_seconds",
     "bridge_text_out_latency_seconds", "bridge_texts_waiting", "bridge_oldest_waiting_seconds",
     "bridge_untold_outcomes", "bridge_ami_connected", "bridge_ami_reconnects",
+    "bridge_ami_text_events",
     "bridge_texts_refused",
     "bridge_slack_last_answer_age_seconds",
 }
@@ -48,6 +49,7 @@ METRIC_NAMES = {
 class _Ami:
     ready = True
     reconnects = 2
+    text_events = 5
     name = "default"
 
 
@@ -81,6 +83,7 @@ def test_every_metric_is_exposed_in_prometheus_text_before_anything_happens(
                  reason="asterisk_refused") == 0
     assert value(samples, "bridge_ami_connected", pbx="default") == 1
     assert value(samples, "bridge_ami_reconnects_total", pbx="default") == 2
+    assert value(samples, "bridge_ami_text_events_total", pbx="default") == 5
     assert value(samples, "bridge_slack_last_answer_age_seconds") == 3.0
 
 

@@ -139,9 +139,10 @@ class _Manager(panoramisk.Manager):  # type: ignore[misc]
 
     @classmethod
     def for_settings(cls, settings: AmiSettings, *, on_lost: Callable[[object], None],
-                     forgetable_actions: tuple[str, ...]) -> _Manager:
+                     forgetable_actions: tuple[str, ...], events: str = "on") -> _Manager:
         """A manager that logs in as `settings` say, on the running loop. It never pings or
-        reconnects by itself: its user pings and checks the answer, and reconnects."""
+        reconnects by itself: its user pings and checks the answer, and reconnects.
+        `events` is the login's event mask (`on`: every event the AMI user may read)."""
         return cls(
             on_lost=on_lost,
             loop=asyncio.get_running_loop(),
@@ -154,6 +155,7 @@ class _Manager(panoramisk.Manager):  # type: ignore[misc]
             ping_delay=10**6,
             reconnect_timeout=10**6,
             forgetable_actions=forgetable_actions,
+            events=events,
         )
 
     def connect(self) -> asyncio.Task[Any]:
@@ -288,6 +290,13 @@ class AmiLink:
         self._spool_warned = False
         self._unneeded_seen: set[str] = set()  # event names warned about (once each)
         self.forged_events = 0  # text events refused for a missing or wrong token
+        self.text_events = 0  # text events Asterisk sent this link (taken or left)
+        # The events Asterisk sends this session: `on` (all the AMI user may read) while this
+        # bridge takes the PBX's texts, `system` (FullyBooted, ContactStatus) while another
+        # replica does, so a replica standing by costs Asterisk and itself nothing per text.
+        self.events = ""
+        self._events_lock = asyncio.Lock()
+        self._events_task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -339,7 +348,7 @@ class AmiLink:
     async def stop(self) -> None:
         self._stopping = True
         self._lost.set()
-        for task in (self._task, self._catch_up_task):
+        for task in (self._task, self._catch_up_task, self._events_task):
             if task is not None:
                 task.cancel()
                 try:
@@ -350,16 +359,45 @@ class AmiLink:
 
     def take_over(self) -> None:
         """This bridge has just become the one taking this PBX's texts (another replica
-        stopped): read the spool from the newest text the store has, for what arrived while
-        no replica was taking them. Not connected: the next login reads it anyway."""
+        stopped): ask Asterisk for the text events, then read the spool from the newest text
+        the store has, for what arrived while no replica was taking them (a text arriving
+        in between is in both; the store keeps one). Not connected: the next login does."""
         if not self.ready or self._stopping or (
                 self._catch_up_task is not None and not self._catch_up_task.done()):
             return
         log.info("AMI: taking this PBX's texts over from another replica%s; reading the "
                  "spool for what arrived meanwhile", self._site)
-        self._catch_up_task = asyncio.create_task(self._catch_up(),
-                                                  name=f"ami-take-over-{self.name}")
+
+        async def take() -> None:
+            await self._ask_for_events()
+            await self._catch_up()
+        self._catch_up_task = asyncio.create_task(take(), name=f"ami-take-over-{self.name}")
         self._catch_up_task.add_done_callback(self._caught_up)
+
+    def stand_by(self) -> None:
+        """Another replica takes this PBX's texts now: Asterisk stops sending them here."""
+        if not self.ready or self._stopping:
+            return
+        self._events_task = asyncio.create_task(self._ask_for_events(),
+                                                name=f"ami-stand-by-{self.name}")
+
+    def _events_wanted(self) -> str:
+        return "on" if self._consuming() else "system"
+
+    async def _ask_for_events(self) -> None:
+        """Set the session's event mask to what this bridge needs right now. Serialised, and
+        the wish is read when the action is sent, so the last one sent is the current one."""
+        async with self._events_lock:
+            wanted = self._events_wanted()
+            if wanted == self.events:
+                return
+            try:
+                await self._action({"Action": "Events", "EventMask": wanted})
+            except AmiError as exc:  # the connection is going: the next login sets it
+                log.warning("AMI: could not change the events Asterisk sends%s: %s",
+                            self._site, exc)
+                return
+            self.events = wanted
 
     def _caught_up(self, task: asyncio.Task[None]) -> None:
         if not task.cancelled() and task.exception() is not None:
@@ -456,6 +494,7 @@ class AmiLink:
                 log.info("AMI: connected to %s%s as %s%s", self.address,
                          " over TLS" if self._settings.tls else "", self._settings.username,
                          self._site)
+                await self._ask_for_events()  # the lease may have moved during the login
                 if self._consuming():
                     await self._catch_up()
                 await self._list_contacts()
@@ -475,8 +514,11 @@ class AmiLink:
     async def _connect(self) -> None:
         settings = self._settings
         self._lost = asyncio.Event()
+        # The login sets the event mask this bridge needs (a standby asks for no texts).
+        events = self._events_wanted()
         manager = _Manager.for_settings(settings, on_lost=self._connection_lost,
-                                        forgetable_actions=("ping", "login", "messagesend"))
+                                        forgetable_actions=("ping", "login", "messagesend"),
+                                        events=events)
         manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
         manager.register_event("FullyBooted", self._fully_booted)
         manager.register_event("*", self._notice_unneeded)
@@ -488,6 +530,7 @@ class AmiLink:
             raise AmiUnavailable(f"connection to {self.address} dropped right after login")
         self.last_error = ""
         self.connected_since = time.monotonic()
+        self.events = events
         self._ready.set()
 
     async def _watch(self) -> None:
@@ -531,12 +574,14 @@ class AmiLink:
             if self._presence is not None:
                 self._presence.forget()  # changes while away are missed: unknown again
         self.connected_since = None
+        self.events = ""
 
     # -- events -------------------------------------------------------------------------
 
     def _dispatch(self, _manager: object, event: Mapping[str, str]) -> None:
         if str(event.get("UserEvent", "")) != TEXT_EVENT:
             return
+        self.text_events += 1
         if not self._consuming():
             return  # another replica takes this PBX's texts (and has this one)
         expected = self._settings.event_token.reveal()

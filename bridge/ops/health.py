@@ -63,6 +63,8 @@ class AmiHealth(Protocol):
     last_error: str
     reconnects: int
     connected_since: float | None  # time.monotonic() of the current login
+    events: str  # the login's event mask: "on", or "system" standing by ("": logged out)
+    text_events: int  # text events Asterisk sent since the start
 
 
 class SlackReachability:
@@ -251,7 +253,10 @@ def _link_report(link: AmiHealth) -> dict[str, Any]:
     return {"connected": link.ready, "address": link.address, "required": link.required,
             "connected_for_s": None if since is None or not link.ready
             else round(time.monotonic() - since, 1),
-            "reconnects": link.reconnects, "last_error": link.last_error or None}
+            "reconnects": link.reconnects, "last_error": link.last_error or None,
+            # "on" while this bridge takes the PBX's texts; "system" while another replica
+            # does (Asterisk sends this one no text events then).
+            "events": link.events or None, "text_events": link.text_events}
 
 
 def _age(oldest: float | None, now: float) -> float | None:

@@ -55,6 +55,7 @@ class AmiStatus(Protocol):
     def name(self) -> str: ...
 
     reconnects: int
+    text_events: int
 
 
 class SlackStatus(Protocol):
@@ -160,11 +161,16 @@ class _LinkCollector(Collector):
                                       "PBX's AMI", labels=["pbx"])
         reconnects = CounterMetricFamily("bridge_ami_reconnects", "AMI logins after the "
                                          "first, per PBX", labels=["pbx"])
+        text_events = CounterMetricFamily(
+            "bridge_ami_text_events", "Text events Asterisk sent this bridge, per PBX (taken "
+            "or, by a replica not taking that PBX's texts, left)", labels=["pbx"])
         for link in self._links:
             connected.add_metric([link.name], 1 if link.ready else 0)
             reconnects.add_metric([link.name], link.reconnects)
+            text_events.add_metric([link.name], link.text_events)
         yield connected
         yield reconnects
+        yield text_events
         age = self._slack.answered_age()
         yield GaugeMetricFamily("bridge_slack_last_answer_age_seconds", "Seconds since Slack's "
                                 "Web API last answered (-1: not yet)",

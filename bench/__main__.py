@@ -77,11 +77,11 @@ class Plan:
     # replicas (issue 14): one bridge on SQLite against two on PostgreSQL, taking turns
     replicas_rate: float = 1000  # the throughput ratio is judged here
     replicas_count: int = 5000
-    replicas_rounds: int = 2  # turns each at that rate
+    replicas_rounds: int = 3  # turns each at that rate (the median is judged)
     replicas_latency_rate: float = 200  # the added p99 is judged here
     replicas_latency_seconds: float = 20  # 0: no latency turns
     # p99s at 200/s are mostly fake Slack's 50-150 ms answers and queueing behind them: they
-    # vary by ~20 ms from run to run, so the added p99 is the mean over several turns each
+    # vary by ~20 ms from run to run, so the added p99 is the median of several turns each
     replicas_latency_rounds: int = 3
     failover_rate: float = 200
     failover_seconds: float = 12
@@ -100,8 +100,8 @@ PLANS = {
                   burst_texts=100, burst_timeout_s=15,
                   curl_rates=(250,), curl_count=2000, curl_wait_s=10,
                   spool_count=1000, store_rows=300_000,
-                  replicas_count=2000, replicas_rounds=1, replicas_latency_seconds=10,
-                  replicas_latency_rounds=2,
+                  replicas_count=2000, replicas_rounds=3, replicas_latency_seconds=10,
+                  replicas_latency_rounds=3,
                   failover_seconds=8, failover_kill_s=3),
     "smoke": Plan(inbound_rates=(100,), inbound_count=50,
                   latency_rate=100, latency_seconds=1,

@@ -80,8 +80,8 @@ class Plan:
     replicas_rounds: int = 3  # turns each at that rate (the median is judged)
     replicas_latency_rate: float = 200  # the added p99 is judged here
     replicas_latency_seconds: float = 20  # 0: no latency turns
-    # p99s at 200/s are mostly fake Slack's 50-150 ms answers and queueing behind them: they
-    # vary by ~20 ms from run to run, so the added p99 is the median of several turns each
+    # p99s at 200/s are mostly fake Slack's 50-150 ms answers and queueing behind them, and a
+    # turn now and then has a tail spike: the added p99 is the median of several turns each
     replicas_latency_rounds: int = 3
     failover_rate: float = 200
     failover_seconds: float = 12

@@ -31,6 +31,8 @@ FIRST_POST_MAX_S = 2.0  # first text visible after a start on a store of 1,000,0
 REPLICAS_RATIO_MIN = 0.9
 REPLICAS_RATIO_AT = 1000.0
 REPLICAS_ADDED_P99_MAX_MS = 20.0
+# The replicas' median may sit this far below the single bridge's by jitter alone.
+REPLICAS_P50_JITTER_MS = 1.0
 REPLICAS_P99_AT = 200.0
 FAILOVER_MAX_S = 5.0
 # Outbound bridge CPU per text: half of what the code before issue 13 spent (4.5-4.9 ms
@@ -239,13 +241,18 @@ def summarise_replicas(section: dict[str, Any]) -> dict[str, Any]:
         summary["throughput_ratio"] = round(b / a, 3) if a and b else None
     single, pair = of("latency", "single"), of("latency", "replicas")
     p99s = [[(r.get("latency") or {}).get("p99_ms") for r in runs] for runs in (single, pair)]
-    if single and pair and all(v is not None for vs in p99s for v in vs):
+    p50s = [[(r.get("latency") or {}).get("p50_ms") for r in runs] for runs in (single, pair)]
+    if single and pair and all(v is not None for vs in (*p99s, *p50s) for v in vs):
         a, b = _median(p99s[0]), _median(p99s[1])
-        assert a is not None and b is not None
+        a50, b50 = _median(p50s[0]), _median(p50s[1])
+        assert a is not None and b is not None and a50 is not None and b50 is not None
         summary["latency_rate"] = single[0]["rate_offered"]
         summary["p99_single_ms"] = round(a, 2)
         summary["p99_replicas_ms"] = round(b, 2)
         summary["added_p99_ms"] = round(b - a, 2)
+        summary["added_p50_ms"] = round(b50 - a50, 2)
+        summary["p99_single_turns_ms"] = p99s[0]
+        summary["p99_replicas_turns_ms"] = p99s[1]
     if section.get("failover"):
         summary["failover_s"] = section["failover"].get("failover_s")
     return summary
@@ -282,14 +289,23 @@ def _replica_targets(several: dict[str, Any], add: Any) -> None:
         add(name, added, f"<= {REPLICAS_ADDED_P99_MAX_MS:g} ms at {REPLICAS_P99_AT:g}/s", None,
             f"no latency run at {REPLICAS_P99_AT:g}/s")
     else:
-        # The replicas' texts travel the single bridge's way plus a network store: below
-        # zero means the runs were not comparable, never that two are faster.
+        # The replicas' texts travel the single bridge's way plus a network store, so their
+        # median latency cannot be below the single bridge's: if it is (beyond a millisecond
+        # of jitter), the runs were not comparable and nothing is judged. Their p99 may be:
+        # the single bridge's turns have tail spikes the replicas' do not (measured: one turn
+        # in three at 316 ms against 145 and 178, while the replicas' were 144-151); the
+        # suspect, not pinned down, is the SQLite work in the single bridge's own process.
+        added_p50 = summary["added_p50_ms"]
+        comparable = added_p50 >= -REPLICAS_P50_JITTER_MS
         add(name, f"{added} ms",
-            f"0 <= added <= {REPLICAS_ADDED_P99_MAX_MS:g} ms at {REPLICAS_P99_AT:g}/s",
-            0 <= added <= REPLICAS_ADDED_P99_MAX_MS,
+            f"<= {REPLICAS_ADDED_P99_MAX_MS:g} ms at {REPLICAS_P99_AT:g}/s, p50 not lower",
+            comparable and added <= REPLICAS_ADDED_P99_MAX_MS,
             f"replicas p99 {summary['p99_replicas_ms']:.2f} ms - single p99 "
-            f"{summary['p99_single_ms']:.2f} ms (median of the turns)"
-            + (" NEGATIVE: measurement error" if added < 0 else ""))
+            f"{summary['p99_single_ms']:.2f} ms (median of the turns: "
+            f"{'/'.join(f'{v:g}' for v in summary['p99_replicas_turns_ms'])} vs "
+            f"{'/'.join(f'{v:g}' for v in summary['p99_single_turns_ms'])}); p50 "
+            f"{added_p50:+.2f} ms" + ("" if comparable else
+                                      " LOWER: runs not comparable, measurement error"))
 
     if failover:
         seconds = failover.get("failover_s")

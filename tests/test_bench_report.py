@@ -72,3 +72,37 @@ def test_scaling_targets_fail_when_costs_grow() -> None:
     assert found["GET /metrics, 1,000,000 rows / empty store"] == "pass"
     assert exit_status(results, evaluate(results), failed=[], smoke=False)[0] == 1
     assert exit_status(results, evaluate(results), failed=[], smoke=True) == (0, "")
+
+
+def replicas_latency(p50s: tuple[list[float], list[float]],
+                     p99s: tuple[list[float], list[float]]) -> dict[str, Any]:
+    """The replicas section's latency turns, single and replicas taking turns."""
+    turns = []
+    for system, p50, p99 in (("single", p50s[0], p99s[0]), ("replicas", p50s[1], p99s[1])):
+        for median, tail in zip(p50, p99, strict=True):
+            turn = run(system, 200, 200, p99=tail)
+            turn["measure"] = "latency"
+            turn["latency"]["p50_ms"] = median
+            turns.append(turn)
+    return {"replicas": {"runs": turns}}
+
+
+def replicas_p99_target(results: dict[str, Any]) -> dict[str, Any]:
+    [target] = [t for t in evaluate(results) if t["target"].startswith(
+        "replicas: added inbound p99")]
+    return target
+
+
+def test_the_replicas_added_p99_is_the_median_of_turns_and_needs_comparable_runs() -> None:
+    # One single-bridge turn with a tail spike moves no median: the replicas add nothing.
+    spiky = replicas_latency(([44.7, 43.5, 44.3], [45.5, 43.6, 46.9]),
+                             ([144.5, 315.9, 177.7], [143.9, 146.3, 151.2]))
+    target = replicas_p99_target(spiky)
+    assert target["verdict"] == "pass" and "p50 +1.20 ms" in target["note"]
+    # Replicas 30 ms slower at the tail: a miss.
+    slower = replicas_latency(([44.0] * 3, [46.0] * 3), ([145.0] * 3, [176.0] * 3))
+    assert replicas_p99_target(slower)["verdict"] == "MISS"
+    # Replicas faster at the median than the single bridge: the runs are not comparable.
+    broken = replicas_latency(([44.0] * 3, [30.0] * 3), ([145.0] * 3, [140.0] * 3))
+    target = replicas_p99_target(broken)
+    assert target["verdict"] == "MISS" and "not comparable" in target["note"]

@@ -479,24 +479,21 @@ class PostgresStore:
         # One statement for the whole batch: the texts go in as arrays, in order (their
         # ids are taken in that order, which is the order they are posted in). A text whose
         # message ID is already stored (or earlier in the batch) is skipped by ON CONFLICT.
-        columns: list[list[Any]] = [[] for _ in range(8)]
-        for item in items:
-            text = item.text
-            echo = isinstance(text, EchoText)
-            values = _params(
-                None if isinstance(text, EchoText) else text.event_id or None, item.channel,
-                item.endpoint, json.dumps(asdict(text)), item.received_at,
-                "echo" if echo else "in", item.conversation,
-                text.outbound_id if isinstance(text, EchoText) else None)
-            for column, value in zip(columns, values, strict=True):
-                column.append(value)
-
         # The same statement moves each PBX's spool mark to its newest text's Asterisk time.
+        columns: list[list[Any]] = [[] for _ in range(8)]
         newest: dict[str, float] = {}
         for item in items:
-            if isinstance(item.text, InboundText) and item.text.asterisk_time:
-                newest[item.text.pbx] = max(newest.get(item.text.pbx, 0.0),
-                                            item.text.asterisk_time)
+            text = item.text
+            if isinstance(text, EchoText):
+                message_id, kind, outbound_id = None, "echo", text.outbound_id
+            else:
+                message_id, kind, outbound_id = text.event_id or None, "in", None
+                if text.asterisk_time:
+                    newest[text.pbx] = max(newest.get(text.pbx, 0.0), text.asterisk_time)
+            values = _params(message_id, item.channel, item.endpoint, json.dumps(asdict(text)),
+                             item.received_at, kind, item.conversation, outbound_id)
+            for column, value in zip(columns, values, strict=True):
+                column.append(value)
 
         async def insert(conn: Connection) -> list[InboundRow | None]:
             cursor = await conn.execute(
@@ -879,12 +876,10 @@ async def _check_connection(conn: Connection) -> None:
     server, which an empty query on every checkout cost (a tenth of a replica's CPU at 1,000
     texts a second); only a connection with something to read gets that query, which fails
     on a dropped one and makes the pool replace it."""
-    if conn.closed or conn.pgconn.status != pq.ConnStatus.OK:
-        await AsyncConnectionPool.check_connection(conn)  # raises: the pool replaces it
-        return
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    if readable:
-        await AsyncConnectionPool.check_connection(conn)
+    idle_and_sound = (not conn.closed and conn.pgconn.status == pq.ConnStatus.OK
+                      and not select.select([conn.pgconn.socket], [], [], 0)[0])
+    if not idle_and_sound:
+        await AsyncConnectionPool.check_connection(conn)  # raises on a dropped one
 
 
 async def _schema_version(conn: Connection) -> int:

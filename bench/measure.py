@@ -350,7 +350,8 @@ async def outbound_runs(lab: Lab, rates: Sequence[float], duration_s: float) -> 
             requests = [slack.signed_slash_command(slack.slash_command_payload(
                 text=f"{RECEIVER} out {run} #{i}")) for i in range(1, count + 1)]
             responses_before = len(slack.responses)
-            cpu_before = bridge.stats.sample().cpu_s
+            before = bridge.stats.sample()
+            cpu_before = before.cpu_s
             acks, started_wall, send_span = await _slash_load(url, requests, rate)
             # Wait for the texts at the phone: sipp exits by itself after `count`. The bridge
             # queues texts it cannot send yet, so wait while they keep coming (5 s without
@@ -401,6 +402,8 @@ async def outbound_runs(lab: Lab, rates: Sequence[float], duration_s: float) -> 
                 result["duration_s"] = round(span, 3)
                 result["bridge_cpu_s_per_1000"] = round(
                     (after.cpu_s - cpu_before) / len(arrived) * 1000, 3)
+                result["bridge_sys_cpu_s_per_1000"] = round(
+                    (after.sys_s - before.sys_s) / len(arrived) * 1000, 3)
             results.append(result)
             log.info("outbound %s/s: acks=%s p99=%s received=%s throughput=%s", rate,
                      len(ack_ms), result["ack"]["p99_ms"], len(arrived),

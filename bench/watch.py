@@ -81,6 +81,7 @@ class ProcSample:
     cpu_s: float
     peak_rss_mb: float
     rss_mb: float
+    sys_s: float = 0.0  # the part of cpu_s spent in the kernel (sockets, pipes, futexes)
 
 
 class ProcStats:
@@ -103,4 +104,5 @@ class ProcStats:
         def mb(key: str) -> float:
             return int(status.get(key, "0 kB").split()[0]) / 1024
 
-        return ProcSample(cpu_s=cpu, peak_rss_mb=mb("VmHWM"), rss_mb=mb("VmRSS"))
+        return ProcSample(cpu_s=cpu, peak_rss_mb=mb("VmHWM"), rss_mb=mb("VmRSS"),
+                          sys_s=int(fields[12]) / _CLOCK_TICKS)

@@ -18,7 +18,7 @@ import pytest
 
 from bridge.core.directory import Endpoint
 from bridge.core.errors import NotAllowed, RateLimited, TextRejected, UnknownRecipient
-from bridge.core.model import OutboundRow, Source
+from bridge.core.model import NewOutbound, OutboundRow, Source
 from bridge.delivery.gate import Gate
 from bridge.settings.config import Settings, load_settings
 from bridge.store.sqlite import Store
@@ -107,15 +107,18 @@ def audit(store: Store) -> list[dict[str, Any]]:
 async def send(the_gate: Gate, store: Store, recipient: str, *, user: str = "U0HUMAN01",
                channel: str = RANDOM_CHANNEL, text: str = "running late",
                source: Source = "slash") -> OutboundRow:
-    """What the Slack frontend does with a text: admit it, store it, record it as accepted."""
+    """What the Slack frontend does with a text: admit it, store it with its audit entry."""
     endpoint = await the_gate.admit(recipient=recipient, user=user, channel=channel,
                                     source=source, text=text)
-    row = await store.add_outbound(slack_user=user, slack_channel=channel,
-                                   endpoint=endpoint.name, destination=endpoint.destination,
-                                   body=text, response_url=None, segments_total=1,
-                                   source=source)
-    await the_gate.accepted(row, recipient=recipient, source=source)
-    return row
+    accepted = await store.accept_outbound(NewOutbound(
+        slack_user=user, slack_channel=channel, endpoint=endpoint.name,
+        destination=endpoint.destination, body=text, response_url=None, segments_total=1,
+        source=source), audit=the_gate.audit_of_accepted(
+            endpoint, recipient=recipient, user=user, channel=channel, source=source,
+            text=text))
+    assert accepted is not None
+    the_gate.accepted(accepted.row, recipient=recipient, source=source)
+    return accepted.row
 
 
 async def refused(the_gate: Gate, recipient: str, *, user: str = "U0HUMAN01",

@@ -12,6 +12,7 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,8 +20,9 @@ import psycopg
 import pytest
 from postgres_cluster import PostgresCluster
 
+from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
-from bridge.core.model import AuditEntry, NewInbound
+from bridge.core.model import AuditEntry, NewInbound, NewOutbound
 from bridge.core.texts import EchoText, InboundText
 from bridge.store import postgres as pg_store
 from bridge.store import sqlite as sqlite_store
@@ -384,6 +386,41 @@ async def test_a_text_set_aside_waits_no_more_and_is_never_pruned(backend: Backe
     await store.close()
     assert backend.sql("SELECT state, last_error FROM inbound") == [("set_aside",
                                                                      "msg_too_long")]
+
+
+async def test_a_text_is_stored_with_its_audit_entry_echo_and_request_once(
+        backend: Backend) -> None:
+    """One transaction takes a /sip text, its audit entry, its echo and the command's ID;
+    the same command again stores nothing, and the echo reads back as the text's."""
+    store = await backend.open()
+    text = NewOutbound(slack_user="U1", slack_channel="C9", endpoint="alice",
+                       destination="pjsip:alice", body="on my way", response_url=None,
+                       segments_total=1)
+    audit = AuditEntry(at=time.time(), slack_user="U1", slack_channel="C9", source="slash",
+                       recipient="alice", endpoint="alice", destination="pjsip:alice",
+                       result="accepted", reason=None, outbound_id=None, text=None)
+    echo = NewInbound(channel="C0ALICE", endpoint="alice", received_at=time.time(),
+                      conversation="alice", text=EchoText(
+                          body="on my way", slack_user="U1", slack_user_name="ann",
+                          endpoint="alice", outbound_id=0))
+    accepted = await store.accept_outbound(text, request_id="command:T1", audit=audit,
+                                           echo=echo)
+    assert accepted is not None and accepted.echo is not None
+    row = accepted.row
+    assert (row.body, row.state, row.pbx) == ("on my way", "queued", DEFAULT_PBX)
+    assert accepted.echo.text == replace(echo.text, outbound_id=row.id)
+    assert await store.accept_outbound(text, request_id="command:T1", audit=audit,
+                                       echo=echo) is None
+    assert [r.id for r in await store.unfinished_outbound()] == [row.id]
+    [waiting] = await store.waiting_inbound()
+    assert waiting.id == accepted.echo.id and waiting.text == accepted.echo.text
+    assert backend.sql("SELECT result, outbound_id FROM audit") == [("accepted", row.id)]
+    assert await store.first_sight_of_event("command:T1") is False
+    # Without a request ID, audit or echo: the text alone.
+    alone = await store.accept_outbound(replace(text, body="again"))
+    assert alone is not None and alone.echo is None and alone.row.id > row.id
+    assert len(backend.sql("SELECT id FROM audit")) == 1
+    await store.close()
 
 
 async def test_a_forgotten_event_counts_as_first_seen_again(backend: Backend) -> None:

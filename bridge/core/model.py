@@ -7,7 +7,7 @@ retried text once lost its thread).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from bridge.core.directory import DEFAULT_PBX
@@ -68,6 +68,37 @@ class NewInbound:
     text: InboundText | EchoText
     received_at: float
     conversation: str = ""
+
+
+@dataclass(frozen=True)
+class NewOutbound:
+    """A text to send, as the store takes it (`StoreBackend.accept_outbound`)."""
+
+    slack_user: str
+    slack_channel: str
+    endpoint: str
+    destination: str
+    body: str
+    response_url: str | None
+    segments_total: int
+    source: Source = "slash"
+    feedback_ts: str | None = None  # the Slack message that shows its state (replies)
+    thread_ts: str | None = None
+    pbx: str = DEFAULT_PBX
+
+
+@dataclass(frozen=True)
+class Accepted:
+    """A text stored for sending, and its echo if one was stored with it."""
+
+    row: OutboundRow
+    echo: InboundRow | None = None
+
+
+def echo_of(echo: NewInbound, outbound_id: int) -> NewInbound:
+    """`echo` (the echo of a text not stored yet) as the echo of the text `outbound_id`."""
+    assert isinstance(echo.text, EchoText)
+    return replace(echo, text=replace(echo.text, outbound_id=outbound_id))
 
 
 @dataclass(frozen=True)

@@ -72,16 +72,21 @@ class Gate:
             raise
         return endpoint
 
-    async def accepted(self, row: OutboundRow, *, recipient: str, source: Source) -> None:
-        """Record a text that passed and was stored for sending."""
+    def audit_of_accepted(self, endpoint: Endpoint, *, recipient: str, user: str,
+                          channel: str, source: Source, text: str) -> AuditEntry:
+        """The audit entry of a text that passed, stored with it (`outbound_id` set then)."""
+        return AuditEntry(
+            at=time.time(), slack_user=user, slack_channel=channel, source=source,
+            recipient=recipient, endpoint=endpoint.name, destination=endpoint.destination,
+            result="accepted", reason=None, outbound_id=None,
+            text=text if self._policy.store_text else None)
+
+    @staticmethod
+    def accepted(row: OutboundRow, *, recipient: str, source: Source) -> None:
+        """Log a text that passed and was stored for sending with its audit entry."""
         log.info("audit: slack_user=%s channel=%s source=%s recipient=%r endpoint=%s "
                  "destination=%s result=accepted id=%d", row.slack_user, row.slack_channel,
                  source, recipient, row.endpoint, row.destination, row.id)
-        await self._store.add_audit(AuditEntry(
-            at=row.created_at, slack_user=row.slack_user, slack_channel=row.slack_channel,
-            source=source, recipient=recipient, endpoint=row.endpoint,
-            destination=row.destination, result="accepted", reason=None, outbound_id=row.id,
-            text=row.body if self._policy.store_text else None))
 
     async def _check(self, *, recipient: str, user: str, channel: str,
                      reply_endpoint: str | None, parts: int, external: bool) -> Endpoint:

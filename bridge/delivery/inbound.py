@@ -558,10 +558,20 @@ class InboundRelay:
 
     async def post_echo(self, echo: EchoText, channel: str) -> None:
         """Show a text sent from Slack with /sip in its phone's conversation."""
-        [row] = await self._store.add_inbound([NewInbound(
-            channel=channel, endpoint=echo.endpoint, text=echo, received_at=time.time(),
-            conversation=conversation_key(echo.endpoint, ""))])
+        [row] = await self._store.add_inbound([self.echo_to_store(echo, channel)])
         assert row is not None
+        self.queue_echo(row)
+
+    @staticmethod
+    def echo_to_store(echo: EchoText, channel: str) -> NewInbound:
+        """The echo of a text from Slack as it is stored (with the text itself, in one
+        transaction: `StoreBackend.accept_outbound`), to be queued with `queue_echo`."""
+        return NewInbound(channel=channel, endpoint=echo.endpoint, text=echo,
+                          received_at=time.time(),
+                          conversation=conversation_key(echo.endpoint, ""))
+
+    def queue_echo(self, row: InboundRow) -> None:
+        """Post a stored echo in its phone's conversation (after the ones before it)."""
         self._enqueue(row)
 
     def _enqueue(self, row: InboundRow, *, resumed: bool = False) -> None:

@@ -34,7 +34,15 @@ from bridge.core.errors import (
     StoreError,
     TextRejected,
 )
-from bridge.core.model import OutboundRow, Outcome, Source
+from bridge.core.model import (
+    Accepted,
+    AuditEntry,
+    NewInbound,
+    NewOutbound,
+    OutboundRow,
+    Outcome,
+    Source,
+)
 from bridge.core.segments import segment_body
 from bridge.delivery.leases import Leases, outbox_lease
 from bridge.ops import metrics
@@ -155,19 +163,27 @@ class Outbox:
         return self._lanes.get(row.pbx)
 
     async def accept(self, request: OutboundText, endpoint: Endpoint, *,
-                     awaited: bool = False) -> OutboundRow:
+                     awaited: bool = False, request_id: str | None = None,
+                     audit: AuditEntry | None = None,
+                     echo: NewInbound | None = None) -> Accepted | None:
         """Store a text for `endpoint` (resolved and admitted by the gate); raise
         TextRejected if it cannot be sent as typed. `awaited`: the caller waits a moment
         for the outcome (`DeliveryFeedback.wait_for`) to tell the sender in its own answer;
         registered here, before the lane can run, when this bridge sends the text now and
-        few texts are ahead of it."""
+        few texts are ahead of it. `request_id`, `audit`, `echo`: stored with the text in
+        one transaction (`StoreBackend.accept_outbound`); None if the request was seen
+        before, and then nothing is stored or sent."""
         check_text(request.text)
-        row = await self._store.add_outbound(
+        accepted = await self._store.accept_outbound(NewOutbound(
             slack_user=request.slack_user, slack_channel=request.slack_channel,
             endpoint=endpoint.name, destination=endpoint.destination, body=request.text,
             response_url=request.response_url,
             segments_total=len(segment_body(request.text)), source=request.source,
-            feedback_ts=request.feedback_ts, thread_ts=request.thread_ts, pbx=endpoint.pbx)
+            feedback_ts=request.feedback_ts, thread_ts=request.thread_ts, pbx=endpoint.pbx),
+            request_id=request_id, audit=audit, echo=echo)
+        if accepted is None:
+            return None
+        row = accepted.row
         lane = self._lane_of(row)
         if (awaited and lane is not None and lane.waiting < _ANSWER_AHEAD_MAX
                 and self._holds(lane) and lane.route.sender.ready):
@@ -175,7 +191,7 @@ class Outbox:
         for woken in [lane] if lane is not None else self._lanes.values():
             woken.waiting += 1
             woken.wakeup.set()
-        return row
+        return accepted
 
     async def run(self) -> None:
         """Send stored texts in order, forever (resumes what the store holds): one lane per

@@ -30,7 +30,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bridge.core.directory import Endpoint
 from bridge.core.errors import StoreError, TextRejected
-from bridge.core.model import OutboundRow, PbxStatus, ThreadOwner
+from bridge.core.model import Accepted, PbxStatus, ThreadOwner
 from bridge.core.presence import PhonePresence
 from bridge.core.segments import segment_body
 from bridge.core.texts import EchoText
@@ -42,7 +42,7 @@ from bridge.delivery.outbound import OutboundText, Outbox, check_text
 from bridge.ops import metrics
 from bridge.settings.config import Settings
 from bridge.slack.client import SlackActions
-from bridge.slack.commands import Compose, Help, ListDirectory, Status, parse_command
+from bridge.slack.commands import Compose, Help, ListDirectory, Send, Status, parse_command
 from bridge.slack.compose import (
     COMPOSE_SHORTCUT,
     COMPOSE_VIEW,
@@ -271,20 +271,21 @@ class SlackFrontend:
     async def _on_command(self, ack: AsyncAck, command: dict[str, Any]) -> None:
         # The same signed command delivered again (a replayed request within the signature's
         # 5 minutes, or Socket Mode redelivering) is one command: its trigger_id is unique
-        # per invocation. Recorded in the store, so a restart in between changes nothing.
-        try:
-            first = await self._store.first_sight_of_event(_command_key(command))
-        except StoreError:  # disk full: help and status still work; a text is refused below
-            first = True
-        if not first:
-            log.info("Slack: command from %s delivered again (trigger_id seen); not sent again",
-                     command.get("user_id", "?"))
-            await ack()
-            return
+        # per invocation. Recorded in the store, so a restart in between changes nothing; a
+        # text's is recorded with the text itself (one store transaction).
         name = self._settings.slack.command
         directory = self._settings.directory
         parsed = parse_command(str(command.get("text", "")))
         user = str(command.get("user_id", ""))
+        key = _command_key(command)
+        if not isinstance(parsed, Send):
+            try:
+                first = await self._store.first_sight_of_event(key)
+            except StoreError:  # disk full: help and status still work
+                first = True
+            if not first:
+                await self._seen_before(ack, command)
+                return
         if isinstance(parsed, Compose):
             origin = ComposeOrigin(channel=str(command.get("channel_id", "")),
                                    response_url=str(command.get("response_url") or ""))
@@ -311,7 +312,9 @@ class SlackFrontend:
                                slack_channel=str(command.get("channel_id", "")),
                                response_url=command.get("response_url") or None)
         try:
-            endpoint, row = await self._admit_and_store(request, awaited=True)
+            stored = await self._admit_and_store(
+                request, awaited=True, request_id=key,
+                echo_as=str(command.get("user_name") or user))
         except TextRejected as exc:
             await ack(not_sent_text(exc, name))
             return
@@ -319,6 +322,11 @@ class SlackFrontend:
             log.warning("text out: slack_user=%s result=not_stored reason=%s", user, exc)
             await ack(cannot_store_text(parsed.recipient))
             return
+        if stored is None:
+            await self._seen_before(ack, command)
+            return
+        endpoint, accepted = stored
+        row = accepted.row
         outcome = await self._feedback.wait_for(row.id, _ANSWER_WAIT)
         if outcome is not None:
             await ack(self._feedback.answer(outcome, row))
@@ -326,15 +334,16 @@ class SlackFrontend:
         else:
             await ack(sending_text(endpoint) if self._ami.ready_for(endpoint.pbx)
                       else queued_text(endpoint, several_pbxs=self._settings.several_pbxs))
-        # The conversation's thread shows what was sent, by whom (its state as a reaction).
-        try:
-            await self._relay.post_echo(EchoText(
-                body=parsed.text, slack_user=user,
-                slack_user_name=str(command.get("user_name") or user), endpoint=endpoint.name,
-                outbound_id=row.id), channel=endpoint.channel)
-        except StoreError as exc:  # the text is stored and will be sent; only its echo is not
-            log.warning("text out: id=%d its echo in the thread could not be stored: %s",
-                        row.id, exc)
+        # The conversation's thread shows what was sent, by whom, and its state: the echo
+        # stored with the text is posted now, after the answer, so it can show the outcome.
+        if accepted.echo is not None:
+            self._relay.queue_echo(accepted.echo)
+
+    @staticmethod
+    async def _seen_before(ack: AsyncAck, command: dict[str, Any]) -> None:
+        log.info("Slack: command from %s delivered again (trigger_id seen); not sent again",
+                 command.get("user_id", "?"))
+        await ack()
 
     # -- replies in conversations ---------------------------------------------------------
 
@@ -390,13 +399,15 @@ class SlackFrontend:
                                reply_endpoint=decision.reply_endpoint,
                                external=_is_external(event, body))
         try:
-            endpoint, _row = await self._admit_and_store(request)
+            stored = await self._admit_and_store(request)
         except TextRejected as exc:
             await self._actions.ephemeral(channel, user, f":x: Not sent to "
                                           f"{decision.recipient}: {exc}.",
                                           thread_ts=thread_ts or None)
             await self._feedback.show_refused(channel, ts)
             return
+        assert stored is not None  # no request ID: never seen before
+        endpoint = stored[0]
         if decision.thread_ts:
             owner_key = owner.conversation if owner else endpoint.name
             await self._relay.touch(owner_key)
@@ -428,16 +439,21 @@ class SlackFrontend:
 
     async def _submit(self, request: OutboundText, user_name: str) -> Endpoint:
         """A text from the compose window: the /sip checks, then its echo in the thread."""
-        endpoint, row = await self._admit_and_store(request)
-        await self._relay.post_echo(EchoText(
-            body=request.text, slack_user=request.slack_user, slack_user_name=user_name,
-            endpoint=endpoint.name, outbound_id=row.id), channel=endpoint.channel)
+        stored = await self._admit_and_store(request, echo_as=user_name)
+        assert stored is not None  # no request ID: never seen before
+        endpoint, accepted = stored
+        if accepted.echo is not None:
+            self._relay.queue_echo(accepted.echo)
         return endpoint
 
-    async def _admit_and_store(self, request: OutboundText, *,
-                               awaited: bool = False) -> tuple[Endpoint, OutboundRow]:
-        """Check a text (sendable, allowed, within limits), then store it for sending.
-        `awaited`: the caller waits for its outcome (`DeliveryFeedback.wait_for`)."""
+    async def _admit_and_store(self, request: OutboundText, *, awaited: bool = False,
+                               request_id: str | None = None, echo_as: str | None = None
+                               ) -> tuple[Endpoint, Accepted] | None:
+        """Check a text (sendable, allowed, within limits), then store it for sending, with
+        its audit entry, in one transaction. `awaited`: the caller waits for its outcome
+        (`DeliveryFeedback.wait_for`). `request_id`: the Slack request that asked for it
+        (None returned, nothing stored, if it was seen before). `echo_as`: its echo for
+        the phone's conversation is stored with it, showing this sender's name."""
         try:
             check_text(request.text)  # before the gate: a blank text costs no rate allowance
             parts = len(segment_body(request.text))
@@ -456,14 +472,19 @@ class SlackFrontend:
                                           source=request.source, text=request.text,
                                           reply_endpoint=request.reply_endpoint, parts=parts,
                                           external=request.external)
-        row = await self._outbox.accept(request, endpoint, awaited=awaited)
-        try:
-            await self._gate.accepted(row, recipient=request.recipient, source=request.source)
-        except BaseException:
-            self._feedback.forget(row.id)  # the caller will not wait for it now
-            raise
+        audit = self._gate.audit_of_accepted(
+            endpoint, recipient=request.recipient, user=request.slack_user,
+            channel=request.slack_channel, source=request.source, text=request.text)
+        echo = None if echo_as is None else self._relay.echo_to_store(EchoText(
+            body=request.text, slack_user=request.slack_user, slack_user_name=echo_as,
+            endpoint=endpoint.name, outbound_id=0), channel=endpoint.channel)
+        accepted = await self._outbox.accept(request, endpoint, awaited=awaited,
+                                             request_id=request_id, audit=audit, echo=echo)
+        if accepted is None:
+            return None
+        self._gate.accepted(accepted.row, recipient=request.recipient, source=request.source)
         self._home.changed(request.slack_user)  # their Home lists it (if they opened it)
-        return endpoint, row
+        return endpoint, accepted
 
 
 @contextlib.contextmanager

@@ -13,12 +13,14 @@ from typing import Protocol
 
 from bridge.core.directory import DEFAULT_PBX
 from bridge.core.model import (
+    Accepted,
     AuditEntry,
     Backlog,
     Conversation,
     InboundRow,
     InboundState,
     NewInbound,
+    NewOutbound,
     OutboundRow,
     OutboundState,
     Pruned,
@@ -72,6 +74,15 @@ class StoreBackend(Protocol):
                            thread_ts: str | None = None, pbx: str = DEFAULT_PBX
                            ) -> OutboundRow:
         """Store a text to send to `endpoint` through PBX `pbx`."""
+
+    async def accept_outbound(self, new: NewOutbound, *, request_id: str | None = None,
+                              audit: AuditEntry | None = None,
+                              echo: NewInbound | None = None) -> Accepted | None:
+        """Store a text to send with what comes with it, in one transaction (one trip to the
+        store for a /sip text, not four): its audit entry and its echo for the phone's
+        conversation (their `outbound_id` set to the text's id), and `request_id`, the
+        Slack request that asked for it (as `first_sight_of_event` records it). None, and
+        nothing stored, if that request was recorded before (a replay, a redelivery)."""
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""

@@ -57,17 +57,20 @@ from psycopg_pool import AsyncConnectionPool
 from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import StoreError, StoreUnavailable
 from bridge.core.model import (
+    Accepted,
     AuditEntry,
     Backlog,
     Conversation,
     InboundRow,
     InboundState,
     NewInbound,
+    NewOutbound,
     OutboundRow,
     OutboundState,
     Pruned,
     Source,
     ThreadOwner,
+    echo_of,
 )
 from bridge.core.texts import EchoText, InboundText
 from bridge.store.backend import StoreBackend
@@ -600,6 +603,69 @@ class PostgresStore:
                            notified=False, source=source, feedback_channel=feedback_channel,
                            feedback_ts=feedback_ts, thread_ts=thread_ts, pbx=pbx)
 
+    async def accept_outbound(self, new: NewOutbound, *, request_id: str | None = None,
+                              audit: AuditEntry | None = None,
+                              echo: NewInbound | None = None) -> Accepted | None:
+        """Store a text to send with its audit entry, its echo and the Slack request that
+        asked for it (see `StoreBackend.accept_outbound`): one statement, one round trip."""
+        now = time.time()
+        feedback_channel = new.slack_channel if new.feedback_ts else None
+        entry = audit or AuditEntry(at=now, slack_user="", slack_channel="", source="",
+                                    recipient="", endpoint=None, destination=None, result="",
+                                    reason=None, outbound_id=None, text=None)
+        echoed = echo_of(echo, 0) if echo is not None else None  # its id is set below
+        # Every part hangs on the outbound insert (`o`), which happens only when the request
+        # is seen for the first time (`seen`); the echo's JSON gets the new id in place.
+        row = await self._fetch_one(
+            "WITH seen AS (INSERT INTO slack_events (event_id, received_at)"
+            " SELECT %s::text, %s::float8 WHERE %s::text IS NOT NULL"
+            " ON CONFLICT (event_id) DO NOTHING RETURNING event_id),"
+            " o AS (INSERT INTO outbound (slack_user, slack_channel, endpoint, destination,"
+            " body, response_url, created_at, segments_total, source, feedback_channel,"
+            " feedback_ts, thread_ts, pbx)"
+            " SELECT %s::text, %s::text, %s::text, %s::text, %s::text, %s::text, %s::float8,"
+            " %s::int, %s::text, %s::text, %s::text, %s::text, %s::text"
+            " WHERE %s::text IS NULL OR EXISTS (SELECT 1 FROM seen) RETURNING id),"
+            " a AS (INSERT INTO audit (at, slack_user, slack_channel, source, recipient,"
+            " endpoint, destination, result, reason, outbound_id, text)"
+            " SELECT %s::float8, %s::text, %s::text, %s::text, %s::text, %s::text, %s::text,"
+            " %s::text, %s::text, o.id, %s::text FROM o WHERE %s::boolean),"
+            " e AS (INSERT INTO inbound (message_id, channel, endpoint, text_json, received_at,"
+            " kind, conversation, outbound_id)"
+            " SELECT NULL, %s::text, %s::text,"
+            " jsonb_set(%s::jsonb, '{outbound_id}', to_jsonb(o.id))::text, %s::float8,"
+            " 'echo', %s::text, o.id FROM o WHERE %s::boolean RETURNING id)"
+            " SELECT o.id, (SELECT id FROM e) AS echo_id FROM o",
+            (request_id, now, request_id,
+             new.slack_user, new.slack_channel, new.endpoint, new.destination, new.body,
+             new.response_url, now, new.segments_total, new.source, feedback_channel,
+             new.feedback_ts, new.thread_ts, new.pbx, request_id,
+             entry.at, entry.slack_user, entry.slack_channel, entry.source, entry.recipient,
+             entry.endpoint, entry.destination, entry.result, entry.reason, entry.text,
+             audit is not None,
+             echoed.channel if echoed else "", echoed.endpoint if echoed else None,
+             json.dumps(asdict(echoed.text)) if echoed else "{}",
+             echoed.received_at if echoed else now, echoed.conversation if echoed else "",
+             echoed is not None),
+            writes=True)
+        if row is None:
+            return None  # the request was recorded before: nothing stored
+        stored = OutboundRow(
+            id=int(row["id"]), slack_user=new.slack_user, slack_channel=new.slack_channel,
+            endpoint=new.endpoint, destination=new.destination, body=new.body,
+            response_url=new.response_url, created_at=now, state="queued", segments_sent=0,
+            segments_total=new.segments_total, last_error=None, notified=False,
+            source=new.source, feedback_channel=feedback_channel, feedback_ts=new.feedback_ts,
+            thread_ts=new.thread_ts, pbx=new.pbx)
+        echo_row = None
+        if echoed is not None:
+            echo_row = InboundRow(id=int(row["echo_id"]), channel=echoed.channel,
+                                  endpoint=echoed.endpoint,
+                                  text=echo_of(echoed, stored.id).text,
+                                  received_at=echoed.received_at, state="pending",
+                                  attempts=0, conversation=echoed.conversation)
+        return Accepted(row=stored, echo=echo_row)
+
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
         rows = await self._fetch(f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE"
@@ -1046,3 +1112,4 @@ def _inbound_row(r: DictRow) -> InboundRow:
 
 def _implements_the_interface(store: PostgresStore) -> StoreBackend:
     return store  # mypy checks here that the PostgreSQL store is a complete StoreBackend
+

@@ -40,24 +40,27 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, astuple
+from dataclasses import asdict, astuple, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import StoreError, StoreInUse, StoreUnavailable
 from bridge.core.model import (
+    Accepted,
     AuditEntry,
     Backlog,
     Conversation,
     InboundRow,
     InboundState,
     NewInbound,
+    NewOutbound,
     OutboundRow,
     OutboundState,
     Pruned,
     Source,
     ThreadOwner,
+    echo_of,
 )
 from bridge.core.texts import EchoText, InboundText
 from bridge.store.backend import StoreBackend
@@ -475,38 +478,7 @@ class Store:
         return await self._run(self._add_inbound, items)
 
     def _add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
-        def insert(db: sqlite3.Connection) -> list[InboundRow | None]:
-            rows: list[InboundRow | None] = []
-            for item in items:
-                is_echo = isinstance(item.text, EchoText)
-                cursor = db.execute(
-                    "INSERT OR IGNORE INTO inbound (message_id, channel, endpoint, text_json,"
-                    " received_at, kind, conversation, outbound_id)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (None if isinstance(item.text, EchoText) else item.text.event_id or None,
-                     item.channel, item.endpoint, json.dumps(asdict(item.text)),
-                     item.received_at, "echo" if is_echo else "in", item.conversation,
-                     item.text.outbound_id if isinstance(item.text, EchoText) else None))
-                if cursor.rowcount == 0:
-                    rows.append(None)
-                    continue
-                assert cursor.lastrowid is not None
-                rows.append(InboundRow(id=cursor.lastrowid, channel=item.channel,
-                                       endpoint=item.endpoint, text=item.text,
-                                       received_at=item.received_at, state="pending",
-                                       attempts=0, conversation=item.conversation))
-            newest: dict[str, float] = {}  # per PBX
-            for item in items:
-                if isinstance(item.text, InboundText) and item.text.asterisk_time:
-                    newest[item.text.pbx] = max(newest.get(item.text.pbx, 0.0),
-                                                item.text.asterisk_time)
-            for pbx, at in newest.items():
-                db.execute("INSERT INTO pbx_spool_mark (pbx, asterisk_time) VALUES (?, ?)"
-                           " ON CONFLICT(pbx) DO UPDATE SET"
-                           " asterisk_time=MAX(asterisk_time, excluded.asterisk_time)",
-                           (pbx, at))
-            return rows
-        return self._transaction(insert)
+        return self._transaction(lambda db: _insert_inbound(db, items))
 
     async def spool_mark(self, pbx: str = DEFAULT_PBX) -> float | None:
         """The newest Asterisk time of any text from a phone of PBX `pbx` the store ever took
@@ -583,25 +555,52 @@ class Store:
                       destination: str, body: str, response_url: str | None,
                       segments_total: int, source: Source, feedback_ts: str | None,
                       thread_ts: str | None, pbx: str) -> OutboundRow:
-        now = time.time()
-        feedback_channel = slack_channel if feedback_ts else None
+        accepted = self._accept_outbound(NewOutbound(
+            slack_user=slack_user, slack_channel=slack_channel, endpoint=endpoint,
+            destination=destination, body=body, response_url=response_url,
+            segments_total=segments_total, source=source, feedback_ts=feedback_ts,
+            thread_ts=thread_ts, pbx=pbx), None, None, None)
+        assert accepted is not None  # no request ID: never a replay
+        return accepted.row
 
-        def insert(db: sqlite3.Connection) -> int:
+    async def accept_outbound(self, new: NewOutbound, *, request_id: str | None = None,
+                              audit: AuditEntry | None = None,
+                              echo: NewInbound | None = None) -> Accepted | None:
+        """Store a text to send with its audit entry, its echo and the Slack request that
+        asked for it, in one transaction (see `StoreBackend.accept_outbound`)."""
+        return await self._run(self._accept_outbound, new, request_id, audit, echo)
+
+    def _accept_outbound(self, new: NewOutbound, request_id: str | None,
+                         audit: AuditEntry | None,
+                         echo: NewInbound | None) -> Accepted | None:
+        now = time.time()
+        feedback_channel = new.slack_channel if new.feedback_ts else None
+
+        def insert(db: sqlite3.Connection) -> Accepted | None:
+            if request_id is not None and not _record_event(db, request_id):
+                return None
             cursor = db.execute(
                 "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
                 " response_url, created_at, segments_total, source, feedback_channel,"
                 " feedback_ts, thread_ts, pbx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (slack_user, slack_channel, endpoint, destination, body, response_url, now,
-                 segments_total, source, feedback_channel, feedback_ts, thread_ts, pbx))
+                (new.slack_user, new.slack_channel, new.endpoint, new.destination, new.body,
+                 new.response_url, now, new.segments_total, new.source, feedback_channel,
+                 new.feedback_ts, new.thread_ts, new.pbx))
             assert cursor.lastrowid is not None
-            return cursor.lastrowid
-        row_id = self._transaction(insert)
-        return OutboundRow(id=row_id, slack_user=slack_user, slack_channel=slack_channel,
-                           endpoint=endpoint, destination=destination, body=body,
-                           response_url=response_url, created_at=now, state="queued",
-                           segments_sent=0, segments_total=segments_total, last_error=None,
-                           notified=False, source=source, feedback_channel=feedback_channel,
-                           feedback_ts=feedback_ts, thread_ts=thread_ts, pbx=pbx)
+            row = OutboundRow(
+                id=cursor.lastrowid, slack_user=new.slack_user, slack_channel=new.slack_channel,
+                endpoint=new.endpoint, destination=new.destination, body=new.body,
+                response_url=new.response_url, created_at=now, state="queued",
+                segments_sent=0, segments_total=new.segments_total, last_error=None,
+                notified=False, source=new.source, feedback_channel=feedback_channel,
+                feedback_ts=new.feedback_ts, thread_ts=new.thread_ts, pbx=new.pbx)
+            if audit is not None:
+                _insert_audit(db, replace(audit, outbound_id=row.id))
+            echo_row = None
+            if echo is not None:
+                [echo_row] = _insert_inbound(db, [echo_of(echo, row.id)])
+            return Accepted(row=row, echo=echo_row)
+        return self._transaction(insert)
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
@@ -647,13 +646,7 @@ class Store:
     # -- audit -----------------------------------------------------------------------------
 
     async def add_audit(self, entry: AuditEntry) -> None:
-        await self._run(self._transaction, lambda db: db.execute(
-            "INSERT INTO audit (at, slack_user, slack_channel, source, recipient, endpoint,"
-            " destination, result, reason, outbound_id, text) VALUES"
-            " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (entry.at, entry.slack_user, entry.slack_channel, entry.source, entry.recipient,
-             entry.endpoint, entry.destination, entry.result, entry.reason, entry.outbound_id,
-             entry.text)))
+        await self._run(self._transaction, lambda db: _insert_audit(db, entry))
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -698,11 +691,7 @@ class Store:
         return await self._run(self._first_sight, event_id)
 
     def _first_sight(self, event_id: str) -> bool:
-        def insert(db: sqlite3.Connection) -> bool:
-            cursor = db.execute("INSERT OR IGNORE INTO slack_events (event_id, received_at)"
-                                " VALUES (?, ?)", (event_id, time.time()))
-            return cursor.rowcount == 1
-        return self._transaction(insert)
+        return self._transaction(lambda db: _record_event(db, event_id))
 
     async def forget_event(self, event_id: str) -> None:
         """Forget a recorded event ID, so its next sight counts as the first again."""
@@ -901,3 +890,52 @@ def read_schema_version(path: Path) -> int | None:
     except sqlite3.Error as exc:
         raise StoreError(f"{path} cannot be used as the bridge's store: {exc}") from exc
     return int(row[0]) if row and row[0] is not None else 0
+
+
+def _record_event(db: sqlite3.Connection, event_id: str) -> bool:
+    """Record a Slack event or request ID; False if it was recorded before."""
+    cursor = db.execute("INSERT OR IGNORE INTO slack_events (event_id, received_at)"
+                        " VALUES (?, ?)", (event_id, time.time()))
+    return cursor.rowcount == 1
+
+
+def _insert_audit(db: sqlite3.Connection, entry: AuditEntry) -> None:
+    db.execute("INSERT INTO audit (at, slack_user, slack_channel, source, recipient, endpoint,"
+               " destination, result, reason, outbound_id, text) VALUES"
+               " (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               (entry.at, entry.slack_user, entry.slack_channel, entry.source,
+                entry.recipient, entry.endpoint, entry.destination, entry.result,
+                entry.reason, entry.outbound_id, entry.text))
+
+
+def _insert_inbound(db: sqlite3.Connection, items: list[NewInbound]) -> list[InboundRow | None]:
+    rows: list[InboundRow | None] = []
+    for item in items:
+        is_echo = isinstance(item.text, EchoText)
+        cursor = db.execute(
+            "INSERT OR IGNORE INTO inbound (message_id, channel, endpoint, text_json,"
+            " received_at, kind, conversation, outbound_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (None if isinstance(item.text, EchoText) else item.text.event_id or None,
+             item.channel, item.endpoint, json.dumps(asdict(item.text)),
+             item.received_at, "echo" if is_echo else "in", item.conversation,
+             item.text.outbound_id if isinstance(item.text, EchoText) else None))
+        if cursor.rowcount == 0:
+            rows.append(None)
+            continue
+        assert cursor.lastrowid is not None
+        rows.append(InboundRow(id=cursor.lastrowid, channel=item.channel,
+                               endpoint=item.endpoint, text=item.text,
+                               received_at=item.received_at, state="pending",
+                               attempts=0, conversation=item.conversation))
+    newest: dict[str, float] = {}  # per PBX
+    for item in items:
+        if isinstance(item.text, InboundText) and item.text.asterisk_time:
+            newest[item.text.pbx] = max(newest.get(item.text.pbx, 0.0),
+                                        item.text.asterisk_time)
+    for pbx, at in newest.items():
+        db.execute("INSERT INTO pbx_spool_mark (pbx, asterisk_time) VALUES (?, ?)"
+                   " ON CONFLICT(pbx) DO UPDATE SET"
+                   " asterisk_time=MAX(asterisk_time, excluded.asterisk_time)",
+                   (pbx, at))
+    return rows

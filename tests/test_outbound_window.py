@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from bridge.core.directory import Endpoint
-from bridge.core.model import Outcome
+from bridge.core.model import OutboundRow, Outcome
 from bridge.core.segments import MAX_SEGMENT_BYTES
 from bridge.delivery.outbound import OutboundText, Outbox, Route
 from bridge.store.sqlite import Store
@@ -136,3 +136,27 @@ async def test_stop_waits_for_every_text_in_flight(store: Store) -> None:
     sent = len(link.wire)
     assert 1 < sent < 20
     assert states == ["sent"] * sent + ["queued"] * (20 - sent)
+
+
+async def test_a_text_sent_alone_costs_one_read_of_the_store(store: Store) -> None:
+    """Texts sent one at a time (a person typing /sip): the lane reads the store once per
+    text, not again after each one to find nothing new."""
+    link, feedback = SlowLink(seed=3), Feedback()
+    reads = 0
+    unfinished = store.unfinished_outbound
+
+    async def counted() -> list[OutboundRow]:
+        nonlocal reads
+        reads += 1
+        return await unfinished()
+
+    store.unfinished_outbound = counted  # type: ignore[method-assign]
+    box = Outbox(store=store, feedback=feedback, max_wait=60, routes={"hq": Route(link)})
+    async with running(box):
+        await until(lambda: reads == 1)  # the read at start
+        for i in range(10):
+            await box.accept(request(f"text #{i}"), ALICE)
+            await until(lambda sent=i + 1: len(feedback.outcomes) == sent)
+            await asyncio.sleep(0.05)  # the lane is idle again before the next text
+        assert link.wire == [f"text #{i}" for i in range(10)]
+    assert reads == 1 + 10

@@ -237,8 +237,10 @@ class Outbox:
                 lane.idle.set()
             if self._stopping:
                 return
-            if not queued:
-                # Only untold outcomes (Slack unreachable?) or nothing: wait for news.
+            if not queued or not lane.wakeup.is_set():
+                # Only untold outcomes (Slack unreachable?) or nothing, or every text that
+                # was waiting went out and none was stored since (no wakeup): wait for news
+                # instead of reading the store again for nothing (one read per text saved).
                 timeout = _RETELL_INTERVAL if rows else None
                 if poll is not None:
                     timeout = poll if timeout is None else min(timeout, poll)
@@ -267,6 +269,7 @@ class Outbox:
                 await self._deliver(row, lane)
             finally:
                 window.release()
+                lane.waiting = max(0, lane.waiting - 1)
 
         async with asyncio.TaskGroup() as sending:
             for row in rows:
@@ -280,6 +283,7 @@ class Outbox:
                     if in_flight:
                         await asyncio.wait(in_flight)
                     await self._deliver(row, lane)
+                    lane.waiting = max(0, lane.waiting - 1)
                 else:
                     await window.acquire()
                     task = sending.create_task(send(row), name=f"send-{row.id}")

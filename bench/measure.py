@@ -160,6 +160,9 @@ async def _wait_arrivals(arrivals: ArrivalsOf, run: str, want: int, *, idle_s: f
         await asyncio.sleep(0.05)
 
 
+SLOW_MS = 500.0  # a text slower than this counts in a run's `slow_texts`
+
+
 async def send_texts(*, lab_sip_port: int, arrivals: ArrivalsOf, run: str, count: int,
                      rate: float, from_user: str | Sequence[str] = SPREAD,
                      idle_s: float = 3.0,
@@ -201,6 +204,13 @@ async def send_texts(*, lab_sip_port: int, arrivals: ArrivalsOf, run: str, count
         result["duration_s"] = round(span, 3)
         result["latency"] = percentiles([(a.received_ns - a.marker.sent_ns) / 1e6
                                          for a in got.values()])
+        # Where the tail is: texts slower than SLOW_MS, by when they were sent in the run.
+        first = min(sent)
+        slow = sorted((a.marker.sent_ns - first) / 1e9 for a in got.values()
+                      if (a.received_ns - a.marker.sent_ns) / 1e6 > SLOW_MS)
+        result["slow_texts"] = {"over_ms": SLOW_MS, "count": len(slow),
+                                "sent_at_s": [round(slow[0], 2), round(slow[-1], 2)]
+                                if slow else None}
     for label, a in after.items():
         cpu = a.cpu_s - before[label].cpu_s
         result[f"{label}_cpu_s"] = round(cpu, 2)
@@ -254,6 +264,9 @@ async def bridge_runs(lab: Lab, rates: Sequence[float], count: int, *,
                                       duplicates=slack.duplicates)
             result["posts"] = slack.posts_for(run)
             result["bridge_start_s"] = round(bridge.started_s, 2)
+            # posted from the spool before the load began (texts of the turn before)
+            result["backlog_at_start"] = bridge.backlog_at_start
+            result["caught_up_s"] = round(bridge.caught_up_s, 2)
             result["spool_size"] = await lab.spool_size()
             results.append({"system": "bridge", "measure": label, **result})
             log.info("bridge %s %s/s: %s", label, rate, _brief(result))

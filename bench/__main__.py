@@ -9,7 +9,9 @@ Usage (as root, like the Asterisk tests; the sandbox must be built, see README "
     .venv/bin/python -m bench --quick --profile /tmp/prof   # py-spy each bridge run
 
 Sections: inbound (ceiling: sipp at rising rates, the bare AMI client and the bridge taking
-turns at each rate), latency (fixed 200 texts/s, the same way), outbound (signed /sip slash
+turns at each rate), latency (fixed 200 texts/s, the same way, with a reference relay
+between them: the events posted in order per channel to a fake Slack, one post at a time;
+the added p99 is the bridge's over it), outbound (signed /sip slash
 commands at rising rates to a sipp UAS, each rate after a bare AMI client sending MessageSend
 at that rate), burst (100 texts to one channel, fake Slack at 1 post/s per channel), spool
 (Asterisk CPU per text: shipped dialplan with its spool empty and with 50,000 texts, against
@@ -151,8 +153,9 @@ async def run(plan: Plan, sections: set[str], results: dict[str, Any]) -> list[s
             rates = (plan.latency_rate,)
             runs: list[dict[str, Any]] = []
             results["latency"] = runs
-            for _ in range(2):  # baseline, bridge, baseline, bridge
+            for _ in range(2):  # baseline, reference relay, bridge; twice
                 runs += await measure.baseline_runs(lab, rates, count, label="latency")
+                runs += await measure.reference_runs(lab, rates, count, label="latency")
                 runs += await measure.bridge_runs(lab, rates, count, label="latency")
 
         async def outbound() -> None:

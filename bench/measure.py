@@ -50,7 +50,7 @@ from bench.sandbox import CURL_CONTEXT, BenchAsterisk
 from bench.scaling import fill_store
 from bench.sipp import SippRun
 from bench.slack_side import Arrival, TimedFakeSlack, WebhookReceiver
-from bench.watch import AmiCounter, ProcStats
+from bench.watch import AmiCounter, ProcStats, ReferencePoster
 from bridge.store.sqlite import Store
 
 log = logging.getLogger("bench")
@@ -242,6 +242,31 @@ async def baseline_runs(lab: Lab, rates: Sequence[float], count: int, *,
             log.info("baseline %s %s/s: %s", label, rate, _brief(result))
     finally:
         await counter.stop()
+    return results
+
+
+async def reference_runs(lab: Lab, rates: Sequence[float], count: int, *,
+                         label: str) -> list[dict[str, Any]]:
+    """The reference relay (`ReferencePoster`) with a fresh fake Slack per rate."""
+    results = []
+    for rate in rates:
+        slack = new_fake_slack()
+        await slack.start()
+        poster = ReferencePoster(api_url=slack.api_url, token=BOT_TOKEN,
+                                 port=lab.asterisk.ami_port,
+                                 username=lab.asterisk.ami_username, secret=AMI_SECRET)
+        try:
+            await poster.start()
+            run = new_run("f")
+            result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
+                                      arrivals=slack.arrivals, run=run, count=count,
+                                      rate=rate, duplicates=slack.duplicates)
+            result["posts"] = slack.posts_for(run)
+            results.append({"system": "reference", "measure": label, **result})
+            log.info("reference %s %s/s: %s", label, rate, _brief(result))
+        finally:
+            await poster.stop()
+            await slack.stop()
     return results
 
 

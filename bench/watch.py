@@ -3,6 +3,10 @@
 * `AmiCounter` is the baseline: a bare panoramisk client, logged in as the bridge's AMI user,
   that only stamps and counts `UserEvent: SlackBridgeText` events. What it sees is Asterisk's
   own ceiling (plus one minimal consumer), the bar the bridge is compared against.
+* `ReferencePoster` is the latency run's reference: the same events, posted to a fake Slack
+  in order per phone, one post at a time per channel, each post carrying every text waiting
+  when it goes (the least any relay that keeps a channel's order can do with Slack
+  answering in 50-150 ms); no store, no formatting, no threads.
 * `ProcStats` reads /proc/PID: CPU seconds (utime + stime) and peak RSS (VmHWM).
 """
 
@@ -17,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import aiohttp
 import panoramisk
 
 from bench.slack_side import Arrival, markers
@@ -74,6 +79,58 @@ class AmiCounter:
 
     def duplicates(self, run: str) -> int:
         return self._duplicates.get(run, 0)
+
+
+class ReferencePoster(AmiCounter):
+    """The dialplan's events posted to Slack as simply as order allows (see the module)."""
+
+    def __init__(self, *, api_url: str, token: str, **login: Any) -> None:
+        super().__init__(**login)
+        self._url = api_url.rstrip("/") + "/chat.postMessage"
+        self._token = token
+        self._waiting: dict[str, list[str]] = {}
+        self._wake: dict[str, asyncio.Event] = {}
+        self._posters: list[asyncio.Task[None]] = []
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self, timeout: float = 10.0) -> None:
+        self._session = aiohttp.ClientSession(
+            headers={"Authorization": f"Bearer {self._token}"})
+        await super().start(timeout)
+
+    async def stop(self) -> None:
+        await super().stop()
+        for task in self._posters:
+            task.cancel()
+        await asyncio.gather(*self._posters, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+
+    def _on_event(self, _manager: object, event: Mapping[str, str]) -> None:
+        if event.get("UserEvent") != "SlackBridgeText":
+            return
+        try:
+            body = base64.b64decode(str(event.get("Body", "")), validate=True).decode()
+        except (binascii.Error, ValueError):
+            return
+        channel = f"C0REF{event.get('Endpoint', '')}"
+        self._waiting.setdefault(channel, []).append(body)
+        if channel not in self._wake:
+            self._wake[channel] = asyncio.Event()
+            self._posters.append(asyncio.ensure_future(self._post(channel)))
+        self._wake[channel].set()
+
+    async def _post(self, channel: str) -> None:
+        assert self._session is not None
+        wake = self._wake[channel]
+        while True:
+            await wake.wait()
+            wake.clear()
+            while self._waiting[channel]:
+                texts, self._waiting[channel] = self._waiting[channel], []
+                async with self._session.post(self._url, json={
+                        "channel": channel, "text": "\n".join(texts)}) as response:
+                    await response.read()
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,21 @@ def test_a_negative_added_latency_is_an_error_not_a_pass() -> None:
     assert target["verdict"] == "MISS" and "NEGATIVE" in target["note"]
 
 
+def test_the_added_latency_is_the_bridges_over_the_reference_relay_when_there_is_one() -> None:
+    """Slack answering in 50-150 ms makes any relay that keeps a channel's order wait for the
+    post before: the bridge is judged against the reference relay, not the bare client."""
+    runs = [run("baseline", 200, 200, p99=3.0), run("reference", 200, 200, p99=150.0),
+            run("bridge", 200, 200, p99=156.0)]
+    [target] = [t for t in evaluate({"latency": runs})
+                if t["target"] == "added inbound latency p99"]
+    assert target["value"] == "6.0 ms" and target["verdict"] == "pass"
+    assert "reference relay p99 150.00 ms" in target["note"]
+    slower = [*runs[:2], run("bridge", 200, 200, p99=175.0)]
+    assert verdicts({"latency": slower})["added inbound latency p99"] == "MISS"
+    without = [runs[0], runs[2]]  # results of a bench before the reference: the bare client
+    assert verdicts({"latency": without})["added inbound latency p99"] == "MISS"
+
+
 def test_a_doubled_or_lost_text_fails_the_run_even_in_smoke_mode() -> None:
     doubled = {"inbound": [run("baseline", 100, 100), run("bridge", 100, 100, duplicates=2)]}
     status, why = exit_status(doubled, evaluate(doubled), failed=[], smoke=True)

@@ -12,6 +12,7 @@ import re
 import sqlite3
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ import psycopg
 import pytest
 from postgres_cluster import PostgresCluster
 
-from bridge.core.model import AuditEntry, NewInbound
+from bridge.core.model import AuditEntry, NewInbound, NewOutbound
 from bridge.core.texts import EchoText, InboundText
 from bridge.store.postgres import PostgresStore
 from bridge.store.sqlite import Store
@@ -90,6 +91,14 @@ async def exercise(store: Store) -> set[str]:
     echo = EchoText(body="hi", slack_user="U1", slack_user_name="u", endpoint="alice",
                     outbound_id=row_id)
     await call("add_inbound", [NewInbound("C1", "alice", echo, now, "alice")])
+    # A /sip text as the Slack side stores it: the command, the text, its audit and echo.
+    await call("accept_outbound", NewOutbound(
+        slack_user="U1", slack_channel="C1", endpoint="alice", destination="pjsip:alice",
+        body="hi", response_url=None, segments_total=1), request_id="command:T-new",
+        audit=AuditEntry(at=now, slack_user="U1", slack_channel="C1", source="slash",
+                         recipient="alice", endpoint="alice", destination="pjsip:alice",
+                         result="accepted", reason=None, outbound_id=None, text=None),
+        echo=NewInbound("C1", "alice", replace(echo, outbound_id=0), now, "alice"))
     await call("start_conversation", key="alice", channel="C1", thread_ts="5.5",
                endpoint="alice", now=now)
     await call("conversation", "alice")

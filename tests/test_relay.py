@@ -90,6 +90,14 @@ class Harness:
         await self.relay.start()
         return self.relay
 
+    async def post_echo(self, echo: EchoText, channel: str) -> None:
+        """What the Slack side does with a /sip text's echo: stored (with the text), then
+        queued for its phone's conversation."""
+        assert self.store is not None and self.relay is not None
+        [row] = await self.store.add_inbound([self.relay.echo_to_store(echo, channel)])
+        assert row is not None
+        self.relay.queue_echo(row)
+
     async def stop(self) -> None:
         if self.relay is not None:
             await self.relay.stop(1)
@@ -277,11 +285,11 @@ class Echoes:
 async def test_an_echo_shows_its_outcome_inline_when_it_is_already_known(
         harness: Harness, fake: FakeSlack) -> None:
     echoes = Echoes({7: ":white_check_mark: sent"})
-    relay = await harness.start(feedback=echoes)
-    await relay.post_echo(EchoText(body="known", slack_user="U1", slack_user_name="ann",
-                                   endpoint="alice", outbound_id=7), channel="C0ALICE00")
-    await relay.post_echo(EchoText(body="pending", slack_user="U1", slack_user_name="ann",
-                                   endpoint="alice", outbound_id=8), channel="C0ALICE00")
+    await harness.start(feedback=echoes)
+    await harness.post_echo(EchoText(body="known", slack_user="U1", slack_user_name="ann",
+                                     endpoint="alice", outbound_id=7), channel="C0ALICE00")
+    await harness.post_echo(EchoText(body="pending", slack_user="U1", slack_user_name="ann",
+                                     endpoint="alice", outbound_id=8), channel="C0ALICE00")
     deadline = time.monotonic() + 5
     while len(echoes.posted_calls) < 2:
         assert time.monotonic() < deadline
@@ -424,8 +432,8 @@ async def test_a_14000_character_echo_continues_in_further_posts_of_its_thread(
     await wait_posts(fake, 1)
     long_text = "".join(f"line {i:05d} & more!! " for i in range(700))  # 14,000 characters
     assert len(long_text) == 14000
-    await relay.post_echo(EchoText(body=long_text, slack_user="U1", slack_user_name="ann",
-                                   endpoint="alice", outbound_id=9), channel="C0ALICE00")
+    await harness.post_echo(EchoText(body=long_text, slack_user="U1", slack_user_name="ann",
+                                     endpoint="alice", outbound_id=9), channel="C0ALICE00")
     relay.submit(text("after it"))
     deadline = time.monotonic() + 10
     while shown_texts(fake.posts) != ["hello", "after it"]:

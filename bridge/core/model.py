@@ -86,6 +86,21 @@ class NewOutbound:
     thread_ts: str | None = None
     pbx: str = DEFAULT_PBX
 
+    @property
+    def feedback_channel(self) -> str | None:
+        """Where its state shows: a reply's own channel (None: its echo, set when posted)."""
+        return self.slack_channel if self.feedback_ts else None
+
+    def stored(self, row_id: int, created_at: float) -> OutboundRow:
+        """The row the store holds for it once inserted as `row_id`."""
+        return OutboundRow(
+            id=row_id, slack_user=self.slack_user, slack_channel=self.slack_channel,
+            endpoint=self.endpoint, destination=self.destination, body=self.body,
+            response_url=self.response_url, created_at=created_at, state="queued",
+            segments_sent=0, segments_total=self.segments_total, last_error=None,
+            notified=False, source=self.source, feedback_channel=self.feedback_channel,
+            feedback_ts=self.feedback_ts, thread_ts=self.thread_ts, pbx=self.pbx)
+
 
 @dataclass(frozen=True)
 class Accepted:

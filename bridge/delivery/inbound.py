@@ -556,12 +556,6 @@ class InboundRelay:
                           conversation=conversation_key(name, item.sender_uri,
                                                         item.asterisk_endpoint, item.pbx))
 
-    async def post_echo(self, echo: EchoText, channel: str) -> None:
-        """Show a text sent from Slack with /sip in its phone's conversation."""
-        [row] = await self._store.add_inbound([self.echo_to_store(echo, channel)])
-        assert row is not None
-        self.queue_echo(row)
-
     @staticmethod
     def echo_to_store(echo: EchoText, channel: str) -> NewInbound:
         """The echo of a text from Slack as it is stored (with the text itself, in one

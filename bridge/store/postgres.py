@@ -585,23 +585,13 @@ class PostgresStore:
                            segments_total: int, source: Source = "slash",
                            feedback_ts: str | None = None,
                            thread_ts: str | None = None, pbx: str = DEFAULT_PBX) -> OutboundRow:
-        now = time.time()
-        feedback_channel = slack_channel if feedback_ts else None
-        found = await self._fetch_one(
-            "INSERT INTO outbound (slack_user, slack_channel, endpoint, destination, body,"
-            " response_url, created_at, segments_total, source, feedback_channel,"
-            " feedback_ts, thread_ts, pbx) VALUES"
-            " (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-            (slack_user, slack_channel, endpoint, destination, body, response_url, now,
-             segments_total, source, feedback_channel, feedback_ts, thread_ts, pbx),
-            writes=True)
-        assert found is not None
-        return OutboundRow(id=found["id"], slack_user=slack_user, slack_channel=slack_channel,
-                           endpoint=endpoint, destination=destination, body=body,
-                           response_url=response_url, created_at=now, state="queued",
-                           segments_sent=0, segments_total=segments_total, last_error=None,
-                           notified=False, source=source, feedback_channel=feedback_channel,
-                           feedback_ts=feedback_ts, thread_ts=thread_ts, pbx=pbx)
+        accepted = await self.accept_outbound(NewOutbound(
+            slack_user=slack_user, slack_channel=slack_channel, endpoint=endpoint,
+            destination=destination, body=body, response_url=response_url,
+            segments_total=segments_total, source=source, feedback_ts=feedback_ts,
+            thread_ts=thread_ts, pbx=pbx))
+        assert accepted is not None  # no request ID: never a replay
+        return accepted.row
 
     async def accept_outbound(self, new: NewOutbound, *, request_id: str | None = None,
                               audit: AuditEntry | None = None,
@@ -609,7 +599,6 @@ class PostgresStore:
         """Store a text to send with its audit entry, its echo and the Slack request that
         asked for it (see `StoreBackend.accept_outbound`): one statement, one round trip."""
         now = time.time()
-        feedback_channel = new.slack_channel if new.feedback_ts else None
         entry = audit or AuditEntry(at=now, slack_user="", slack_channel="", source="",
                                     recipient="", endpoint=None, destination=None, result="",
                                     reason=None, outbound_id=None, text=None)
@@ -638,7 +627,7 @@ class PostgresStore:
             " SELECT o.id, (SELECT id FROM e) AS echo_id FROM o",
             (request_id, now, request_id,
              new.slack_user, new.slack_channel, new.endpoint, new.destination, new.body,
-             new.response_url, now, new.segments_total, new.source, feedback_channel,
+             new.response_url, now, new.segments_total, new.source, new.feedback_channel,
              new.feedback_ts, new.thread_ts, new.pbx, request_id,
              entry.at, entry.slack_user, entry.slack_channel, entry.source, entry.recipient,
              entry.endpoint, entry.destination, entry.result, entry.reason, entry.text,
@@ -650,13 +639,7 @@ class PostgresStore:
             writes=True)
         if row is None:
             return None  # the request was recorded before: nothing stored
-        stored = OutboundRow(
-            id=int(row["id"]), slack_user=new.slack_user, slack_channel=new.slack_channel,
-            endpoint=new.endpoint, destination=new.destination, body=new.body,
-            response_url=new.response_url, created_at=now, state="queued", segments_sent=0,
-            segments_total=new.segments_total, last_error=None, notified=False,
-            source=new.source, feedback_channel=feedback_channel, feedback_ts=new.feedback_ts,
-            thread_ts=new.thread_ts, pbx=new.pbx)
+        stored = new.stored(int(row["id"]), now)
         echo_row = None
         if echoed is not None:
             echo_row = InboundRow(id=int(row["echo_id"]), channel=echoed.channel,

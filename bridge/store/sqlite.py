@@ -574,7 +574,6 @@ class Store:
                          audit: AuditEntry | None,
                          echo: NewInbound | None) -> Accepted | None:
         now = time.time()
-        feedback_channel = new.slack_channel if new.feedback_ts else None
 
         def insert(db: sqlite3.Connection) -> Accepted | None:
             if request_id is not None and not _record_event(db, request_id):
@@ -584,16 +583,10 @@ class Store:
                 " response_url, created_at, segments_total, source, feedback_channel,"
                 " feedback_ts, thread_ts, pbx) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (new.slack_user, new.slack_channel, new.endpoint, new.destination, new.body,
-                 new.response_url, now, new.segments_total, new.source, feedback_channel,
+                 new.response_url, now, new.segments_total, new.source, new.feedback_channel,
                  new.feedback_ts, new.thread_ts, new.pbx))
             assert cursor.lastrowid is not None
-            row = OutboundRow(
-                id=cursor.lastrowid, slack_user=new.slack_user, slack_channel=new.slack_channel,
-                endpoint=new.endpoint, destination=new.destination, body=new.body,
-                response_url=new.response_url, created_at=now, state="queued",
-                segments_sent=0, segments_total=new.segments_total, last_error=None,
-                notified=False, source=new.source, feedback_channel=feedback_channel,
-                feedback_ts=new.feedback_ts, thread_ts=new.thread_ts, pbx=new.pbx)
+            row = new.stored(cursor.lastrowid, now)
             if audit is not None:
                 _insert_audit(db, replace(audit, outbound_id=row.id))
             echo_row = None

@@ -39,6 +39,7 @@ from typing import Any
 
 import panoramisk
 import panoramisk.actions
+import panoramisk.ami_protocol
 
 from bridge.core.directory import DEFAULT_PBX
 from bridge.core.errors import (
@@ -128,23 +129,81 @@ def spool_entry_time(key: str) -> float | None:
         return None
 
 
+_EOM = "\r\n\r\n"  # the blank line that ends every AMI message
+_TEXT_EVENT_START = "Event: UserEvent\r\n"
+_TEXT_EVENT_LINE = f"\r\nUserEvent: {TEXT_EVENT}\r\n"
+
+
+class _Protocol(panoramisk.ami_protocol.AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol, with the bridge's text events read on a short path.
+
+    Measured at 1,000-2,000 texts a second, panoramisk's reading of each event (line by
+    line into a case-insensitive dict built key by key, then matched against every
+    registered pattern by regex) was a fifth of the bridge's CPU. An event that is a text,
+    written by the shipped dialplan (`Event: UserEvent`, `UserEvent: SlackBridgeText`, each
+    header once, no ActionID), becomes a plain dict of its headers, handed to the manager's
+    `on_text_event` in stream order; every other message goes panoramisk's way.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        on_text = getattr(self.factory, "on_text_event", None)
+        if self.version is None or on_text is None:  # the banner; a manager without texts
+            super().data_received(data)
+            return
+        stream = data.decode(getattr(self, "encoding", "ascii"), "ignore")
+        if self.queue:
+            stream = self.queue.popleft() + stream
+        chunks = stream.split(_EOM)
+        self.queue.append(chunks.pop())
+        for chunk in chunks:
+            chunk = chunk.strip()
+            fields = _text_event(chunk)
+            if fields is not None:
+                on_text(fields)
+                continue
+            message = panoramisk.Message.from_line(chunk)
+            if message is not None:
+                self.handle_message(message)
+
+
+def _text_event(chunk: str) -> dict[str, str] | None:
+    """The headers of a text event as a dict; None for any other message, or for one
+    this path does not read exactly as panoramisk would (a header twice, an ActionID)."""
+    if not chunk.startswith(_TEXT_EVENT_START) or _TEXT_EVENT_LINE not in chunk:
+        return None
+    fields: dict[str, str] = {}
+    for line in chunk.split("\r\n"):
+        key, sep, value = line.partition(": ")
+        if sep:
+            if key in fields:
+                return None
+            fields[key] = value
+    return None if "ActionID" in fields else fields
+
+
 class _Manager(panoramisk.Manager):  # type: ignore[misc]
     """panoramisk's Manager with its self-reconnect replaced by callbacks into AmiLink."""
 
     def __init__(self, *, on_lost: Callable[[object], None], server_hostname: str | None = None,
+                 on_text_event: Callable[[Mapping[str, str]], None] | None = None,
                  **config: Any) -> None:
-        super().__init__(**config)
+        super().__init__(protocol_factory=_Protocol, **config)
         self._on_lost = on_lost
         self._server_hostname = server_hostname
+        # The text events (see _Protocol); None: they are dispatched like any other event.
+        self.on_text_event = on_text_event
 
     @classmethod
     def for_settings(cls, settings: AmiSettings, *, on_lost: Callable[[object], None],
-                     forgetable_actions: tuple[str, ...], events: str = "on") -> _Manager:
+                     forgetable_actions: tuple[str, ...], events: str = "on",
+                     on_text_event: Callable[[Mapping[str, str]], None] | None = None,
+                     ) -> _Manager:
         """A manager that logs in as `settings` say, on the running loop. It never pings or
         reconnects by itself: its user pings and checks the answer, and reconnects.
         `events` is the login's event mask (`on`: every event the AMI user may read)."""
         return cls(
             on_lost=on_lost,
+            on_text_event=on_text_event,
             loop=asyncio.get_running_loop(),
             host=settings.host,
             port=settings.port,
@@ -518,7 +577,8 @@ class AmiLink:
         events = self._events_wanted()
         manager = _Manager.for_settings(settings, on_lost=self._connection_lost,
                                         forgetable_actions=("ping", "login", "messagesend"),
-                                        events=events)
+                                        events=events,
+                                        on_text_event=lambda event: self._dispatch(None, event))
         manager.register_event(TEXT_EVENT_PATTERN, self._dispatch)
         manager.register_event("FullyBooted", self._fully_booted)
         manager.register_event("*", self._notice_unneeded)

@@ -29,6 +29,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -110,6 +111,13 @@ class MalformedEvent:
         return InboundText(event_id=self.event_id, sender_uri="", display_name=self.sender_hint,
                            body="", declared_bytes=None, to_uri="", exten="",
                            problem=self.problem)
+
+
+def text_json(text: InboundText | EchoText) -> str:
+    """A text as the store keeps it (read back with `kind(**json.loads(...))`). Both kinds
+    are flat dataclasses of strings and numbers, so their fields are their __dict__:
+    `dataclasses.asdict` (a deep copy) cost a tenth of the store's time per text."""
+    return json.dumps(vars(text))
 
 
 def split_name_addr(value: str) -> tuple[str, str]:

@@ -307,6 +307,9 @@ class InboundRelay:
         # rendered now (an index into FITS); a post continued over several, partly in Slack.
         self._refits: dict[str, tuple[int, int]] = {}
         self._partials: dict[str, _Partial] = {}
+        # Per channel: the last post's texts and ts, whose "posted" mark waits to be written
+        # with the next post's "posting" mark (one store trip per post, not two).
+        self._unmarked: dict[str, tuple[list[int], str]] = {}
         self._rates = _SenderRate(delivery.inbound_rate, delivery.inbound_burst)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -359,6 +362,8 @@ class InboundRelay:
         self._pacer.cautious(channel)
         self._refits.pop(channel, None)
         self._partials.pop(channel, None)
+        # Still "posting" in the store if it was not written: looked for in Slack again.
+        self._unmarked.pop(channel, None)
         for key, conversation in list(self._conversations.items()):
             if conversation.channel == channel:
                 del self._conversations[key]
@@ -431,7 +436,8 @@ class InboundRelay:
                         free.append(channel)
                 elif state is None or state.worker is None or state.worker.done():
                     await self._resume(channel)
-                elif not state.spilled and waiting[channel] > len(state.queue):
+                elif not state.spilled and waiting[channel] > len(state.queue) + len(
+                        self._unmarked.get(channel, ((), ""))[0]):
                     # More waiting in the store than queued here: texts another replica
                     # stored (an echo of a /sip it took, or a text from phones it stored
                     # just before it lost the PBX's stream). Merged in order between two
@@ -476,6 +482,12 @@ class InboundRelay:
         while any(state.in_flight for state in self._channels.values()) and \
                 time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+        for channel in list(self._unmarked):
+            try:
+                await self._write_posted(channel)
+            except StoreError as exc:  # left "posting": looked for in Slack at the next start
+                log.warning("text in: channel=%s could not mark its last post posted: %s",
+                            channel, exc)
         for state in self._channels.values():
             if state.worker is not None:
                 state.worker.cancel()
@@ -617,6 +629,7 @@ class InboundRelay:
             # must stay the head of the queue.
             if channel in self._fresh and channel not in self._partials:
                 try:
+                    await self._write_posted(channel)  # read back as waiting otherwise
                     await self._take_up(channel, state)
                 except StoreError as exc:
                     self._fresh.add(channel)
@@ -628,11 +641,27 @@ class InboundRelay:
                     backoff = min(backoff * 2, _BACKOFF_MAX)
                     continue
             if not (state.queue or state.spilled):
-                break
+                if channel not in self._unmarked:
+                    break
+                try:  # the last post's mark, before the worker ends (nothing follows it)
+                    await self._write_posted(channel)
+                except StoreError as exc:
+                    # Left "posting": written with the next post, or looked for in Slack.
+                    log.warning("text in: channel=%s could not mark its last post posted: "
+                                "%s", channel, exc)
+                    break
+                continue  # texts may have come meanwhile
             if not self._holds(channel):  # the lease lapsed (the store unreachable) or moved
                 self._let_go(channel, state)
                 return
             if state.spilled and len(state.queue) < self._delivery.max_texts_per_post:
+                try:
+                    await self._write_posted(channel)  # read back as waiting otherwise
+                except StoreError as exc:
+                    log.warning("text in: channel=%s waiting for the store: %s", channel, exc)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, _BACKOFF_MAX)
+                    continue
                 await self._read_back(channel, state)
                 if not state.queue:
                     continue
@@ -733,7 +762,7 @@ class InboundRelay:
                   if isinstance(row.text, EchoText) and self._echoes is not None
                   and (state := self._echoes.state_of(row.text.outbound_id))}
         posts = inbound_posts(self._items(batch, channel, states), FITS[level])
-        await self._store.mark_inbound(ids, "posting")
+        await self._mark_posting(channel, ids)
         for index, row in enumerate(batch):
             queue[index] = _with_state(row, "posting")
         mixed = any(row.conversation != batch[0].conversation for row in batch)
@@ -770,8 +799,10 @@ class InboundRelay:
                                                    first_ts)
         self._partials.pop(channel, None)
         self._refits.pop(channel, None)
+        # More texts queued behind: their post is next, and its "posting" mark carries this
+        # one's "posted" (a crash in between leaves these "posting": looked for in Slack).
         await self._delivered(channel, batch, first_ts, latency=time.monotonic() - started,
-                              shown_final=set(states))
+                              shown_final=set(states), defer=len(queue) > len(batch))
         self._popped(channel, queue, len(batch))
         return "ok"
 
@@ -867,10 +898,41 @@ class InboundRelay:
                                   received_at=row.received_at, note=" · ".join(notes)))
         return items
 
+    async def _mark_posting(self, channel: str, ids: list[int]) -> None:
+        """Mark a post's texts "posting" (before it goes), with the last post's "posted"."""
+        done = self._unmarked.pop(channel, None)
+        if done is None:
+            await self._store.mark_inbound(ids, "posting")
+            return
+        try:
+            await self._store.mark_inbound(done[0], "posted", slack_ts=done[1],
+                                           then_posting=ids)
+        except StoreError:
+            self._unmarked[channel] = done  # neither was written
+            raise
+
+    async def _write_posted(self, channel: str) -> None:
+        """Write the last post's "posted" mark now, if it waits for a next post."""
+        done = self._unmarked.pop(channel, None)
+        if done is None:
+            return
+        try:
+            await self._store.mark_inbound(done[0], "posted", slack_ts=done[1])
+        except StoreError:
+            self._unmarked[channel] = done
+            raise
+
     async def _delivered(self, channel: str, batch: list[InboundRow], ts: str, *,
                          latency: float = 0.0, recovered: bool = False,
-                         shown_final: set[int] | None = None) -> None:
-        await self._store.mark_inbound([row.id for row in batch], "posted", slack_ts=ts)
+                         shown_final: set[int] | None = None, defer: bool = False) -> None:
+        """The texts are in Slack at `ts`. `defer`: the "posted" mark is written with the
+        next post's "posting" mark (`_mark_posting`) or when the channel stops posting."""
+        ids = [row.id for row in batch]
+        if defer:
+            self._unmarked[channel] = (ids, ts)
+        else:
+            await self._write_posted(channel)
+            await self._store.mark_inbound(ids, "posted", slack_ts=ts)
         for row in batch:
             if isinstance(row.text, EchoText) and self._echoes is not None:
                 await self._echoes.posted(row.text.outbound_id, channel, ts,

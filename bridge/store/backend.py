@@ -63,7 +63,11 @@ class StoreBackend(Protocol):
         """The channels with inbound texts waiting, each with how many."""
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
-                           error: str | None = None, slack_ts: str | None = None) -> None: ...
+                           error: str | None = None, slack_ts: str | None = None,
+                           then_posting: Iterable[int] = ()) -> None:
+        """Set the texts' state. `then_posting`: with state "posted", these other texts are
+        marked "posting" in the same transaction (a channel posting back to back writes once
+        a post: the post that went and the one about to go)."""
 
     async def move_inbound(self, ids: Iterable[int], channel: str) -> None: ...
 

@@ -45,7 +45,7 @@ import select
 import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import asdict, astuple, dataclass
+from dataclasses import astuple, dataclass
 from typing import Any, TypeVar
 
 import psycopg
@@ -72,7 +72,7 @@ from bridge.core.model import (
     ThreadOwner,
     echo_of,
 )
-from bridge.core.texts import EchoText, InboundText
+from bridge.core.texts import EchoText, InboundText, text_json
 from bridge.store.backend import StoreBackend
 
 log = logging.getLogger(__name__)
@@ -493,7 +493,7 @@ class PostgresStore:
                 message_id, kind, outbound_id = text.event_id or None, "in", None
                 if text.asterisk_time:
                     newest[text.pbx] = max(newest.get(text.pbx, 0.0), text.asterisk_time)
-            values = _params(message_id, item.channel, item.endpoint, json.dumps(asdict(text)),
+            values = _params(message_id, item.channel, item.endpoint, text_json(text),
                              item.received_at, kind, item.conversation, outbound_id)
             for column, value in zip(columns, values, strict=True):
                 column.append(value)
@@ -561,18 +561,30 @@ class PostgresStore:
         return {str(r["channel"]): int(r["waiting"]) for r in rows}
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
-                           error: str | None = None, slack_ts: str | None = None) -> None:
+                           error: str | None = None, slack_ts: str | None = None,
+                           then_posting: Iterable[int] = ()) -> None:
         ids = list(ids)
-        if state == "posted":
+        posting = list(then_posting)
+        if state == "posted" and posting:
+            # One statement, one round trip: the two sets of rows are disjoint.
+            await self._execute(
+                "WITH done AS (UPDATE inbound SET state='posted', posted_at=%s, slack_ts=%s,"
+                " last_error=NULL WHERE id = ANY(%s))"
+                " UPDATE inbound SET state='posting', attempts=attempts+1 WHERE id = ANY(%s)",
+                (time.time(), slack_ts, ids, posting))
+        elif state == "posted":
             await self._execute("UPDATE inbound SET state='posted', posted_at=%s, slack_ts=%s,"
                                 " last_error=NULL WHERE id = ANY(%s)",
                                 (time.time(), slack_ts, ids))
         elif state == "posting":
             await self._execute("UPDATE inbound SET state='posting', attempts=attempts+1"
-                                " WHERE id = ANY(%s)", (ids,))
+                                " WHERE id = ANY(%s)", (ids + posting,))
         else:
             await self._execute("UPDATE inbound SET state=%s, last_error=%s WHERE id = ANY(%s)",
                                 (state, error, ids))
+            if posting:
+                await self._execute("UPDATE inbound SET state='posting', attempts=attempts+1"
+                                    " WHERE id = ANY(%s)", (posting,))
 
     async def move_inbound(self, ids: Iterable[int], channel: str) -> None:
         await self._execute("UPDATE inbound SET channel=%s WHERE id = ANY(%s)",
@@ -633,7 +645,7 @@ class PostgresStore:
              entry.endpoint, entry.destination, entry.result, entry.reason, entry.text,
              audit is not None,
              echoed.channel if echoed else "", echoed.endpoint if echoed else None,
-             json.dumps(asdict(echoed.text)) if echoed else "{}",
+             text_json(echoed.text) if echoed else "{}",
              echoed.received_at if echoed else now, echoed.conversation if echoed else "",
              echoed is not None),
             writes=True)

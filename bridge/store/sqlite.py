@@ -40,7 +40,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, astuple, replace
+from dataclasses import astuple, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -62,7 +62,7 @@ from bridge.core.model import (
     ThreadOwner,
     echo_of,
 )
-from bridge.core.texts import EchoText, InboundText
+from bridge.core.texts import EchoText, InboundText, text_json
 from bridge.store.backend import StoreBackend
 from bridge.store.engine import GroupCommit
 
@@ -513,24 +513,27 @@ class Store:
         return [_inbound_row(r) for r in cursor]
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
-                           error: str | None = None, slack_ts: str | None = None) -> None:
-        await self._run(self._mark_inbound, list(ids), state, error, slack_ts)
+                           error: str | None = None, slack_ts: str | None = None,
+                           then_posting: Iterable[int] = ()) -> None:
+        await self._run(self._mark_inbound, list(ids), state, error, slack_ts,
+                        list(then_posting))
 
     def _mark_inbound(self, ids: list[int], state: InboundState, error: str | None,
-                      slack_ts: str | None) -> None:
+                      slack_ts: str | None, then_posting: list[int]) -> None:
         now = time.time()
+        posting = ids + then_posting if state == "posting" else then_posting
 
         def update(db: sqlite3.Connection) -> None:
-            for row_id in ids:
-                if state == "posted":
-                    db.execute("UPDATE inbound SET state='posted', posted_at=?, slack_ts=?,"
-                               " last_error=NULL WHERE id=?", (now, slack_ts, row_id))
-                elif state == "posting":
-                    db.execute("UPDATE inbound SET state='posting', attempts=attempts+1"
-                               " WHERE id=?", (row_id,))
-                else:
-                    db.execute("UPDATE inbound SET state=?, last_error=? WHERE id=?",
-                               (state, error, row_id))
+            if state == "posted":
+                db.executemany("UPDATE inbound SET state='posted', posted_at=?, slack_ts=?,"
+                               " last_error=NULL WHERE id=?",
+                               [(now, slack_ts, row_id) for row_id in ids])
+            elif state != "posting":
+                db.executemany("UPDATE inbound SET state=?, last_error=? WHERE id=?",
+                               [(state, error, row_id) for row_id in ids])
+            if posting:
+                db.executemany("UPDATE inbound SET state='posting', attempts=attempts+1"
+                               " WHERE id=?", [(row_id,) for row_id in posting])
         self._transaction(update)
 
     async def move_inbound(self, ids: Iterable[int], channel: str) -> None:
@@ -910,7 +913,7 @@ def _insert_inbound(db: sqlite3.Connection, items: list[NewInbound]) -> list[Inb
             " received_at, kind, conversation, outbound_id)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (None if isinstance(item.text, EchoText) else item.text.event_id or None,
-             item.channel, item.endpoint, json.dumps(asdict(item.text)),
+             item.channel, item.endpoint, text_json(item.text),
              item.received_at, "echo" if is_echo else "in", item.conversation,
              item.text.outbound_id if isinstance(item.text, EchoText) else None))
         if cursor.rowcount == 0:

@@ -278,7 +278,8 @@ class Echoes:
         return self.known.get(outbound_id)
 
     async def posted(self, outbound_id: int, channel: str, ts: str, *,
-                     shown_final: bool) -> None:
+                     shown_final: bool, stored: bool = False) -> None:
+        assert stored == shown_final  # a final state is stored with the echo's mark
         self.posted_calls.append((outbound_id, shown_final))
 
 

@@ -423,6 +423,35 @@ async def test_a_text_is_stored_with_its_audit_entry_echo_and_request_once(
     await store.close()
 
 
+async def test_an_echo_posted_showing_its_outcome_is_its_texts_feedback_target_in_one_mark(
+        backend: Backend) -> None:
+    """The "posted" mark of a post carrying echoes that show their text's outcome also makes
+    that post the texts' feedback target, done; the next post's "posting" goes with it."""
+    store = await backend.open()
+    accepted = [await store.accept_outbound(
+        NewOutbound(slack_user="U1", slack_channel="C9", endpoint="alice",
+                    destination="pjsip:alice", body=body, response_url=None,
+                    segments_total=1),
+        echo=NewInbound(channel="C0ALICE", endpoint="alice", received_at=time.time(),
+                        conversation="alice", text=EchoText(
+                            body=body, slack_user="U1", slack_user_name="ann",
+                            endpoint="alice", outbound_id=0)))
+        for body in ("one", "two", "three")]
+    echoes = [a.echo.id for a in accepted if a is not None and a.echo is not None]
+    rows = [a.row.id for a in accepted if a is not None]
+    await store.mark_inbound(echoes[:2], "posting")
+    await store.mark_inbound(echoes[:2], "posted", slack_ts="8.8", then_posting=echoes[2:],
+                             channel="C0ALICE", echoes_done=rows[:1])
+    first, second, _ = [await store.get_outbound(row_id) for row_id in rows]
+    assert first is not None and second is not None
+    assert (first.feedback_channel, first.feedback_ts, first.feedback_done) == \
+        ("C0ALICE", "8.8", True)
+    assert (second.feedback_ts, second.feedback_done) == (None, False)  # shown by reaction
+    assert [(r.id, r.state) for r in await store.waiting_inbound()] == \
+        [(echoes[2], "posting")]
+    await store.close()
+
+
 async def test_a_forgotten_event_counts_as_first_seen_again(backend: Backend) -> None:
     store = await backend.open()
     assert await store.first_sight_of_event("Ev1") is True

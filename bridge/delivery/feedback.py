@@ -211,12 +211,14 @@ class DeliveryFeedback:
         return f":{SENT}: sent" if sent else f":{FAILED}: not sent: {escape(reason)}"
 
     async def posted(self, outbound_id: int, channel: str, ts: str, *,
-                     shown_final: bool) -> None:
+                     shown_final: bool, stored: bool = False) -> None:
         """The echo of a /sip text is in Slack at `ts`; from now on it carries the state.
-        `shown_final`: it was posted already showing the outcome."""
+        `shown_final`: it was posted already showing the outcome; `stored`: and the relay
+        stored it as the text's feedback target, done (with the echo's "posted" mark)."""
         if shown_final:
             sent, reason = self._outcomes.pop(outbound_id, (True, ""))
-            await self._store.set_feedback_target(outbound_id, channel, ts, done=True)
+            if not stored:
+                await self._store.set_feedback_target(outbound_id, channel, ts, done=True)
             if not sent:  # the echo says why; the notice below it carries the Retry button
                 row = await self._store.get_outbound(outbound_id)
                 if row is not None:

@@ -150,8 +150,9 @@ class EchoListener(Protocol):
         """The text's final state as a note for its echo (escaped), if it is known yet."""
 
     async def posted(self, outbound_id: int, channel: str, ts: str, *,
-                     shown_final: bool) -> None:
-        """The echo is in Slack at `ts`; `shown_final`: it already shows the final state."""
+                     shown_final: bool, stored: bool = False) -> None:
+        """The echo is in Slack at `ts`; `shown_final`: it already shows the final state;
+        `stored`: and that is stored already (the echo's feedback target, done)."""
 
 
 def conversation_key(endpoint: str | None, sender_uri: str, asterisk_endpoint: str = "",
@@ -250,6 +251,16 @@ class _Partial:
     first_ts: str
 
 
+@dataclass(frozen=True)
+class _Posted:
+    """A post whose "posted" mark is still to be written: its texts, its ts, and the /sip
+    texts whose echoes it carries showing their final state (`mark_inbound` echoes_done)."""
+
+    ids: list[int]
+    ts: str
+    echoes_done: list[int]
+
+
 class _SenderRate:
     """A token bucket per sender (conversation): `rate` texts a second, bursts of `burst`."""
 
@@ -309,7 +320,7 @@ class InboundRelay:
         self._partials: dict[str, _Partial] = {}
         # Per channel: the last post's texts and ts, whose "posted" mark waits to be written
         # with the next post's "posting" mark (one store trip per post, not two).
-        self._unmarked: dict[str, tuple[list[int], str]] = {}
+        self._unmarked: dict[str, _Posted] = {}
         self._rates = _SenderRate(delivery.inbound_rate, delivery.inbound_burst)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -437,7 +448,7 @@ class InboundRelay:
                 elif state is None or state.worker is None or state.worker.done():
                     await self._resume(channel)
                 elif not state.spilled and waiting[channel] > len(state.queue) + len(
-                        self._unmarked.get(channel, ((), ""))[0]):
+                        self._unmarked[channel].ids if channel in self._unmarked else ()):
                     # More waiting in the store than queued here: texts another replica
                     # stored (an echo of a /sip it took, or a text from phones it stored
                     # just before it lost the PBX's stream). Merged in order between two
@@ -801,8 +812,12 @@ class InboundRelay:
         self._refits.pop(channel, None)
         # More texts queued behind: their post is next, and its "posting" mark carries this
         # one's "posted" (a crash in between leaves these "posting": looked for in Slack).
+        # Not with several replicas: a replica taking over a channel would have two posts to
+        # look for instead of one, and a failover is slow enough already.
+        defer = len(queue) > len(batch) and not (self._leases is not None
+                                                 and self._leases.shared)
         await self._delivered(channel, batch, first_ts, latency=time.monotonic() - started,
-                              shown_final=set(states), defer=len(queue) > len(batch))
+                              shown_final=set(states), defer=defer)
         self._popped(channel, queue, len(batch))
         return "ok"
 
@@ -905,8 +920,9 @@ class InboundRelay:
             await self._store.mark_inbound(ids, "posting")
             return
         try:
-            await self._store.mark_inbound(done[0], "posted", slack_ts=done[1],
-                                           then_posting=ids)
+            await self._store.mark_inbound(done.ids, "posted", slack_ts=done.ts,
+                                           then_posting=ids, channel=channel,
+                                           echoes_done=done.echoes_done)
         except StoreError:
             self._unmarked[channel] = done  # neither was written
             raise
@@ -917,26 +933,35 @@ class InboundRelay:
         if done is None:
             return
         try:
-            await self._store.mark_inbound(done[0], "posted", slack_ts=done[1])
+            await self._write(channel, done)
         except StoreError:
             self._unmarked[channel] = done
             raise
+
+    async def _write(self, channel: str, posted: _Posted) -> None:
+        await self._store.mark_inbound(posted.ids, "posted", slack_ts=posted.ts,
+                                       channel=channel, echoes_done=posted.echoes_done)
 
     async def _delivered(self, channel: str, batch: list[InboundRow], ts: str, *,
                          latency: float = 0.0, recovered: bool = False,
                          shown_final: set[int] | None = None, defer: bool = False) -> None:
         """The texts are in Slack at `ts`. `defer`: the "posted" mark is written with the
         next post's "posting" mark (`_mark_posting`) or when the channel stops posting."""
-        ids = [row.id for row in batch]
+        # Echoes posted showing their text's final state: that state is theirs for good,
+        # stored with the "posted" mark (a store trip per echo less).
+        done = [row.text.outbound_id for row in batch if isinstance(row.text, EchoText)
+                and row.text.outbound_id in (shown_final or ())]
+        posted = _Posted([row.id for row in batch], ts, done)
         if defer:
-            self._unmarked[channel] = (ids, ts)
+            self._unmarked[channel] = posted
         else:
             await self._write_posted(channel)
-            await self._store.mark_inbound(ids, "posted", slack_ts=ts)
+            await self._write(channel, posted)
         for row in batch:
             if isinstance(row.text, EchoText) and self._echoes is not None:
+                final = row.text.outbound_id in (shown_final or ())
                 await self._echoes.posted(row.text.outbound_id, channel, ts,
-                                          shown_final=row.text.outbound_id in (shown_final or ()))
+                                          shown_final=final, stored=final)
         now = time.time()
         metrics.inbound_posted([now - row.received_at for row in batch
                                 if not isinstance(row.text, EchoText)], recovered=recovered)

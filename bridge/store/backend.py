@@ -64,10 +64,14 @@ class StoreBackend(Protocol):
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
                            error: str | None = None, slack_ts: str | None = None,
-                           then_posting: Iterable[int] = ()) -> None:
+                           then_posting: Iterable[int] = (), channel: str = "",
+                           echoes_done: Iterable[int] = ()) -> None:
         """Set the texts' state. `then_posting`: with state "posted", these other texts are
         marked "posting" in the same transaction (a channel posting back to back writes once
-        a post: the post that went and the one about to go)."""
+        a post: the post that went and the one about to go). `echoes_done`: with "posted",
+        the /sip texts (outbound IDs) whose echoes are among `ids`, posted showing their
+        final state: their feedback target becomes that post (`channel`, `slack_ts`), done,
+        in the same transaction."""
 
     async def move_inbound(self, ids: Iterable[int], channel: str) -> None: ...
 

@@ -562,16 +562,20 @@ class PostgresStore:
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
                            error: str | None = None, slack_ts: str | None = None,
-                           then_posting: Iterable[int] = ()) -> None:
+                           then_posting: Iterable[int] = (), channel: str = "",
+                           echoes_done: Iterable[int] = ()) -> None:
         ids = list(ids)
         posting = list(then_posting)
-        if state == "posted" and posting:
-            # One statement, one round trip: the two sets of rows are disjoint.
+        shown = list(echoes_done)
+        if state == "posted" and (posting or shown):
+            # One statement, one round trip: the sets of rows are disjoint.
             await self._execute(
                 "WITH done AS (UPDATE inbound SET state='posted', posted_at=%s, slack_ts=%s,"
-                " last_error=NULL WHERE id = ANY(%s))"
+                " last_error=NULL WHERE id = ANY(%s)),"
+                " shown AS (UPDATE outbound SET feedback_channel=%s, feedback_ts=%s,"
+                " feedback_done=TRUE WHERE id = ANY(%s))"
                 " UPDATE inbound SET state='posting', attempts=attempts+1 WHERE id = ANY(%s)",
-                (time.time(), slack_ts, ids, posting))
+                (time.time(), slack_ts, ids, channel, slack_ts, shown, posting))
         elif state == "posted":
             await self._execute("UPDATE inbound SET state='posted', posted_at=%s, slack_ts=%s,"
                                 " last_error=NULL WHERE id = ANY(%s)",

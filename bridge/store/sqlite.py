@@ -514,12 +514,14 @@ class Store:
 
     async def mark_inbound(self, ids: Iterable[int], state: InboundState, *,
                            error: str | None = None, slack_ts: str | None = None,
-                           then_posting: Iterable[int] = ()) -> None:
+                           then_posting: Iterable[int] = (), channel: str = "",
+                           echoes_done: Iterable[int] = ()) -> None:
         await self._run(self._mark_inbound, list(ids), state, error, slack_ts,
-                        list(then_posting))
+                        list(then_posting), channel, list(echoes_done))
 
     def _mark_inbound(self, ids: list[int], state: InboundState, error: str | None,
-                      slack_ts: str | None, then_posting: list[int]) -> None:
+                      slack_ts: str | None, then_posting: list[int], channel: str,
+                      echoes_done: list[int]) -> None:
         now = time.time()
         posting = ids + then_posting if state == "posting" else then_posting
 
@@ -534,6 +536,10 @@ class Store:
             if posting:
                 db.executemany("UPDATE inbound SET state='posting', attempts=attempts+1"
                                " WHERE id=?", [(row_id,) for row_id in posting])
+            if state == "posted" and echoes_done:
+                db.executemany("UPDATE outbound SET feedback_channel=?, feedback_ts=?,"
+                               " feedback_done=1 WHERE id=?",
+                               [(channel, slack_ts, row_id) for row_id in echoes_done])
         self._transaction(update)
 
     async def move_inbound(self, ids: Iterable[int], channel: str) -> None:

@@ -90,7 +90,11 @@ async def exercise(store: Store) -> set[str]:
     await call("outbound_notified", row_id)
     echo = EchoText(body="hi", slack_user="U1", slack_user_name="u", endpoint="alice",
                     outbound_id=row_id)
-    await call("add_inbound", [NewInbound("C1", "alice", echo, now, "alice")])
+    echoed = await call("add_inbound", [NewInbound("C1", "alice", echo, now, "alice")])
+    # the echo's "posted" mark with its text's feedback target and the next post's "posting"
+    await call("mark_inbound", [row.id for row in echoed if row is not None],  # type: ignore[attr-defined]
+               "posted", slack_ts="5.5", then_posting=ids, channel="C1",
+               echoes_done=[row_id])
     # A /sip text as the Slack side stores it: the command, the text, its audit and echo.
     await call("accept_outbound", NewOutbound(
         slack_user="U1", slack_channel="C1", endpoint="alice", destination="pjsip:alice",

@@ -915,32 +915,29 @@ class InboundRelay:
 
     async def _mark_posting(self, channel: str, ids: list[int]) -> None:
         """Mark a post's texts "posting" (before it goes), with the last post's "posted"."""
-        done = self._unmarked.pop(channel, None)
-        if done is None:
+        if channel in self._unmarked:
+            await self._write_posted(channel, then_posting=ids)
+        else:
             await self._store.mark_inbound(ids, "posting")
-            return
-        try:
-            await self._store.mark_inbound(done.ids, "posted", slack_ts=done.ts,
-                                           then_posting=ids, channel=channel,
-                                           echoes_done=done.echoes_done)
-        except StoreError:
-            self._unmarked[channel] = done  # neither was written
-            raise
 
-    async def _write_posted(self, channel: str) -> None:
-        """Write the last post's "posted" mark now, if it waits for a next post."""
+    async def _write_posted(self, channel: str, *, then_posting: list[int] | None = None
+                            ) -> None:
+        """Write the last post's "posted" mark now, if it waits for a next post (with
+        `then_posting` marked "posting" in the same transaction); kept if it fails."""
         done = self._unmarked.pop(channel, None)
         if done is None:
             return
         try:
-            await self._write(channel, done)
+            await self._write(channel, done, then_posting or [])
         except StoreError:
-            self._unmarked[channel] = done
+            self._unmarked[channel] = done  # nothing was written
             raise
 
-    async def _write(self, channel: str, posted: _Posted) -> None:
+    async def _write(self, channel: str, posted: _Posted,
+                     then_posting: list[int] | None = None) -> None:
         await self._store.mark_inbound(posted.ids, "posted", slack_ts=posted.ts,
-                                       channel=channel, echoes_done=posted.echoes_done)
+                                       then_posting=then_posting or [], channel=channel,
+                                       echoes_done=posted.echoes_done)
 
     async def _delivered(self, channel: str, batch: list[InboundRow], ts: str, *,
                          latency: float = 0.0, recovered: bool = False,
@@ -949,8 +946,9 @@ class InboundRelay:
         next post's "posting" mark (`_mark_posting`) or when the channel stops posting."""
         # Echoes posted showing their text's final state: that state is theirs for good,
         # stored with the "posted" mark (a store trip per echo less).
+        shown = shown_final or set()
         done = [row.text.outbound_id for row in batch if isinstance(row.text, EchoText)
-                and row.text.outbound_id in (shown_final or ())]
+                and row.text.outbound_id in shown]
         posted = _Posted([row.id for row in batch], ts, done)
         if defer:
             self._unmarked[channel] = posted
@@ -959,7 +957,7 @@ class InboundRelay:
             await self._write(channel, posted)
         for row in batch:
             if isinstance(row.text, EchoText) and self._echoes is not None:
-                final = row.text.outbound_id in (shown_final or ())
+                final = row.text.outbound_id in shown
                 await self._echoes.posted(row.text.outbound_id, channel, ts,
                                           shown_final=final, stored=final)
         now = time.time()

@@ -72,3 +72,17 @@ async def wait_phone_posts(slack: Any, n: int, timeout: float = 10.0) -> list[di
                                  f"{shown_texts(slack.posts)!r} in {len(slack.posts)} posts")
         await asyncio.sleep(0.05)
     return phone_posts(slack.posts)
+
+
+async def wait_all_shown(slack: Any, wanted: set[str], timeout: float) -> list[str]:
+    """Wait until every text of `wanted` is shown in the fake Slack, then half a second more
+    (a double would show up by then); return every text shown. Fails naming the missing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while missing := wanted - set(shown_texts(slack.posts)):
+        if loop.time() > deadline:
+            raise AssertionError(f"{len(missing)} of {len(wanted)} texts not in Slack after "
+                                 f"{timeout} s: {sorted(missing)[:10]} ...")
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(0.5)
+    return shown_texts(slack.posts)

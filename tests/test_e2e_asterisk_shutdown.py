@@ -27,7 +27,7 @@ from bridge_runner import BridgeProcess, ack_text
 from conftest import own_pbx, start_bridge
 from fake_slack import FakeSlack
 from sip_ua import SipPhone
-from slack_view import shown_texts
+from slack_view import wait_all_shown
 
 pytestmark = pytest.mark.asterisk
 
@@ -148,14 +148,14 @@ async def test_the_shipped_stop_loses_no_text_asterisk_accepted(
         while asterisk.running:
             await asyncio.sleep(0.1)
         await bridge.wait_for_log("AMI: disconnected")
-        await asyncio.sleep(2.0)  # let the bridge post what it received
         assert old_run is not None
         in_spool = spooled_bodies(old_run / "db" / "astdb.sqlite3")
-        shown = shown_texts(slack.posts)
         # Every accepted text is in Slack, or in Asterisk's spool, which the bridge reads
-        # when it reconnects after the restart (tests/test_e2e_durability.py).
-        lost = sorted(set(accepted) - set(shown) - in_spool, key=lambda t: int(t.split()[1]))
-        assert lost == []
+        # when it reconnects after the restart (tests/test_e2e_durability.py). How many were
+        # accepted depends on how fast the module unload went (80 here, 260 on a loaded
+        # machine); what passed the phone's flood limit is posted combined at Slack's pace,
+        # so the wait is for the texts, not for a fixed time (260 took 8.5 s).
+        shown = await wait_all_shown(slack, set(accepted) - in_spool, timeout=60)
         assert len(accepted) > 50 and len(refused) > 0
         assert len(shown) == len(set(shown))  # each once
         assert not set(refused) & (set(shown) | in_spool)

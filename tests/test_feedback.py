@@ -350,6 +350,40 @@ async def test_an_outcome_handed_over_again_while_it_is_being_told_is_told_once(
     assert teller.told == [(USER, RESPONSE_URL, SENT_TOLD)]
 
 
+async def test_senders_told_together_are_recorded_in_one_write_and_never_told_twice(
+        store: Store, teller: Told, feedback: DeliveryFeedback,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Who has heard is recorded a moment later, for everyone told meanwhile in one write;
+    until then the outbox, finding such a text untold in the store, does not tell it again;
+    a stop records what is waiting, so the next start tells nobody twice."""
+    writes: list[tuple[int, ...]] = []
+    notified = store.outbound_notified
+
+    async def counted(*row_ids: int) -> None:
+        writes.append(row_ids)
+        await notified(*row_ids)
+
+    monkeypatch.setattr(store, "outbound_notified", counted)
+    rows = [await slash_text(store, f"text {i}") for i in range(5)]
+    outcomes = [await finish(store, row) for row in rows]
+    for outcome in outcomes:
+        feedback.outcome(outcome)
+    await until(lambda: len(teller.told) == 5)
+    for outcome in outcomes:  # the outbox's re-tell, before the record is written
+        feedback.outcome(outcome)
+    for row in rows:
+        await until_notified(store, row.id)
+    assert writes == [tuple(row.id for row in rows)]
+    assert len(teller.told) == 5
+    # One more told, then a stop at once: recorded before the stop ends.
+    late = await slash_text(store, "late")
+    feedback.outcome(await finish(store, late))
+    await until(lambda: len(teller.told) == 6)
+    await feedback.stop(1)
+    assert (await store.get_outbound(late.id)).notified  # type: ignore[union-attr]
+    assert await store.unfinished_outbound() == []
+
+
 async def test_a_refused_reply_shows_a_cross(store: Store, view: SlackView,
                                              feedback: DeliveryFeedback) -> None:
     await feedback.show_refused(ALICE, REPLY_TS)

@@ -17,6 +17,7 @@ import pytest
 from bridge.core.directory import Endpoint
 from bridge.core.model import OutboundRow, Outcome
 from bridge.core.segments import MAX_SEGMENT_BYTES
+from bridge.delivery import outbound
 from bridge.delivery.outbound import OutboundText, Outbox, Route
 from bridge.store.sqlite import Store
 
@@ -138,9 +139,10 @@ async def test_stop_waits_for_every_text_in_flight(store: Store) -> None:
     assert states == ["sent"] * sent + ["queued"] * (20 - sent)
 
 
-async def test_a_text_sent_alone_costs_one_read_of_the_store(store: Store) -> None:
-    """Texts sent one at a time (a person typing /sip): the lane reads the store once per
-    text, not again after each one to find nothing new."""
+async def test_texts_sent_one_at_a_time_cost_no_read_of_the_store(store: Store) -> None:
+    """Texts sent one at a time (a person typing /sip) on a bridge alone on its store: the
+    lane reads the store once, at start, and takes each text as it is stored, not by reading
+    the store again for it."""
     link, feedback = SlowLink(seed=3), Feedback()
     reads = 0
     unfinished = store.unfinished_outbound
@@ -159,4 +161,37 @@ async def test_a_text_sent_alone_costs_one_read_of_the_store(store: Store) -> No
             await until(lambda sent=i + 1: len(feedback.outcomes) == sent)
             await asyncio.sleep(0.05)  # the lane is idle again before the next text
         assert link.wire == [f"text #{i}" for i in range(10)]
-    assert reads == 1 + 10
+    assert reads == 1
+
+
+@pytest.mark.parametrize("seed", range(5))
+async def test_texts_stored_while_the_lane_reads_the_store_go_out_once_in_order(
+        store: Store, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+    """The lane still reads the store now and then (at start, and every `_RETELL_INTERVAL`,
+    here 20 ms): a text stored while a (slow) read runs is in that read or handed to the lane
+    after it, or both, and goes out once, in order."""
+    monkeypatch.setattr(outbound, "_RETELL_INTERVAL", 0.02)
+    rng = random.Random(seed)
+    link, feedback = SlowLink(seed=seed), Feedback()
+    reads = 0
+    unfinished = store.unfinished_outbound
+
+    async def slow() -> list[OutboundRow]:
+        nonlocal reads
+        reads += 1
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        rows = await unfinished()
+        await asyncio.sleep(rng.uniform(0, 0.01))
+        return rows
+
+    store.unfinished_outbound = slow  # type: ignore[method-assign]
+    box = Outbox(store=store, feedback=feedback, max_wait=60, routes={"hq": Route(link)})
+    texts = [f"text #{i}" for i in range(150)]
+    async with running(box):
+        for text in texts:
+            await box.accept(request(text), ALICE)
+            await asyncio.sleep(rng.choice((0, 0, 0.001, 0.004)))
+        await until(lambda: len(feedback.outcomes) == len(texts))
+        await asyncio.sleep(0.1)  # a text sent twice would be on the wire now
+    assert link.wire == texts
+    assert reads > 5  # the reads did come between the texts

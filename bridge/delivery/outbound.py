@@ -88,6 +88,13 @@ class _Lane:
         self.idle = asyncio.Event()
         self.idle.set()
         self.waiting = 0
+        # Texts this replica stored since the lane last read the store (`Outbox.accept`), and
+        # whether they are all it has to send: the lane then takes them from here instead of
+        # reading the store again (one read per text saved).
+        self.fresh: list[OutboundRow] = []
+        self.in_sync = False
+        self.read_max = 0  # the newest row id the last store read could see
+        self.read_at = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +195,8 @@ class Outbox:
         if (awaited and lane is not None and lane.waiting < _ANSWER_AHEAD_MAX
                 and self._holds(lane) and lane.route.sender.ready):
             self._feedback.expect(row.id)
+        if lane is not None:
+            lane.fresh.append(row)
         for woken in [lane] if lane is not None else self._lanes.values():
             woken.waiting += 1
             woken.wakeup.set()
@@ -208,33 +217,45 @@ class Outbox:
         # Several replicas: texts another replica stored are found by asking the store this
         # often, and a lane whose lease another replica holds waits for it.
         poll = self._leases.renew_interval / 2 if self._leases and self._leases.shared else None
+        # One replica (no other writes to its store): what the lane read, sent and was handed
+        # since is all there is; the store is read again at start, after a lease was lost, and
+        # every `_RETELL_INTERVAL` (outcomes not told yet).
+        alone = self._leases is None or not self._leases.shared
         while not self._stopping:
             lane.wakeup.clear()
             if not self._holds(lane):
+                lane.in_sync = False
                 await asyncio.sleep(poll or _EXPIRY_CHECK)
                 continue
-            try:
-                every = await self._store.unfinished_outbound()
-            except StoreError as exc:  # an unusable store file: the texts wait, in it
-                log.warning("text out: cannot read the store (%s); retrying", exc)
-                await asyncio.sleep(_STORE_RETRY)
-                continue
-            rows = []
-            for row in every:
-                owner = self._lane_of(row)
-                if owner is lane:
-                    rows.append(row)
-                elif owner is None and lane is first and row.state == "queued":
-                    # Its PBX was removed from the config: it cannot go anywhere.
-                    await self._fail(row, row.segments_sent, TextRejected(
-                        f"its PBX {row.pbx!r} is no longer in the bridge's config"))
-            queued = [row for row in rows if row.state == "queued"]
-            lane.waiting = len(queued)
-            lane.idle.clear()
-            try:
-                await self._send_in_order(rows, lane)
-            finally:
-                lane.idle.set()
+            if (lane.in_sync and lane.fresh
+                    and time.monotonic() - lane.read_at < _RETELL_INTERVAL):
+                rows = queued = [row for row in lane.fresh if row.id > lane.read_max]
+                lane.fresh = []
+            else:
+                began = time.monotonic()
+                try:
+                    every = await self._store.unfinished_outbound()
+                except StoreError as exc:  # an unusable store file: the texts wait, in it
+                    log.warning("text out: cannot read the store (%s); retrying", exc)
+                    await asyncio.sleep(_STORE_RETRY)
+                    continue
+                # Rows handed meanwhile that this read saw already (ids only grow).
+                lane.read_max = max([lane.read_max, *(row.id for row in every)])
+                lane.fresh = [row for row in lane.fresh if row.id > lane.read_max]
+                lane.read_at = began
+                rows = []
+                for row in every:
+                    owner = self._lane_of(row)
+                    if owner is lane:
+                        rows.append(row)
+                    elif owner is None and lane is first and row.state == "queued":
+                        # Its PBX was removed from the config: it cannot go anywhere.
+                        await self._fail(row, row.segments_sent, TextRejected(
+                            f"its PBX {row.pbx!r} is no longer in the bridge's config"))
+                queued = [row for row in rows if row.state == "queued"]
+                lane.waiting = len(queued)
+            await self._send_rows(rows, lane)
+            lane.in_sync = alone and self._holds(lane)
             if self._stopping:
                 return
             if not queued or not lane.wakeup.is_set():
@@ -248,6 +269,13 @@ class Outbox:
                     await asyncio.wait_for(lane.wakeup.wait(), timeout)
                 except TimeoutError:
                     pass
+
+    async def _send_rows(self, rows: list[OutboundRow], lane: _Lane) -> None:
+        lane.idle.clear()
+        try:
+            await self._send_in_order(rows, lane)
+        finally:
+            lane.idle.set()
 
     async def _send_in_order(self, rows: list[OutboundRow], lane: _Lane) -> None:
         """Send a lane's unfinished texts in order, and tell the outcomes not told yet.

@@ -135,7 +135,8 @@ class StoreBackend(Protocol):
                               segments_sent: int | None = None) -> None:
         """Record a text's outcome, in its row and in its audit entry (one transaction)."""
 
-    async def outbound_notified(self, row_id: int) -> None: ...
+    async def outbound_notified(self, *row_ids: int) -> None:
+        """The senders of these texts have been told their outcome (one transaction)."""
 
     async def prune(self, older_than: float, *, audit_older_than: float | None = None
                     ) -> Pruned:

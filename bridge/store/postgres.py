@@ -790,8 +790,9 @@ class PostgresStore:
                                _params(state, error, row_id))
         await self._transaction(update)
 
-    async def outbound_notified(self, row_id: int) -> None:
-        await self._execute("UPDATE outbound SET notified=TRUE WHERE id=%s", (row_id,))
+    async def outbound_notified(self, *row_ids: int) -> None:
+        await self._execute("UPDATE outbound SET notified=TRUE WHERE id = ANY(%s)",
+                            (list(row_ids),))
 
     async def prune(self, older_than: float, *, audit_older_than: float | None = None
                     ) -> Pruned:

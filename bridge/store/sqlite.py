@@ -746,9 +746,9 @@ class Store:
                        (state, error, row_id))
         await self._run(self._transaction, update)
 
-    async def outbound_notified(self, row_id: int) -> None:
-        await self._run(self._transaction, lambda db: db.execute(
-            "UPDATE outbound SET notified=1 WHERE id=?", (row_id,)))
+    async def outbound_notified(self, *row_ids: int) -> None:
+        await self._run(self._transaction, lambda db: db.executemany(
+            "UPDATE outbound SET notified=1 WHERE id=?", [(i,) for i in row_ids]))
 
     async def prune(self, older_than: float, *, audit_older_than: float | None = None
                     ) -> Pruned:

@@ -35,9 +35,14 @@ REPLICAS_ADDED_P99_MAX_MS = 20.0
 REPLICAS_P50_JITTER_MS = 1.0
 REPLICAS_P99_AT = 200.0
 FAILOVER_MAX_S = 5.0
-# Outbound bridge CPU per text: half of what the code before issue 13 spent (4.5-4.9 ms
-# measured in the issue; 4.7 taken).
-OUTBOUND_CPU_MAX_MS = 2.35
+# Outbound bridge CPU per text, as a multiple of the bare AMI client's (MessageSend through
+# panoramisk, the run just before at the same rate): the same kind of work on the same
+# machine, so the figure carries from one machine to another where milliseconds do not (one
+# commit spent 2.9 ms per text on one machine, 4.4-6.2 on a slower one; its multiple was 5.0
+# there, 4.8-5.5 here). The code before issue 13 spent 7.9x (this benchmark's first full run:
+# 5.68 / 0.717 ms; 6.7-8.3x in turns with today's code on the slower machine); the target is
+# half of that.
+OUTBOUND_CPU_MAX_X = 3.95
 
 
 def _verdict(ok: bool | None) -> str:
@@ -181,10 +186,13 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         cpu = low.get("bridge_cpu_s_per_1000")
         reference = next((r for r in results.get("outbound_reference", [])
                           if r["rate_offered"] == low["rate_offered"]), {})
-        add("outbound bridge CPU per text", f"{cpu} ms" if cpu is not None else None,
-            f"<= {OUTBOUND_CPU_MAX_MS:g} ms at {low['rate_offered']:g}/s",
-            cpu is not None and cpu <= OUTBOUND_CPU_MAX_MS,
-            f"bare AMI client: {reference.get('client_cpu_s_per_1000')} ms per text")
+        bare = reference.get("client_cpu_s_per_1000")
+        times = round(cpu / bare, 2) if cpu is not None and bare else None
+        add("outbound bridge CPU per text / bare AMI client's",
+            f"{times}x ({cpu} ms)" if times is not None else None,
+            f"<= {OUTBOUND_CPU_MAX_X:g}x at {low['rate_offered']:g}/s (half of 7.9x)",
+            None if times is None else times <= OUTBOUND_CPU_MAX_X,
+            f"bare AMI client: {bare} ms per text" if bare else "no reference run at that rate")
 
     spool = results.get("spool")
     if spool:

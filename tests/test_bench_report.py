@@ -139,3 +139,17 @@ def test_the_replicas_added_p99_is_the_median_of_turns_and_needs_comparable_runs
     broken = replicas_latency(([44.0] * 3, [30.0] * 3), ([145.0] * 3, [140.0] * 3))
     target = replicas_p99_target(broken)
     assert target["verdict"] == "MISS" and "not comparable" in target["note"]
+
+
+def test_outbound_cpu_is_judged_against_the_bare_client_of_the_same_run() -> None:
+    """The same milliseconds pass on a slow machine and miss on a fast one: what is judged is
+    the bridge's CPU per text as a multiple of the bare AMI client's at that rate."""
+    def results(bridge_ms: float, bare_ms: float) -> dict[str, Any]:
+        return {"outbound": [{"rate_offered": 50, "lost": 0, "bridge_cpu_s_per_1000": bridge_ms}],
+                "outbound_reference": [{"rate_offered": 50, "client_cpu_s_per_1000": bare_ms}]}
+
+    name = "outbound bridge CPU per text / bare AMI client's"
+    [slow] = [t for t in evaluate(results(4.0, 1.1)) if t["target"] == name]
+    assert slow["verdict"] == "pass" and slow["value"] == "3.64x (4.0 ms)"
+    assert verdicts(results(4.0, 0.6))[name] == "MISS"
+    assert verdicts({"outbound": results(4.0, 0.6)["outbound"]})[name] == "n/a"

@@ -289,6 +289,11 @@ class Outbox:
         again, which would otherwise hand out a text still in flight a second time. (When
         the connection is lost or Asterisk restarts under a window, the texts in it are sent
         again as each finds the link back: their order may change then.)"""
+        if len(rows) == 1 and rows[0].state == "queued":  # the usual case: no window needed
+            if self._holds(lane) and not self._stopping:
+                await self._deliver(rows[0], lane)
+                lane.waiting = max(0, lane.waiting - 1)
+            return
         window = asyncio.Semaphore(_SEND_WINDOW)
         in_flight: set[asyncio.Task[None]] = set()
 

@@ -156,6 +156,9 @@ class Outbox:
             routes = {DEFAULT_PBX: Route(sender, from_)}
         self._lanes = {name: _Lane(name, route) for name, route in routes.items()}
         self._stopping = False
+        # One replica (no other writes to its store): what a lane read, sent and was handed
+        # since is all there is (`_Lane.fresh`).
+        self._alone = leases is None or not leases.shared
 
     @property
     def waiting(self) -> int:
@@ -195,7 +198,7 @@ class Outbox:
         if (awaited and lane is not None and lane.waiting < _ANSWER_AHEAD_MAX
                 and self._holds(lane) and lane.route.sender.ready):
             self._feedback.expect(row.id)
-        if lane is not None:
+        if lane is not None and self._alone:  # (with several replicas the store is read)
             lane.fresh.append(row)
         for woken in [lane] if lane is not None else self._lanes.values():
             woken.waiting += 1
@@ -217,10 +220,9 @@ class Outbox:
         # Several replicas: texts another replica stored are found by asking the store this
         # often, and a lane whose lease another replica holds waits for it.
         poll = self._leases.renew_interval / 2 if self._leases and self._leases.shared else None
-        # One replica (no other writes to its store): what the lane read, sent and was handed
-        # since is all there is; the store is read again at start, after a lease was lost, and
-        # every `_RETELL_INTERVAL` (outcomes not told yet).
-        alone = self._leases is None or not self._leases.shared
+        # Alone, the store is read at start, after a lease was lost, when no text was handed
+        # over, and every `_RETELL_INTERVAL` (outcomes not told yet).
+        alone = self._alone
         while not self._stopping:
             lane.wakeup.clear()
             if not self._holds(lane):

@@ -293,6 +293,7 @@ class InboundRelay:
         `leases`: with several replicas, which channels this one posts (None: all)."""
         self._store = store
         self._leases = leases
+        self._shared = leases is not None and leases.shared  # other replicas use the store
         self._refused: dict[str, float] = {}  # channel -> until when not to claim it again
         # Channels gained, or with texts other replicas stored: queues not yet taken up.
         self._fresh: set[str] = set()
@@ -334,7 +335,7 @@ class InboundRelay:
             log.info("text in: resuming %s texts from the store",
                      f"{resumed - 1}+" if resumed > _QUEUE_MAX else resumed)
         self._intake_task = self._tasks.spawn(self._run_intake(), name="inbound-intake")
-        if self._leases is not None and self._leases.shared:
+        if self._shared:
             self._tasks.spawn(self._run_scan(), name="inbound-scan")
 
     async def _resume(self, channel: str) -> int:
@@ -814,8 +815,7 @@ class InboundRelay:
         # one's "posted" (a crash in between leaves these "posting": looked for in Slack).
         # Not with several replicas: a replica taking over a channel would have two posts to
         # look for instead of one, and a failover is slow enough already.
-        defer = len(queue) > len(batch) and not (self._leases is not None
-                                                 and self._leases.shared)
+        defer = len(queue) > len(batch) and not self._shared
         await self._delivered(channel, batch, first_ts, latency=time.monotonic() - started,
                               shown_final=set(states), defer=defer)
         self._popped(channel, queue, len(batch))
@@ -928,7 +928,7 @@ class InboundRelay:
         if done is None:
             return
         try:
-            await self._write(channel, done, then_posting or [])
+            await self._write(channel, done, then_posting)
         except StoreError:
             self._unmarked[channel] = done  # nothing was written
             raise

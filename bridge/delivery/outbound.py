@@ -88,13 +88,12 @@ class _Lane:
         self.idle = asyncio.Event()
         self.idle.set()
         self.waiting = 0
-        # Texts this replica stored since the lane last read the store (`Outbox.accept`), and
-        # whether they are all it has to send: the lane then takes them from here instead of
-        # reading the store again (one read per text saved).
+        # Texts this replica stored since the lane last read the store (`Outbox.accept`; only
+        # when it is alone on its store, so they are all it has to send): once the lane has
+        # read the store, it takes them from here instead of reading it again for each.
         self.fresh: list[OutboundRow] = []
-        self.in_sync = False
         self.read_max = 0  # the newest row id the last store read could see
-        self.read_at = 0.0
+        self.read_at: float | None = None  # when the last store read began (monotonic)
 
 
 @dataclass(frozen=True)
@@ -220,16 +219,14 @@ class Outbox:
         # Several replicas: texts another replica stored are found by asking the store this
         # often, and a lane whose lease another replica holds waits for it.
         poll = self._leases.renew_interval / 2 if self._leases and self._leases.shared else None
-        # Alone, the store is read at start, after a lease was lost, when no text was handed
-        # over, and every `_RETELL_INTERVAL` (outcomes not told yet).
-        alone = self._alone
         while not self._stopping:
             lane.wakeup.clear()
             if not self._holds(lane):
-                lane.in_sync = False
                 await asyncio.sleep(poll or _EXPIRY_CHECK)
                 continue
-            if (lane.in_sync and lane.fresh
+            # Alone, the store is read at start, when no text was handed over, and every
+            # `_RETELL_INTERVAL` (outcomes not told yet); with several replicas, every time.
+            if (lane.fresh and lane.read_at is not None
                     and time.monotonic() - lane.read_at < _RETELL_INTERVAL):
                 rows = queued = [row for row in lane.fresh if row.id > lane.read_max]
                 lane.fresh = []
@@ -257,7 +254,6 @@ class Outbox:
                 queued = [row for row in rows if row.state == "queued"]
                 lane.waiting = len(queued)
             await self._send_rows(rows, lane)
-            lane.in_sync = alone and self._holds(lane)
             if self._stopping:
                 return
             if not queued or not lane.wakeup.is_set():

@@ -876,6 +876,38 @@ async def test_a_database_refusing_writes_is_a_problem_until_it_takes_them_again
         await store.close()
 
 
+async def test_a_write_whose_connection_the_server_ends_is_done_once_on_a_new_one(
+        postgres: PostgresCluster) -> None:
+    # A failover, a restart or an administrator ends the bridge's session in the middle of
+    # a write: the server says so (57P01) and commits nothing of it, so the write is done
+    # again on a fresh connection instead of failing the text (a /sip sender would read
+    # "cannot store", a phone's text would wait for the next spool read).
+    dbname = postgres.database()
+    store = await PostgresStore.open(postgres.url(dbname), timeout=5)
+    locker = await psycopg.AsyncConnection.connect(postgres.url(dbname))
+    try:
+        await locker.execute("LOCK TABLE inbound IN ACCESS EXCLUSIVE MODE")  # holds the write
+        writing = asyncio.ensure_future(
+            store.add_inbound([NewInbound("C1", "alice", text("in the middle"), 1.0)]))
+        deadline = time.monotonic() + 10
+        waiting: list[tuple[Any, ...]] = []
+        while not waiting:  # the store's session, waiting for the table in its write
+            assert time.monotonic() < deadline and not writing.done()
+            await asyncio.sleep(0.05)
+            waiting = postgres.execute("postgres", "SELECT pid FROM pg_stat_activity WHERE "
+                                       "datname = %s AND wait_event_type = 'Lock'", [dbname])
+        postgres.execute("postgres", "SELECT pg_terminate_backend(%s)", [waiting[0][0]])
+        await asyncio.sleep(0.3)
+        assert not writing.done()  # done again on a new session, which waits for the table
+        await locker.rollback()
+        await asyncio.wait_for(writing, 10)
+        assert [r.text.body for r in await store.waiting_inbound()] == ["in the middle"]
+        assert store.problem is None
+    finally:
+        await locker.close()
+        await store.close()
+
+
 async def test_a_database_turned_read_only_is_noticed_before_a_text_needs_it(
         postgres: PostgresCluster) -> None:
     store = await PostgresStore.open(postgres.url(postgres.database()), timeout=2)

@@ -101,6 +101,9 @@ _READ_ONLY_CHECK = ("SELECT current_setting('transaction_read_only') = 'on'"
                     " OR pg_is_in_recovery() AS read_only")
 # SQLSTATEs of a database going away under the bridge (shut down, restarting, dropped).
 _GONE = frozenset({"57P01", "57P02", "57P03", "57P04", "57P05", "3D000"})
+# The server ended the session (pg_terminate_backend, a fast shutdown, a failover's fencing):
+# it aborts whatever the session was doing, so the call is done again on a new connection.
+_SESSION_ENDED = "57P01"
 
 # Each entry upgrades the schema from version N to N+1 (index N), the same steps as SQLite's
 # `_MIGRATIONS` in PostgreSQL's types. Never edit a shipped entry: add a new one, and bump
@@ -440,15 +443,24 @@ class PostgresStore:
         # A database known to be unreachable gets a short wait for a connection, not the full
         # one: /healthz and a stopping bridge answer in a second, and the callers retry.
         wait = min(self._timeout, _UNREACHABLE_WAIT) if self.unreachable else self._timeout
-        try:
-            async with self._pool.connection(timeout=wait) as conn:
-                if single:
-                    value = await fn(conn)
-                else:
-                    async with conn.transaction():
+        for again in (True, False):
+            try:
+                async with self._pool.connection(timeout=wait) as conn:
+                    if single:
                         value = await fn(conn)
-        except psycopg.Error as exc:
-            raise self._trouble(exc) from exc
+                    else:
+                        async with conn.transaction():
+                            value = await fn(conn)
+                break
+            except psycopg.Error as exc:
+                # Its session ended under it (the pool checks a connection when handing it
+                # out, but the server's word can come just after): nothing of it committed,
+                # so once more, on a new connection (the pool drops the dead one).
+                if again and exc.sqlstate == _SESSION_ENDED:
+                    log.info("store: %s ended the session in the middle of a call (%s); "
+                             "doing it again on a new connection", self._where, _reason(exc))
+                    continue
+                raise self._trouble(exc) from exc
         self._worked(wrote=writes)
         return value
 

@@ -388,6 +388,36 @@ async def test_a_text_set_aside_waits_no_more_and_is_never_pruned(backend: Backe
                                                                      "msg_too_long")]
 
 
+async def test_the_store_files_stay_small_under_a_steady_stream_of_texts(
+        tmp_path: Path) -> None:
+    """The bridge checkpoints the WAL itself (off the event loop): texts stored one at a
+    time, as /sip texts come, leave a WAL of a few MB, not one growing with every text."""
+    path = tmp_path / "store.sqlite3"
+    store = await Store.open(path)
+    try:
+        for i in range(1500):
+            accepted = await store.accept_outbound(
+                NewOutbound(slack_user="U1", slack_channel="C9", endpoint="alice",
+                            destination="pjsip:alice", body=f"text {i}", response_url=None,
+                            segments_total=1),
+                request_id=f"command:{i}", audit=AuditEntry(
+                    at=time.time(), slack_user="U1", slack_channel="C9", source="slash",
+                    recipient="alice", endpoint="alice", destination="pjsip:alice",
+                    result="accepted", reason=None, outbound_id=None, text=None),
+                echo=NewInbound(channel="C0ALICE", endpoint="alice", received_at=time.time(),
+                                conversation="alice", text=EchoText(
+                                    body=f"text {i}", slack_user="U1", slack_user_name="ann",
+                                    endpoint="alice", outbound_id=0)))
+            assert accepted is not None
+            await store.finish_outbound(accepted.row.id, "sent", segments_sent=1)
+        await asyncio.sleep(0.2)  # the last checkpoint, on the store thread
+        wal = Path(f"{path}-wal").stat().st_size
+        assert wal < 8_000_000, f"the WAL is {wal / 1e6:.0f} MB after 1,500 texts"
+        assert path.stat().st_size > 500_000  # the texts are in the store file itself
+    finally:
+        await store.close()
+
+
 async def test_a_text_is_stored_with_its_audit_entry_echo_and_request_once(
         backend: Backend) -> None:
     """One transaction takes a /sip text, its audit entry, its echo and the command's ID;

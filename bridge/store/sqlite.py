@@ -348,8 +348,10 @@ class Store:
         if fd is not None:
             os.close(fd)  # closing releases the flock; the file stays (harmless, reused)
 
-    async def _run(self, fn: Callable[..., T], *args: Any, raw: bool = False) -> T:
-        return await self._engine.run(fn, *args, raw=raw)
+    async def _run(self, fn: Callable[..., T], *args: Any, raw: bool = False,
+                   bulk: bool = False) -> T:
+        """`bulk`: an operation on many rows, always on the store thread (GroupCommit)."""
+        return await self._engine.run(fn, *args, raw=raw, bulk=bulk)
 
     # -- the engine's view of the store's health (runs on the store thread) -----------------
 
@@ -394,6 +396,7 @@ class Store:
             db.row_factory = sqlite3.Row  # rows are read by column name, never by position
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA wal_autocheckpoint=0")  # the engine checkpoints, on its thread
             db.execute("PRAGMA busy_timeout=5000")
             version = self._schema_version(db)
             # A damaged page anywhere (not only in the header) is found now, with the same
@@ -475,7 +478,7 @@ class Store:
 
     async def add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
         """Store texts in one transaction; None in place of a duplicate (same message_id)."""
-        return await self._run(self._add_inbound, items)
+        return await self._run(self._add_inbound, items, bulk=True)
 
     def _add_inbound(self, items: list[NewInbound]) -> list[InboundRow | None]:
         return self._transaction(lambda db: _insert_inbound(db, items))
@@ -495,13 +498,13 @@ class Store:
                               limit: int | None = None) -> list[InboundRow]:
         """Inbound texts not yet known to be posted, oldest first: all of them, or the
         oldest `limit` of one `channel`."""
-        return await self._run(self._waiting_inbound, channel, limit)
+        return await self._run(self._waiting_inbound, channel, limit, bulk=True)
 
     async def waiting_channels(self) -> dict[str, int]:
         """The channels with inbound texts waiting, each with how many."""
         return await self._run(lambda: dict(self._conn().execute(
             "SELECT channel, count(*) FROM inbound WHERE state IN ('pending', 'posting')"
-            " GROUP BY channel")))
+            " GROUP BY channel")), bulk=True)
 
     def _waiting_inbound(self, channel: str | None, limit: int | None) -> list[InboundRow]:
         where = " AND channel = ?" if channel is not None else ""
@@ -543,7 +546,7 @@ class Store:
         self._transaction(update)
 
     async def move_inbound(self, ids: Iterable[int], channel: str) -> None:
-        await self._run(self._move_inbound, list(ids), channel)
+        await self._run(self._move_inbound, list(ids), channel, bulk=True)
 
     def _move_inbound(self, ids: list[int], channel: str) -> None:
         self._transaction(lambda db: db.executemany(
@@ -606,7 +609,7 @@ class Store:
 
     async def unfinished_outbound(self) -> list[OutboundRow]:
         """Texts still to send, and finished ones whose sender has not been told yet."""
-        return await self._run(self._unfinished_outbound)
+        return await self._run(self._unfinished_outbound, bulk=True)
 
     def _unfinished_outbound(self) -> list[OutboundRow]:
         cursor = self._conn().execute(
@@ -624,7 +627,7 @@ class Store:
 
     async def recent_outbound(self, slack_user: str, limit: int = 10) -> list[OutboundRow]:
         """A user's latest texts to phones, newest first (for the App Home)."""
-        return await self._run(self._recent_outbound, slack_user, limit)
+        return await self._run(self._recent_outbound, slack_user, limit, bulk=True)
 
     def _recent_outbound(self, slack_user: str, limit: int) -> list[OutboundRow]:
         cursor = self._conn().execute(
@@ -764,7 +767,7 @@ class Store:
         total = Pruned(texts=0, threads=0, conversations=0, slack_events=0, audit=0)
         while True:
             batch, more = await self._run(self._prune, older_than, audit_older_than,
-                                          _PRUNE_BATCH)
+                                          _PRUNE_BATCH, bulk=True)
             total = Pruned(*(a + b for a, b in zip(astuple(total), astuple(batch),
                                                    strict=True)))
             if not more:

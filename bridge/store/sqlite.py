@@ -229,8 +229,9 @@ _PRUNE_BATCH = 500
 
 
 class Store:
-    """Async facade over one SQLite connection owned by one thread (`GroupCommit`: many
-    operations share one commit under load, and each answers only after its commit)."""
+    """Async facade over one SQLite connection (`GroupCommit`: a point operation runs on the
+    event loop when the store thread is idle, the rest on that thread, where many share one
+    commit under load; each answers only after its commit)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

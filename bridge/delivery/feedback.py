@@ -137,11 +137,24 @@ class DeliveryFeedback:
         future = self._expected.get(row_id)
         if future is None:
             return None
+        # A waiter woken by the outcome or the timeout, whichever comes first: what
+        # asyncio.wait does, without its task set (a few percent of a /sip text's CPU).
+        waiter = asyncio.get_running_loop().create_future()
+
+        def wake(_: object = None) -> None:
+            if not waiter.done():
+                waiter.set_result(None)
+
+        future.add_done_callback(wake)
+        timer = asyncio.get_running_loop().call_later(timeout, wake)
         try:
-            await asyncio.wait({future}, timeout=timeout)
+            await waiter
         except BaseException:  # the request was abandoned: nobody will answer with it
             self.forget(row_id)
             raise
+        finally:
+            timer.cancel()
+            future.remove_done_callback(wake)
         if not future.done():
             self.forget(row_id)
             return None

@@ -509,7 +509,8 @@ class AmiLink:
         future: asyncio.Future[Any] = manager.send_action(dict(action), as_list=None)
         self._pending.add(future)
         try:
-            response = await asyncio.wait_for(future, self._settings.action_timeout)
+            async with asyncio.timeout(self._settings.action_timeout):
+                response = await future
         except TimeoutError:
             # A link that leaves an action unanswered is not trusted with the next one:
             # drop it, so the supervisor reconnects and nothing more piles up unanswered.

@@ -263,8 +263,9 @@ class Outbox:
                 timeout = _RETELL_INTERVAL if rows else None
                 if poll is not None:
                     timeout = poll if timeout is None else min(timeout, poll)
-                try:
-                    await asyncio.wait_for(lane.wakeup.wait(), timeout)
+                try:  # (asyncio.timeout: wait_for made a task of the wait, once per text)
+                    async with asyncio.timeout(timeout):
+                        await lane.wakeup.wait()
                 except TimeoutError:
                     pass
 

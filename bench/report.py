@@ -182,17 +182,28 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"throughput {top}/s")
 
     if outbound:
-        low = min(outbound, key=lambda r: r["rate_offered"])
-        cpu = low.get("bridge_cpu_s_per_1000")
-        reference = next((r for r in results.get("outbound_reference", [])
-                          if r["rate_offered"] == low["rate_offered"]), {})
-        bare = reference.get("client_cpu_s_per_1000")
-        times = round(cpu / bare, 2) if cpu is not None and bare else None
+        # Judged at the lowest rate, where each text goes alone: the bare client and the
+        # bridge take turns there, and the median turn's ratio counts (single turns of the
+        # same code gave 3.5x to 4.8x in one session).
+        low_rate = min(r["rate_offered"] for r in outbound)
+        bridges = [r for r in outbound if r["rate_offered"] == low_rate
+                   and r.get("bridge_cpu_s_per_1000") is not None]
+        bares = [r for r in results.get("outbound_reference", [])
+                 if r["rate_offered"] == low_rate and r.get("client_cpu_s_per_1000")]
+        turns = sorted(((round(b["bridge_cpu_s_per_1000"] / r["client_cpu_s_per_1000"], 2),
+                         b["bridge_cpu_s_per_1000"], r["client_cpu_s_per_1000"])
+                        for r, b in zip(bares, bridges, strict=False)))
+        times, cpu, bare = turns[(len(turns) - 1) // 2] if turns else (None, None, None)
+        note = "no reference run at that rate"
+        if turns:
+            note = f"bare AMI client: {bare} ms per text"
+            if len(turns) > 1:
+                note += (f"; median of {len(turns)} turns: "
+                         + "/".join(f"{t[0]:g}x" for t in turns))
         add("outbound bridge CPU per text / bare AMI client's",
             f"{times}x ({cpu} ms)" if times is not None else None,
-            f"<= {OUTBOUND_CPU_MAX_X:g}x at {low['rate_offered']:g}/s (half of 7.9x)",
-            None if times is None else times <= OUTBOUND_CPU_MAX_X,
-            f"bare AMI client: {bare} ms per text" if bare else "no reference run at that rate")
+            f"<= {OUTBOUND_CPU_MAX_X:g}x at {low_rate:g}/s (half of 7.9x)",
+            None if times is None else times <= OUTBOUND_CPU_MAX_X, note)
 
     spool = results.get("spool")
     if spool:

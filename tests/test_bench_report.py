@@ -153,3 +153,21 @@ def test_outbound_cpu_is_judged_against_the_bare_client_of_the_same_run() -> Non
     assert slow["verdict"] == "pass" and slow["value"] == "3.64x (4.0 ms)"
     assert verdicts(results(4.0, 0.6))[name] == "MISS"
     assert verdicts({"outbound": results(4.0, 0.6)["outbound"]})[name] == "n/a"
+
+
+def test_outbound_cpu_is_the_median_of_the_turns_at_the_lowest_rate() -> None:
+    """One noisy turn neither passes nor fails the run: the turns at the lowest rate are
+    paired in order (client, bridge) and the median turn's ratio is judged."""
+    def results(*turns: tuple[float, float]) -> dict[str, Any]:
+        return {"outbound": [{"rate_offered": 50, "lost": 0, "bridge_cpu_s_per_1000": b}
+                             for b, _ in turns]
+                + [{"rate_offered": 500, "lost": 0, "bridge_cpu_s_per_1000": 0.1}],
+                "outbound_reference": [{"rate_offered": 50, "client_cpu_s_per_1000": c}
+                                       for _, c in turns]}
+
+    name = "outbound bridge CPU per text / bare AMI client's"
+    [judged] = [t for t in evaluate(results((2.4, 0.65), (3.0, 0.65), (2.2, 0.65)))
+                if t["target"] == name]
+    assert judged["verdict"] == "pass" and judged["value"] == "3.69x (2.4 ms)"
+    assert "median of 3 turns: 3.38x/3.69x/4.62x" in judged["note"]
+    assert verdicts(results((2.4, 0.65), (3.0, 0.65), (2.6, 0.65)))[name] == "MISS"  # 4.0x

@@ -9,9 +9,9 @@ Usage (as root, like the Asterisk tests; the sandbox must be built, see README "
     .venv/bin/python -m bench --quick --profile /tmp/prof   # py-spy each bridge run
 
 Sections: inbound (ceiling: sipp at rising rates, the bare AMI client and the bridge taking
-turns at each rate), latency (fixed 200 texts/s, the same way, with a reference relay
-between them: the events posted in order per channel to a fake Slack, one post at a time;
-the added p99 is the bridge's over it), outbound (signed /sip slash
+turns at each rate), latency (fixed 200 texts/s: the bare client's turn, then the bridge and a
+reference relay at once on the same texts, the reference posting the events in order per
+channel to a fake Slack of its own, one post at a time; the added p99 is the bridge's over it), outbound (signed /sip slash
 commands at rising rates to a sipp UAS, each rate after a bare AMI client sending MessageSend
 at that rate; three such turns at the lowest rate, where the CPU per text is judged), burst (100 texts to one channel, fake Slack at 1 post/s per channel), spool
 (Asterisk CPU per text: shipped dialplan with its spool empty and with 50,000 texts, against
@@ -160,10 +160,10 @@ async def run(plan: Plan, sections: set[str], results: dict[str, Any]) -> list[s
             rates = (plan.latency_rate,)
             runs: list[dict[str, Any]] = []
             results["latency"] = runs
-            for _ in range(2):  # baseline, reference relay, bridge; twice
+            for _ in range(2):  # the baseline, then the bridge and the reference at once; twice
                 runs += await measure.baseline_runs(lab, rates, count, label="latency")
-                runs += await measure.reference_runs(lab, rates, count, label="latency")
-                runs += await measure.bridge_runs(lab, rates, count, label="latency")
+                runs += await measure.side_by_side_runs(lab, plan.latency_rate, count,
+                                                        label="latency")
 
         async def outbound() -> None:
             runs: list[dict[str, Any]] = []

@@ -253,31 +253,6 @@ async def baseline_runs(lab: Lab, rates: Sequence[float], count: int, *,
     return results
 
 
-async def reference_runs(lab: Lab, rates: Sequence[float], count: int, *,
-                         label: str) -> list[dict[str, Any]]:
-    """The reference relay (`ReferencePoster`) with a fresh fake Slack per rate."""
-    results = []
-    for rate in rates:
-        slack = new_fake_slack()
-        await slack.start()
-        poster = ReferencePoster(api_url=slack.api_url, token=BOT_TOKEN,
-                                 port=lab.asterisk.ami_port,
-                                 username=lab.asterisk.ami_username, secret=AMI_SECRET)
-        try:
-            await poster.start()
-            run = new_run("f")
-            result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
-                                      arrivals=slack.arrivals, run=run, count=count,
-                                      rate=rate, duplicates=slack.duplicates)
-            result["posts"] = slack.posts_for(run)
-            results.append({"system": "reference", "measure": label, **result})
-            log.info("reference %s %s/s: %s", label, rate, _brief(result))
-        finally:
-            await poster.stop()
-            await slack.stop()
-    return results
-
-
 async def bridge_runs(lab: Lab, rates: Sequence[float], count: int, *,
                       label: str) -> list[dict[str, Any]]:
     """One fresh bridge (and fake Slack) per rate, so each run's peak RSS is its own."""
@@ -312,10 +287,58 @@ async def bridge_runs(lab: Lab, rates: Sequence[float], count: int, *,
     return results
 
 
+async def side_by_side_runs(lab: Lab, rate: float, count: int, *,
+                            label: str) -> list[dict[str, Any]]:
+    """The bridge and the reference relay (`ReferencePoster`) at once, each with its own fake
+    Slack, on the same texts: both take each UserEvent Asterisk emits at the same moment, so
+    a stall of the machine delays both, and what differs between their latencies is what
+    the bridge does. (Taking turns, the reference's own p99 moved 9 ms from one turn to the
+    next, as much as the 10 ms judged.) One result for each."""
+    bridge_slack, reference_slack = new_fake_slack(), new_fake_slack()
+    await bridge_slack.start()
+    await reference_slack.start()
+    bridge = None
+    poster = ReferencePoster(api_url=reference_slack.api_url, token=BOT_TOKEN,
+                             port=lab.asterisk.ami_port, username=lab.asterisk.ami_username,
+                             secret=AMI_SECRET)
+    try:
+        bridge = await _bridge_for(lab, bridge_slack)
+        await poster.start()
+        run = new_run("s")
+        await bridge.start_profile(f"inbound-{label}-{rate:g}")
+        result = await send_texts(lab_sip_port=lab.asterisk.sip_port,
+                                  arrivals=bridge_slack.arrivals, run=run, count=count,
+                                  rate=rate, watch={"bridge": bridge.stats,
+                                                    "asterisk": lab.asterisk_stats()},
+                                  duplicates=bridge_slack.duplicates)
+        result["posts"] = bridge_slack.posts_for(run)
+        await _wait_arrivals(reference_slack.arrivals, run, count, idle_s=3.0, cap_s=30.0)
+        got = reference_slack.arrivals(run)
+        reference = {
+            "rate_offered": rate, "sent": result["sent"], "sip_202": result["sip_202"],
+            "delivered": len(got), "lost": max(0, count - len(got)),
+            "duplicates": reference_slack.duplicates(run),
+            "posts": reference_slack.posts_for(run),
+            "latency": percentiles([(a.received_ns - a.marker.sent_ns) / 1e6
+                                    for a in got.values()]) if got else None}
+        log.info("side by side %s %s/s: bridge %s; reference %s", label, rate,
+                 _brief(result), _brief(reference))
+        return [{"system": "reference", "measure": label, "side_by_side": True, **reference},
+                {"system": "bridge", "measure": label, "side_by_side": True, **result}]
+    finally:
+        await poster.stop()
+        if bridge is not None:
+            code = await bridge.stop()
+            if code != 0:
+                log.warning("bridge exited %s:\n%s", code, bridge.process.log[-3000:])
+        await bridge_slack.stop()
+        await reference_slack.stop()
+
+
 def _brief(result: dict[str, Any]) -> str:
     keys = ("sent", "sip_202", "delivered", "throughput_per_s", "duration_s")
     brief = {k: result.get(k) for k in keys}
-    if "latency" in result:
+    if result.get("latency"):
         brief["p99_ms"] = result["latency"].get("p99_ms")
     return str(brief)
 

@@ -155,7 +155,9 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
             f"0 <= added <= {ADDED_LATENCY_P99_MAX_MS:g} ms at {bridges[0]['rate_offered']:g}/s",
             0 <= added <= ADDED_LATENCY_P99_MAX_MS and all(_clean(b) for b in bridges),
             f"bridge p99 {bridge_p99:.2f} ms - {against} p99 {base_p99:.2f} ms (mean of "
-            f"{len(bridges)} turns each)" + (" NEGATIVE: measurement error" if added < 0
+            f"{len(bridges)} turns each"
+            + (", the two at once on the same texts)" if all(r.get("side_by_side")
+                                                             for r in bridges) else ")") + (" NEGATIVE: measurement error" if added < 0
                                               else ""))
 
     outbound = results.get("outbound", [])

@@ -11,9 +11,11 @@ Usage (as root, like the Asterisk tests; the sandbox must be built, see README "
 Sections: inbound (ceiling: sipp at rising rates, the bare AMI client and the bridge taking
 turns at each rate), latency (fixed 200 texts/s: the bare client's turn, then the bridge and a
 reference relay at once on the same texts, the reference posting the events in order per
-channel to a fake Slack of its own, one post at a time; the added p99 is the bridge's over it), outbound (signed /sip slash
-commands at rising rates to a sipp UAS, each rate after a bare AMI client sending MessageSend
-at that rate; three such turns at the lowest rate, where the CPU per text is judged), burst (100 texts to one channel, fake Slack at 1 post/s per channel), spool
+channel to a fake Slack of its own, one post at a time; the added p99 is the bridge's over
+it), outbound (signed /sip slash commands at rising rates to a sipp UAS, each rate after a
+bare AMI client sending MessageSend at that rate; three such turns at the lowest rate, where
+the CPU per text is judged), burst (100 texts to one channel, fake Slack at 1 post/s per
+channel), spool
 (Asterisk CPU per text: shipped dialplan with its spool empty and with 50,000 texts, against
 the dialplan without the spool), scaling (sender matching with 10,000 endpoints against 10;
 the store's queries with 1,000,000 rows against none), startup (a bridge on a store of
@@ -116,7 +118,8 @@ PLANS = {
                   outbound_rates=(20,), outbound_seconds=1,
                   burst_texts=10, burst_timeout_s=5,
                   curl_rates=(50,), curl_count=20, curl_wait_s=3,
-                  inbound_turns=1, outbound_cpu_turns=1, spool_count=100, spool_rate=100, spool_entries=2000, store_rows=20_000,
+                  inbound_turns=1, outbound_cpu_turns=1, spool_count=100, spool_rate=100,
+                  spool_entries=2000, store_rows=20_000,
                   replicas_rate=100, replicas_count=50, replicas_rounds=1,
                   replicas_latency_seconds=0, failover_rate=50, failover_seconds=5,
                   failover_kill_s=2),

@@ -280,11 +280,16 @@ async def bridge_runs(lab: Lab, rates: Sequence[float], count: int, *,
             log.info("bridge %s %s/s: %s", label, rate, _brief(result))
         finally:
             if bridge is not None:
-                result_code = await bridge.stop()
-                if result_code != 0:
-                    log.warning("bridge exited %s:\n%s", result_code, bridge.process.log[-3000:])
+                await _stop_bridge(bridge)
             await slack.stop()
     return results
+
+
+async def _stop_bridge(bridge: RunningBridge) -> None:
+    """Stop a measured bridge; its log's end is shown if it did not exit cleanly."""
+    code = await bridge.stop()
+    if code != 0:
+        log.warning("bridge exited %s:\n%s", code, bridge.process.log[-3000:])
 
 
 async def side_by_side_runs(lab: Lab, rate: float, count: int, *,
@@ -328,9 +333,7 @@ async def side_by_side_runs(lab: Lab, rate: float, count: int, *,
     finally:
         await poster.stop()
         if bridge is not None:
-            code = await bridge.stop()
-            if code != 0:
-                log.warning("bridge exited %s:\n%s", code, bridge.process.log[-3000:])
+            await _stop_bridge(bridge)
         await bridge_slack.stop()
         await reference_slack.stop()
 

@@ -149,16 +149,16 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
         added = round(bridge_p99 - base_p99, 2)
         results["added_latency_p99_ms"] = added
         against = "reference relay" if references else "baseline"
+        together = (", the two at once on the same texts"
+                    if all(r.get("side_by_side") for r in bridges) else "")
         # The bridge's texts travel the reference's way and more: a negative figure means
         # the measurement is broken (runs not comparable), never that the bridge is fast.
         add("added inbound latency p99", f"{added} ms",
             f"0 <= added <= {ADDED_LATENCY_P99_MAX_MS:g} ms at {bridges[0]['rate_offered']:g}/s",
             0 <= added <= ADDED_LATENCY_P99_MAX_MS and all(_clean(b) for b in bridges),
             f"bridge p99 {bridge_p99:.2f} ms - {against} p99 {base_p99:.2f} ms (mean of "
-            f"{len(bridges)} turns each"
-            + (", the two at once on the same texts)" if all(r.get("side_by_side")
-                                                             for r in bridges) else ")") + (" NEGATIVE: measurement error" if added < 0
-                                              else ""))
+            f"{len(bridges)} turns each{together})"
+            + (" NEGATIVE: measurement error" if added < 0 else ""))
 
     outbound = results.get("outbound", [])
     if outbound:

@@ -101,8 +101,7 @@ class GroupCommit:
         if not (raw or bulk) and self._outstanding == 0 and self._loop is loop \
                 and self._thread.is_alive():
             ok, value = self._run_alone(fn, args)
-            if self._commits >= _CHECKPOINT_EVERY:
-                self._commits = 0
+            if ok and self._checkpoint_due():
                 # Nobody waits for it; its error, if any, is dropped (the next one retries).
                 self._hand(_checkpoint, (self._connection,), loop, raw=True).add_done_callback(
                     lambda done: done.cancelled() or done.exception())
@@ -140,10 +139,18 @@ class GroupCommit:
                 except sqlite3.Error:
                     pass
             return False, self._health.translate(exc)
-        self._commits += 1
         if db.total_changes > changes:
             self._health.wrote()
         return True, value
+
+    def _checkpoint_due(self) -> bool:
+        """A transaction committed (on the loop or the thread, never both at once): True
+        every `_CHECKPOINT_EVERY`-th time."""
+        self._commits += 1
+        if self._commits < _CHECKPOINT_EVERY:
+            return False
+        self._commits = 0
+        return True
 
     def _serve(self) -> None:
         """The store thread: take waiting jobs in groups, one transaction per group."""
@@ -213,9 +220,7 @@ class GroupCommit:
             return [(job, False, error) for job in group]
         if db.total_changes > changes:
             self._health.wrote()
-        self._commits += 1
-        if self._commits >= _CHECKPOINT_EVERY:
-            self._commits = 0
+        if self._checkpoint_due():
             try:
                 _checkpoint(self._connection)
             except Exception:  # noqa: BLE001, S110 - the next one tries again

@@ -102,6 +102,23 @@ def inbound_ratio(ladder: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"rate": rate, "ratio": per_rate[rate], "per_rate": per_rate, "per_turn": per_turn}
 
 
+def _turns_context(turns: Sequence[tuple[dict[str, Any], dict[str, Any]]]) -> str:
+    """What a ratio's turns say beside it: in how many Asterisk alone (the bare client's
+    turn) kept up with the rate, and the ratio of the sustained rates (the middle of each
+    run, see `measure.sustained_rate`), not judged. A bare client falling behind means the
+    machine could not carry the rate even without the bridge: the ratio then measures
+    which process the two cores served first more than it measures the bridge."""
+    kept = sum(1 for base, _ in turns if keeps_up(base) and _clean(base))
+    sustained = [round(bridge["sustained_per_s"] / base["sustained_per_s"], 3)
+                 for base, bridge in turns
+                 if base.get("sustained_per_s") and bridge.get("sustained_per_s")]
+    said = f"Asterisk alone kept up in {kept} of {len(turns)} turns"
+    if len(sustained) == len(turns):
+        said += (f"; sustained-rate ratio {_median(sustained)} "
+                 f"({', '.join(map(str, sustained))}; shown, not judged)")
+    return said
+
+
 def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
     targets: list[dict[str, Any]] = []
 
@@ -133,7 +150,8 @@ def evaluate(results: dict[str, Any]) -> list[dict[str, Any]]:
                 f">= {INBOUND_RATIO_MIN}, nothing lost after 202",
                 value is not None and value >= INBOUND_RATIO_MIN and lossless,
                 f"throughput {shown}, runs taking turns"
-                + (f" (median of {len(turns)} turns)" if len(turns) > 1 else ""))
+                + (f" (median of {len(turns)} turns)" if len(turns) > 1 else "")
+                + "; " + _turns_context(turns))
 
     latency = results.get("latency", [])
     # What the bridge adds is judged against the reference relay (the events posted to the
@@ -423,13 +441,17 @@ def render(results: dict[str, Any], targets: Sequence[dict[str, Any]]) -> str:
             lat = r.get("latency") or {}
             rows.append([r["system"], r["rate_offered"], r.get("send_rate_actual"), r["sent"],
                          r["sip_202"], r["delivered"], r["lost"], r.get("duplicates"),
-                         r.get("throughput_per_s"),
+                         r.get("throughput_per_s"), r.get("sustained_per_s"),
+                         r.get("sip_retransmissions"),
                          lat.get("p50_ms"), lat.get("p99_ms"),
                          r.get("bridge_cpu_s_per_1000"), r.get("asterisk_cpu_s_per_1000"),
                          r.get("bridge_peak_rss_mb")])
         parts.append(_table(["system", "rate", "sent/s", "sent", "202", "delivered", "lost",
-                             "dup", "thru/s", "p50ms", "p99ms", "br cpu/1k", "ast cpu/1k",
-                             "br RSS MB"], rows))
+                             "dup", "thru/s", "sust/s", "retx", "p50ms", "p99ms", "br cpu/1k",
+                             "ast cpu/1k", "br RSS MB"], rows))
+        parts.append("   thru/s: texts over first sent to last arrived (judged); sust/s: the "
+                     "middle 80% of arrivals (shown); retx: sipp's SIP retransmissions "
+                     "(Asterisk answering late)")
         ratio = results.get("inbound_ratio") or {}
         parts.append("ratio bridge/baseline throughput per rate: "
                      + ", ".join(f"{k:g}/s: {_fmt(v)}" for k, v in

@@ -171,3 +171,26 @@ def test_outbound_cpu_is_the_median_of_the_turns_at_the_lowest_rate() -> None:
     assert judged["verdict"] == "pass" and judged["value"] == "3.69x (2.4 ms)"
     assert "median of 3 turns: 3.38x/3.69x/4.62x" in judged["note"]
     assert verdicts(results((2.4, 0.65), (3.0, 0.65), (2.6, 0.65)))[name] == "MISS"  # 4.0x
+
+
+def test_the_ratio_says_whether_asterisk_alone_kept_up_and_the_sustained_rate() -> None:
+    """A turn where the bare client fell behind too says the machine could not carry the
+    rate: the verdict names how many turns that was, and the middle-of-run rates' ratio."""
+    turns = [run("baseline", 2000, 2000), run("bridge", 2000, 1800),
+             run("baseline", 2000, 1400), run("bridge", 2000, 1300)]
+    for r, sustained in zip(turns, (2000, 1950, 1500, 1200), strict=True):
+        r["sustained_per_s"] = sustained
+    [target] = [t for t in evaluate({"inbound": turns})
+                if t["target"] == "inbound ratio bridge/baseline at 2000/s"]
+    assert target["value"] == 0.915 and target["verdict"] == "pass"
+    assert "Asterisk alone kept up in 1 of 2 turns" in target["note"]
+    assert "sustained-rate ratio 0.8875 (0.975, 0.8; shown, not judged)" in target["note"]
+
+
+def test_the_sustained_rate_is_the_middle_of_the_arrivals() -> None:
+    """1,000 texts arriving at 1 ms apart, then the last one 200 ms late (a relay's final post
+    waiting for Slack's answer): over the whole run that is 833/s, over its middle 1000/s."""
+    from bench.measure import sustained_rate
+    arrivals = [i * 1_000_000 for i in range(999)] + [998_000_000 + 200_000_000]
+    assert sustained_rate(arrivals) == 1000.0
+    assert sustained_rate(arrivals[:5]) is None

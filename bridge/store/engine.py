@@ -120,28 +120,8 @@ class GroupCommit:
 
     def _run_alone(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> tuple[bool, Any]:
         """One job in a transaction of its own (no savepoint: a failure undoes all of it)."""
-        refusal = self._health.refusal()
-        if refusal is not None:
-            return False, refusal
-        try:
-            db = self._connection()
-            changes = db.total_changes
-            db.execute("BEGIN IMMEDIATE")
-        except Exception as exc:  # noqa: BLE001 - raised in the caller
-            return False, self._health.translate(exc)
-        try:
-            value = fn(*args)
-            db.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - nothing of it was stored
-            if db.in_transaction:
-                try:
-                    db.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
-            return False, self._health.translate(exc)
-        if db.total_changes > changes:
-            self._health.wrote()
-        return True, value
+        _, [outcome] = self._transaction([(fn, args)], savepoints=False)
+        return outcome
 
     def _checkpoint_due(self) -> bool:
         """A transaction committed (on the loop or the thread, never both at once): True
@@ -185,47 +165,60 @@ class GroupCommit:
             return [(job, False, exc)]
 
     def _run_group(self, group: list[_Job]) -> list[tuple[_Job, bool, Any]]:
-        outcomes: list[tuple[_Job, bool, Any]] = []
+        committed, outcomes = self._transaction([(job.fn, job.args) for job in group],
+                                                savepoints=True)
+        if committed and self._checkpoint_due():
+            try:
+                _checkpoint(self._connection)
+            except Exception:  # noqa: BLE001, S110 - the next one tries again
+                pass
+        return [(job, ok, value) for job, (ok, value) in zip(group, outcomes, strict=True)]
+
+    def _transaction(self, calls: list[tuple[Callable[..., Any], tuple[Any, ...]]], *,
+                     savepoints: bool) -> tuple[bool, list[tuple[bool, Any]]]:
+        """Run `calls` in one transaction: whether it committed, and each call's (ok, value
+        or error), in order.
+
+        `savepoints`: each call in a savepoint of its own, so one failing undoes only
+        itself (a group of callers); without, a failing call undoes the transaction (one
+        caller). A refusal, a failed BEGIN or COMMIT fails every call: nothing was stored.
+        """
         refusal = self._health.refusal()
         if refusal is not None:
-            return [(job, False, refusal) for job in group]
+            return False, [(False, refusal)] * len(calls)
         try:
             db = self._connection()
             changes = db.total_changes
             db.execute("BEGIN IMMEDIATE")
-        except Exception as exc:  # noqa: BLE001 - raised in every awaiting coroutine
-            error = self._health.translate(exc)
-            return [(job, False, error) for job in group]
-        for job in group:
+        except Exception as exc:  # noqa: BLE001 - raised in every caller
+            return False, [(False, self._health.translate(exc))] * len(calls)
+        outcomes: list[tuple[bool, Any]] = []
+        for fn, args in calls:
             try:
-                db.execute("SAVEPOINT job")
-                value = job.fn(*job.args)
-                db.execute("RELEASE job")
-                outcomes.append((job, True, value))
-            except Exception as exc:  # noqa: BLE001 - raised in the awaiting coroutine
+                if savepoints:
+                    db.execute("SAVEPOINT job")
+                value = fn(*args)
+                if savepoints:
+                    db.execute("RELEASE job")
+                outcomes.append((True, value))
+            except Exception as exc:  # noqa: BLE001 - raised in the caller
+                if not savepoints:
+                    _rollback(db)
+                    return False, [(False, self._health.translate(exc))]
                 try:
                     db.execute("ROLLBACK TO job")
                     db.execute("RELEASE job")
                 except sqlite3.Error:
                     pass
-                outcomes.append((job, False, self._health.translate(exc)))
+                outcomes.append((False, self._health.translate(exc)))
         try:
             db.execute("COMMIT")
-        except Exception as exc:  # noqa: BLE001 - nothing was stored: every job fails
-            try:
-                db.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
-            error = self._health.translate(exc)
-            return [(job, False, error) for job in group]
+        except Exception as exc:  # noqa: BLE001 - nothing was stored: every call fails
+            _rollback(db)
+            return False, [(False, self._health.translate(exc))] * len(calls)
         if db.total_changes > changes:
             self._health.wrote()
-        if self._checkpoint_due():
-            try:
-                _checkpoint(self._connection)
-            except Exception:  # noqa: BLE001, S110 - the next one tries again
-                pass
-        return outcomes
+        return True, outcomes
 
     def _settle(self, outcomes: list[tuple[_Job, bool, Any]]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Job, bool, Any]]] = {}
@@ -247,6 +240,15 @@ class GroupCommit:
                 job.future.set_result(value)
             else:
                 job.future.set_exception(value)
+
+
+def _rollback(db: sqlite3.Connection) -> None:
+    """End the open transaction, if there is one, undoing it (its error is the caller's)."""
+    if db.in_transaction:
+        try:
+            db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass
 
 
 def _checkpoint(connection: Callable[[], sqlite3.Connection]) -> None:

@@ -345,7 +345,9 @@ class AmiLink:
         self.last_error = "not connected yet"
         self.reconnects = 0
         self.connected_since: float | None = None
+        # Live texts waiting for the spool read to end (None: handed over as they come).
         self._held: list[InboundText | MalformedEvent] | None = None
+        self._reading_spool = False
         self._spool_warned = False
         self._unneeded_seen: set[str] = set()  # event names warned about (once each)
         self.forged_events = 0  # text events refused for a missing or wrong token
@@ -426,10 +428,14 @@ class AmiLink:
             return
         log.info("AMI: taking this PBX's texts over from another replica%s; reading the "
                  "spool for what arrived meanwhile", self._site)
+        self._hold()  # before Asterisk sends the first text
 
         async def take() -> None:
-            await self._ask_for_events()
-            await self._catch_up()
+            try:
+                await self._ask_for_events()
+                await self._catch_up()
+            finally:
+                self._release()
         self._catch_up_task = asyncio.create_task(take(), name=f"ami-take-over-{self.name}")
         self._catch_up_task.add_done_callback(self._caught_up)
 
@@ -545,6 +551,7 @@ class AmiLink:
         backoff = _BACKOFF_FIRST
         first = True
         while not self._stopping:
+            self._hold()  # a text from the login on waits until the spool is read
             try:
                 await self._connect()
                 if not first:
@@ -557,6 +564,7 @@ class AmiLink:
                 await self._ask_for_events()  # the lease may have moved during the login
                 if self._consuming():
                     await self._catch_up()
+                self._release()
                 await self._list_contacts()
                 await self._watch()
             except AmiError as exc:
@@ -565,6 +573,7 @@ class AmiLink:
                 (log.warning if changed else log.debug)(
                     "AMI: %s%s; retrying in %.0f s", exc, self._site, backoff)
             finally:
+                self._release()
                 self._teardown(self.last_error)
             if self._stopping:
                 break
@@ -676,9 +685,14 @@ class AmiLink:
         read, each streamed entry by entry in time order, and entries older than that text are
         skipped before they are decoded: what is left is what the bridge does not have yet
         (give or take the last moments before it went away; the store drops those repeats by
-        their MessageId). Live texts arriving meanwhile are held and handed over after.
+        their MessageId). Live texts are held from before Asterisk is asked for them
+        (`_hold`) and handed over after: stored first, one would move the store's newest
+        text past the texts of the gap, which would be skipped as already had (lost).
         """
-        self._held = []
+        if self._reading_spool:
+            return  # the read under way started after the hold: it covers this one
+        self._reading_spool = True
+        self._hold()
         try:
             try:
                 hours = await self._spool_hours()
@@ -715,9 +729,21 @@ class AmiLink:
                      "already had skipped (hours read: %d)%s", relayed, skipped,
                      sum(1 for h in hours if h >= first), self._site)
         finally:
-            held, self._held = self._held, None
-            for text in held or []:
-                self._on_text(text)
+            self._reading_spool = False
+            self._release()
+
+    def _hold(self) -> None:
+        """Keep live texts in memory, in arrival order, until `_release`."""
+        if self._held is None:
+            self._held = []
+
+    def _release(self) -> None:
+        """Hand the held texts over and stop holding (not while the spool is read)."""
+        if self._reading_spool:
+            return
+        held, self._held = self._held, None
+        for text in held or []:
+            self._on_text(text)
 
     def _notice_unneeded(self, _manager: object, event: Mapping[str, str]) -> None:
         name = str(event.get("Event", ""))

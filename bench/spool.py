@@ -51,7 +51,7 @@ def bare_dialplan(shipped: str) -> str:
             keep = "spool" not in stripped and stripped != "[globals]"
         if not keep or not stripped:
             continue
-        if re.search(r"spool|SLACK_BRIDGE_KEY|SLACK_BRIDGE_HOUR", stripped):
+        if re.search(r"spool|SLACK_BRIDGE_KEY|SLACK_BRIDGE_HOUR|SLACK_BRIDGE_MINUTE", stripped):
             continue
         lines.append(stripped.replace(INBOUND_CONTEXT, BARE_CONTEXT))
     return "\n; bench/spool.py: the shipped dialplan without its spool\n" + "\n".join(lines) + "\n"

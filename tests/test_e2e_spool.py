@@ -5,6 +5,7 @@ bridge delivered is never posted again, even after the store forgot it."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import re
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,9 @@ from bridge.store.sqlite import Store
 
 pytestmark = pytest.mark.asterisk
 
-KEY = re.compile(r"^/slack-bridge-spool/(\d{10})/(\d{10}\.\d{6})-([0-9a-f]{40})\s*:", re.MULTILINE)
+# hour, minute (none in the layout before minutes), time, sha1
+KEY = re.compile(r"^/slack-bridge-spool/(\d{10})/(?:(\d{2})/)?(\d{10}\.\d{6})-([0-9a-f]{40})\s*:",
+                 re.MULTILINE)
 
 
 @pytest.fixture
@@ -61,12 +64,17 @@ async def test_spool_keys_carry_the_hour_and_date_and_the_time_of_the_text(
     await asyncio.sleep(0.3)
     keys = KEY.findall(await spool(asterisk))
     assert len(keys) == 3, await spool(asterisk)
-    for hour, at, _sha in keys:
+    for hour, minute, at, _sha in keys:
         assert began - 1 <= float(at) <= time.time() + 1
         assert hour == spool_hour(float(at))
-    assert [float(at) for _, at, _ in keys] == sorted(float(at) for _, at, _ in keys)
+        assert minute == f"{time.gmtime(float(at)).tm_min:02d}"
+    assert [float(at) for _, _, at, _ in keys] == sorted(float(at) for _, _, at, _ in keys)
     assert await state(asterisk, "hour") == keys[0][0]
     assert await state(asterisk, "hours") == keys[0][0]
+    # The hour's minutes that hold texts, each once (the bridge reads only those it lacks).
+    hour = keys[0][0]
+    minutes = sorted({minute for key_hour, minute, _, _ in keys if key_hour == hour})
+    assert await state(asterisk, f"minutes-{hour}") == "-".join(minutes)
     assert "WARNING" not in asterisk.log_text() and "ERROR" not in asterisk.log_text()
 
 
@@ -85,14 +93,19 @@ async def test_the_first_text_of_an_hour_deletes_every_hour_older_than_a_day(
     await put(asterisk, "slack-bridge-spool", f"07/{'1' * 40}", "1|0|||||0|")
     await put(asterisk, "slack-bridge-spool-state", "hours", "-".join([recent, *old]))
     await put(asterisk, "slack-bridge-spool-state", "hour", recent)
+    for hour in [*old, recent]:
+        await put(asterisk, "slack-bridge-spool-state", f"minutes-{hour}", "05")
 
     assert await phones["alice"].send_message("a new hour") == 202
     await asyncio.sleep(0.3)
     listing = await spool(asterisk)
-    hours = sorted({hour for hour, _, _ in KEY.findall(listing)})
+    hours = sorted({hour for hour, _, _, _ in KEY.findall(listing)})
     assert hours == sorted([recent, spool_hour(time.time())]), listing
     assert "/slack-bridge-spool/07/" in listing  # not in the list: the bridge ignores it
     assert await state(asterisk, "hours") == f"{spool_hour(time.time())}-{recent}"
+    # The deleted hours' lists of minutes went with them; the kept hour's stays.
+    assert [await state(asterisk, f"minutes-{hour}") for hour in old] == ["", "", ""]
+    assert await state(asterisk, f"minutes-{recent}") == "05"
 
     # The same hour again: nothing is deleted, nothing listed twice.
     assert await phones["alice"].send_message("same hour") == 202
@@ -137,3 +150,58 @@ async def test_a_delivered_text_is_never_posted_again_even_after_the_store_forgo
         assert "3 texts from Asterisk's spool handed over, 5 older ones" in bridge.log
     finally:
         assert await bridge.stop() == 0, bridge.log
+
+
+async def test_an_hour_begun_by_the_dialplan_before_minutes_is_read_whole(
+        tmp_path: Path, slack: FakeSlack,
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    """Upgraded in the middle of an hour, the dialplan spools that hour's texts in two layouts
+    (before: right under the hour; after: under its minute) and marks the hour's list of
+    minutes "x": a bridge that was away then gets the texts of both, in time order."""
+    asterisk, phones = pbx
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        assert await phones["alice"].send_message("delivered") == 202
+        assert await wait_shown(slack, 1) == ["delivered"]
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+    assert await phones["alice"].send_message("while away, new layout") == 202
+    await asyncio.sleep(0.3)
+    listing = await spool(asterisk)
+    (_, _, delivered_at, _), (hour, minute, at, sha) = sorted(
+        KEY.findall(listing), key=lambda key: float(key[2]))
+    match = re.search(rf"/{at}-{sha}\s*:\s*(\S+)", listing)
+    assert match, listing
+    # A text the older dialplan spooled in between (before the upgrade), with its own id.
+    older_at = f"{(float(delivered_at) + float(at)) / 2:.6f}"
+    fields = match.group(1).split("|")  # 2|time|from|to|toexten|id|length|body|endpoint
+    body = "while away, old layout"
+    fields[1] = older_at
+    fields[5] = base64.b64encode(b"older-layout-call 1").decode()
+    fields[6] = str(len(body))
+    fields[7] = base64.b64encode(body.encode()).decode()
+    await put(asterisk, "slack-bridge-spool", f"{hour}/{older_at}-{'3' * 40}", "|".join(fields))
+    if spool_hour(float(delivered_at)) == hour:  # (else the hour began with the new text)
+        await put(asterisk, "slack-bridge-spool-state", f"minutes-{hour}", f"x-{minute}")
+    bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
+    try:
+        shown = await wait_shown(slack, 3)
+        assert shown == ["delivered", "while away, old layout", "while away, new layout"]
+    finally:
+        assert await bridge.stop() == 0, bridge.log
+
+
+async def test_the_dialplan_marks_an_hour_an_older_dialplan_began(
+        pbx: tuple[AsteriskSandbox, dict[str, SipPhone]]) -> None:
+    """Reloaded mid-hour over the dialplan before minutes (which left state/hour at this
+    hour and no list of minutes), the first text marks the hour's list "x"."""
+    asterisk, phones = pbx
+    hour = spool_hour(time.time())
+    await put(asterisk, "slack-bridge-spool-state", "hour", hour)
+    await put(asterisk, "slack-bridge-spool-state", "hours", hour)
+    assert await phones["alice"].send_message("first after the reload") == 202
+    await asyncio.sleep(0.3)
+    [(key_hour, minute, _, _)] = KEY.findall(await spool(asterisk))
+    if key_hour == hour:  # (else a new hour began meanwhile: an ordinary list)
+        assert await state(asterisk, f"minutes-{hour}") == f"x-{minute}"
+    assert "WARNING" not in asterisk.log_text() and "ERROR" not in asterisk.log_text()

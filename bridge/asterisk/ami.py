@@ -72,6 +72,7 @@ SPOOL_FAMILY = "slack-bridge-spool"  # the AstDB family extensions.conf writes
 # Where extensions.conf keeps the hours that hold texts ("-"-separated YYYYMMDDHH).
 SPOOL_STATE_FAMILY = "slack-bridge-spool-state"
 SPOOL_HOURS_KEY = "hours"
+SPOOL_MINUTES_KEY = "minutes-"  # + YYYYMMDDHH: that hour's minutes that hold texts
 # The dialplan deletes an hour once it is more than 24 h old, but only when a text arrives:
 # after a quiet spell older ones may still be there. The bridge never reads past this.
 SPOOL_KEEP_SECONDS = 25 * 3600
@@ -681,9 +682,10 @@ class AmiLink:
         """Hand over texts spooled in AstDB while the bridge was away, oldest first.
 
         The dialplan keeps a copy of every text in AstDB for 24-25 hours, one family per hour
-        (see extensions.conf). Only the hours from the newest text the store has onwards are
-        read, each streamed entry by entry in time order, and entries older than that text are
-        skipped before they are decoded: what is left is what the bridge does not have yet
+        and in it one per minute (see extensions.conf). Only what is from the minute of the
+        newest text the store has onwards is read (that minute's hour by the minutes it lists,
+        each later hour whole), streamed entry by entry in time order, and entries older than
+        that text are skipped before they are decoded: what is left is what the bridge does not have yet
         (give or take the last moments before it went away; the store drops those repeats by
         their MessageId). Live texts are held from before Asterisk is asked for them
         (`_hold`) and handed over after: stored first, one would move the store's newest
@@ -701,12 +703,16 @@ class AmiLink:
                 created = self._spool_since
                 first = spool_hour(since)
                 relayed = skipped = older = 0
+                families = 0
                 for hour in sorted(h for h in hours if h >= first):
-                    got, passed, before_store = await self._read_spool_hour(hour, since,
-                                                                            created)
-                    relayed += got
-                    skipped += passed
-                    older += before_store
+                    for family, own in await self._spool_families(hour, since,
+                                                                  first=hour == first):
+                        got, passed, before_store = await self._read_spool_family(
+                            family, since, created, own_only=own)
+                        families += 1
+                        relayed += got
+                        skipped += passed
+                        older += before_store
             except AmiActionFailed as exc:
                 if not self._spool_warned:
                     self._spool_warned = True
@@ -726,8 +732,8 @@ class AmiLink:
                     "them anyway, restart with `bridge run --replay-spool`", older,
                     time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0.0)))
             log.info("AMI: %d texts from Asterisk's spool handed over, %d older ones the bridge "
-                     "already had skipped (hours read: %d)%s", relayed, skipped,
-                     sum(1 for h in hours if h >= first), self._site)
+                     "already had skipped (hours read: %d, AstDB families: %d)%s", relayed,
+                     skipped, sum(1 for h in hours if h >= first), families, self._site)
         finally:
             self._reading_spool = False
             self._release()
@@ -768,14 +774,45 @@ class AmiLink:
                       if event.get("Event") == "DBGetResponse"), "")
         return [hour for hour in value.split("-") if len(hour) == 10 and hour.isdigit()]
 
-    async def _read_spool_hour(self, hour: str, since: float,
-                               created: float | None) -> tuple[int, int, int]:
-        """Stream one hour of the spool into the bridge; (handed over, skipped as already
-        had, not relayed as older than the store)."""
+    async def _spool_families(self, hour: str, since: float, *,
+                              first: bool) -> list[tuple[str, bool]]:
+        """The AstDB families to read for `hour`, in time order, each with whether only its
+        own entries count (not its minutes'). An hour after the first one is read whole (its
+        minutes come in key order: time order); the hour of the store's newest text by the
+        minutes its list holds from that text's on (a busy hour's earlier minutes are not
+        streamed again). Without a list (a dialplan before minutes) the hour is read whole;
+        one an older dialplan began ("x") has that dialplan's texts right under it, earlier
+        than its minutes: those, then the minutes."""
+        whole = [(f"{SPOOL_FAMILY}/{hour}", False)]
+        try:
+            answer = await self._list_action({"Action": "DBGet", "Family": SPOOL_STATE_FAMILY,
+                                              "Key": f"{SPOOL_MINUTES_KEY}{hour}"})
+        except AmiActionFailed as exc:
+            if "not found" in exc.asterisk_message.lower():
+                return whole
+            raise
+        listed = next((str(event.get("Val", "")) for event in answer
+                       if event.get("Event") == "DBGetResponse"), "").split("-")
+        minutes = sorted({int(m) for m in listed if len(m) == 2 and m.isdigit()})
+        mixed = "x" in listed
+        if not minutes or (not first and not mixed):
+            return whole
+        start = time.gmtime(since).tm_min if first and spool_hour(since) == hour else 0
+        own = [(f"{SPOOL_FAMILY}/{hour}", True)] if mixed else []
+        return own + [(f"{SPOOL_FAMILY}/{hour}/{m:02d}", False) for m in minutes if m >= start]
+
+    async def _read_spool_family(self, family: str, since: float, created: float | None, *,
+                                 own_only: bool) -> tuple[int, int, int]:
+        """Stream one hour or minute of the spool into the bridge (`own_only`: not the
+        entries of its minutes); (handed over, skipped as already had, not relayed as older
+        than the store)."""
         counts = [0, 0, 0]
+        depth = family.count("/") + 2  # "/family/.../<time>-<sha1>"
 
         def on_entry(entry: Mapping[str, str]) -> None:
             if entry.get("Event") != "DBGetTreeResponse":
+                return
+            if own_only and str(entry.get("Key", "")).count("/") != depth:
                 return
             at = spool_entry_time(str(entry.get("Key", "")))
             # At the mark itself is the newest text the store took (one message thread
@@ -789,8 +826,7 @@ class AmiLink:
             counts[0] += 1
             self._on_text(self._tag(decode_spool_entry(str(entry.get("Val", "")))))
 
-        action = _StreamedList({"Action": "DBGetTree", "Family": f"{SPOOL_FAMILY}/{hour}"},
-                               on_entry)
+        action = _StreamedList({"Action": "DBGetTree", "Family": family}, on_entry)
         try:
             await self._streamed(action)
         except AmiActionFailed as exc:

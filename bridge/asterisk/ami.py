@@ -121,6 +121,19 @@ def spool_hour(unix_time: float) -> str:
     return time.strftime("%Y%m%d%H", time.gmtime(unix_time))
 
 
+def _older_texts(counted: int, minutes: int, hours: int) -> str:
+    """What a new store's login left in the spool: `counted` texts it read and did not
+    relay, and the listed minutes and hours before it that it did not read at all."""
+    parts = [f"{counted} text{'s' if counted != 1 else ''} from the minute it was created"
+             ] if counted else []
+    unread = [f"{n} earlier {unit}{'s' if n != 1 else ''}"
+              for n, unit in ((minutes, "minute"), (hours, "hour")) if n]
+    if unread:
+        parts.append(f"those of {' and '.join(unread)} of the spool (not read, so as not to "
+                     f"hold up Asterisk)")
+    return "; ".join(parts)
+
+
 def spool_entry_time(key: str) -> float | None:
     """The Asterisk time in a spool key `/slack-bridge-spool/<hour>/<time>-<sha1>`."""
     leaf = key.rsplit("/", 1)[-1].partition("-")[0]
@@ -701,12 +714,23 @@ class AmiLink:
                 mark = await self._spool_mark() if self._spool_mark is not None else None
                 since = max(mark or 0.0, time.time() - SPOOL_KEEP_SECONDS)
                 created = self._spool_since
-                first = spool_hour(since)
+                # A store that never took a text (new) relays nothing spooled before it was
+                # created: reading starts at that minute, and the earlier ones are only
+                # counted from the dialplan's lists (streaming a day of spool would hold
+                # AstDB's lock, and with it the PBX's own texts, for a second or more).
+                start = since
+                if mark is None and created is not None and created > since:
+                    start = created
+                first = spool_hour(start)
                 relayed = skipped = older = 0
                 families = 0
+                earlier_hours = sum(1 for h in hours if spool_hour(since) <= h < first)
+                earlier_minutes = 0
                 for hour in sorted(h for h in hours if h >= first):
-                    for family, own in await self._spool_families(hour, since,
-                                                                  first=hour == first):
+                    listed, skipped_minutes = await self._spool_families(
+                        hour, start, first=hour == first)
+                    earlier_minutes += skipped_minutes if start > since else 0
+                    for family, own in listed:
                         got, passed, before_store = await self._read_spool_family(
                             family, since, created, own_only=own)
                         families += 1
@@ -724,13 +748,14 @@ class AmiLink:
             except AmiError as exc:
                 log.warning("AMI: reading the spool failed (%s); will retry on reconnect", exc)
                 return
-            if older:
+            if older or earlier_minutes or earlier_hours:
                 log.warning(
-                    "AMI: %d texts in Asterisk's spool are older than this store (created "
-                    "%s) and are NOT relayed: a new store cannot know whether they are in "
+                    "AMI: texts in Asterisk's spool are older than this store (created %s) "
+                    "and are NOT relayed: %s. A new store cannot know whether they are in "
                     "Slack already, and reposting them all could double every one. To relay "
-                    "them anyway, restart with `bridge run --replay-spool`", older,
-                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0.0)))
+                    "them anyway, restart with `bridge run --replay-spool`",
+                    time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(created or 0.0)),
+                    _older_texts(older, earlier_minutes, earlier_hours))
             log.info("AMI: %d texts from Asterisk's spool handed over, %d older ones the bridge "
                      "already had skipped (hours read: %d, AstDB families: %d)%s", relayed,
                      skipped, sum(1 for h in hours if h >= first), families, self._site)
@@ -775,31 +800,33 @@ class AmiLink:
         return [hour for hour in value.split("-") if len(hour) == 10 and hour.isdigit()]
 
     async def _spool_families(self, hour: str, since: float, *,
-                              first: bool) -> list[tuple[str, bool]]:
+                              first: bool) -> tuple[list[tuple[str, bool]], int]:
         """The AstDB families to read for `hour`, in time order, each with whether only its
-        own entries count (not its minutes'). An hour after the first one is read whole (its
-        minutes come in key order: time order); the hour of the store's newest text by the
-        minutes its list holds from that text's on (a busy hour's earlier minutes are not
-        streamed again). Without a list (a dialplan before minutes) the hour is read whole;
-        one an older dialplan began ("x") has that dialplan's texts right under it, earlier
-        than its minutes: those, then the minutes."""
+        own entries count (not its minutes'), and how many listed minutes are left out as
+        before `since`. An hour after the first one is read whole (its minutes come in key
+        order: time order); the first hour (of the store's newest text, or a new store's
+        creation) by the minutes its list holds from `since`'s on (a busy hour's earlier
+        minutes are not streamed again). Without a list (a dialplan before minutes) the hour
+        is read whole; one an older dialplan began ("x") has that dialplan's texts right
+        under it, earlier than its minutes: those, then the minutes."""
         whole = [(f"{SPOOL_FAMILY}/{hour}", False)]
         try:
             answer = await self._list_action({"Action": "DBGet", "Family": SPOOL_STATE_FAMILY,
                                               "Key": f"{SPOOL_MINUTES_KEY}{hour}"})
         except AmiActionFailed as exc:
             if "not found" in exc.asterisk_message.lower():
-                return whole
+                return whole, 0
             raise
         listed = next((str(event.get("Val", "")) for event in answer
                        if event.get("Event") == "DBGetResponse"), "").split("-")
         minutes = sorted({int(m) for m in listed if len(m) == 2 and m.isdigit()})
         mixed = "x" in listed
         if not minutes or (not first and not mixed):
-            return whole
+            return whole, 0
         start = time.gmtime(since).tm_min if first and spool_hour(since) == hour else 0
         own = [(f"{SPOOL_FAMILY}/{hour}", True)] if mixed else []
-        return own + [(f"{SPOOL_FAMILY}/{hour}/{m:02d}", False) for m in minutes if m >= start]
+        return (own + [(f"{SPOOL_FAMILY}/{hour}/{m:02d}", False) for m in minutes
+                       if m >= start], sum(1 for m in minutes if m < start))
 
     async def _read_spool_family(self, family: str, since: float, created: float | None, *,
                                  own_only: bool) -> tuple[int, int, int]:

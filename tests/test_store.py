@@ -648,6 +648,23 @@ async def test_every_call_means_the_same_on_both_backends(backend: Backend) -> N
     await store.close()
 
 
+async def test_texts_with_every_kind_of_character_come_back_exactly(backend: Backend) -> None:
+    # A batch of texts goes into PostgreSQL as arrays: quotes, backslashes, braces, commas
+    # and NULL-looking words are what an array's text form escapes (the texts' JSON is sent
+    # binary), and emoji and newlines must survive the round trip too.
+    bodies = ['say "hi"', "back\\slash \\\"", "{a,b}", "NULL", "", "line\nbreak 😀 ü",
+              '{"json": ["in", "json"]}']
+    store = await backend.open()
+    texts = [InboundText(event_id=f"m{i}", sender_uri=f'sip:"q{i}"@h', display_name='A "B"',
+                         body=body, declared_bytes=len(body.encode()), to_uri="", exten="")
+             for i, body in enumerate(bodies)]
+    rows = await store.add_inbound([NewInbound("C1", None, t, 1.0 + i)
+                                    for i, t in enumerate(texts)])
+    assert all(row is not None for row in rows)
+    assert [row.text for row in await store.waiting_inbound()] == texts
+    await store.close()
+
+
 async def test_text_with_nul_characters_is_stored_not_refused(backend: Backend) -> None:
     # A refused /sip text is audited as typed; PostgreSQL's text cannot hold NUL, so the
     # store writes it as ␀ instead of failing the audit (and the refusal with it).

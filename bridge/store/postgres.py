@@ -495,6 +495,8 @@ class PostgresStore:
         # ids are taken in that order, which is the order they are posted in). A text whose
         # message ID is already stored (or earlier in the batch) is skipped by ON CONFLICT.
         # The same statement moves each PBX's spool mark to its newest text's Asterisk time.
+        # The texts' JSON goes in binary (%b): in text format every one of its quotes is
+        # escaped by a regular expression, a seventh of a replica's CPU at 1,000 texts/s.
         columns: list[list[Any]] = [[] for _ in range(8)]
         newest: dict[str, float] = {}
         for item in items:
@@ -519,7 +521,7 @@ class PostgresStore:
                 " INSERT INTO inbound (message_id, channel, endpoint, text_json, received_at,"
                 " kind, conversation, outbound_id)"
                 " SELECT m, c, e, t, r, k, v, o FROM unnest(%s::text[], %s::text[],"
-                " %s::text[], %s::text[], %s::float8[], %s::text[], %s::text[], %s::bigint[])"
+                " %s::text[], %b::text[], %s::float8[], %s::text[], %s::text[], %s::bigint[])"
                 " WITH ORDINALITY AS batch(m, c, e, t, r, k, v, o, n) ORDER BY n"
                 " ON CONFLICT (message_id) DO NOTHING RETURNING id, message_id",
                 [list(newest), list(newest.values()), *columns])

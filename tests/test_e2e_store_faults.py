@@ -145,7 +145,7 @@ async def test_a_lost_store_does_not_repost_the_spool_unless_asked(
     bridge = await start_bridge(tmp_path, slack, asterisk.ami_port)
     try:
         line = await bridge.wait_for_log("texts in Asterisk's spool are older than this store")
-        created_minute = int(await _created_at(tmp_path) // 60)
+        created_minute = int(_created_at(tmp_path) // 60)
         if created_minute == sent_minute:
             assert "NOT relayed: 3 texts from the minute it was created." in line, line
         else:
@@ -173,7 +173,7 @@ async def test_a_lost_store_does_not_repost_the_spool_unless_asked(
         assert await bridge.stop() == 0
 
 
-async def _created_at(directory: Path) -> float:
+def _created_at(directory: Path) -> float:
     """When the bridge's store in `directory` was created (its store_info)."""
     db = sqlite3.connect(directory / "bridge-store.sqlite3")
     try:
